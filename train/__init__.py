@@ -1,0 +1,1 @@
+"""byoc-vision trainer."""

@@ -1,0 +1,27 @@
+"""Failures a user can act on, and how they are reported to SageMaker."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from train import sagemaker_env
+
+log = logging.getLogger(__name__)
+
+FAILURE_REASON_LIMIT = 1024  # SageMaker shows this many characters of /opt/ml/output/failure
+
+
+class TrainingError(Exception):
+    """A failure caused by the input or the settings; the message says what to change."""
+
+
+class Interrupted(Exception):
+    """The job was stopped by a signal (spot interruption) after saving a checkpoint."""
+
+
+def write_failure(reason: str, path: Path | None = None) -> Path:
+    """Write the one-paragraph failure reason where SageMaker reads it."""
+    path = path or sagemaker_env.failure_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(reason.strip()[:FAILURE_REASON_LIMIT] + "\n")
+    return path

@@ -1,0 +1,49 @@
+"""Decoding any image file into the RGB picture every model expects."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def open_rgb(source: str | Path | bytes | BinaryIO) -> Image.Image:
+    """Decode an image fully (raising on corrupt or truncated data) and convert it to 8-bit RGB."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(source)
+    with Image.open(source) as img:
+        img.load()
+        return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Upright 8-bit RGB: EXIF rotation applied; grey, palette, CMYK, 16-bit and alpha handled.
+
+    Transparent pixels are composited on white, the way image viewers show them.
+    """
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        img = Image.fromarray(_scale_to_uint8(np.asarray(img), sixteen_bit=img.mode.startswith("I;16")))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _scale_to_uint8(values: np.ndarray, sixteen_bit: bool) -> np.ndarray:
+    """Map 16-bit, 32-bit integer or float pixels onto 0..255 (floats in 0..1 count as normalised)."""
+    is_float = np.issubdtype(values.dtype, np.floating)
+    values = values.astype(np.float64)
+    peak = values.max() if values.size else 0.0
+    if is_float and peak <= 1.0:
+        values = values * 255.0
+    elif sixteen_bit or peak > 255:
+        values = values / 65535.0 * 255.0
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
