@@ -79,9 +79,9 @@ def build_network(arch: str, num_classes: int, pretrained: str) -> Network:
     else:
         net = _build_torchvision(arch, pretrained == "imagenet")
     net.arch = arch
+    _replace_head(net, num_classes)
     if pretrained not in ("none", "imagenet"):
         load_weights(net, Path(pretrained))
-    _replace_head(net, num_classes)
     return net
 
 
@@ -186,7 +186,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def load_weights(net: Network, path: Path) -> None:
     """Load a backbone's weights: by name, or by position when another implementation named them differently
-    but every tensor shape lines up (e.g. the EfficientNet-Lite0 file into timm's tf_efficientnet_lite0)."""
+    but every tensor shape lines up (e.g. the EfficientNet-Lite0 file into timm's tf_efficientnet_lite0).
+    The head's tensors are loaded too when their shapes fit (further fine-tuning of our own artifact)."""
     state = read_state_dict(path)
     target = net.model.state_dict()
     body = [k for k in target if not _under(k, net.head_prefix)]
@@ -202,7 +203,7 @@ def load_weights(net: Network, path: Path) -> None:
                 f"are missing (first: {', '.join(missing[:3])}) and they do not line up by position either. "
                 "Use the weights of the same architecture, or pick the matching --model."
             )
-        mapped = dict(zip(target, values))
+        mapped = {k: v for k, v in zip(target, values) if v.shape == target[k].shape}
         how = "by position"
     net.model.load_state_dict(mapped, strict=False)
     log.info("loaded %d pretrained tensors from %s (%s)", len(mapped), path, how)

@@ -1,0 +1,115 @@
+"""Command-line flags of the trainer; SageMaker hyperparameters arrive as these flags (``--name value``)."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from train import sagemaker_env
+from train.metric_log import METRIC_NAMES
+from train.models import POLICIES
+from train.transforms import AUGMENTATIONS
+
+
+def str2bool(value: str | bool) -> bool:
+    """SageMaker passes booleans as strings: true/false, 1/0, yes/no."""
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("true", "1", "yes", "y", "on"):
+        return True
+    if value.lower() in ("false", "0", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
+
+
+def _flag(group: argparse._ArgumentGroup, name: str, help: str) -> None:
+    group.add_argument(name, type=str2bool, nargs="?", const=True, default=False, help=help + " (true/false)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m train",
+        description="Fine-tune an image classifier under the SageMaker training contract. Defaults come from "
+        "the SM_* environment; hyperparameters may use - or _ in their names.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--train", type=str, default=str(sagemaker_env.channel_dir("train")), help="train channel: class folders, HDF5+CSV, or CIFAR batches")
+    data.add_argument("--valid", type=str, default=str(sagemaker_env.channel_dir("valid")), help="valid channel; split from train when missing")
+    data.add_argument("--test", type=str, default=str(sagemaker_env.channel_dir("test")), help="test channel; evaluated once at the end")
+    data.add_argument("--valid-fraction", type=float, default=0.1, help="share of train held out for validation when there is no valid channel")
+    data.add_argument("--test-fraction", type=float, default=0.1, help="share held out for test (HDF5+CSV layout without a test channel)")
+    _flag(data, "--strict-data", "fail on the first unreadable image instead of skipping and counting it")
+    data.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader worker processes per rank")
+    data.add_argument("--image-size", type=int, default=224, help="crop size fed to the network")
+    data.add_argument("--resize-size", type=int, default=None, help="shorter side before the center crop (default: image-size / 0.875)")
+    data.add_argument("--augment", choices=AUGMENTATIONS, default="light", help="training augmentation preset")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", type=str, default="resnet50", help="torchvision model name, or timm/<name>")
+    model.add_argument(
+        "--pretrained",
+        type=str,
+        default="auto",
+        help="weights: 'auto' (the file in the 'pretrained' channel, else imagenet), 'imagenet' (download), 'none', or a file path",
+    )
+    model.add_argument("--finetune", choices=POLICIES, default="full", help="train the head only, the last K stages + head, or everything")
+    model.add_argument("--unfreeze-stages", type=int, default=1, help="K for --finetune last-k")
+    model.add_argument("--feature-cache", choices=("auto", "off"), default="auto", help="cache frozen-backbone features (head-only with --augment none)")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, default=10)
+    optim.add_argument("--batch-size", type=int, default=32, help="per-device batch size")
+    optim.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    optim.add_argument("--lr", type=float, default=1e-3, help="learning rate of the head")
+    optim.add_argument("--backbone-lr", type=float, default=None, help="learning rate of unfrozen backbone stages (default: lr / 10)")
+    optim.add_argument("--weight-decay", type=float, default=1e-4, help="not applied to biases and norm layers")
+    optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    optim.add_argument("--scheduler", choices=("cosine", "step", "constant"), default="cosine")
+    optim.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up length (fractions allowed)")
+    optim.add_argument("--step-size", type=int, default=3, help="epochs between decays for --scheduler step")
+    optim.add_argument("--gamma", type=float, default=0.1, help="decay factor for --scheduler step")
+    optim.add_argument("--label-smoothing", type=float, default=0.0)
+    optim.add_argument("--imbalance", choices=("none", "weighted-loss", "balanced-sampler"), default="none", help="handling of imbalanced classes")
+    optim.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), default="auto", help="autocast: auto = bf16 (fp16 on old GPUs) on CUDA, bf16 on CPUs with AVX512-BF16/AMX")
+    _flag(optim, "--channels-last", "use the channels_last memory format")
+    _flag(optim, "--compile", "torch.compile the model")
+    optim.add_argument("--clip-grad-norm", type=float, default=0.0, help="max gradient norm (0: off)")
+    optim.add_argument("--early-stopping-patience", type=int, default=0, help="epochs without improvement before stopping (0: off)")
+    optim.add_argument("--early-stopping-metric", choices=[m for m in METRIC_NAMES if m.startswith("valid_")], default="valid_loss", help="metric to watch (loss: lower is better)")
+    optim.add_argument("--seed", type=int, default=42)
+    _flag(optim, "--deterministic", "deterministic algorithms (slower)")
+
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--model-dir", type=str, default=str(sagemaker_env.model_dir()), help="where the artifact goes")
+    out.add_argument("--output-data-dir", type=str, default=str(sagemaker_env.output_data_dir()), help="reports and metrics")
+    out.add_argument("--checkpoint-dir", type=str, default=str(sagemaker_env.checkpoint_dir()), help="checkpoints, resumed from on start")
+    out.add_argument("--tensorboard-dir", type=str, default=str(sagemaker_env.tensorboard_dir()))
+    out.add_argument("--debugger-out", type=str, default=None, help="enable the smdebug hook without SageMaker, saving tensors here")
+    out.add_argument("--debugger-interval", type=int, default=10, help="save tensors every N steps (with --debugger-out)")
+    out.add_argument("--debugger-collections", type=str, default="losses,weights,gradients,biases", help="smdebug collections (with --debugger-out)")
+    return parser
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """``--batch_size 8`` -> ``--batch-size 8``: SageMaker hyperparameter names often use underscores."""
+    return [a.replace("_", "-") if a.startswith("--") and "=" not in a else _normalize_assignment(a) for a in argv]
+
+
+def _normalize_assignment(arg: str) -> str:
+    if arg.startswith("--") and "=" in arg:
+        name, _, value = arg.partition("=")
+        return f"{name.replace('_', '-')}={value}"
+    return arg
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    import sys
+
+    return build_parser().parse_args(normalize_argv(sys.argv[1:] if argv is None else argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m train``: run, report a failure to SageMaker, return the exit code."""
+    from train.run import run_and_report
+
+    return run_and_report(parse_args(argv))

@@ -1,0 +1,100 @@
+"""The model artifact (the contract with serving): model.onnx, model.json, weights.safetensors, metrics.json."""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import logging
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from train.transforms import Preprocess
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+OPSET = 18
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+TOLERANCE = 1e-4
+
+
+def framework_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "torchvision", "timm", "onnx", "onnxruntime"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path) -> float:
+    """Export with a dynamic batch axis and check onnxruntime agrees with torch; returns the max abs difference."""
+    import onnxruntime as ort
+
+    model = copy.deepcopy(model).float().eval().to("cpu", memory_format=torch.contiguous_format)
+    sample = sample.float().cpu().contiguous()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    onnx_program = torch.onnx.export(
+        model,
+        (sample,),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        opset_version=OPSET,
+        dynamo=True,
+        dynamic_shapes=({0: batch},),
+        verbose=False,
+    )
+    onnx_program.save(str(path), external_data=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model(sample).numpy()
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})[0]
+    difference = float(np.abs(expected - got).max())
+    if difference > TOLERANCE:
+        raise RuntimeError(f"ONNX export of the model differs from torch by {difference:.2e} (> {TOLERANCE}); report this as a bug")
+    log.info("exported %s (%.1f MB); onnxruntime matches torch within %.1e", path.name, path.stat().st_size / 1e6, difference)
+    return difference
+
+
+def write_artifact(
+    model_dir: Path,
+    model: nn.Module,
+    *,
+    arch: str,
+    classes: list[str],
+    preprocess: Preprocess,
+    sample: torch.Tensor,
+    metrics: dict,
+    hyperparameters: dict,
+    data: dict,
+) -> dict:
+    """Write everything serving needs; returns model.json's content."""
+    from safetensors.torch import save_model
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    difference = export_onnx(model, sample, model_dir / "model.onnx")
+    save_model(copy.deepcopy(model).float().cpu(), str(model_dir / "weights.safetensors"))
+    description = {
+        "format_version": FORMAT_VERSION,
+        "architecture": arch,
+        "num_classes": len(classes),
+        "classes": classes,
+        "preprocess": preprocess.to_json(),
+        "onnx": {"file": "model.onnx", "opset": OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME, "output_kind": "logits", "max_abs_diff_vs_torch": difference},
+        "weights": {"file": "weights.safetensors", "format": "safetensors", "library": "timm" if arch.startswith("timm/") else "torchvision"},
+        "framework": framework_versions(),
+        "metrics": metrics,
+        "hyperparameters": hyperparameters,
+        "data": data,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    (model_dir / "model.json").write_text(json.dumps(description, indent=2, default=str))
+    (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return description
