@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from train import sagemaker_env
 from train.metric_log import METRIC_NAMES
@@ -21,12 +22,21 @@ def str2bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad flags raise TrainingError (reported to SageMaker) instead of exiting quietly."""
+
+    def error(self, message: str):
+        from train.errors import TrainingError
+
+        raise TrainingError(f"Bad hyperparameter or flag: {message}. `python -m train --help` lists every flag.")
+
+
 def _flag(group: argparse._ArgumentGroup, name: str, help: str) -> None:
     group.add_argument(name, type=str2bool, nargs="?", const=True, default=False, help=help + " (true/false)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m train",
         description="Fine-tune an image classifier under the SageMaker training contract. Defaults come from "
         "the SM_* environment; hyperparameters may use - or _ in their names.",
@@ -103,13 +113,18 @@ def _normalize_assignment(arg: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    import sys
-
     return build_parser().parse_args(normalize_argv(sys.argv[1:] if argv is None else argv))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m train``: run, report a failure to SageMaker, return the exit code."""
+    from train.errors import TrainingError, write_failure
     from train.run import run_and_report
 
-    return run_and_report(parse_args(argv))
+    try:
+        args = parse_args(argv)
+    except TrainingError as exc:
+        write_failure(str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_and_report(args)
