@@ -37,3 +37,50 @@ def write_imagefolder(root: Path, split: str, per_class: int, classes: int = 10,
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[i], mode="L").save(folder / f"{split}-{i:05d}.{fmt}")
     return root
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def write_hdf5(root: Path, per_class: dict[int, int]) -> Path:
+    """The ISIC 2024 layout: train-image.hdf5 (JPEG bytes keyed by isic_id) + train-metadata.csv (isic_id,target).
+
+    ``per_class`` maps a Fashion-MNIST class to the number of images of it (target = its position in the dict).
+    """
+    import h5py
+
+    images, labels = load("train")
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with h5py.File(root / "train-image.hdf5", "w") as h5:
+        for target, (cls, count) in enumerate(per_class.items()):
+            for i in np.flatnonzero(labels == cls)[:count]:
+                key = f"ISIC_{i:07d}"
+                h5.create_dataset(key, data=np.frombuffer(_jpeg(images[i]), dtype=np.uint8))
+                rows.append(f"{key},{target}")
+    (root / "train-metadata.csv").write_text("isic_id,target\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def write_cifar(root: Path, per_class: int, classes: int = 10, fine: bool = False) -> Path:
+    """CIFAR python batches (32x32 RGB): data_batch_1 + test_batch + batches.meta, or CIFAR-100's train/test/meta."""
+    import pickle
+
+    root.mkdir(parents=True, exist_ok=True)
+    label_key, names_key = (b"fine_labels", b"fine_label_names") if fine else (b"labels", b"label_names")
+    for split, name in (("train", "train" if fine else "data_batch_1"), ("t10k", "test" if fine else "test_batch")):
+        images, labels = load(split)
+        chosen = pick(labels, per_class, classes)
+        padded = np.zeros((len(chosen), 32, 32), dtype=np.uint8)
+        padded[:, 2:30, 2:30] = images[chosen]
+        rgb = np.repeat(padded[:, None], 3, axis=1).reshape(len(chosen), -1)
+        with (root / name).open("wb") as handle:
+            pickle.dump({b"data": rgb, label_key: [int(v) for v in labels[chosen]]}, handle)
+    with (root / ("meta" if fine else "batches.meta")).open("wb") as handle:
+        pickle.dump({names_key: [c.encode() for c in CLASSES[:classes]]}, handle)
+    return root

@@ -1,0 +1,86 @@
+"""Shared fixtures: real Fashion-MNIST datasets, a SageMaker /opt/ml tree, the Docker engine and images."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import fashion_mnist  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    if not fashion_mnist.available():
+        skip = pytest.mark.skip(reason="Fashion-MNIST is missing: apt-get install dataset-fashion-mnist")
+        for item in items:
+            if "fashion" in item.fixturenames or "opt_ml" in item.fixturenames:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def fashion(tmp_path_factory) -> Path:
+    """train (40/class), valid (10/class), test (10/class, from the t10k set) as ImageFolder PNGs."""
+    root = tmp_path_factory.mktemp("fashion")
+    fashion_mnist.write_imagefolder(root / "train", "train", 40)
+    fashion_mnist.write_imagefolder(root / "valid", "train", 10, offset=40)
+    fashion_mnist.write_imagefolder(root / "test", "t10k", 10)
+    return root
+
+
+def make_opt_ml(root: Path, data: Path | None, hyperparameters: dict, channels=("train", "valid", "test")) -> Path:
+    """A SageMaker-style /opt/ml tree with the given channels copied from ``data``."""
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+    (config / "inputdataconfig.json").write_text(json.dumps({c: {"TrainingInputMode": "File"} for c in channels}))
+    for channel in channels:
+        target = root / "input" / "data" / channel
+        if data is not None and (data / channel).is_dir():
+            shutil.copytree(data / channel, target)
+        else:
+            target.mkdir(parents=True)
+    return root
+
+
+@pytest.fixture
+def opt_ml(tmp_path, fashion):
+    """Factory: ``opt_ml(hyperparameters, channels=...)`` -> a filled /opt/ml tree."""
+    return lambda hyperparameters, channels=("train", "valid", "test"): make_opt_ml(tmp_path / "opt_ml", fashion, hyperparameters, channels)
+
+
+def run_trainer(args: list[str], base_dir: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m train`` as a subprocess with /opt/ml at ``base_dir``."""
+    full_env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "train", *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def docker_available() -> str | None:
+    """None when a Docker engine answers, else the reason to skip."""
+    if shutil.which("docker") is None:
+        return "no docker CLI (run ../shared/container-host/up.sh)"
+    result = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    return None if result.returncode == 0 else f"no Docker engine answers (run ../shared/container-host/up.sh): {result.stderr.strip()[:200]}"
+
+
+@pytest.fixture(scope="session")
+def train_image() -> str:
+    """The training image, built from docker/train.Dockerfile with PyPI's torch wheels."""
+    reason = docker_available()
+    if reason:
+        pytest.skip(reason)
+    tag = os.environ.get("BYOC_TRAIN_IMAGE", "byoc-vision-train:test")
+    index = os.environ.get("TORCH_INDEX_URL", "https://pypi.org/simple")
+    build = subprocess.run(
+        ["docker", "buildx", "build", "--load", "-f", "docker/train.Dockerfile", "--build-arg", f"TORCH_INDEX_URL={index}", "-t", tag, "."],
+        cwd=REPO, capture_output=True, text=True, timeout=3000,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-4000:]
+    return tag

@@ -1,0 +1,71 @@
+"""Decoding: every odd image kind becomes an upright 8-bit RGB picture."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from train.images import open_rgb
+
+
+def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_grayscale_is_replicated_to_three_channels():
+    out = open_rgb(encode(Image.new("L", (4, 3), 77), "PNG"))
+    assert out.mode == "RGB" and out.size == (4, 3)
+    assert np.asarray(out)[0, 0].tolist() == [77, 77, 77]
+
+
+def test_palette_with_transparency_is_composited_on_white():
+    img = Image.new("P", (2, 1))
+    img.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    img.putpixel((0, 0), 0)
+    img.putpixel((1, 0), 1)
+    out = np.asarray(open_rgb(encode(img, "PNG", transparency=0)))
+    assert out[0, 0].tolist() == [255, 255, 255]  # transparent red -> white
+    assert out[0, 1].tolist() == [0, 0, 255]
+
+
+def test_rgba_alpha_blends_on_white():
+    img = Image.new("RGBA", (1, 1), (0, 0, 0, 128))
+    out = np.asarray(open_rgb(encode(img, "PNG")))
+    assert 120 <= out[0, 0, 0] <= 135
+
+
+def test_cmyk_jpeg_converts_to_rgb():
+    img = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # pure red in CMYK
+    out = np.asarray(open_rgb(encode(img, "JPEG", quality=95)))
+    r, g, b = out[4, 4].tolist()
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_16bit_png_is_scaled_not_clipped():
+    values = np.array([[0, 32768, 65535]], dtype=np.uint16)
+    img = Image.fromarray(values)
+    assert img.mode.startswith("I;16")
+    out = np.asarray(open_rgb(encode(img, "PNG")))[0, :, 0]
+    assert out.tolist() == [0, 128, 255]
+
+
+def test_exif_rotation_is_applied():
+    img = Image.new("RGB", (40, 20), (10, 200, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    out = open_rgb(encode(img, "JPEG", exif=exif.tobytes()))
+    assert out.size == (20, 40)
+
+
+def test_float_image_in_unit_range():
+    img = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32), mode="F")
+    out = np.asarray(open_rgb(encode(img, "TIFF")))[0, :, 0]
+    assert out.tolist() == [0, 128, 255]
+
+
+@pytest.mark.parametrize("payload", [b"", b"not an image", encode(Image.new("RGB", (64, 64)), "JPEG")[:200]])
+def test_corrupt_or_truncated_data_raises(payload):
+    with pytest.raises(Exception):
+        open_rgb(payload)
