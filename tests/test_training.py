@@ -1,0 +1,166 @@
+"""End-to-end runs of ``python -m train`` on real Fashion-MNIST photos, with /opt/ml in a temp folder."""
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_trainer
+from train.metric_log import metric_definitions
+
+SMALL = ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "32", "--workers", "0"]
+
+
+def channels(fashion, *names):
+    return [arg for name in names for arg in (f"--{name}", str(fashion / name))]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, fashion):
+    """One real 2-epoch run, shared by the artifact checks."""
+    base = tmp_path_factory.mktemp("opt_ml")
+    result = run_trainer([*SMALL, "--epochs", "2", *channels(fashion, "train", "valid", "test")], base)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return base, result
+
+
+def test_metric_lines_are_printed_and_parsed_by_the_definitions(trained):
+    _, result = trained
+    lines = [l for l in result.stdout.splitlines() if l.startswith("epoch=")]
+    assert [l.split()[0] for l in lines] == ["epoch=1", "epoch=2"]
+    found = {d["Name"]: re.findall(d["Regex"], result.stdout) for d in metric_definitions()}
+    for name in ("train_loss", "valid_loss", "valid_acc", "valid_top5", "valid_f1", "lr", "images_per_sec"):
+        assert len(found[name]) == 2, name
+    assert len(found["test_acc"]) == 1 and 0.0 <= float(found["test_acc"][0]) <= 1.0
+
+
+def test_artifact_describes_the_model(trained, fashion):
+    base, _ = trained
+    model_dir = base / "model"
+    assert {p.name for p in model_dir.iterdir()} == {"model.onnx", "model.json", "weights.safetensors", "metrics.json"}
+    info = json.loads((model_dir / "model.json").read_text())
+    assert info["classes"] == sorted(p.name for p in (fashion / "train").iterdir())
+    assert info["num_classes"] == 10 and info["architecture"] == "resnet18"
+    assert info["preprocess"] == {
+        "resize": 37, "crop": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bilinear",
+        "channel_order": "RGB", "layout": "NCHW", "scale": 1 / 255,
+    }  # fmt: skip
+    from importlib.metadata import version
+
+    assert info["hyperparameters"]["epochs"] == 2 and info["framework"]["torch"] == version("torch")
+    assert set(info["metrics"]) >= {"test_acc", "test_loss", "valid_acc", "best_epoch", "skipped_images"}
+    assert info["data"] == {"layout": "imagefolder", "train": 400, "valid": 100, "test": 100, "skipped_images": 0}
+
+
+def test_onnx_agrees_with_torch_on_real_images_at_any_batch_size(trained, fashion):
+    import onnxruntime as ort
+    from safetensors.torch import load_model
+
+    from train.images import open_rgb
+    from train.models import build_network
+    from train.transforms import Preprocess, eval_transform
+
+    model_dir = trained[0] / "model"
+    info = json.loads((model_dir / "model.json").read_text())
+    pre = info["preprocess"]
+    transform = eval_transform(Preprocess(pre["resize"], pre["crop"], tuple(pre["mean"]), tuple(pre["std"]), pre["interpolation"]))
+    files = sorted((fashion / "test").rglob("*.png"))[::9][:7]
+    batch = torch.stack([transform(open_rgb(f)) for f in files])
+    net = build_network("resnet18", 10, "none")
+    load_model(net.model, str(model_dir / "weights.safetensors"))
+    with torch.no_grad():
+        expected = net.model.eval()(batch).numpy()
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"input": batch.numpy()})[0]
+    assert got.shape == (7, 10)
+    assert np.abs(got - expected).max() < 1e-4
+    assert (got.argmax(1) == expected.argmax(1)).all()
+
+
+def test_reports_tensorboard_and_checkpoints(trained):
+    base, _ = trained
+    data = base / "output" / "data"
+    report = json.loads((data / "test_report.json").read_text())
+    assert sum(r["support"] for r in report["classes"].values()) == 100
+    from PIL import Image
+
+    assert Image.open(data / "test_confusion_matrix.png").size[0] > 300
+    history = json.loads((data / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(base / "output" / "tensorboard"))
+    events.Reload()
+    assert len(events.Scalars("valid/acc")) == 2
+    assert sorted(p.name for p in (base / "checkpoints").iterdir()) == ["checkpoint-e0001-s0000000.pt", "checkpoint-e0002-s0000000.pt"]
+
+
+def test_help_documents_every_flag():
+    from train.cli import build_parser
+
+    result = run_trainer(["--help"], base_dir=__import__("pathlib").Path("/nonexistent"))
+    assert result.returncode == 0
+    for action in build_parser()._actions:
+        for flag in action.option_strings:
+            assert flag in result.stdout
+
+
+def test_underscore_hyperparameters_and_string_booleans():
+    from train.cli import parse_args
+
+    args = parse_args(["--batch_size", "8", "--channels_last", "false", "--strict-data", "--early_stopping_metric=valid_acc"])
+    assert args.batch_size == 8 and args.channels_last is False and args.strict_data is True
+    assert args.early_stopping_metric == "valid_acc"
+
+
+@pytest.mark.parametrize(
+    "extra,drop,message,code",
+    [
+        ([], "train", "The 'train' channel .* is missing or empty", 1),
+        (["--model", "resnet05"], None, "Unknown model 'resnet05'. Did you mean: .*resnet50", 1),
+        (["--optimizer", "sgd", "--lr", "1e30", "--amp", "none"], None, r"The training loss became (nan|inf) at epoch 1, step \d+\. Lower --lr", 1),
+        (["--epochs", "many"], None, "Bad hyperparameter or flag: argument --epochs: invalid int value: 'many'", 2),
+        (["--finetune", "last-k", "--unfreeze-stages", "0"], None, "needs --unfreeze-stages 1 or more", 1),
+    ],
+)
+def test_failures_leave_a_reason_and_a_nonzero_exit(tmp_path, fashion, extra, drop, message, code):
+    args = [*SMALL, "--epochs", "1", *channels(fashion, "train", "valid"), *extra]
+    if drop:
+        args[args.index(f"--{drop}") + 1] = str(tmp_path / "empty")
+        (tmp_path / "empty").mkdir()
+    result = run_trainer(args, tmp_path)
+    assert result.returncode == code, result.stderr[-2000:]
+    reason = (tmp_path / "output" / "failure").read_text()
+    assert re.search(message, reason), reason
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "model" / "model.onnx").exists()
+
+
+def test_out_of_memory_is_reported_with_what_to_change(tmp_path, monkeypatch):
+    import train.run as run_module
+    from train.cli import parse_args
+
+    def out_of_memory(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.77 GiB total capacity)")
+
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
+    monkeypatch.setattr(run_module, "run", out_of_memory)
+    assert run_module.run_and_report(parse_args(["--batch-size", "256"])) == 1
+    reason = (tmp_path / "output" / "failure").read_text()
+    assert "--batch-size 256" in reason and "Lower --batch-size" in reason and "Tried to allocate 2.00 GiB" in reason
+
+
+def test_unreadable_images_are_counted_in_the_artifact(tmp_path, fashion):
+    import shutil
+
+    shutil.copytree(fashion / "train", tmp_path / "train")
+    (tmp_path / "train" / "Bag" / "zz-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (tmp_path / "train" / "Coat" / "zz-empty.jpg").write_bytes(b"")
+    result = run_trainer([*SMALL, "--epochs", "1", "--train", str(tmp_path / "train"), *channels(fashion, "valid")], tmp_path / "ml")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "skipped_images=2" in result.stdout
+    assert json.loads((tmp_path / "ml" / "model" / "model.json").read_text())["metrics"]["skipped_images"] == 2
+    assert result.stderr.count("skipping unreadable image") >= 2
+    strict = run_trainer([*SMALL, "--epochs", "1", "--strict-data", "--train", str(tmp_path / "train"), *channels(fashion, "valid")], tmp_path / "ml2")
+    assert strict.returncode == 1 and "zz-" in (tmp_path / "ml2" / "output" / "failure").read_text()
