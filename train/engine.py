@@ -127,8 +127,12 @@ def predict(
     device: torch.device,
     channels_last: bool,
     description: str,
+    loss_fn: nn.Module | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Logits (float32) and targets of every readable sample, plus the positions skipped."""
+    """Logits (float32) and targets of every readable sample, plus the positions skipped.
+
+    ``loss_fn`` is called on each batch when a Debugger hook watches it, so rules see EVAL losses too.
+    """
     all_logits, all_targets, skipped_all = [], [], []
     for images, labels, skipped in _progress_bar(loader, description, len(loader)):
         skipped_all.extend(skipped)
@@ -139,6 +143,8 @@ def predict(
             images = images.contiguous(memory_format=torch.channels_last)
         with precision.autocast():
             logits = forward(images)
+        if loss_fn is not None:
+            loss_fn(logits.float(), labels.to(device))
         all_logits.append(logits.float().cpu())
         all_targets.append(labels)
     if not all_logits:

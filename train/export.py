@@ -34,11 +34,20 @@ def framework_versions() -> dict[str, str]:
     return versions
 
 
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A float32 CPU copy in eval mode without the hooks tools attached (smdebug's would break export)."""
+    model = copy.deepcopy(model).float().eval().to("cpu", memory_format=torch.contiguous_format)
+    for module in model.modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks):
+            hooks.clear()
+    return model
+
+
 def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path) -> float:
     """Export with a dynamic batch axis and check onnxruntime agrees with torch; returns the max abs difference."""
     import onnxruntime as ort
 
-    model = copy.deepcopy(model).float().eval().to("cpu", memory_format=torch.contiguous_format)
+    model = plain_copy(model)
     sample = sample.float().cpu().contiguous()
     batch = torch.export.Dim("batch", min=1, max=4096)
     onnx_program = torch.onnx.export(
@@ -79,8 +88,9 @@ def write_artifact(
     from safetensors.torch import save_model
 
     model_dir.mkdir(parents=True, exist_ok=True)
+    model = plain_copy(model)
     difference = export_onnx(model, sample, model_dir / "model.onnx")
-    save_model(copy.deepcopy(model).float().cpu(), str(model_dir / "weights.safetensors"))
+    save_model(model, str(model_dir / "weights.safetensors"))
     description = {
         "format_version": FORMAT_VERSION,
         "architecture": arch,

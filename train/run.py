@@ -110,9 +110,9 @@ def image_loader(split: Split, transform, args: argparse.Namespace, sampler: Res
     )
 
 
-def evaluate(forward, loader, precision: Precision, ctx: distributed.Context, args, name: str, prefix: str):
+def evaluate(forward, loader, precision: Precision, ctx: distributed.Context, args, prefix: str, hook_loss: nn.Module | None):
     """Metrics of one split, gathered over ranks: (metrics with ``prefix_``, probabilities, targets, skipped)."""
-    logits, targets, skipped = predict(forward, loader, precision, ctx.device, args.channels_last, name)
+    logits, targets, skipped = predict(forward, loader, precision, ctx.device, args.channels_last, prefix, hook_loss)
     parts = distributed.gather((logits, targets, skipped), ctx)
     logits = np.concatenate([p[0] for p in parts if len(p[1])]) if any(len(p[1]) for p in parts) else logits
     targets = np.concatenate([p[1] for p in parts])
@@ -248,7 +248,7 @@ def run(args: argparse.Namespace) -> dict:
             )
         set_mode(hook, "EVAL")
         model.eval()
-        valid, *_, bad = evaluate(eval_forward, valid_loader, precision, ctx, args, "valid", "valid")
+        valid, *_, bad = evaluate(eval_forward, valid_loader, precision, ctx, args, "valid", loss_fn if hook else None)
         skipped.update(f"valid:{p}" for p in bad)
         seen = sum(distributed.gather(progress.seen, ctx))
         row = {
@@ -282,10 +282,12 @@ def run(args: argparse.Namespace) -> dict:
     final = dict(history[-1]) if history else {}
     final.update({"best_epoch": best["epoch"], f"best_{args.early_stopping_metric}": best["value"]})
     report_split, report_loader = ("test", test_loader) if test_loader is not None else ("valid", valid_loader)
-    metrics, probabilities, targets, bad = evaluate(eval_forward, report_loader, precision, ctx, args, report_split, report_split)
+    metrics, probabilities, targets, bad = evaluate(eval_forward, report_loader, precision, ctx, args, report_split, loss_fn if hook else None)
     skipped.update(f"{report_split}:{p}" for p in bad)
     final.update(metrics)
     final["skipped_images"] = len(skipped)
+    if hook is not None:
+        hook.close()
     distributed.teardown(ctx)
     if not ctx.is_main:
         return final
