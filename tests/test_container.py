@@ -1,0 +1,79 @@
+"""The training image under the SageMaker contract: ``docker run IMAGE train`` with /opt/ml mounted."""
+import json
+import re
+import subprocess
+import time
+
+import pytest
+
+from train.metric_log import metric_definitions
+
+pytestmark = pytest.mark.container
+HYPER = {"model": "resnet18", "pretrained": "none", "epochs": 2, "batch_size": 32, "image_size": 32, "workers": 2}
+
+
+def docker_train(image: str, opt_ml, *extra: str, timeout: int = 900) -> tuple[subprocess.CompletedProcess, float]:
+    command = ["docker", "run", "--rm", "-v", f"{opt_ml}:/opt/ml", "-e", "SM_STUDIO_LOCAL_MODE=true", *extra, image, "train"]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return result, time.perf_counter() - started
+
+
+def test_training_job_writes_the_artifact_and_success(train_image, opt_ml):
+    root = opt_ml({**HYPER, "_tuning_objective_metric": "valid_acc"})
+    config = {"LocalPath": "/opt/ml/output/tensors", "HookParameters": {"save_interval": "5"}, "CollectionConfigurations": [{"CollectionName": "losses"}]}
+    (root / "input" / "config" / "debughookconfig.json").write_text(json.dumps(config))
+    result, seconds = docker_train(train_image, root)
+    print(f"docker run ... train: {seconds:.1f} s")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert (root / "output" / "success").exists() and not (root / "output" / "failure").exists()
+    assert {p.name for p in (root / "model").iterdir()} == {"model.onnx", "model.json", "weights.safetensors", "metrics.json"}
+    assert (root / "output" / "data" / "test_confusion_matrix.png").is_file()
+    assert list((root / "output" / "tensorboard").iterdir())
+    logs = result.stdout + result.stderr
+    assert "no GPU: training on the CPU" in logs
+    for definition in metric_definitions(("train_loss", "valid_loss", "valid_acc", "test_acc")):
+        assert re.search(definition["Regex"], logs), definition["Name"]
+    from smdebug.trials import create_trial
+
+    trial = create_trial(str(root / "output" / "tensors"))
+    assert trial.tensor_names(collection="losses")
+
+
+def test_failure_is_reported_in_the_failure_file(train_image, opt_ml):
+    root = opt_ml(HYPER, channels=("train",))
+    for path in sorted((root / "input" / "data" / "train").rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    result, _ = docker_train(train_image, root)
+    assert result.returncode != 0
+    reason = (root / "output" / "failure").read_text()
+    assert reason.startswith("The 'train' channel (/opt/ml/input/data/train) is missing or empty.")
+    assert len(reason) <= 1025 and "Traceback" not in reason
+    assert not (root / "model" / "model.onnx").exists()
+
+
+def test_bad_hyperparameter_fails_before_training(train_image, opt_ml):
+    root = opt_ml({**HYPER, "epochs": "ten"})
+    result, _ = docker_train(train_image, root)
+    assert result.returncode != 0
+    assert "Bad hyperparameter or flag: argument --epochs: invalid int value: 'ten'" in (root / "output" / "failure").read_text()
+
+
+def test_distributed_job_runs_torchrun(train_image, opt_ml):
+    root = opt_ml({**HYPER, "epochs": 1, "workers": 0, "sagemaker_torch_distributed_enabled": "true", "sagemaker_processes_per_host": 2})
+    result, _ = docker_train(train_image, root, "-e", "OMP_NUM_THREADS=1")
+    logs = result.stdout + result.stderr
+    assert result.returncode == 0, logs[-4000:]
+    assert "distributed: 1 host(s) x 2 process(es)" in logs and "2 process(es)" in logs
+    assert len(re.findall(r"^epoch=1 ", result.stdout, flags=re.M)) == 1
+    assert (root / "model" / "model.onnx").is_file()
+
+
+def test_image_size_and_labels(train_image):
+    inspect = json.loads(subprocess.run(["docker", "image", "inspect", train_image], capture_output=True, text=True, check=True).stdout)[0]
+    print(f"training image size: {inspect['Size'] / 1e9:.2f} GB")
+    labels = inspect["Config"]["Labels"]
+    assert labels["org.opencontainers.image.title"] == "byoc-vision-train"
+    assert "SAGEMAKER_TRAINING_MODULE=train.launcher:main" in inspect["Config"]["Env"]
+    tools = subprocess.run(["docker", "run", "--rm", train_image, "sh", "-c", "command -v gcc cc || echo none"], capture_output=True, text=True)
+    assert tools.stdout.strip() == "none"  # compilers stayed in the builder stage
