@@ -77,3 +77,12 @@ def test_image_size_and_labels(train_image):
     assert "SAGEMAKER_TRAINING_MODULE=train.launcher:main" in inspect["Config"]["Env"]
     tools = subprocess.run(["docker", "run", "--rm", train_image, "sh", "-c", "command -v gcc cc || echo none"], capture_output=True, text=True)
     assert tools.stdout.strip() == "none"  # compilers stayed in the builder stage
+
+
+def test_torchrun_command_for_one_and_several_hosts():
+    from train.launcher import torchrun_command
+
+    one = torchrun_command(["--epochs", "1"], ["algo-1"], "algo-1", 8)
+    assert one[3:] == ["--standalone", "--nproc-per-node=8", "-m", "train", "--epochs", "1"]
+    two = torchrun_command([], ["algo-1", "algo-2"], "algo-2", 4)
+    assert "--nnodes=2" in two and "--node-rank=1" in two and "--master-addr=algo-1" in two

@@ -8,8 +8,10 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -42,12 +44,25 @@ def describe_accelerators() -> str:
 
 
 def torchrun_command(argv: list[str], hosts: list[str], current_host: str, processes_per_host: int) -> list[str]:
-    return [
-        sys.executable, "-m", "torch.distributed.run",
-        f"--nnodes={len(hosts)}", f"--nproc-per-node={processes_per_host}", f"--node-rank={hosts.index(current_host)}",
-        f"--master-addr={hosts[0]}", f"--master-port={MASTER_PORT}",
-        "-m", "train", *argv,
-    ]  # fmt: skip
+    """torchrun for this host: standalone on one host, else rendezvous at the first host."""
+    if len(hosts) == 1:
+        placement = ["--standalone"]
+    else:
+        placement = [f"--nnodes={len(hosts)}", f"--node-rank={hosts.index(current_host)}", f"--master-addr={hosts[0]}", f"--master-port={MASTER_PORT}"]
+    return [sys.executable, "-m", "torch.distributed.run", *placement, f"--nproc-per-node={processes_per_host}", "-m", "train", *argv]
+
+
+def wait_for_host(host: str, seconds: float = 600) -> None:
+    """SageMaker's DNS names for the other hosts can take a while to resolve at start."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.gethostbyname(host)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TrainingError(f"The first host '{host}' did not resolve within {seconds:.0f} s; check the job's VPC/DNS settings.") from None
+            time.sleep(2)
 
 
 def run_torchrun(command: list[str]) -> int:
@@ -77,6 +92,8 @@ def main() -> None:
         log.info("hyperparameters: %s", " ".join(argv) or "(none)")
         if str(extra.get("sagemaker_torch_distributed_enabled", "false")).lower() == "true":
             per_host = int(extra.get("sagemaker_processes_per_host") or max(env.num_gpus, 1))
+            if len(env.hosts) > 1:
+                wait_for_host(env.hosts[0])
             command = torchrun_command(argv, env.hosts, env.current_host, per_host)
             log.info("distributed: %d host(s) x %d process(es): %s", len(env.hosts), per_host, " ".join(command))
             code = run_torchrun(command)
