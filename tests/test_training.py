@@ -122,13 +122,20 @@ def test_underscore_hyperparameters_and_string_booleans():
         (["--optimizer", "sgd", "--lr", "1e30", "--amp", "none"], None, r"The training loss became (nan|inf) at epoch 1, step \d+\. Lower --lr", 1),
         (["--epochs", "many"], None, "Bad hyperparameter or flag: argument --epochs: invalid int value: 'many'", 2),
         (["--finetune", "last-k", "--unfreeze-stages", "0"], None, "needs --unfreeze-stages 1 or more", 1),
+        ([], "valid", r"The class folders of 'valid' .* differ from 'train': only in valid: \['Handbag'\]; only in train: \['Bag'\]", 1),
     ],
 )
 def test_failures_leave_a_reason_and_a_nonzero_exit(tmp_path, fashion, extra, drop, message, code):
+    import shutil
+
     args = [*SMALL, "--epochs", "1", *channels(fashion, "train", "valid"), *extra]
-    if drop:
-        args[args.index(f"--{drop}") + 1] = str(tmp_path / "empty")
+    if drop == "train":
+        args[args.index("--train") + 1] = str(tmp_path / "empty")
         (tmp_path / "empty").mkdir()
+    elif drop == "valid":  # a valid channel whose class folders differ from train's
+        shutil.copytree(fashion / "valid", tmp_path / "renamed")
+        (tmp_path / "renamed" / "Bag").rename(tmp_path / "renamed" / "Handbag")
+        args[args.index("--valid") + 1] = str(tmp_path / "renamed")
     result = run_trainer(args, tmp_path)
     assert result.returncode == code, result.stderr[-2000:]
     reason = (tmp_path / "output" / "failure").read_text()
@@ -202,3 +209,9 @@ def test_imbalance_options_and_early_stopping(tmp_path, fashion):
     weighted = run_trainer([*SMALL, "--epochs", "1", "--imbalance", "weighted-loss", "--label-smoothing", "0.1", "--warmup-epochs", "0.5",
                             "--scheduler", "step", "--channels-last", "--clip-grad-norm", "1.0", *channels(fashion, "train", "valid")], tmp_path / "w")  # fmt: skip
     assert weighted.returncode == 0, weighted.stderr[-2000:]
+
+
+def test_compile_without_a_compiler_fails_clearly(tmp_path, fashion):
+    result = run_trainer([*SMALL, "--epochs", "1", "--compile", *channels(fashion, "train", "valid")], tmp_path, env={"PATH": str(tmp_path / "no-tools")})
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "--compile needs a C compiler" in (tmp_path / "output" / "failure").read_text()

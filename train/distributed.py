@@ -57,6 +57,15 @@ def broadcast(obj, ctx: Context):
     return box[0]
 
 
+def any_rank(flag: bool, ctx: Context) -> bool:
+    """True on every rank when ``flag`` is true on any (so all ranks stop at the same step)."""
+    if not ctx.enabled:
+        return flag
+    value = torch.tensor([int(flag)], device=ctx.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def teardown(ctx: Context) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import sys
-import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -80,9 +79,9 @@ def train_one_epoch(
     epoch: int,
     clip_grad_norm: float,
     channels_last: bool,
-    stop: threading.Event,
+    should_stop: Callable[[], bool],
 ) -> EpochProgress:
-    """Train until the loader ends or ``stop`` is set (then ``progress.interrupted``)."""
+    """Train until the loader ends or ``should_stop()`` says so after a step (then ``progress.interrupted``)."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     started = time.perf_counter()
     for images, labels, skipped in _progress_bar(loader, f"epoch {epoch + 1}", len(loader)):
@@ -112,7 +111,7 @@ def train_one_epoch(
             progress.correct += int((logits.argmax(dim=1) == labels).sum())
             progress.seen += len(labels)
         scheduler.step()
-        if stop.is_set():
+        if should_stop():
             progress.interrupted = True
             break
     progress.seconds += time.perf_counter() - started

@@ -71,6 +71,17 @@ def resolve_pretrained(choice: str) -> str:
     return str(files[0]) if files else "imagenet"
 
 
+def require_compiler(device: torch.device) -> None:
+    """torch.compile generates C++ (CPU) or Triton launchers (GPU), both built with a C compiler at run time."""
+    import shutil
+
+    if not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
+        raise TrainingError(
+            f"--compile needs a C compiler to build its {'Triton' if device.type == 'cuda' else 'C++'} kernels, and this "
+            "image has none (compilers stay out of the training image). Drop --compile, or build an image that adds gcc."
+        )
+
+
 def lr_factor(step: int, steps_per_epoch: int, args: argparse.Namespace) -> float:
     """Linear warm-up, then cosine to zero, step decay, or constant."""
     warmup = args.warmup_epochs * steps_per_epoch
@@ -186,6 +197,7 @@ def run(args: argparse.Namespace) -> dict:
         if ctx.enabled:
             forward = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
         if args.compile:
+            require_compiler(ctx.device)
             forward = torch.compile(forward)
             eval_forward = torch.compile(model)
 
@@ -237,7 +249,8 @@ def run(args: argparse.Namespace) -> dict:
         train_mode(model)
         progress = train_one_epoch(
             forward, loss_fn, optimizer, scheduler, scaler, train_loader, precision, ctx.device,
-            progress=progress, epoch=epoch, clip_grad_norm=args.clip_grad_norm, channels_last=args.channels_last and not cached, stop=stop,
+            progress=progress, epoch=epoch, clip_grad_norm=args.clip_grad_norm, channels_last=args.channels_last and not cached,
+            should_stop=lambda: distributed.any_rank(stop.is_set(), ctx),
         )
         skipped.update(f"train:{p}" for p in progress.skipped)
         if progress.interrupted:
