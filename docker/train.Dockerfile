@@ -44,7 +44,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 COPY train /src/train
 COPY pyproject.toml README.md /src/
+# `train` (what SageMaker runs) becomes our entry: the toolkit's, plus defaults and loud failures for local runs.
 RUN pip install --no-deps --no-cache-dir /src && rm -rf /src \
+ && ln -sf /usr/local/bin/byoc-train /usr/local/bin/train \
  && python -c "import train, torch, smdebug, sagemaker_training; print('torch', torch.__version__)"
 
 WORKDIR /opt/ml/code

@@ -86,3 +86,33 @@ def test_torchrun_command_for_one_and_several_hosts():
     assert one[3:] == ["--standalone", "--nproc-per-node=8", "-m", "train", "--epochs", "1"]
     two = torchrun_command([], ["algo-1", "algo-2"], "algo-2", 4)
     assert "--nnodes=2" in two and "--node-rank=1" in two and "--master-addr=algo-1" in two
+
+
+def test_local_run_without_config_files_gets_single_host_defaults(train_image, tmp_path, fashion):
+    """Outside SageMaker a person may mount only data and hyperparameters: the entry fills in the resource and
+    input-data configs the toolkit needs (without them it would exit 0 having done nothing)."""
+    import shutil
+
+    root = tmp_path / "opt_ml"
+    for split in ("train", "valid"):
+        shutil.copytree(fashion / split, root / "input" / "data" / split)
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps({**HYPER, "epochs": "1"}))
+    result = subprocess.run(["docker", "run", "--rm", "-v", f"{root}:/opt/ml", train_image, "train"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resourceconfig.json was missing: running with" in result.stderr
+    assert 'inputdataconfig.json was missing: running with {"train": {"TrainingInputMode": "File"}, "valid"' in result.stderr
+    assert (root / "output" / "success").exists() and (root / "model" / "model.onnx").is_file()
+
+
+def test_missing_config_on_a_read_only_mount_fails_loudly(train_image, tmp_path):
+    root = tmp_path / "opt_ml"
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text("{}")
+    result = subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{root}:/opt/ml", "-v", f"{root / 'input' / 'config'}:/opt/ml/input/config:ro", train_image, "train"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    reason = (root / "output" / "failure").read_text()
+    assert "resourceconfig.json is missing and cannot be created (Read-only file system)" in reason
