@@ -79,15 +79,6 @@ def test_image_size_and_labels(train_image):
     assert tools.stdout.strip() == "none"  # compilers stayed in the builder stage
 
 
-def test_torchrun_command_for_one_and_several_hosts():
-    from train.launcher import torchrun_command
-
-    one = torchrun_command(["--epochs", "1"], ["algo-1"], "algo-1", 8)
-    assert one[3:] == ["--standalone", "--nproc-per-node=8", "-m", "train", "--epochs", "1"]
-    two = torchrun_command([], ["algo-1", "algo-2"], "algo-2", 4)
-    assert "--nnodes=2" in two and "--node-rank=1" in two and "--master-addr=algo-1" in two
-
-
 def test_local_run_without_config_files_gets_single_host_defaults(train_image, tmp_path, fashion):
     """Outside SageMaker a person may mount only data and hyperparameters: the entry fills in the resource and
     input-data configs the toolkit needs (without them it would exit 0 having done nothing)."""
@@ -116,3 +107,26 @@ def test_missing_config_on_a_read_only_mount_fails_loudly(train_image, tmp_path)
     assert result.returncode == 1
     reason = (root / "output" / "failure").read_text()
     assert "resourceconfig.json is missing and cannot be created (Read-only file system)" in reason
+
+
+def test_docker_compose_up_trains_the_demo_and_a_second_up_reuses_it(train_image):
+    """The README's main command, from the repository: build, train on demo/data, artifact in a volume."""
+    from conftest import REPO
+
+    project = f"byoc-test-{int(time.time())}"
+    compose = ["docker", "compose", "-p", project]
+    try:
+        first = subprocess.run([*compose, "up", "--build"], cwd=REPO, capture_output=True, text=True, timeout=1800)
+        logs = first.stdout + first.stderr
+        assert first.returncode == 0, logs[-6000:]
+        assert "| epoch=8 " in logs and "Reporting training SUCCESS" in logs and "train-1 exited with code 0" in logs
+        listing = subprocess.run(
+            ["docker", "run", "--rm", "-v", f"{project}_model:/m", train_image, "ls", "/m"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert sorted(listing) == ["metrics.json", "model.json", "model.onnx", "weights.safetensors"]
+        second = subprocess.run([*compose, "up"], cwd=REPO, capture_output=True, text=True, timeout=900)
+        logs = second.stdout + second.stderr
+        assert second.returncode == 0, logs[-4000:]
+        assert "has finished all 8 epochs" in logs and "| epoch=" not in logs and "train-1 exited with code 0" in logs
+    finally:
+        subprocess.run([*compose, "down", "-v"], cwd=REPO, capture_output=True, timeout=300)

@@ -91,6 +91,7 @@ def write_artifact(
     model = plain_copy(model)
     difference = export_onnx(model, sample, model_dir / "model.onnx")
     save_model(model, str(model_dir / "weights.safetensors"))
+    (model_dir / "weights.safetensors").chmod(0o644)  # safetensors writes 0600; servers may run as another user
     description = {
         "format_version": FORMAT_VERSION,
         "architecture": arch,

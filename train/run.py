@@ -224,6 +224,8 @@ def run(args: argparse.Namespace) -> dict:
         start_epoch, history, best, bad_epochs = resumed["epoch"], resumed["history"], resumed["best"], resumed["bad_epochs"]
         progress = EpochProgress(**resumed["progress"])
         skipped.update(resumed["skipped"])
+        if start_epoch >= args.epochs:
+            log.info("the checkpoint has finished all %d epochs: evaluating and exporting its best weights again", args.epochs)
 
     def save_checkpoint(epoch: int) -> None:
         if ctx.is_main:
