@@ -314,7 +314,8 @@ def run(args: argparse.Namespace) -> dict:
     write_class_report(out / f"{report_split}_report", classes, predicted, targets)
     draw_confusion_matrix(out / f"{report_split}_confusion_matrix.png", classes, predicted, targets, f"{args.model} on {report_split}")
     (out / "metrics.json").write_text(json.dumps({"final": final, "history": history}, indent=2))
-    sample = next(iter(image_loader(splits.valid, eval_tf, argparse.Namespace(**{**vars(args), "workers": 0}), ResumableSampler(len(splits.valid), shuffle=False, seed=0), ctx.device)))[0][:4]
+    valid_images = ImageDataset(splits.valid, eval_tf, strict=False)
+    sample = collate_skipping([valid_images[i] for i in range(min(4, len(valid_images)))])[0]
     write_artifact(
         Path(args.model_dir), net.model, arch=args.model, classes=classes, preprocess=preprocess, sample=sample,
         metrics=final, hyperparameters=vars(args),
