@@ -42,6 +42,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && pip install --find-links /wheels "/src[train]" \
  && pip uninstall -y byoc-vision && rm -rf /src
 
+COPY byoc_images /src/byoc_images
 COPY train /src/train
 COPY pyproject.toml README.md /src/
 # `train` (what SageMaker runs) becomes our entry: the toolkit's, plus defaults and loud failures for local runs.

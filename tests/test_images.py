@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train.images import open_rgb
+from byoc_images import open_rgb
 
 
 def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -69,3 +69,13 @@ def test_float_image_in_unit_range():
 def test_corrupt_or_truncated_data_raises(payload):
     with pytest.raises(Exception):
         open_rgb(payload)
+
+
+def test_pixel_limit_is_checked_before_decoding():
+    from byoc_images import ImageTooLarge
+
+    bomb = encode(Image.new("L", (4000, 4000)), "PNG")  # compresses to a few KB
+    assert len(bomb) < 100_000
+    with pytest.raises(ImageTooLarge, match="4000x4000 = 16000000 pixels"):
+        open_rgb(bomb, max_pixels=10_000_000)
+    assert open_rgb(bomb, max_pixels=20_000_000).size == (4000, 4000)

@@ -57,7 +57,7 @@ def test_onnx_agrees_with_torch_on_real_images_at_any_batch_size(trained, fashio
     import onnxruntime as ort
     from safetensors.torch import load_model
 
-    from train.images import open_rgb
+    from byoc_images import open_rgb
     from train.models import build_network
     from train.transforms import Preprocess, eval_transform
 

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from train.errors import TrainingError
-from train.images import IMAGE_EXTENSIONS, open_rgb
+from byoc_images import IMAGE_EXTENSIONS, open_rgb
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Decoding any image file into the RGB picture every model expects."""
+"""Decoding any image file into the upright 8-bit RGB picture every model expects (shared by train and serve)."""
 from __future__ import annotations
 
 import io
@@ -11,11 +11,21 @@ from PIL import Image, ImageOps
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
-def open_rgb(source: str | Path | bytes | BinaryIO) -> Image.Image:
-    """Decode an image fully (raising on corrupt or truncated data) and convert it to 8-bit RGB."""
+class ImageTooLarge(ValueError):
+    """The header announces more pixels than allowed (a decompression bomb, or just too big)."""
+
+
+def open_rgb(source: str | Path | bytes | BinaryIO, max_pixels: int | None = None) -> Image.Image:
+    """Decode an image fully (raising on corrupt or truncated data) and convert it to 8-bit RGB.
+
+    ``max_pixels`` is checked against the header before any pixel is decoded.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
     with Image.open(source) as img:
+        width, height = img.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageTooLarge(f"{width}x{height} = {width * height} pixels is more than the {max_pixels} allowed")
         img.load()
         return to_rgb(img)
 
