@@ -62,6 +62,17 @@ def run_trainer(args: list[str], base_dir: Path, timeout: int = 600, env: dict |
     return subprocess.run([sys.executable, "-m", "train", *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, fashion) -> tuple[Path, subprocess.CompletedProcess]:
+    """One real 2-epoch resnet18 run at 32 px: (its /opt/ml folder, the finished process)."""
+    base = tmp_path_factory.mktemp("opt_ml")
+    args = ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "32", "--workers", "0", "--epochs", "2"]
+    args += [a for split in ("train", "valid", "test") for a in (f"--{split}", str(fashion / split))]
+    result = run_trainer(args, base)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return base, result
+
+
 def docker_available() -> str | None:
     """None when a Docker engine answers, else the reason to skip."""
     if shutil.which("docker") is None:

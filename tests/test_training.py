@@ -16,13 +16,9 @@ def channels(fashion, *names):
     return [arg for name in names for arg in (f"--{name}", str(fashion / name))]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, fashion):
-    """One real 2-epoch run, shared by the artifact checks."""
-    base = tmp_path_factory.mktemp("opt_ml")
-    result = run_trainer([*SMALL, "--epochs", "2", *channels(fashion, "train", "valid", "test")], base)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return base, result
+@pytest.fixture
+def trained(trained_run):
+    return trained_run
 
 
 def test_metric_lines_are_printed_and_parsed_by_the_definitions(trained):

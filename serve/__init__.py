@@ -1,0 +1,1 @@
+"""byoc-vision model server: artifact -> runtime -> decode / predict / encode -> HTTP."""

@@ -1,0 +1,123 @@
+"""The HTTP front (FastAPI): SageMaker's /ping and /invocations over decode -> predict -> encode."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from serve.artifact import load_spec
+from serve.decode import RequestError, decode, decode_image, media_type
+from serve.encode import choose_accept, encode, parse_top_k
+from serve.runtime import load_runtime
+from serve.settings import Settings
+
+log = logging.getLogger("serve")
+
+
+class ModelHolder:
+    """Loads the model in the background, so /ping can answer 503 until it is loaded and warmed up."""
+
+    def __init__(self):
+        self.model = None
+        self.error: str | None = None
+        self.ready = threading.Event()
+
+    def load(self, settings: Settings) -> None:
+        try:
+            spec = load_spec(settings.model_dir)
+            model = load_runtime(spec, settings.runtime, settings.threads)
+            started = time.perf_counter()
+            model.warm_up()
+            log.info("warm-up inference took %.3f s; ready", time.perf_counter() - started)
+            self.model = model
+            self.ready.set()
+        except Exception as exc:  # reported on /ping and in the log; the server stays up to say why
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("model failed to load: %s", self.error)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes (before reading it all)."""
+    declared = request.headers.get("content-length")
+    too_large = RequestError(413, "payload too large", f"The body exceeds {limit // (1024 * 1024)} MB (SAGEMAKER_MAX_PAYLOAD_IN_MB).")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def multipart_image(request: Request, body: bytes) -> bytes:
+    """The first file of a multipart/form-data body (the web page's upload)."""
+
+    async def replay():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    form = await Request(request.scope, replay).form()
+    for value in form.values():
+        if hasattr(value, "read"):
+            return await value.read()
+    raise RequestError(400, "no file", "The multipart form has no file field; attach the image as a file.")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The server for one model folder; the model loads in the background when the app starts."""
+    holder = ModelHolder()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        threading.Thread(target=holder.load, args=(settings,), name="model-loader", daemon=True).start()
+        yield
+
+    app = FastAPI(title="byoc-vision", summary="Image classification, SageMaker endpoint contract", lifespan=lifespan)
+    app.state.holder = holder
+
+    @app.exception_handler(RequestError)
+    async def request_error(_request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status)
+
+    @app.get("/ping")
+    def ping() -> JSONResponse:
+        """200 once the model is loaded and a warm-up inference has run; 503 before (or if loading failed)."""
+        if holder.ready.is_set():
+            return JSONResponse({"status": "ready"})
+        if holder.error:
+            return JSONResponse({"error": "model failed to load", "detail": holder.error}, status_code=503)
+        return JSONResponse({"error": "loading", "detail": "The model is still loading."}, status_code=503)
+
+    @app.post("/invocations")
+    async def invocations(request: Request, top_k: str | None = None) -> Response:
+        """Classify the image(s) in the body; see the README for content and Accept types."""
+        if not holder.ready.is_set():
+            raise RequestError(503, "not ready", holder.error or "The model is still loading; retry when /ping answers 200.")
+        model = holder.model
+        body = await read_body(request, settings.max_payload_bytes)
+        content_type = request.headers.get("content-type")
+        if media_type(content_type) == "multipart/form-data":
+            batch, lines = decode_image(await multipart_image(request, body), model.spec, settings.max_pixels)[None], False
+        else:
+            batch, lines = await run_in_threadpool(decode, body, content_type, model.spec, settings.max_pixels)
+        k = parse_top_k(top_k, request.headers.get("x-amzn-sagemaker-custom-attributes"), settings.default_top_k, len(model.spec.classes))
+        accept = choose_accept(request.headers.get("accept"), lines)
+        try:
+            probabilities = await asyncio.wait_for(run_in_threadpool(model.predict, batch), settings.timeout_seconds)
+        except asyncio.TimeoutError:
+            raise RequestError(504, "timeout", f"Inference took longer than {settings.timeout_seconds} s (SAGEMAKER_MODEL_SERVER_TIMEOUT).") from None
+        return Response(encode(probabilities, model.spec.classes, k, accept), media_type=accept)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn (``serve.app:app_from_env``), configured by the environment."""
+    return create_app(Settings.from_env())

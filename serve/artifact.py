@@ -1,0 +1,59 @@
+"""Reading the model artifact (model.json + model.onnx) written by training."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ArtifactError(RuntimeError):
+    """The model folder does not hold a usable artifact; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    directory: Path
+    classes: list[str]
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    onnx_file: Path
+    input_name: str
+    output_name: str
+    architecture: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, self.crop, self.crop)
+
+
+def load_spec(directory: Path) -> ModelSpec:
+    """Parse ``model.json``; every field serving depends on must be there."""
+    path = directory / "model.json"
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing: the model folder must hold the artifact written by the training image.")
+    try:
+        info = json.loads(path.read_text())
+        pre, onnx = info["preprocess"], info["onnx"]
+        spec = ModelSpec(
+            directory=directory,
+            classes=list(info["classes"]),
+            resize=int(pre["resize"]),
+            crop=int(pre["crop"]),
+            mean=tuple(float(v) for v in pre["mean"]),
+            std=tuple(float(v) for v in pre["std"]),
+            interpolation=pre.get("interpolation", "bilinear"),
+            onnx_file=directory / onnx["file"],
+            input_name=onnx["input"],
+            output_name=onnx["output"],
+            architecture=info.get("architecture", "unknown"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path} is not a byoc-vision model description ({type(exc).__name__}: {exc}).") from exc
+    if pre.get("channel_order", "RGB") != "RGB" or pre.get("layout", "NCHW") != "NCHW":
+        raise ArtifactError(f"{path}: only RGB, NCHW inputs are supported")
+    if not spec.onnx_file.is_file():
+        raise ArtifactError(f"{spec.onnx_file} is missing from the model folder.")
+    return spec

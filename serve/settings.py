@@ -1,0 +1,58 @@
+"""Every environment variable the server reads, in one place (names as the SageMaker toolkits define them)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+RUNTIMES = ("onnxruntime",)
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the server cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_dir: Path
+    port: int
+    workers: int
+    timeout_seconds: int
+    max_payload_bytes: int
+    max_pixels: int
+    runtime: str
+    threads: int
+    default_top_k: int
+    allow_image_urls: bool
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        runtime = env.get("SERVE_RUNTIME", "onnxruntime")
+        if runtime not in RUNTIMES:
+            raise SettingsError(f"SERVE_RUNTIME={runtime!r}: choose one of {', '.join(RUNTIMES)}")
+        return cls(
+            model_dir=Path(env.get("SAGEMAKER_MODEL_DIR", "/opt/ml/model")),
+            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080),
+            workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", 1),
+            timeout_seconds=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60),
+            max_payload_bytes=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6) * 1024 * 1024,
+            max_pixels=_int(env, "SERVE_MAX_IMAGE_PIXELS", 40_000_000),
+            runtime=runtime,
+            threads=_int(env, "SERVE_THREADS", os.cpu_count() or 1),
+            default_top_k=_int(env, "SERVE_TOP_K", 5),
+            allow_image_urls=env.get("SERVE_ALLOW_IMAGE_URLS", "false").lower() == "true",
+        )

@@ -1,0 +1,232 @@
+"""The FastAPI server over real HTTP semantics (TestClient) with a real trained artifact."""
+import base64
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serve.app import create_app
+from serve.settings import Settings, SettingsError
+
+fastapi_testclient = pytest.importorskip("fastapi.testclient")
+
+
+def settings_for(model_dir, **overrides) -> Settings:
+    return Settings(**{**vars(Settings.from_env({})), "model_dir": model_dir, "threads": 2, **overrides})
+
+
+def ready_client(settings: Settings):
+    client = fastapi_testclient.TestClient(create_app(settings))
+    client.__enter__()
+    deadline = time.monotonic() + 60
+    while client.get("/ping").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/ping").json()
+        time.sleep(0.05)
+    return client
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained_run):
+    return trained_run[0] / "model"
+
+
+@pytest.fixture(scope="module")
+def client(model_dir):
+    client = ready_client(settings_for(model_dir))
+    yield client
+    client.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def photos(fashion):
+    """Real test photos: (class name, PNG bytes) pairs, one per class."""
+    return [(folder.name, next(folder.iterdir()).read_bytes()) for folder in sorted((fashion / "test").iterdir())]
+
+
+def as_format(png: bytes, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def assert_prediction(result: dict, classes_k: int = 5):
+    assert set(result) == {"label", "probability", "top_k"}
+    assert len(result["top_k"]) == classes_k and result["top_k"][0]["label"] == result["label"]
+    probabilities = [p["probability"] for p in result["top_k"]]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
+
+
+@pytest.mark.parametrize("content_type,fmt", [("image/png", "PNG"), ("image/jpeg", "JPEG"), ("image/webp", "WEBP"), ("application/x-image", "JPEG")])
+def test_image_bodies(client, photos, content_type, fmt):
+    response = client.post("/invocations", content=as_format(photos[0][1], fmt), headers={"Content-Type": content_type})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    (result,) = response.json()["predictions"]
+    assert_prediction(result)
+
+
+def test_json_single_and_instances(client, photos):
+    b64 = [base64.b64encode(p).decode() for _, p in photos[:3]]
+    single = client.post("/invocations", json={"image": b64[0]})
+    assert single.status_code == 200 and len(single.json()["predictions"]) == 1
+    several = client.post("/invocations", json={"instances": [b64[0], {"image": b64[1]}, {"b64": b64[2]}]})
+    assert several.status_code == 200
+    assert len(several.json()["predictions"]) == 3
+    assert several.json()["predictions"][0] == single.json()["predictions"][0]
+
+
+def test_jsonlines_for_batch_transform(client, photos):
+    body = "".join(json.dumps({"image": base64.b64encode(p).decode()}) + "\n" for _, p in photos[:4])
+    response = client.post("/invocations", content=body, headers={"Content-Type": "application/jsonlines"})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/jsonlines"
+    lines = response.text.splitlines()
+    assert len(lines) == 4
+    for line in lines:
+        assert_prediction(json.loads(line))
+
+
+def test_top_k_from_query_and_custom_attributes(client, photos):
+    png = {"content": photos[0][1], "headers": {"Content-Type": "image/png"}}
+    assert len(client.post("/invocations?top_k=2", **png).json()["predictions"][0]["top_k"]) == 2
+    headers = {**png["headers"], "X-Amzn-SageMaker-Custom-Attributes": "trace=1, top_k=3"}
+    assert len(client.post("/invocations", content=photos[0][1], headers=headers).json()["predictions"][0]["top_k"]) == 3
+    assert len(client.post("/invocations?top_k=99", **png).json()["predictions"][0]["top_k"]) == 10
+
+
+def test_served_prediction_equals_the_training_side_prediction(client, model_dir, photos):
+    """The same image file: torch model + training's eval transform vs the server's numpy preprocessing + ONNX."""
+    import torch
+    from safetensors.torch import load_model
+
+    from byoc_images import open_rgb
+    from train.models import build_network
+    from train.transforms import Preprocess, eval_transform
+
+    info = json.loads((model_dir / "model.json").read_text())
+    pre = info["preprocess"]
+    transform = eval_transform(Preprocess(pre["resize"], pre["crop"], tuple(pre["mean"]), tuple(pre["std"]), pre["interpolation"]))
+    net = build_network(info["architecture"], info["num_classes"], "none")
+    load_model(net.model, str(model_dir / "weights.safetensors"))
+    for _, png in photos:
+        with torch.no_grad():
+            expected = torch.softmax(net.model.eval()(transform(open_rgb(png))[None]), dim=1).numpy()
+        response = client.post("/invocations", content=png, headers={"Content-Type": "image/png", "Accept": "application/x-npy"})
+        assert response.status_code == 200 and response.headers["content-type"] == "application/x-npy"
+        served = np.load(io.BytesIO(response.content))
+        assert np.abs(served - expected).max() < 1e-4
+        assert served.argmax() == expected.argmax()
+
+
+def test_preprocessing_matches_torchvision_on_odd_sizes():
+    from serve.artifact import ModelSpec
+    from serve.preprocess import to_input
+    from train.transforms import Preprocess, eval_transform
+
+    rng = np.random.default_rng(0)
+    for size, resize, crop, interpolation in [((53, 31), 37, 32, "bilinear"), ((300, 400), 256, 224, "bicubic"), ((20, 20), 24, 28, "bilinear")]:
+        image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+        spec = ModelSpec(None, [], resize, crop, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), interpolation, None, "input", "logits", "x")
+        expected = eval_transform(Preprocess(resize, crop, spec.mean, spec.std, interpolation))(image).numpy()
+        assert np.abs(to_input(image, spec) - expected).max() < 1e-5
+
+
+def bomb() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (9000, 9000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+BAD = [
+    ("empty body", b"", "image/jpeg", 400, "empty body"),
+    ("truncated jpeg", None, "image/jpeg", 400, "cannot decode image"),
+    ("not an image", b"hello", "image/png", 400, "cannot decode image"),
+    ("decompression bomb", bomb(), "image/png", 413, "image too large"),
+    ("wrong content type", b"abc", "text/plain", 415, "unsupported content type"),
+    ("missing content type", b"abc", None, 415, "unsupported content type"),
+    ("bad base64", json.dumps({"image": "%%%"}).encode(), "application/json", 400, "bad base64"),
+    ("bad json", b"{not json", "application/json", 400, "bad JSON"),
+    ("json without image", b'{"picture": 1}', "application/json", 400, "bad JSON body"),
+    ("image url", b'{"url": "http://169.254.169.254/latest/meta-data"}', "application/json", 400, "image URLs are disabled"),
+    ("npy wrong shape", npy(np.zeros((1, 3, 8, 8), np.float32)), "application/x-npy", 400, "bad npy shape"),
+    ("npy wrong dtype", npy(np.zeros((1, 3, 32, 32), np.int64)), "application/x-npy", 400, "bad npy dtype"),
+    ("npy nan", npy(np.full((1, 3, 32, 32), np.nan, np.float32)), "application/x-npy", 400, "bad npy values"),
+    ("npy pickle", b"\x93NUMPY garbage", "application/x-npy", 400, "bad npy"),
+    ("jsonlines with two images", b'{"instances": ["aGk=", "aGk="]}\n', "application/jsonlines", 400, "bad JSON line"),
+]
+
+
+@pytest.mark.parametrize("name,body,content_type,status,error", BAD, ids=[b[0] for b in BAD])
+def test_bad_inputs_get_a_4xx_json_error_and_the_server_keeps_serving(client, photos, name, body, content_type, status, error):
+    if body is None:
+        body = as_format(photos[0][1], "JPEG")[:150]
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post("/invocations", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error and response.json()["detail"]
+    assert client.post("/invocations", content=photos[0][1], headers={"Content-Type": "image/png"}).status_code == 200
+
+
+def test_bad_top_k_and_accept(client, photos):
+    png = {"content": photos[0][1], "headers": {"Content-Type": "image/png"}}
+    assert client.post("/invocations?top_k=zero", **png).json()["error"] == "bad top_k"
+    response = client.post("/invocations", content=photos[0][1], headers={"Content-Type": "image/png", "Accept": "text/csv"})
+    assert response.status_code == 406 and response.json()["error"] == "unsupported accept type"
+
+
+def test_payload_limit_answers_413_before_reading_the_body(model_dir, photos):
+    client = ready_client(settings_for(model_dir, max_payload_bytes=1000))
+    try:
+        response = client.post("/invocations", content=b"x" * 5000, headers={"Content-Type": "image/png"})
+        assert response.status_code == 413 and response.json()["error"] == "payload too large"
+
+        def chunks():  # no Content-Length: the limit is enforced while streaming
+            for _ in range(10):
+                yield b"y" * 500
+
+        response = client.post("/invocations", content=chunks(), headers={"Content-Type": "image/png"})
+        assert response.status_code == 413
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_multipart_upload(client, photos):
+    response = client.post("/invocations", files={"file": ("shoe.png", photos[0][1], "image/png")})
+    assert response.status_code == 200, response.text
+    assert_prediction(response.json()["predictions"][0])
+
+
+def test_ping_is_503_with_the_reason_when_the_model_cannot_load(tmp_path):
+    client = fastapi_testclient.TestClient(create_app(settings_for(tmp_path)))
+    with client:
+        deadline = time.monotonic() + 10
+        while "failed" not in client.get("/ping").text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ping = client.get("/ping")
+        assert ping.status_code == 503 and ping.json()["error"] == "model failed to load"
+        assert "model.json is missing" in ping.json()["detail"]
+        response = client.post("/invocations", content=b"x", headers={"Content-Type": "image/png"})
+        assert response.status_code == 503 and response.json()["error"] == "not ready"
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "six"}, "not a whole number"), ({"SAGEMAKER_MODEL_SERVER_WORKERS": "0"}, "at least 1"),
+     ({"SERVE_RUNTIME": "tensorrt"}, "choose one of onnxruntime")],
+)  # fmt: skip
+def test_settings_errors(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_settings_from_sagemaker_env():
+    s = Settings.from_env({"SAGEMAKER_BIND_TO_PORT": "9090", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "5"})
+    assert (s.port, s.max_payload_bytes, s.timeout_seconds, s.workers) == (9090, 2 * 1024 * 1024, 5, 1)
