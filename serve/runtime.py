@@ -24,6 +24,7 @@ class OnnxRuntimeModel:
     def __init__(self, spec: ModelSpec, threads: int):
         import onnxruntime as ort
 
+        ort.disable_telemetry_events()
         started = time.perf_counter()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

@@ -81,17 +81,27 @@ def docker_available() -> str | None:
     return None if result.returncode == 0 else f"no Docker engine answers (run ../shared/container-host/up.sh): {result.stderr.strip()[:200]}"
 
 
-@pytest.fixture(scope="session")
-def train_image() -> str:
-    """The training image, built from docker/train.Dockerfile with PyPI's torch wheels."""
+def build_image(dockerfile: str, tag: str, *build_args: str) -> str:
+    """Build one of the project's images (skipping the test when there is no Docker engine)."""
     reason = docker_available()
     if reason:
         pytest.skip(reason)
-    tag = os.environ.get("BYOC_TRAIN_IMAGE", "byoc-vision-train:test")
-    index = os.environ.get("TORCH_INDEX_URL", "https://pypi.org/simple")
+    args = [a for value in build_args for a in ("--build-arg", value)]
     build = subprocess.run(
-        ["docker", "buildx", "build", "--load", "-f", "docker/train.Dockerfile", "--build-arg", f"TORCH_INDEX_URL={index}", "-t", tag, "."],
-        cwd=REPO, capture_output=True, text=True, timeout=3000,
-    )  # fmt: skip
+        ["docker", "buildx", "build", "--load", "-f", dockerfile, *args, "-t", tag, "."], cwd=REPO, capture_output=True, text=True, timeout=3000
+    )
     assert build.returncode == 0, build.stderr[-4000:]
     return tag
+
+
+@pytest.fixture(scope="session")
+def train_image() -> str:
+    """The training image, built from docker/train.Dockerfile with PyPI's torch wheels."""
+    index = os.environ.get("TORCH_INDEX_URL", "https://pypi.org/simple")
+    return build_image("docker/train.Dockerfile", "byoc-vision-train:test", f"TORCH_INDEX_URL={index}")
+
+
+@pytest.fixture(scope="session")
+def serve_image() -> str:
+    """The serving image, built from docker/serve.Dockerfile."""
+    return build_image("docker/serve.Dockerfile", "byoc-vision-serve:test")

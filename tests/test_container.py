@@ -109,24 +109,63 @@ def test_missing_config_on_a_read_only_mount_fails_loudly(train_image, tmp_path)
     assert "resourceconfig.json is missing and cannot be created (Read-only file system)" in reason
 
 
-def test_docker_compose_up_trains_the_demo_and_a_second_up_reuses_it(train_image):
-    """The README's main command, from the repository: build, train on demo/data, artifact in a volume."""
+def wait_for_ping(url: str, seconds: float) -> float:
+    """Seconds until ``url`` answers 200."""
+    import urllib.request
+
+    started = time.perf_counter()
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except OSError:
+            pass
+        assert time.perf_counter() - started < seconds, f"{url} did not answer 200 within {seconds} s"
+        time.sleep(0.05)
+
+
+def post(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_docker_compose_up_trains_serves_and_a_second_up_reuses_the_model(train_image):
+    """The README's main command: build, train on demo/data, serve on 127.0.0.1, answer the README's JPEG."""
     from conftest import REPO
 
-    project = f"byoc-test-{int(time.time())}"
+    project, port = f"byoc-test-{int(time.time())}", "18181"
     compose = ["docker", "compose", "-p", project]
+    env = {**__import__("os").environ, "SERVE_PORT": port}
     try:
-        first = subprocess.run([*compose, "up", "--build"], cwd=REPO, capture_output=True, text=True, timeout=1800)
-        logs = first.stdout + first.stderr
-        assert first.returncode == 0, logs[-6000:]
-        assert "| epoch=8 " in logs and "Reporting training SUCCESS" in logs and "train-1 exited with code 0" in logs
-        listing = subprocess.run(
-            ["docker", "run", "--rm", "-v", f"{project}_model:/m", train_image, "ls", "/m"], capture_output=True, text=True, check=True
-        ).stdout.split()
-        assert sorted(listing) == ["metrics.json", "model.json", "model.onnx", "weights.safetensors"]
-        second = subprocess.run([*compose, "up"], cwd=REPO, capture_output=True, text=True, timeout=900)
-        logs = second.stdout + second.stderr
-        assert second.returncode == 0, logs[-4000:]
-        assert "has finished all 8 epochs" in logs and "| epoch=" not in logs and "train-1 exited with code 0" in logs
+        up = subprocess.run([*compose, "up", "-d", "--build"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        wait_for_ping(f"http://127.0.0.1:{port}/ping", 600)
+        train_logs = subprocess.run([*compose, "logs", "train"], cwd=REPO, capture_output=True, text=True).stdout
+        assert "| epoch=8 " in train_logs and "Reporting training SUCCESS" in train_logs
+        status, answer = post(f"http://127.0.0.1:{port}/invocations", (REPO / "demo" / "sneaker.jpg").read_bytes(), "image/jpeg")
+        assert status == 200, answer
+        assert answer["predictions"][0]["label"] in {p.name for p in (REPO / "demo" / "data" / "train").iterdir()}
+        assert len(answer["predictions"][0]["top_k"]) == 5
+        health = subprocess.run([*compose, "ps", "serve", "--format", "{{.Health}}"], cwd=REPO, capture_output=True, text=True).stdout
+        deadline = time.monotonic() + 60
+        while "healthy" not in health and time.monotonic() < deadline:
+            time.sleep(1)
+            health = subprocess.run([*compose, "ps", "serve", "--format", "{{.Health}}"], cwd=REPO, capture_output=True, text=True).stdout
+        assert health.strip() == "healthy"
+        subprocess.run([*compose, "down"], cwd=REPO, capture_output=True, timeout=300, check=True)
+
+        again = subprocess.run([*compose, "up", "-d"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        assert again.returncode == 0, again.stderr[-3000:]
+        wait_for_ping(f"http://127.0.0.1:{port}/ping", 300)
+        logs = subprocess.run([*compose, "logs", "train"], cwd=REPO, capture_output=True, text=True).stdout
+        assert "has finished all 8 epochs" in logs and "| epoch=" not in logs
     finally:
         subprocess.run([*compose, "down", "-v"], cwd=REPO, capture_output=True, timeout=300)

@@ -1,0 +1,89 @@
+"""The serving image under the SageMaker endpoint contract: ``docker run IMAGE serve`` with the artifact mounted."""
+import base64
+import json
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from test_container import post, wait_for_ping
+
+pytestmark = pytest.mark.container
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def endpoint(serve_image, trained_run):
+    """The serving container with the trained artifact, published on a free 127.0.0.1 port."""
+    name, port = f"byoc-serve-{uuid.uuid4().hex[:8]}", free_port()
+    model_dir = trained_run[0] / "model"
+    started = time.perf_counter()
+    subprocess.run(
+        ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-v", f"{model_dir}:/opt/ml/model:ro", serve_image, "serve"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
+        print(f"cold start (docker run -> first 200 on /ping): {time.perf_counter() - started:.2f} s")
+        yield f"http://127.0.0.1:{port}", name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_predictions_over_real_http(endpoint, fashion):
+    url, _ = endpoint
+    png = next((fashion / "test" / "Trouser").iterdir()).read_bytes()
+    status, answer = post(f"{url}/invocations", png, "image/png")
+    assert status == 200 and len(answer["predictions"][0]["top_k"]) == 5
+    body = json.dumps({"instances": [base64.b64encode(png).decode()] * 3}).encode()
+    status, answer = post(f"{url}/invocations?top_k=2", body, "application/json")
+    assert status == 200 and [len(p["top_k"]) for p in answer["predictions"]] == [2, 2, 2]
+
+
+def test_bad_input_is_a_4xx_and_the_container_keeps_serving(endpoint, fashion):
+    url, name = endpoint
+    status, answer = post(f"{url}/invocations", b"\xff\xd8\xff broken", "image/jpeg")
+    assert status == 400 and answer["error"] == "cannot decode image"
+    import http.client
+
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=10)
+    connection.putrequest("POST", "/invocations")  # announce 7 MB, send none of it: the answer must not wait for it
+    connection.putheader("Content-Type", "image/jpeg")
+    connection.putheader("Content-Length", str(7 * 1024 * 1024))
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413 and json.loads(response.read())["error"] == "payload too large"
+    connection.close()
+    assert post(f"{url}/invocations", next((fashion / "test" / "Bag").iterdir()).read_bytes(), "image/png")[0] == 200
+    logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr
+    assert '"POST /invocations' in logs and '"GET /ping' not in logs  # health checks stay out of the access log
+
+
+def test_image_is_small_runs_as_non_root_and_has_no_torch(serve_image):
+    inspect = json.loads(subprocess.run(["docker", "image", "inspect", serve_image], capture_output=True, text=True, check=True).stdout)[0]
+    print(f"serving image size: {inspect['Size'] / 1e6:.0f} MB")
+    assert inspect["Size"] <= 1e9
+    assert inspect["Config"]["Labels"]["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
+    assert inspect["Config"]["User"] == "model-server" and "8080/tcp" in inspect["Config"]["ExposedPorts"]
+    probe = subprocess.run(["docker", "run", "--rm", serve_image, "python", "-c", "import importlib.util as u; print(u.find_spec('torch'))"], capture_output=True, text=True)
+    assert probe.stdout.strip() == "None"
+
+
+def test_bind_to_port(serve_image, trained_run):
+    name, port = f"byoc-serve-{uuid.uuid4().hex[:8]}", free_port()
+    subprocess.run(
+        ["docker", "run", "-d", "--name", name, "-e", "SAGEMAKER_BIND_TO_PORT=9123", "-p", f"127.0.0.1:{port}:9123",
+         "-v", f"{trained_run[0] / 'model'}:/opt/ml/model:ro", serve_image, "serve"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
