@@ -12,8 +12,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from serve.artifact import load_spec
+from serve.batching import Batcher
 from serve.decode import RequestError, decode, decode_image, media_type
 from serve.encode import choose_accept, encode, parse_top_k
+from serve.metrics import Metrics
 from serve.runtime import load_runtime
 from serve.settings import Settings
 
@@ -23,18 +25,20 @@ log = logging.getLogger("serve")
 class ModelHolder:
     """Loads the model in the background, so /ping can answer 503 until it is loaded and warmed up."""
 
-    def __init__(self):
+    def __init__(self, metrics: Metrics):
         self.model = None
         self.error: str | None = None
         self.ready = threading.Event()
+        self.metrics = metrics
 
     def load(self, settings: Settings) -> None:
         try:
+            started = time.perf_counter()
             spec = load_spec(settings.model_dir)
             model = load_runtime(spec, settings.runtime, settings.threads)
-            started = time.perf_counter()
             model.warm_up()
-            log.info("warm-up inference took %.3f s; ready", time.perf_counter() - started)
+            self.metrics.load.set(time.perf_counter() - started)
+            log.info("model loaded and warmed up in %.2f s; ready", time.perf_counter() - started)
             self.model = model
             self.ready.set()
         except Exception as exc:  # reported on /ping and in the log; the server stays up to say why
@@ -72,15 +76,28 @@ async def multipart_image(request: Request, body: bytes) -> bytes:
 
 def create_app(settings: Settings) -> FastAPI:
     """The server for one model folder; the model loads in the background when the app starts."""
-    holder = ModelHolder()
+    metrics = Metrics()
+    holder = ModelHolder(metrics)
+    batcher = Batcher(lambda batch: holder.model.predict(batch), settings.max_batch_images, settings.max_batch_delay_ms / 1000, metrics.batch.observe)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         threading.Thread(target=holder.load, args=(settings,), name="model-loader", daemon=True).start()
+        batcher.start()
         yield
+        await batcher.stop()
 
     app = FastAPI(title="byoc-vision", summary="Image classification, SageMaker endpoint contract", lifespan=lifespan)
     app.state.holder = holder
+
+    @app.middleware("http")
+    async def count_invocations(request: Request, call_next):
+        if request.url.path != "/invocations":
+            return await call_next(request)
+        started = time.perf_counter()
+        response = await call_next(request)
+        metrics.observe_request(response.status_code, request.headers.get("content-type"), time.perf_counter() - started)
+        return response
 
     @app.exception_handler(RequestError)
     async def request_error(_request: Request, exc: RequestError) -> JSONResponse:
@@ -110,10 +127,15 @@ def create_app(settings: Settings) -> FastAPI:
         k = parse_top_k(top_k, request.headers.get("x-amzn-sagemaker-custom-attributes"), settings.default_top_k, len(model.spec.classes))
         accept = choose_accept(request.headers.get("accept"), lines)
         try:
-            probabilities = await asyncio.wait_for(run_in_threadpool(model.predict, batch), settings.timeout_seconds)
+            probabilities = await asyncio.wait_for(batcher.submit(batch), settings.timeout_seconds)
         except asyncio.TimeoutError:
             raise RequestError(504, "timeout", f"Inference took longer than {settings.timeout_seconds} s (SAGEMAKER_MODEL_SERVER_TIMEOUT).") from None
         return Response(encode(probabilities, model.spec.classes, k, accept), media_type=accept)
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        """Prometheus text: invocations by status and content type, latency, batch sizes, model load time."""
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
 

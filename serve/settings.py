@@ -37,7 +37,8 @@ class Settings:
     runtime: str
     threads: int
     default_top_k: int
-    allow_image_urls: bool
+    max_batch_images: int
+    max_batch_delay_ms: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -54,5 +55,6 @@ class Settings:
             runtime=runtime,
             threads=_int(env, "SERVE_THREADS", os.cpu_count() or 1),
             default_top_k=_int(env, "SERVE_TOP_K", 5),
-            allow_image_urls=env.get("SERVE_ALLOW_IMAGE_URLS", "false").lower() == "true",
+            max_batch_images=_int(env, "SERVE_MAX_BATCH_SIZE", 16),
+            max_batch_delay_ms=_int(env, "SERVE_MAX_BATCH_DELAY_MS", 2, minimum=0),
         )

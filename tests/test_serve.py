@@ -230,3 +230,24 @@ def test_settings_errors(env, message):
 def test_settings_from_sagemaker_env():
     s = Settings.from_env({"SAGEMAKER_BIND_TO_PORT": "9090", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "5"})
     assert (s.port, s.max_payload_bytes, s.timeout_seconds, s.workers) == (9090, 2 * 1024 * 1024, 5, 1)
+
+
+def test_metrics_count_requests_batches_and_load_time(model_dir, photos):
+    import concurrent.futures
+
+    client = ready_client(settings_for(model_dir, max_batch_delay_ms=50))
+    try:
+        png = photos[0][1]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: client.post("/invocations", content=png, headers={"Content-Type": "image/png"}).status_code, range(8)))
+        assert statuses == [200] * 8
+        client.post("/invocations", content=b"", headers={"Content-Type": "image/png"})
+        text = client.get("/metrics").text
+        assert 'byoc_requests_total{content_type="image/png",status="200"} 8.0' in text
+        assert 'byoc_requests_total{content_type="image/png",status="400"} 1.0' in text
+        runs = float(next(l for l in text.splitlines() if l.startswith("byoc_batch_images_count")).split()[-1])
+        assert 1 <= runs < 8  # concurrent requests shared model runs
+        assert float(next(l for l in text.splitlines() if l.startswith("byoc_model_load_seconds")).split()[-1]) > 0
+        assert "byoc_request_seconds_bucket" in text
+    finally:
+        client.__exit__(None, None, None)

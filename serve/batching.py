@@ -1,0 +1,87 @@
+"""Dynamic batching: concurrent requests' images run through the model together."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    batch: np.ndarray
+    future: asyncio.Future
+
+
+class Batcher:
+    """Collects requests for up to ``max_delay`` seconds or ``max_images`` images, then predicts once.
+
+    A request larger than ``max_images`` runs on its own; results keep each request's order.
+    """
+
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_images: int, max_delay: float, observe: Callable[[int], None]):
+        self.predict = predict
+        self.max_images = max_images
+        self.max_delay = max_delay
+        self.observe = observe
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+        self.carry: _Job | None = None  # the job that did not fit into the last batch goes first next time
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+
+    async def submit(self, batch: np.ndarray) -> np.ndarray:
+        job = _Job(batch, asyncio.get_running_loop().create_future())
+        await self.queue.put(job)
+        return await job.future
+
+    async def _collect(self) -> list[_Job]:
+        jobs = [self.carry or await self.queue.get()]
+        self.carry = None
+        size = len(jobs[0].batch)
+        deadline = asyncio.get_running_loop().time() + self.max_delay
+        while size < self.max_images:
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                job = self.queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self.queue.get(), remaining)
+            except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                break
+            if size + len(job.batch) > self.max_images:
+                self.carry = job
+                break
+            jobs.append(job)
+            size += len(job.batch)
+        return jobs
+
+    async def _run_jobs(self, jobs: list[_Job]) -> None:
+        jobs = [j for j in jobs if not j.future.done()]  # a request that timed out is not worth computing
+        if not jobs:
+            return
+        batch = np.concatenate([j.batch for j in jobs])
+        self.observe(len(batch))
+        try:
+            probabilities = await run_in_threadpool(self.predict, batch)
+        except Exception as exc:
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        start = 0
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_result(probabilities[start : start + len(job.batch)])
+            start += len(job.batch)
+
+    async def _run(self) -> None:
+        while True:
+            await self._run_jobs(await self._collect())
