@@ -6,9 +6,10 @@ import logging
 import threading
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from serve.artifact import load_spec
@@ -20,6 +21,7 @@ from serve.runtime import load_runtime
 from serve.settings import Settings
 
 log = logging.getLogger("serve")
+PAGE = Path(__file__).with_name("static") / "index.html"
 
 
 class ModelHolder:
@@ -131,6 +133,13 @@ def create_app(settings: Settings) -> FastAPI:
         except asyncio.TimeoutError:
             raise RequestError(504, "timeout", f"Inference took longer than {settings.timeout_seconds} s (SAGEMAKER_MODEL_SERVER_TIMEOUT).") from None
         return Response(encode(probabilities, model.spec.classes, k, accept), media_type=accept)
+
+    page = PAGE.read_text()
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        """A page where a person picks or drops an image and sees the top-5 labels and the latency."""
+        return page
 
     @app.get("/metrics")
     def prometheus() -> Response:
