@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ from serve.artifact import load_spec
 from serve.batching import Batcher
 from serve.decode import RequestError, decode, decode_image, media_type
 from serve.encode import choose_accept, encode, parse_top_k
+from serve.fetch import fetch_image
 from serve.metrics import Metrics
 from serve.runtime import load_runtime
 from serve.settings import Settings
@@ -79,6 +81,7 @@ async def multipart_image(request: Request, body: bytes) -> bytes:
 def create_app(settings: Settings) -> FastAPI:
     """The server for one model folder; the model loads in the background when the app starts."""
     metrics = Metrics()
+    fetch = functools.partial(fetch_image, max_bytes=settings.max_payload_bytes) if settings.allow_image_urls else None
     holder = ModelHolder(metrics)
     batcher = Batcher(lambda batch: holder.model.predict(batch), settings.max_batch_images, settings.max_batch_delay_ms / 1000, metrics.batch.observe)
 
@@ -125,7 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
         if media_type(content_type) == "multipart/form-data":
             batch, lines = decode_image(await multipart_image(request, body), model.spec, settings.max_pixels)[None], False
         else:
-            batch, lines = await run_in_threadpool(decode, body, content_type, model.spec, settings.max_pixels)
+            batch, lines = await run_in_threadpool(decode, body, content_type, model.spec, settings.max_pixels, fetch)
         k = parse_top_k(top_k, request.headers.get("x-amzn-sagemaker-custom-attributes"), settings.default_top_k, len(model.spec.classes))
         accept = choose_accept(request.headers.get("accept"), lines)
         try:

@@ -5,7 +5,7 @@ import base64
 import binascii
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -52,8 +52,12 @@ def _b64(value: object, where: str) -> bytes:
         raise RequestError(400, "bad base64", f"{where} is not valid base64 ({exc}).") from exc
 
 
-def _image_fields(obj: object, where: str) -> Iterable[bytes]:
-    """The images of one JSON object: {"image": b64}, {"b64": b64}, a bare b64 string, or {"instances": [...]}."""
+Fetch = Callable[[str], bytes]
+
+
+def _image_fields(obj: object, where: str, fetch: Fetch | None) -> Iterable[bytes]:
+    """The images of one JSON object: {"image": b64}, {"b64": b64}, a bare b64 string, {"url": ...} when
+    fetching is enabled, or {"instances": [...]} of those."""
     if isinstance(obj, str):
         yield _b64(obj, where)
     elif isinstance(obj, dict) and "instances" in obj:
@@ -61,13 +65,16 @@ def _image_fields(obj: object, where: str) -> Iterable[bytes]:
         if not isinstance(instances, list) or not instances:
             raise RequestError(400, "bad instances", f"{where}.instances must be a non-empty list of images.")
         for i, item in enumerate(instances):
-            yield from _image_fields(item, f"{where}.instances[{i}]")
+            yield from _image_fields(item, f"{where}.instances[{i}]", fetch)
     elif isinstance(obj, dict) and ("image" in obj or "b64" in obj):
         yield _b64(obj.get("image", obj.get("b64")), f"{where}.image")
     elif isinstance(obj, dict) and "url" in obj:
-        raise RequestError(
-            400, "image URLs are disabled", "The server does not fetch URLs (that would let requests reach internal hosts); send the image bytes, base64-encoded."
-        )
+        if fetch is None:
+            raise RequestError(
+                400, "image URLs are disabled",
+                "The server does not fetch URLs unless SERVE_ALLOW_IMAGE_URLS=true (they let callers reach internal hosts); send the image bytes, base64-encoded.",
+            )  # fmt: skip
+        yield fetch(str(obj["url"]))
     else:
         raise RequestError(400, "bad JSON body", f'{where} must be {{"image": "<base64>"}} or {{"instances": [...]}}.')
 
@@ -96,7 +103,7 @@ def decode_npy(body: bytes, spec: ModelSpec) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def decode(body: bytes, content_type: str | None, spec: ModelSpec, max_pixels: int) -> tuple[np.ndarray, bool]:
+def decode(body: bytes, content_type: str | None, spec: ModelSpec, max_pixels: int, fetch: Fetch | None = None) -> tuple[np.ndarray, bool]:
     """(batch, one result per line?) from a request body of the given content type."""
     kind = media_type(content_type)
     if not body:
@@ -106,13 +113,13 @@ def decode(body: bytes, content_type: str | None, spec: ModelSpec, max_pixels: i
     if kind in NPY_TYPES:
         return decode_npy(body, spec), False
     if kind in JSON_TYPES:
-        images = list(_image_fields(_json(body, "the body"), "body"))
+        images = list(_image_fields(_json(body, "the body"), "body", fetch))
         return np.stack([decode_image(i, spec, max_pixels) for i in images]), False
     if kind in JSONLINES_TYPES:
         lines = [line for line in body.splitlines() if line.strip()]
         arrays = []
         for n, line in enumerate(lines, 1):
-            images = list(_image_fields(_json(line, f"line {n}"), f"line {n}"))
+            images = list(_image_fields(_json(line, f"line {n}"), f"line {n}", fetch))
             if len(images) != 1:
                 raise RequestError(400, "bad JSON line", f"line {n} holds {len(images)} images; put one image on each line.")
             arrays.append(decode_image(images[0], spec, max_pixels))

@@ -39,6 +39,7 @@ class Settings:
     default_top_k: int
     max_batch_images: int
     max_batch_delay_ms: int
+    allow_image_urls: bool
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -57,4 +58,5 @@ class Settings:
             default_top_k=_int(env, "SERVE_TOP_K", 5),
             max_batch_images=_int(env, "SERVE_MAX_BATCH_SIZE", 16),
             max_batch_delay_ms=_int(env, "SERVE_MAX_BATCH_DELAY_MS", 2, minimum=0),
+            allow_image_urls=env.get("SERVE_ALLOW_IMAGE_URLS", "false").lower() == "true",
         )
