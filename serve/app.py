@@ -18,6 +18,7 @@ from serve.batching import Batcher
 from serve.decode import RequestError, decode, decode_image, media_type
 from serve.encode import choose_accept, encode, parse_top_k
 from serve.fetch import fetch_image
+from serve.handler import Handler, user_module
 from serve.metrics import Metrics
 from serve.runtime import load_runtime
 from serve.settings import Settings
@@ -31,6 +32,7 @@ class ModelHolder:
 
     def __init__(self, metrics: Metrics):
         self.model = None
+        self.handler: Handler | None = None
         self.error: str | None = None
         self.ready = threading.Event()
         self.metrics = metrics
@@ -38,12 +40,15 @@ class ModelHolder:
     def load(self, settings: Settings) -> None:
         try:
             started = time.perf_counter()
-            spec = load_spec(settings.model_dir)
-            model = load_runtime(spec, settings.runtime, settings.threads)
-            model.warm_up()
+            module = user_module(settings)
+            if module is not None:
+                self.handler = Handler(settings, module)
+            else:
+                model = load_runtime(load_spec(settings.model_dir), settings.runtime, settings.threads)
+                model.warm_up()
+                self.model = model
             self.metrics.load.set(time.perf_counter() - started)
             log.info("model loaded and warmed up in %.2f s; ready", time.perf_counter() - started)
-            self.model = model
             self.ready.set()
         except Exception as exc:  # reported on /ping and in the log; the server stays up to say why
             self.error = f"{type(exc).__name__}: {exc}"
@@ -122,9 +127,11 @@ def create_app(settings: Settings) -> FastAPI:
         """Classify the image(s) in the body; see the README for content and Accept types."""
         if not holder.ready.is_set():
             raise RequestError(503, "not ready", holder.error or "The model is still loading; retry when /ping answers 200.")
-        model = holder.model
         body = await read_body(request, settings.max_payload_bytes)
         content_type = request.headers.get("content-type")
+        if holder.handler is not None:
+            return await run_handler(holder.handler, request, body, content_type)
+        model = holder.model
         if media_type(content_type) == "multipart/form-data":
             batch, lines = decode_image(await multipart_image(request, body), model.spec, settings.max_pixels)[None], False
         else:
@@ -136,6 +143,21 @@ def create_app(settings: Settings) -> FastAPI:
         except asyncio.TimeoutError:
             raise RequestError(504, "timeout", f"Inference took longer than {settings.timeout_seconds} s (SAGEMAKER_MODEL_SERVER_TIMEOUT).") from None
         return Response(encode(probabilities, model.spec.classes, k, accept), media_type=accept)
+
+    async def run_handler(handler: Handler, request: Request, body: bytes, content_type: str | None) -> Response:
+        """The user's handler functions; their own errors are 500s with the reason, ours stay 4xx."""
+        try:
+            result, response_type = await asyncio.wait_for(
+                run_in_threadpool(handler.transform, body, content_type, request.headers.get("accept"), dict(request.headers)), settings.timeout_seconds
+            )
+        except asyncio.TimeoutError:
+            raise RequestError(504, "timeout", f"The handler took longer than {settings.timeout_seconds} s (SAGEMAKER_MODEL_SERVER_TIMEOUT).") from None
+        except RequestError:
+            raise
+        except Exception as exc:
+            log.exception("the handler in code/%s failed", settings.program)
+            raise RequestError(500, "handler error", f"{type(exc).__name__}: {exc}") from exc
+        return Response(result, media_type=response_type)
 
     page = PAGE.read_text()
 

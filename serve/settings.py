@@ -40,6 +40,8 @@ class Settings:
     max_batch_images: int
     max_batch_delay_ms: int
     allow_image_urls: bool
+    program: str
+    code_packages_dir: Path
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -59,4 +61,6 @@ class Settings:
             max_batch_images=_int(env, "SERVE_MAX_BATCH_SIZE", 16),
             max_batch_delay_ms=_int(env, "SERVE_MAX_BATCH_DELAY_MS", 2, minimum=0),
             allow_image_urls=env.get("SERVE_ALLOW_IMAGE_URLS", "false").lower() == "true",
+            program=env.get("SAGEMAKER_PROGRAM", "inference.py"),
+            code_packages_dir=Path(env.get("SERVE_CODE_PACKAGES_DIR", "/tmp/byoc-code-packages")),
         )

@@ -1,0 +1,130 @@
+"""code/inference.py overrides with the SageMaker inference toolkit's semantics."""
+import json
+import shutil
+import textwrap
+
+import pytest
+
+from test_serve import ready_client, settings_for
+
+
+@pytest.fixture
+def model_with_code(trained_run, tmp_path):
+    """A copy of the trained artifact with a code/ folder to fill."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_run[0] / "model", model_dir)
+    (model_dir / "code").mkdir()
+    return model_dir
+
+
+def serve_with(model_dir, source: str, **settings):
+    (model_dir / "code" / "inference.py").write_text(textwrap.dedent(source))
+    return ready_client(settings_for(model_dir, **settings))
+
+
+def test_output_fn_override_with_context_keeps_our_input_and_predict(model_with_code, fashion):
+    client = serve_with(
+        model_with_code,
+        """
+        import json
+
+        def output_fn(prediction, accept, context):
+            classes = json.load(open(context.system_properties["model_dir"] + "/model.json"))["classes"]
+            best = prediction.argmax(axis=1)
+            return "\\n".join(f"{classes[i]},{prediction[n, i]:.4f}" for n, i in enumerate(best)), "text/csv"
+        """,
+    )
+    try:
+        png = next((fashion / "test" / "Coat").iterdir()).read_bytes()
+        response = client.post("/invocations", content=png, headers={"Content-Type": "image/png"})
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+        label, probability = response.text.split(",")
+        assert label in {p.name for p in (fashion / "train").iterdir()} and 0 < float(probability) <= 1
+        assert client.post("/invocations", content=b"", headers={"Content-Type": "image/png"}).status_code == 400  # our input_fn
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_model_input_predict_fn_overrides_and_text_bodies(model_with_code):
+    client = serve_with(
+        model_with_code,
+        """
+        def model_fn(model_dir):
+            return {"offset": 10}
+
+        def input_fn(body, content_type):
+            assert isinstance(body, str) and content_type == "application/json"
+            import json
+            return json.loads(body)["values"]
+
+        def predict_fn(data, model, context):
+            return [v + model["offset"] for v in data]
+
+        def output_fn(prediction, accept):
+            import json
+            return json.dumps({"result": prediction})
+        """,
+    )
+    try:
+        response = client.post("/invocations", json={"values": [1, 2]})
+        assert response.status_code == 200 and response.json() == {"result": [11, 12]}
+        assert response.headers["content-type"].startswith("application/json")
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_transform_fn_and_errors_in_user_code(model_with_code):
+    client = serve_with(
+        model_with_code,
+        """
+        def model_fn(model_dir):
+            return "m"
+
+        def transform_fn(model, body, content_type, accept):
+            if body == b"boom":
+                raise ValueError("the user's code failed")
+            return body[::-1], "application/octet-stream"
+        """,
+    )
+    try:
+        response = client.post("/invocations", content=b"abc", headers={"Content-Type": "application/octet-stream"})
+        assert response.status_code == 200 and response.content == b"cba"
+        failed = client.post("/invocations", content=b"boom", headers={"Content-Type": "application/octet-stream"})
+        assert failed.status_code == 500 and failed.json() == {"error": "handler error", "detail": "ValueError: the user's code failed"}
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_requirements_are_installed_before_the_script_loads(model_with_code, tmp_path):
+    (model_with_code / "code" / "requirements.txt").write_text("six==1.17.0\n")
+    client = serve_with(
+        model_with_code,
+        """
+        import six
+
+        def transform_fn(model, body, content_type, accept):
+            return six.__version__ + " " + six.__file__, "text/plain"
+        """,
+        code_packages_dir=tmp_path / "packages",
+    )
+    try:
+        response = client.post("/invocations", content=b"x", headers={"Content-Type": "application/octet-stream"})
+        version, location = response.text.split(" ", 1)
+        assert version == "1.17.0" and location.startswith(str(tmp_path / "packages"))
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_broken_script_makes_ping_say_why(model_with_code):
+    (model_with_code / "code" / "inference.py").write_text("def model_fn(model_dir):\n    raise RuntimeError('no weights here')\n")
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    with TestClient(create_app(settings_for(model_with_code))) as client:
+        deadline = time.monotonic() + 10
+        while "failed" not in client.get("/ping").text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/ping").json() == {"error": "model failed to load", "detail": "RuntimeError: no weights here"}
