@@ -87,3 +87,47 @@ def test_bind_to_port(serve_image, trained_run):
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_sigterm_drains_in_flight_requests(serve_image, trained_run, fashion):
+    """docker stop (SIGTERM) while requests run: each accepted request still gets its 200, the exit is clean."""
+    import http.client
+    import threading
+
+    name, port = f"byoc-serve-{uuid.uuid4().hex[:8]}", free_port()
+    subprocess.run(
+        ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-v", f"{trained_run[0] / 'model'}:/opt/ml/model:ro", serve_image, "serve"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
+        png = next((fashion / "test" / "Dress").iterdir()).read_bytes()
+        body = json.dumps({"instances": [base64.b64encode(png).decode()] * 400}).encode()
+        outcomes: list = []
+
+        def send():
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            try:
+                connection.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
+                response = connection.getresponse()
+                outcomes.append((response.status, len(json.loads(response.read())["predictions"])))
+            except ConnectionRefusedError:
+                outcomes.append("refused")  # arrived after the listening socket closed: never accepted
+            except Exception as exc:  # a reset or a half answer would mean a request was dropped
+                outcomes.append(repr(exc))
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=send) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        subprocess.run(["docker", "stop", "-t", "60", name], check=True, capture_output=True)
+        for thread in threads:
+            thread.join(timeout=120)
+        assert all(o in ((200, 400), "refused") for o in outcomes), outcomes
+        assert outcomes.count((200, 400)) >= 1
+        state = json.loads(subprocess.run(["docker", "inspect", name], capture_output=True, text=True, check=True).stdout)[0]["State"]
+        assert state["ExitCode"] == 0
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
