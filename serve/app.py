@@ -113,6 +113,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def request_error(_request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status)
 
+    @app.exception_handler(Exception)
+    async def unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request failed")
+        return JSONResponse({"error": "internal error", "detail": f"{type(exc).__name__}: {exc}"}, status_code=500)
+
     @app.get("/ping")
     def ping() -> JSONResponse:
         """200 once the model is loaded and a warm-up inference has run; 503 before (or if loading failed)."""
@@ -133,7 +138,8 @@ def create_app(settings: Settings) -> FastAPI:
             return await run_handler(holder.handler, request, body, content_type)
         model = holder.model
         if media_type(content_type) == "multipart/form-data":
-            batch, lines = decode_image(await multipart_image(request, body), model.spec, settings.max_pixels)[None], False
+            image = await run_in_threadpool(decode_image, await multipart_image(request, body), model.spec, settings.max_pixels)
+            batch, lines = image[None], False
         else:
             batch, lines = await run_in_threadpool(decode, body, content_type, model.spec, settings.max_pixels, fetch)
         k = parse_top_k(top_k, request.headers.get("x-amzn-sagemaker-custom-attributes"), settings.default_top_k, len(model.spec.classes))

@@ -19,16 +19,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def endpoint(serve_image, trained_run):
-    """The serving container with the trained artifact, published on a free 127.0.0.1 port."""
+def start_server(image: str, model_dir, container_port: int = 8080, env: tuple[str, ...] = ()) -> tuple[str, int]:
+    """``docker run -d IMAGE serve`` with the model folder mounted, published on a free 127.0.0.1 port."""
     name, port = f"byoc-serve-{uuid.uuid4().hex[:8]}", free_port()
-    model_dir = trained_run[0] / "model"
-    started = time.perf_counter()
+    options = [a for e in env for a in ("-e", e)]
     subprocess.run(
-        ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-v", f"{model_dir}:/opt/ml/model:ro", serve_image, "serve"],
+        ["docker", "run", "-d", "--name", name, *options, "-p", f"127.0.0.1:{port}:{container_port}", "-v", f"{model_dir}:/opt/ml/model:ro", image, "serve"],
         check=True, capture_output=True,
     )  # fmt: skip
+    return name, port
+
+
+@pytest.fixture(scope="module")
+def endpoint(serve_image, trained_run):
+    """The serving container with the trained artifact."""
+    started = time.perf_counter()
+    name, port = start_server(serve_image, trained_run[0] / "model")
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
         print(f"cold start (docker run -> first 200 on /ping): {time.perf_counter() - started:.2f} s")
@@ -77,12 +83,7 @@ def test_image_is_small_runs_as_non_root_and_has_no_torch(serve_image):
 
 
 def test_bind_to_port(serve_image, trained_run):
-    name, port = f"byoc-serve-{uuid.uuid4().hex[:8]}", free_port()
-    subprocess.run(
-        ["docker", "run", "-d", "--name", name, "-e", "SAGEMAKER_BIND_TO_PORT=9123", "-p", f"127.0.0.1:{port}:9123",
-         "-v", f"{trained_run[0] / 'model'}:/opt/ml/model:ro", serve_image, "serve"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    name, port = start_server(serve_image, trained_run[0] / "model", container_port=9123, env=("SAGEMAKER_BIND_TO_PORT=9123",))
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
     finally:
@@ -94,11 +95,7 @@ def test_sigterm_drains_in_flight_requests(serve_image, trained_run, fashion):
     import http.client
     import threading
 
-    name, port = f"byoc-serve-{uuid.uuid4().hex[:8]}", free_port()
-    subprocess.run(
-        ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-v", f"{trained_run[0] / 'model'}:/opt/ml/model:ro", serve_image, "serve"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    name, port = start_server(serve_image, trained_run[0] / "model")
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
         png = next((fashion / "test" / "Dress").iterdir()).read_bytes()
