@@ -96,21 +96,21 @@ def test_transform_fn_and_errors_in_user_code(model_with_code):
 
 
 def test_requirements_are_installed_before_the_script_loads(model_with_code, tmp_path):
-    (model_with_code / "code" / "requirements.txt").write_text("six==1.17.0\n")
+    (model_with_code / "code" / "requirements.txt").write_text("tinydb==4.8.2\n")  # in no extra of ours
     client = serve_with(
         model_with_code,
         """
-        import six
+        import tinydb
 
         def transform_fn(model, body, content_type, accept):
-            return six.__version__ + " " + six.__file__, "text/plain"
+            return tinydb.__version__ + " " + tinydb.__file__, "text/plain"
         """,
         code_packages_dir=tmp_path / "packages",
     )
     try:
         response = client.post("/invocations", content=b"x", headers={"Content-Type": "application/octet-stream"})
         version, location = response.text.split(" ", 1)
-        assert version == "1.17.0" and location.startswith(str(tmp_path / "packages"))
+        assert version == "4.8.2" and location.startswith(str(tmp_path / "packages"))
     finally:
         client.__exit__(None, None, None)
 
