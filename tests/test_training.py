@@ -211,3 +211,30 @@ def test_compile_without_a_compiler_fails_clearly(tmp_path, fashion):
     result = run_trainer([*SMALL, "--epochs", "1", "--compile", *channels(fashion, "train", "valid")], tmp_path, env={"PATH": str(tmp_path / "no-tools")})
     assert result.returncode == 1, result.stderr[-2000:]
     assert "--compile needs a C compiler" in (tmp_path / "output" / "failure").read_text()
+
+
+def test_isic_style_hdf5_binary_run_reports_auc(tmp_path):
+    """The HDF5 + CSV layout end to end: stratified valid/test carved out, two classes, ROC-AUC in the lines."""
+    import fashion_mnist
+
+    fashion_mnist.write_hdf5(tmp_path / "isic", {0: 180, 9: 20})
+    args = [*SMALL, "--epochs", "2", "--imbalance", "weighted-loss", "--valid-fraction", "0.2", "--test-fraction", "0.2",
+            "--train", str(tmp_path / "isic")]  # fmt: skip
+    result = run_trainer(args, tmp_path / "ml")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "hdf5+csv layout, 2 classes, 120 train / 40 valid / 40 test images" in result.stderr
+    auc = {d["Name"]: d["Regex"] for d in metric_definitions()}
+    assert len(re.findall(auc["valid_auc"], result.stdout)) == 2 and len(re.findall(auc["test_auc"], result.stdout)) == 1
+    info = json.loads((tmp_path / "ml" / "model" / "model.json").read_text())
+    assert info["classes"] == ["0", "1"] and 0.0 <= info["metrics"]["test_auc"] <= 1.0
+
+
+def test_same_seed_same_run(tmp_path, fashion):
+    args = [*SMALL, "--epochs", "1", "--seed", "7", *channels(fashion, "train", "valid")]
+    first, second = run_trainer(args, tmp_path / "a"), run_trainer(args, tmp_path / "b")
+    assert first.returncode == second.returncode == 0
+
+    def values(out: str) -> list[str]:  # everything but the timings
+        return [f for l in out.splitlines() if l.startswith(("epoch=", "test_")) for f in l.split() if not f.startswith(("epoch_seconds", "images_per_sec"))]
+
+    assert values(first.stdout) == values(second.stdout)
