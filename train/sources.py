@@ -254,6 +254,7 @@ def load_splits(
     cifar = any((train_dir / n).is_file() for n in ("data_batch_1", "train")) and any(
         (train_dir / n).is_file() for n in ("batches.meta", "meta")
     )
+    test_source: ImageSource | None = None  # CIFAR's own test batch
     if hdf5:
         csvs = sorted(train_dir.glob("*.csv"))
         if not csvs:
@@ -278,7 +279,7 @@ def load_splits(
     test: Split | None = None
     if has_test:
         test = _folder_split(test_dir, classes, "test")
-    elif layout == "cifar" and test_source is not None:
+    elif test_source is not None:
         test = Split(test_source, list(range(len(test_source))))
     if has_valid:
         valid = _folder_split(valid_dir, classes, "valid")
