@@ -1,5 +1,5 @@
 """code/inference.py overrides with the SageMaker inference toolkit's semantics."""
-import json
+import contextlib
 import shutil
 import textwrap
 
@@ -17,13 +17,19 @@ def model_with_code(trained_run, tmp_path):
     return model_dir
 
 
+@contextlib.contextmanager
 def serve_with(model_dir, source: str, **settings):
+    """A ready TestClient over the model folder with ``source`` as code/inference.py."""
     (model_dir / "code" / "inference.py").write_text(textwrap.dedent(source))
-    return ready_client(settings_for(model_dir, **settings))
+    client = ready_client(settings_for(model_dir, **settings))
+    try:
+        yield client
+    finally:
+        client.__exit__(None, None, None)
 
 
 def test_output_fn_override_with_context_keeps_our_input_and_predict(model_with_code, fashion):
-    client = serve_with(
+    with serve_with(
         model_with_code,
         """
         import json
@@ -33,20 +39,17 @@ def test_output_fn_override_with_context_keeps_our_input_and_predict(model_with_
             best = prediction.argmax(axis=1)
             return "\\n".join(f"{classes[i]},{prediction[n, i]:.4f}" for n, i in enumerate(best)), "text/csv"
         """,
-    )
-    try:
+    ) as client:
         png = next((fashion / "test" / "Coat").iterdir()).read_bytes()
         response = client.post("/invocations", content=png, headers={"Content-Type": "image/png"})
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
         label, probability = response.text.split(",")
         assert label in {p.name for p in (fashion / "train").iterdir()} and 0 < float(probability) <= 1
         assert client.post("/invocations", content=b"", headers={"Content-Type": "image/png"}).status_code == 400  # our input_fn
-    finally:
-        client.__exit__(None, None, None)
 
 
 def test_model_input_predict_fn_overrides_and_text_bodies(model_with_code):
-    client = serve_with(
+    with serve_with(
         model_with_code,
         """
         def model_fn(model_dir):
@@ -64,17 +67,14 @@ def test_model_input_predict_fn_overrides_and_text_bodies(model_with_code):
             import json
             return json.dumps({"result": prediction})
         """,
-    )
-    try:
+    ) as client:
         response = client.post("/invocations", json={"values": [1, 2]})
         assert response.status_code == 200 and response.json() == {"result": [11, 12]}
         assert response.headers["content-type"].startswith("application/json")
-    finally:
-        client.__exit__(None, None, None)
 
 
 def test_transform_fn_and_errors_in_user_code(model_with_code):
-    client = serve_with(
+    with serve_with(
         model_with_code,
         """
         def model_fn(model_dir):
@@ -85,19 +85,16 @@ def test_transform_fn_and_errors_in_user_code(model_with_code):
                 raise ValueError("the user's code failed")
             return body[::-1], "application/octet-stream"
         """,
-    )
-    try:
+    ) as client:
         response = client.post("/invocations", content=b"abc", headers={"Content-Type": "application/octet-stream"})
         assert response.status_code == 200 and response.content == b"cba"
         failed = client.post("/invocations", content=b"boom", headers={"Content-Type": "application/octet-stream"})
         assert failed.status_code == 500 and failed.json() == {"error": "handler error", "detail": "ValueError: the user's code failed"}
-    finally:
-        client.__exit__(None, None, None)
 
 
 def test_requirements_are_installed_before_the_script_loads(model_with_code, tmp_path):
     (model_with_code / "code" / "requirements.txt").write_text("tinydb==4.8.2\n")  # in no extra of ours
-    client = serve_with(
+    with serve_with(
         model_with_code,
         """
         import tinydb
@@ -106,13 +103,10 @@ def test_requirements_are_installed_before_the_script_loads(model_with_code, tmp
             return tinydb.__version__ + " " + tinydb.__file__, "text/plain"
         """,
         code_packages_dir=tmp_path / "packages",
-    )
-    try:
+    ) as client:
         response = client.post("/invocations", content=b"x", headers={"Content-Type": "application/octet-stream"})
         version, location = response.text.split(" ", 1)
         assert version == "4.8.2" and location.startswith(str(tmp_path / "packages"))
-    finally:
-        client.__exit__(None, None, None)
 
 
 def test_broken_script_makes_ping_say_why(model_with_code):

@@ -1,7 +1,6 @@
 """The web page in headless Chromium: upload a real photo, the top-5 list and the latency appear."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -9,6 +8,7 @@ import pytest
 
 from conftest import REPO
 from test_container import wait_for_ping
+from test_serve_container import free_port
 
 selenium = pytest.importorskip("selenium", reason="pip install selenium")
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -17,9 +17,7 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 @pytest.fixture(scope="module")
 def server(trained_run):
     """``python -m serve`` on a free 127.0.0.1 port with the trained artifact."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "SAGEMAKER_MODEL_DIR": str(trained_run[0] / "model"), "SAGEMAKER_BIND_TO_PORT": str(port)}
     process = subprocess.Popen([sys.executable, "-m", "serve"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -61,6 +61,12 @@ class EpochProgress:
         return {k: v for k, v in vars(self).items() if k != "interrupted"}
 
 
+def to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """A batch of images on the device, in the channels_last layout when asked."""
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last and images.dim() == 4 else images
+
+
 def _progress_bar(loader, description: str, total: int):
     return tqdm(loader, desc=description, total=total, leave=False, disable=not sys.stderr.isatty(), file=sys.stderr)
 
@@ -88,9 +94,7 @@ def train_one_epoch(
         progress.step += 1
         progress.skipped.extend(skipped)
         if len(labels):
-            images = images.to(device, non_blocking=True)
-            if channels_last and images.dim() == 4:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = to_device(images, device, channels_last)
             labels = labels.to(device, non_blocking=True)
             with precision.autocast():
                 logits = forward(images)
@@ -137,9 +141,7 @@ def predict(
         skipped_all.extend(skipped)
         if not len(labels):
             continue
-        images = images.to(device, non_blocking=True)
-        if channels_last and images.dim() == 4:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = to_device(images, device, channels_last)
         with precision.autocast():
             logits = forward(images)
         if loss_fn is not None:

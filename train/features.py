@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from train.engine import Precision, _progress_bar
+from train.engine import Precision, _progress_bar, to_device
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,7 @@ def extract(model: nn.Module, head: nn.Module, loader, precision: Precision, dev
             skipped_all.extend(skipped)
             if not len(targets):
                 continue
-            images = images.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = to_device(images, device, channels_last)
             with precision.autocast():
                 model(images)
             features.append(captured.pop())
