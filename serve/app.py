@@ -44,7 +44,7 @@ class ModelHolder:
             if module is not None:
                 self.handler = Handler(settings, module)
             else:
-                model = load_runtime(load_spec(settings.model_dir), settings.runtime, settings.threads)
+                model = load_runtime(load_spec(settings.model_dir), settings.runtime, settings.threads, settings.precision, settings.recheck_margin)
                 model.warm_up()
                 self.model = model
             self.metrics.load.set(time.perf_counter() - started)
@@ -83,6 +83,19 @@ async def multipart_image(request: Request, body: bytes) -> bytes:
     raise RequestError(400, "no file", "The multipart form has no file field; attach the image as a file.")
 
 
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error is JSON ``{"error", "detail"}``: ours with their 4xx status, anything unexpected as a 500."""
+
+    @app.exception_handler(RequestError)
+    async def request_error(_request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request failed")
+        return JSONResponse({"error": "internal error", "detail": f"{type(exc).__name__}: {exc}"}, status_code=500)
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The server for one model folder; the model loads in the background when the app starts."""
     metrics = Metrics()
@@ -109,14 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.observe_request(response.status_code, request.headers.get("content-type"), time.perf_counter() - started)
         return response
 
-    @app.exception_handler(RequestError)
-    async def request_error(_request: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("request failed")
-        return JSONResponse({"error": "internal error", "detail": f"{type(exc).__name__}: {exc}"}, status_code=500)
+    add_error_handlers(app)
 
     @app.get("/ping")
     def ping() -> JSONResponse:
@@ -182,4 +188,9 @@ def create_app(settings: Settings) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """Factory for uvicorn (``serve.app:app_from_env``), configured by the environment."""
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    if settings.multi_model:
+        from serve.mme import create_mme_app
+
+        return create_mme_app(settings)
+    return create_app(settings)

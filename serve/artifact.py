@@ -54,6 +54,4 @@ def load_spec(directory: Path) -> ModelSpec:
         raise ArtifactError(f"{path} is not a byoc-vision model description ({type(exc).__name__}: {exc}).") from exc
     if pre.get("channel_order", "RGB") != "RGB" or pre.get("layout", "NCHW") != "NCHW":
         raise ArtifactError(f"{path}: only RGB, NCHW inputs are supported")
-    if not spec.onnx_file.is_file():
-        raise ArtifactError(f"{spec.onnx_file} is missing from the model folder.")
     return spec

@@ -66,9 +66,12 @@ def user_module(settings: Settings) -> ModuleType | None:
 
 
 class Handler:
-    """model_fn at load; per request transform_fn, by default output_fn(predict_fn(input_fn(body)))."""
+    """model_fn at load; per request transform_fn, by default output_fn(predict_fn(input_fn(body))).
 
-    def __init__(self, settings: Settings, module: ModuleType):
+    Without a user module every function is ours (decode -> runtime -> encode).
+    """
+
+    def __init__(self, settings: Settings, module: ModuleType | None = None):
         self.settings = settings
         self.model_dir = str(settings.model_dir)
         self.spec = load_spec(settings.model_dir) if (settings.model_dir / "model.json").is_file() else None
@@ -80,7 +83,9 @@ class Handler:
         self.model = call(self.model_fn, self.model_dir, context=Context(self.model_dir))
 
     def default_model_fn(self, model_dir: str):
-        return load_runtime(self.spec, self.settings.runtime, self.settings.threads)
+        model = load_runtime(self.spec, self.settings.runtime, self.settings.threads, self.settings.precision, self.settings.recheck_margin)
+        model.warm_up()
+        return model
 
     def default_input_fn(self, body: bytes | str, content_type: str):
         data = body.encode() if isinstance(body, str) else body

@@ -1,47 +1,172 @@
-"""Running the artifact's model.onnx: ONNX Runtime on the CPU, no torch."""
+"""Running the artifact's model: OpenVINO or ONNX Runtime on model.onnx (no torch), or torch in the torch flavour.
+
+Every runtime's ``predict`` takes a preprocessed float32 NCHW batch and returns class probabilities.
+"""
 from __future__ import annotations
 
 import logging
+import threading
+from abc import ABC, abstractmethod
 import time
+from pathlib import Path
 
 import numpy as np
 
-from serve.artifact import ModelSpec
+from serve.artifact import ArtifactError, ModelSpec
 
 log = logging.getLogger(__name__)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float32)
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-class OnnxRuntimeModel:
-    """model.onnx in an ONNX Runtime session; ``predict`` returns class probabilities."""
+class Runtime(ABC):
+    """What the server needs of a runtime: ``logits`` for a batch; ``predict`` and ``warm_up`` come with it."""
 
-    name = "onnxruntime"
+    name = "runtime"
+    precision = "fp32"
+    load_seconds = 0.0
 
-    def __init__(self, spec: ModelSpec, threads: int):
-        import onnxruntime as ort
-
-        ort.disable_telemetry_events()
-        started = time.perf_counter()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    def __init__(self, spec: ModelSpec):
         self.spec = spec
-        self.session = ort.InferenceSession(str(spec.onnx_file), options, providers=["CPUExecutionProvider"])
-        self.load_seconds = time.perf_counter() - started
+
+    @abstractmethod
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw class scores for a float32 NCHW batch."""
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        logits = self.session.run([self.spec.output_name], {self.spec.input_name: batch})[0]
-        return softmax(logits.astype(np.float32))
+        return softmax(self.logits(batch))
 
     def warm_up(self) -> None:
         self.predict(np.zeros((1, *self.spec.input_shape), dtype=np.float32))
 
 
-def load_runtime(spec: ModelSpec, name: str, threads: int) -> OnnxRuntimeModel:
-    model = {"onnxruntime": OnnxRuntimeModel}[name](spec, threads)
-    log.info("loaded %s (%s, %d classes) with %s in %.2f s", spec.onnx_file, spec.architecture, len(spec.classes), name, model.load_seconds)
+def _onnx_file(spec: ModelSpec) -> Path:
+    if not spec.onnx_file.is_file():
+        raise ArtifactError(f"{spec.onnx_file} is missing from the model folder; the {spec.architecture} artifact has no ONNX model.")
+    return spec.onnx_file
+
+
+class OnnxRuntimeModel(Runtime):
+    """model.onnx in an ONNX Runtime session (fp32; the portable choice)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, spec: ModelSpec, threads: int, precision: str = "fp32", recheck_margin: float = 0.0):
+        import onnxruntime as ort
+
+        super().__init__(spec)
+        ort.disable_telemetry_events()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(_onnx_file(spec)), options, providers=["CPUExecutionProvider"])
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.spec.output_name], {self.spec.input_name: batch})[0]
+
+
+class OpenVinoModel(Runtime):
+    """model.onnx compiled by OpenVINO for the CPU; ``bf16`` asks for bfloat16 kernels where the CPU has them.
+
+    bf16 rounds activations, which can swap the top two classes when they are nearly tied. With ``recheck_margin``
+    > 0, images whose top-1/top-2 probability gap is below it run again in fp32, so top-1 labels stay fp32's.
+    """
+
+    name = "openvino"
+
+    def __init__(self, spec: ModelSpec, threads: int, precision: str = "bf16", recheck_margin: float = 0.0):
+        import openvino as ov
+
+        super().__init__(spec)
+        core, onnx = ov.Core(), str(_onnx_file(spec))
+        self.lock = threading.Lock()  # one infer request per model; the batcher already runs one batch at a time
+        self.request, self.precision = _openvino_request(core, onnx, threads, precision)
+        self.recheck_margin = recheck_margin if self.precision == "bf16" else 0.0
+        self.fp32_request = _openvino_request(core, onnx, threads, "fp32")[0] if self.recheck_margin > 0 else None
+        self.rechecked = 0
+
+    def logits(self, batch: np.ndarray, request=None) -> np.ndarray:
+        with self.lock:
+            return (request or self.request).infer({0: batch})[0].copy()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        probabilities = softmax(self.logits(batch))
+        if self.fp32_request is None:
+            return probabilities
+        top2 = np.sort(probabilities, axis=1)[:, -2:]
+        close = np.flatnonzero(top2[:, 1] - top2[:, 0] < self.recheck_margin) if probabilities.shape[1] > 1 else []
+        if len(close):
+            probabilities[close] = softmax(self.logits(np.ascontiguousarray(batch[close]), self.fp32_request))
+            self.rechecked += len(close)
+        return probabilities
+
+
+def _openvino_request(core, onnx: str, threads: int, precision: str) -> tuple[object, str]:
+    """An infer request of the model compiled for ``precision``, and the precision the CPU actually grants."""
+    config = {"INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp32": "f32"}[precision], "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    compiled = core.compile_model(onnx, "CPU", config)
+    granted = {"bf16": "bf16", "f32": "fp32"}.get(compiled.get_property("INFERENCE_PRECISION_HINT").to_string(), "fp32")
+    if granted != precision:
+        log.warning("this CPU has no %s kernels; OpenVINO runs in %s", precision, granted)
+    return compiled.create_infer_request(), granted
+
+
+class TorchModel(Runtime):
+    """The torch flavour: ``model.pt`` (TorchScript), else the architecture in model.json with weights.safetensors."""
+
+    name = "torch"
+
+    def __init__(self, spec: ModelSpec, threads: int, precision: str = "fp32", recheck_margin: float = 0.0):
+        import torch
+
+        super().__init__(spec)
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = self._load(spec).to(self.device).eval()
+
+    def _load(self, spec: ModelSpec):
+        scripted = spec.directory / "model.pt"
+        if scripted.is_file():
+            return self.torch.jit.load(str(scripted), map_location="cpu")
+        weights = spec.directory / "weights.safetensors"
+        if not weights.is_file():
+            raise ArtifactError(f"{spec.directory} has neither model.pt (TorchScript) nor weights.safetensors for the torch runtime.")
+        from safetensors.torch import load_file
+
+        model = _architecture(spec.architecture, len(spec.classes))
+        model.load_state_dict(load_file(str(weights)))
+        return model
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self.model(self.torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+
+
+def _architecture(name: str, num_classes: int):
+    """A torchvision model, or ``timm/<name>`` when timm is installed, with a ``num_classes`` head."""
+    if name.startswith("timm/"):
+        import timm
+
+        return timm.create_model(name[len("timm/") :], num_classes=num_classes)
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        raise ArtifactError(f"model.json names architecture {name!r}, which torchvision does not have; export the model as TorchScript (model.pt).")
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+
+
+RUNTIMES = {"openvino": OpenVinoModel, "onnxruntime": OnnxRuntimeModel, "torch": TorchModel}
+
+
+def load_runtime(spec: ModelSpec, name: str, threads: int, precision: str = "fp32", recheck_margin: float = 0.0) -> Runtime:
+    """Load ``spec``'s model with runtime ``name`` (a key of RUNTIMES); ``recheck_margin``: see OpenVinoModel."""
+    started = time.perf_counter()
+    model = RUNTIMES[name](spec, threads, precision, recheck_margin)
+    model.load_seconds = time.perf_counter() - started
+    log.info("loaded %s (%s, %d classes) with %s %s in %.2f s", spec.directory, spec.architecture, len(spec.classes), name, model.precision, model.load_seconds)
     return model

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-RUNTIMES = ("onnxruntime",)
+RUNTIMES = ("openvino", "onnxruntime", "torch")  # the default first: measured fastest (docs/benchmarks.md)
 
 
 class SettingsError(ValueError):
@@ -26,6 +26,17 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise SettingsError(f"{name}={value} must be between 0 and 1")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     model_dir: Path
@@ -35,6 +46,8 @@ class Settings:
     max_payload_bytes: int
     max_pixels: int
     runtime: str
+    precision: str
+    recheck_margin: float
     threads: int
     default_top_k: int
     max_batch_images: int
@@ -42,12 +55,17 @@ class Settings:
     allow_image_urls: bool
     program: str
     code_packages_dir: Path
+    multi_model: bool
+    backend_port: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        runtime = env.get("SERVE_RUNTIME", "onnxruntime")
+        runtime = env.get("SERVE_RUNTIME", RUNTIMES[0])
         if runtime not in RUNTIMES:
             raise SettingsError(f"SERVE_RUNTIME={runtime!r}: choose one of {', '.join(RUNTIMES)}")
+        precision = env.get("SERVE_PRECISION", "bf16" if runtime == "openvino" else "fp32")
+        if precision not in ("bf16", "fp32") or (precision == "bf16" and runtime != "openvino"):
+            raise SettingsError(f"SERVE_PRECISION={precision!r}: use fp32, or bf16 with SERVE_RUNTIME=openvino")
         return cls(
             model_dir=Path(env.get("SAGEMAKER_MODEL_DIR", "/opt/ml/model")),
             port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080),
@@ -56,6 +74,8 @@ class Settings:
             max_payload_bytes=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6) * 1024 * 1024,
             max_pixels=_int(env, "SERVE_MAX_IMAGE_PIXELS", 40_000_000),
             runtime=runtime,
+            precision=precision,
+            recheck_margin=_float(env, "SERVE_BF16_RECHECK_MARGIN", 0.1),
             threads=_int(env, "SERVE_THREADS", os.cpu_count() or 1),
             default_top_k=_int(env, "SERVE_TOP_K", 5),
             max_batch_images=_int(env, "SERVE_MAX_BATCH_SIZE", 16),
@@ -63,4 +83,6 @@ class Settings:
             allow_image_urls=env.get("SERVE_ALLOW_IMAGE_URLS", "false").lower() == "true",
             program=env.get("SAGEMAKER_PROGRAM", "inference.py"),
             code_packages_dir=Path(env.get("SERVE_CODE_PACKAGES_DIR", "/tmp/byoc-code-packages")),
+            multi_model=env.get("SAGEMAKER_MULTI_MODEL", "false").lower() == "true",
+            backend_port=_int(env, "SERVE_MME_BACKEND_PORT", 9080),
         )

@@ -96,8 +96,9 @@ def test_top_k_from_query_and_custom_attributes(client, photos):
     assert len(client.post("/invocations?top_k=99", **png).json()["predictions"][0]["top_k"]) == 10
 
 
-def test_served_prediction_equals_the_training_side_prediction(client, model_dir, photos):
-    """The same image file: torch model + training's eval transform vs the server's numpy preprocessing + ONNX."""
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_served_prediction_equals_the_training_side_prediction(runtime, model_dir, photos):
+    """The same image file: torch model + training's eval transform vs the server's numpy preprocessing + fp32 runtime."""
     import torch
     from safetensors.torch import load_model
 
@@ -110,6 +111,7 @@ def test_served_prediction_equals_the_training_side_prediction(client, model_dir
     transform = eval_transform(Preprocess(pre["resize"], pre["crop"], tuple(pre["mean"]), tuple(pre["std"]), pre["interpolation"]))
     net = build_network(info["architecture"], info["num_classes"], "none")
     load_model(net.model, str(model_dir / "weights.safetensors"))
+    client = ready_client(settings_for(model_dir, runtime=runtime, precision="fp32"))
     for _, png in photos:
         with torch.no_grad():
             expected = torch.softmax(net.model.eval()(transform(open_rgb(png))[None]), dim=1).numpy()
@@ -118,6 +120,7 @@ def test_served_prediction_equals_the_training_side_prediction(client, model_dir
         served = np.load(io.BytesIO(response.content))
         assert np.abs(served - expected).max() < 1e-4
         assert served.argmax() == expected.argmax()
+    client.__exit__(None, None, None)
 
 
 def test_preprocessing_matches_torchvision_on_odd_sizes():
@@ -220,7 +223,8 @@ def test_ping_is_503_with_the_reason_when_the_model_cannot_load(tmp_path):
 @pytest.mark.parametrize(
     "env,message",
     [({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "six"}, "not a whole number"), ({"SAGEMAKER_MODEL_SERVER_WORKERS": "0"}, "at least 1"),
-     ({"SERVE_RUNTIME": "tensorrt"}, "choose one of onnxruntime")],
+     ({"SERVE_RUNTIME": "tensorrt"}, "choose one of openvino, onnxruntime, torch"),
+     ({"SERVE_RUNTIME": "onnxruntime", "SERVE_PRECISION": "bf16"}, "bf16 with SERVE_RUNTIME=openvino"), ({"SERVE_PRECISION": "int4"}, "use fp32")],
 )  # fmt: skip
 def test_settings_errors(env, message):
     with pytest.raises(SettingsError, match=message):
@@ -272,3 +276,25 @@ def test_image_urls_are_fetched_only_when_enabled(model_dir, fashion):
     finally:
         client.__exit__(None, None, None)
         files.shutdown()
+
+
+def test_openvino_bf16_keeps_top1_agreement_with_fp32_on_real_photos(model_dir):
+    """The default runtime (OpenVINO, bf16 hint, fp32 re-check of near ties) vs fp32 ONNX Runtime on 1,000 real photos."""
+    import fashion_mnist
+    from PIL import Image
+
+    from serve.artifact import load_spec
+    from serve.preprocess import to_input
+    from serve.runtime import load_runtime
+
+    spec, defaults = load_spec(model_dir), Settings.from_env({})
+    images, _ = fashion_mnist.load("t10k")
+    batch = np.stack([to_input(Image.fromarray(image).convert("RGB"), spec) for image in images[:1000]])
+    fp32 = load_runtime(spec, "onnxruntime", 2).predict(batch).argmax(1)
+    agreement = {}
+    for margin in (0.0, defaults.recheck_margin):
+        model = load_runtime(spec, defaults.runtime, 2, defaults.precision, margin)
+        top1 = np.concatenate([model.predict(batch[i : i + 16]) for i in range(0, len(batch), 16)]).argmax(1)
+        agreement[margin] = float((top1 == fp32).mean())
+        print(f"{model.name} {model.precision}, re-check margin {margin}: top-1 agreement with fp32 {agreement[margin]:.4f}, {model.rechecked} re-checked")
+    assert agreement[defaults.recheck_margin] >= 0.99 and agreement[defaults.recheck_margin] >= agreement[0.0]

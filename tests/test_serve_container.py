@@ -19,12 +19,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(image: str, model_dir, container_port: int = 8080, env: tuple[str, ...] = ()) -> tuple[str, int]:
-    """``docker run -d IMAGE serve`` with the model folder mounted, published on a free 127.0.0.1 port."""
+def start_server(image: str, model_dir, container_port: int = 8080, env: tuple[str, ...] = (), mount: str = "/opt/ml/model") -> tuple[str, int]:
+    """``docker run -d IMAGE serve`` with the model folder mounted at ``mount``, published on a free 127.0.0.1 port."""
     name, port = f"byoc-serve-{uuid.uuid4().hex[:8]}", free_port()
     options = [a for e in env for a in ("-e", e)]
     subprocess.run(
-        ["docker", "run", "-d", "--name", name, *options, "-p", f"127.0.0.1:{port}:{container_port}", "-v", f"{model_dir}:/opt/ml/model:ro", image, "serve"],
+        ["docker", "run", "-d", "--name", name, *options, "-p", f"127.0.0.1:{port}:{container_port}", "-v", f"{model_dir}:{mount}:ro", image, "serve"],
         check=True, capture_output=True,
     )  # fmt: skip
     return name, port
@@ -76,7 +76,8 @@ def test_image_is_small_runs_as_non_root_and_has_no_torch(serve_image):
     inspect = json.loads(subprocess.run(["docker", "image", "inspect", serve_image], capture_output=True, text=True, check=True).stdout)[0]
     print(f"serving image size: {inspect['Size'] / 1e6:.0f} MB")
     assert inspect["Size"] <= 1e9
-    assert inspect["Config"]["Labels"]["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
+    labels = inspect["Config"]["Labels"]
+    assert labels["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == labels["com.amazonaws.sagemaker.capabilities.multi-models"] == "true"
     assert inspect["Config"]["User"] == "model-server" and "8080/tcp" in inspect["Config"]["ExposedPorts"]
     probe = subprocess.run(["docker", "run", "--rm", serve_image, "python", "-c", "import importlib.util as u; print(u.find_spec('torch'))"], capture_output=True, text=True)
     assert probe.stdout.strip() == "None"

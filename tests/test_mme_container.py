@@ -1,0 +1,108 @@
+"""Multi-model endpoints: the serving image with SAGEMAKER_MULTI_MODEL=true (multi-model-server behind our front)."""
+import json
+import shutil
+import subprocess
+import textwrap
+
+import httpx
+import pytest
+
+from test_container import wait_for_ping
+from test_serve_container import start_server
+
+pytestmark = pytest.mark.container
+
+
+@pytest.fixture(scope="module")
+def models_root(trained_run, tmp_path_factory):
+    """/opt/ml/models as SageMaker lays it out: <name>/model, here a plain, a customised and a broken model."""
+    root = tmp_path_factory.mktemp("models")
+    shutil.copytree(trained_run[0] / "model", root / "fashion" / "model")
+    shutil.copytree(trained_run[0] / "model", root / "custom" / "model")
+    (root / "custom" / "model" / "code").mkdir()
+    (root / "custom" / "model" / "code" / "inference.py").write_text(
+        textwrap.dedent(
+            """
+            def output_fn(prediction, accept, context):
+                return f"best={int(prediction.argmax())};model_dir={context.system_properties['model_dir']}", "text/plain"
+            """
+        )
+    )
+    (root / "broken" / "model").mkdir(parents=True)
+    (root / "broken" / "model" / "model.json").write_text("{}")
+    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def mme(serve_image, models_root):
+    name, port = start_server(serve_image, models_root, env=("SAGEMAKER_MULTI_MODEL=true",), mount="/opt/ml/models")
+    try:
+        wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            yield client, name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def assert_error(response: httpx.Response, status: int, error: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error and response.json()["detail"]
+
+
+def load(client: httpx.Client, name: str) -> httpx.Response:
+    return client.post("/models", json={"model_name": name, "url": f"/opt/ml/models/{name}/model"})
+
+
+def test_load_list_describe_invoke_unload(mme, fashion):
+    client, _ = mme
+    assert client.get("/models").json()["models"] == []
+    assert load(client, "fashion").status_code == 200
+    assert_error(load(client, "fashion"), 409, "conflict status")
+    assert [m["modelName"] for m in client.get("/models").json()["models"]] == ["fashion"]
+    assert client.get("/models/fashion").json()["modelUrl"] == "/opt/ml/models/fashion/model"
+
+    png = next((fashion / "test" / "Sneaker").iterdir()).read_bytes()
+    answer = client.post("/models/fashion/invoke", content=png, headers={"Content-Type": "image/png"})
+    assert answer.status_code == 200 and len(answer.json()["predictions"][0]["top_k"]) == 5
+    npy = client.post("/models/fashion/invoke", content=png, headers={"Content-Type": "image/png", "Accept": "application/x-npy"})
+    assert npy.status_code == 200 and npy.headers["content-type"] == "application/x-npy"
+
+    assert client.delete("/models/fashion").status_code == 200
+    assert_error(client.post("/models/fashion/invoke", content=png, headers={"Content-Type": "image/png"}), 404, "model not found")
+
+
+def test_bad_requests_get_json_errors_and_the_endpoint_keeps_serving(mme, fashion):
+    client, name = mme
+    assert_error(client.post("/models", content=b'{"model_name": "x"', headers={"Content-Type": "application/json"}), 400, "invalid JSON")
+    assert_error(client.post("/models", json={"model_name": "fashion"}), 400, "invalid load request")
+    assert_error(client.post("/models", json={"model_name": "../etc", "url": "/opt/ml/models/fashion/model"}), 400, "invalid model name")
+    assert_error(load(client, "missing"), 404, "model not found")
+    assert_error(load(client, "broken"), 422, "invalid model")
+    assert_error(client.get("/models/nope"), 404, "model not found")
+    assert_error(client.delete("/models/nope"), 404, "model not found")
+    assert_error(client.post("/models/nope/invoke", content=b"x", headers={"Content-Type": "image/png"}), 404, "model not found")
+
+    assert load(client, "fashion").status_code == 200
+    try:
+        assert_error(client.post("/models/fashion/invoke", content=b"\xff\xd8\xff broken", headers={"Content-Type": "image/jpeg"}), 400, "cannot decode image")
+        assert_error(client.post("/models/fashion/invoke", content=b"", headers={"Content-Type": "image/png"}), 400, "empty body")
+        assert client.post("/models/fashion/invoke", content=b"{}", headers={"Content-Type": "text/xml"}).status_code == 415
+        png = next((fashion / "test" / "Bag").iterdir()).read_bytes()
+        assert client.post("/models/fashion/invoke", content=png, headers={"Content-Type": "image/png"}).status_code == 200
+    finally:
+        client.delete("/models/fashion")
+    logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+    assert "/invoke" in logs.stdout + logs.stderr and '"GET /ping' not in logs.stdout + logs.stderr
+
+
+def test_user_code_overrides_per_model(mme, fashion):
+    client, _ = mme
+    assert load(client, "custom").status_code == 200
+    try:
+        png = next((fashion / "test" / "Coat").iterdir()).read_bytes()
+        answer = client.post("/models/custom/invoke", content=png, headers={"Content-Type": "image/png"})
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+        assert answer.text.startswith("best=") and answer.text.endswith("model_dir=/opt/ml/models/custom/model")
+    finally:
+        client.delete("/models/custom")
