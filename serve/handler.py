@@ -9,7 +9,6 @@ import logging
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 
 from serve.artifact import load_spec

@@ -1,5 +1,4 @@
 """Multi-model endpoints: the serving image with SAGEMAKER_MULTI_MODEL=true (multi-model-server behind our front)."""
-import json
 import shutil
 import subprocess
 import textwrap
