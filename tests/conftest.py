@@ -102,6 +102,13 @@ def train_image() -> str:
 
 
 @pytest.fixture(scope="session")
+def torch_serve_image() -> str:
+    """The torch flavour of the serving image (FLAVOUR=torch), with PyPI's torch wheels."""
+    index = os.environ.get("TORCH_INDEX_URL", "https://pypi.org/simple")
+    return build_image("docker/serve.Dockerfile", "byoc-vision-serve:torch-test", "FLAVOUR=torch", f"TORCH_INDEX_URL={index}")
+
+
+@pytest.fixture(scope="session")
 def serve_image() -> str:
     """The serving image, built from docker/serve.Dockerfile."""
     return build_image("docker/serve.Dockerfile", "byoc-vision-serve:test")

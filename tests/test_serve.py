@@ -298,3 +298,33 @@ def test_openvino_bf16_keeps_top1_agreement_with_fp32_on_real_photos(model_dir):
         agreement[margin] = float((top1 == fp32).mean())
         print(f"{model.name} {model.precision}, re-check margin {margin}: top-1 agreement with fp32 {agreement[margin]:.4f}, {model.rechecked} re-checked")
     assert agreement[defaults.recheck_margin] >= 0.99 and agreement[defaults.recheck_margin] >= agreement[0.0]
+
+
+@pytest.mark.parametrize("form", ["state dict", "TorchScript"])
+def test_torch_runtime_serves_state_dicts_and_torchscript_without_onnx(form, model_dir, tmp_path, photos):
+    """SERVE_RUNTIME=torch (the torch flavour) gives ONNX Runtime's probabilities from the weights alone."""
+    import shutil
+
+    import torch
+
+    from serve.runtime import _architecture
+
+    torch_dir = tmp_path / "model"
+    shutil.copytree(model_dir, torch_dir)
+    (torch_dir / "model.onnx").unlink()
+    if form == "TorchScript":
+        from safetensors.torch import load_file
+
+        info = json.loads((torch_dir / "model.json").read_text())
+        net = _architecture(info["architecture"], info["num_classes"]).eval()
+        net.load_state_dict(load_file(str(torch_dir / "weights.safetensors")))
+        torch.jit.trace(net, torch.zeros(1, 3, 32, 32)).save(str(torch_dir / "model.pt"))
+        (torch_dir / "weights.safetensors").unlink()
+    headers = {"Content-Type": "image/png", "Accept": "application/x-npy"}
+    onnx_client, torch_client = ready_client(settings_for(model_dir, runtime="onnxruntime", precision="fp32")), ready_client(settings_for(torch_dir, runtime="torch", precision="fp32"))
+    for _, png in photos:
+        expected = np.load(io.BytesIO(onnx_client.post("/invocations", content=png, headers=headers).content))
+        served = np.load(io.BytesIO(torch_client.post("/invocations", content=png, headers=headers).content))
+        assert np.abs(served - expected).max() < 1e-4
+    for client in (onnx_client, torch_client):
+        client.__exit__(None, None, None)

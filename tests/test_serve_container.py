@@ -129,3 +129,48 @@ def test_sigterm_drains_in_flight_requests(serve_image, trained_run, fashion):
         assert state["ExitCode"] == 0
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_torch_flavour_serves_weights_and_user_code_that_needs_torch(torch_serve_image, trained_run, tmp_path, fashion):
+    """FLAVOUR=torch: SERVE_RUNTIME=torch on an artifact without model.onnx, and a code/inference.py importing torch."""
+    import shutil
+    import textwrap
+
+    weights_only = tmp_path / "weights_only"
+    shutil.copytree(trained_run[0] / "model", weights_only)
+    (weights_only / "model.onnx").unlink()
+    with_code = tmp_path / "with_code"
+    shutil.copytree(weights_only, with_code)
+    (with_code / "code").mkdir()
+    (with_code / "code" / "inference.py").write_text(
+        textwrap.dedent(
+            """
+            import json, os
+            import torch, torchvision
+            from safetensors.torch import load_file
+
+            def model_fn(model_dir):
+                info = json.load(open(os.path.join(model_dir, "model.json")))
+                net = torchvision.models.get_model(info["architecture"], num_classes=info["num_classes"])
+                net.load_state_dict(load_file(os.path.join(model_dir, "weights.safetensors")))
+                return net.eval()
+
+            def predict_fn(batch, model):
+                with torch.no_grad():
+                    return torch.softmax(model(torch.from_numpy(batch)), dim=1).numpy()
+            """
+        )
+    )
+    subprocess.run(["chmod", "-R", "a+rX", str(tmp_path)], check=True)
+    png = next((fashion / "test" / "Sandal").iterdir()).read_bytes()
+    answers = []
+    for model_dir, env in ((weights_only, ("SERVE_RUNTIME=torch",)), (with_code, ())):
+        name, port = start_server(torch_serve_image, model_dir, env=env)
+        try:
+            wait_for_ping(f"http://127.0.0.1:{port}/ping", 180)
+            status, answer = post(f"http://127.0.0.1:{port}/invocations", png, "image/png")
+            assert status == 200, answer
+            answers.append(answer["predictions"][0])
+        finally:
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    assert answers[0]["label"] == answers[1]["label"] and abs(answers[0]["probability"] - answers[1]["probability"]) < 1e-4
