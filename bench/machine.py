@@ -19,7 +19,7 @@ def describe() -> dict:
     except OSError:
         pass
     versions = {}
-    for package in ("torch", "torchvision", "timm", "onnxruntime"):
+    for package in ("torch", "torchvision", "timm", "onnxruntime", "openvino"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import fashion_mnist  # noqa: E402
 
 from bench.machine import describe  # noqa: E402
+from bench.report import save  # noqa: E402
 from train.metric_log import metric_definitions  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "train_finetune.json"
@@ -107,12 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cached_vs_uncached_epoch_speedup": round(statistics.median(cached) / statistics.median(uncached), 1),
         "docker": docker,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2))
+    save(RESULTS, report)
     print(f"feature-cached head-only epochs: {report['cached_vs_uncached_epoch_speedup']}x the images/s of uncached ones")
-    from bench.report import write_markdown
-
-    write_markdown()
     return report
 
 

@@ -174,3 +174,96 @@ def test_torch_flavour_serves_weights_and_user_code_that_needs_torch(torch_serve
         finally:
             subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     assert answers[0]["label"] == answers[1]["label"] and abs(answers[0]["probability"] - answers[1]["probability"]) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def client(endpoint):
+    import httpx
+
+    with httpx.Client(base_url=endpoint[0], timeout=60) as client:
+        yield client
+
+
+def test_every_content_type_and_accept_type_over_real_http(client, fashion):
+    import io
+
+    import numpy as np
+
+    from test_serve import as_format, npy
+
+    png = next((fashion / "test" / "Dress").iterdir()).read_bytes()
+    b64 = base64.b64encode(png).decode()
+    bodies = {
+        "image/png": png, "image/jpeg": as_format(png, "JPEG"), "image/webp": as_format(png, "WEBP"), "application/x-image": as_format(png, "JPEG"),
+        "application/json": json.dumps({"instances": [b64, {"image": b64}]}).encode(),
+        "application/jsonlines": f'{{"image": "{b64}"}}\n{{"image": "{b64}"}}\n'.encode(),
+        "application/x-npy": npy(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)),
+    }  # fmt: skip
+    for content_type, body in bodies.items():
+        for accept in ("application/json", "application/jsonlines", "application/x-npy"):
+            response = client.post("/invocations", content=body, headers={"Content-Type": content_type, "Accept": accept})
+            assert response.status_code == 200 and response.headers["content-type"] == accept, (content_type, accept, response.text)
+            count = 2 if content_type in ("application/json", "application/jsonlines", "application/x-npy") else 1
+            if accept == "application/x-npy":
+                assert np.load(io.BytesIO(response.content)).shape == (count, 10)
+            elif accept == "application/json":
+                assert len(response.json()["predictions"]) == count
+            else:
+                assert [len(json.loads(line)["top_k"]) for line in response.text.splitlines()] == [5] * count
+    form = client.post("/invocations", files={"file": ("dress.png", png, "image/png")})
+    assert form.status_code == 200 and form.json()["predictions"][0]["label"]
+    assert len(client.post("/invocations", content=png, headers={"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": "top_k=2"}).json()["predictions"][0]["top_k"]) == 2
+
+
+def test_every_bad_input_over_real_http(client, fashion):
+    from test_serve import BAD, as_format
+
+    png = next((fashion / "test" / "Shirt").iterdir()).read_bytes()
+    for name, body, content_type, status, error in BAD:
+        body = as_format(png, "JPEG")[:150] if body is None else body
+        response = client.post("/invocations", content=body, headers={"Content-Type": content_type} if content_type else {})
+        assert response.status_code == status and response.json()["error"] == error and response.json()["detail"], (name, response.text)
+    assert client.post("/invocations?top_k=zero", content=png, headers={"Content-Type": "image/png"}).json()["error"] == "bad top_k"
+    assert client.post("/invocations", content=png, headers={"Content-Type": "image/png", "Accept": "text/csv"}).status_code == 406
+    assert client.post("/invocations", content=png, headers={"Content-Type": "image/png"}).status_code == 200
+
+
+def test_handler_overrides_in_the_container(serve_image, trained_run, tmp_path, fashion):
+    """code/inference.py in the artifact: a transform_fn with context, served by the image over real HTTP."""
+    import shutil
+    import textwrap
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_run[0] / "model", model_dir)
+    (model_dir / "code").mkdir()
+    (model_dir / "code" / "inference.py").write_text(
+        textwrap.dedent(
+            """
+            import json
+
+            def input_fn(body, content_type):
+                if content_type != "application/json":
+                    raise ValueError("send JSON")
+                return json.loads(body)
+
+            def predict_fn(data, model):
+                return {"echo": data, "model": type(model).__name__}
+
+            def output_fn(prediction, accept, context):
+                return json.dumps({**prediction, "custom": context.request_headers.get("x-amzn-sagemaker-custom-attributes")}), "application/json"
+            """
+        )
+    )
+    subprocess.run(["chmod", "-R", "a+rX", str(tmp_path)], check=True)
+    import httpx
+
+    name, port = start_server(serve_image, model_dir)
+    try:
+        wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
+        headers = {"Content-Type": "application/json", "X-Amzn-SageMaker-Custom-Attributes": "tenant=a"}
+        answer = httpx.post(f"http://127.0.0.1:{port}/invocations", content=b'{"x": 1}', headers=headers, timeout=30)
+        assert answer.status_code == 200 and answer.json() == {"echo": {"x": 1}, "model": "OpenVinoModel", "custom": "tenant=a"}
+        failed = httpx.post(f"http://127.0.0.1:{port}/invocations", content=b"x", headers={"Content-Type": "image/png"}, timeout=30)
+        assert failed.status_code == 500 and failed.json()["detail"] == "ValueError: send JSON"
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
