@@ -1,0 +1,44 @@
+"""boto3 clients for one region, and what every resource this tool creates carries."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import boto3
+import botocore.exceptions
+
+from sagemaker_launch.errors import LaunchError
+
+CREATED_BY = {"Key": "created-by", "Value": "byoc-vision"}
+
+
+def session(region: str | None) -> boto3.session.Session:
+    """A session in ``region`` (or the configured default); ``AWS_ENDPOINT_URL`` is honoured by boto3 itself."""
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or boto3.session.Session().region_name
+    if not region:
+        raise LaunchError("no AWS region: pass --region (or set AWS_REGION).")
+    return boto3.session.Session(region_name=region)
+
+
+def tags(extra: dict[str, str], kind: str) -> list[dict[str, str]]:
+    """Our tags (so `status` and `cleanup` can find what we made) plus the user's."""
+    return [CREATED_BY, {"Key": "byoc-vision:kind", "Value": kind}, *({"Key": k, "Value": v} for k, v in extra.items())]
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+
+
+def console_link(region: str, kind: str, name: str) -> str:
+    return f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/{kind}/{name}"
+
+
+def call(function, **request):
+    """An AWS call whose refusal becomes a LaunchError with AWS's own reason."""
+    try:
+        return function(**request)
+    except botocore.exceptions.ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise LaunchError(f"AWS refused {exc.operation_name}: {error.get('Code')}: {error.get('Message')}") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise LaunchError(f"cannot reach AWS: {exc}") from None

@@ -1,0 +1,96 @@
+"""``python -m sagemaker_launch <command>``: flags, an optional YAML file (``--config``), and one function per command."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from sagemaker_launch import aws, training
+from sagemaker_launch.errors import LaunchError
+
+def load_config(path: str | None) -> dict:
+    """The YAML file's settings; its keys are the flags' names (``instance-type`` or ``instance_type``)."""
+    if not path:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise LaunchError(f"cannot read --config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise LaunchError(f"--config {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise LaunchError(f"--config {path} must be a mapping of flag names to values.")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def apply_config(parser: argparse.ArgumentParser, config: dict) -> None:
+    """Use the YAML values as defaults (flags still win); unknown keys are refused, lists and mappings become repeats."""
+    known = {action.dest: action for action in parser._actions}
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise LaunchError(f"--config has settings this command does not take: {', '.join(unknown)}.")
+    defaults = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            value = [f"{k}={v}" for k, v in value.items()]
+        takes_list = known[key].nargs in ("*", "+") or isinstance(known[key], argparse._AppendAction)
+        if takes_list and not isinstance(value, list):
+            value = [value]
+        defaults[key] = [str(v) for v in value] if isinstance(value, list) else value
+    parser.set_defaults(**defaults)
+
+
+def command_train(args: argparse.Namespace) -> None:
+    session = aws.session(args.region)
+    request = training.training_request(args, session.region_name)
+    client = session.client("sagemaker")
+    arn = aws.call(client.create_training_job, **request)["TrainingJobArn"]
+    name = request["TrainingJobName"]
+    resources = request["ResourceConfig"]
+    print(f"training job {name}\n  arn: {arn}\n  console: {aws.console_link(session.region_name, 'jobs', name)}")
+    print(f"  runs on {resources['InstanceCount']} x {resources['InstanceType']}{' (managed spot)' if request['EnableManagedSpotTraining'] else ''}; billed while it runs, it stops by itself")
+    if args.wait:
+        job = training.follow(client, session.client("logs"), name, args.poll_seconds)
+        if job["TrainingJobStatus"] != "Completed":
+            raise LaunchError(f"training job {name} ended {job['TrainingJobStatus']}: {job.get('FailureReason', 'no reason given')}")
+        print(f"model: {job['ModelArtifacts']['S3ModelArtifacts']}")
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None], str]] = {
+    "train": (training.add_arguments, command_train, "start a training job with our training image"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sagemaker_launch", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, (add_arguments, _run, summary) in COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.add_argument("--config", help="YAML file of settings (keys: the flags' names)")
+        sub.add_argument("--region", help="AWS region (default: AWS_REGION or the profile's)")
+        sub.add_argument("--name", help="name of what is created (default: a timestamped one)")
+        sub.add_argument("--wait", action="store_true", help="follow it until it ends")
+        sub.add_argument("--poll-seconds", type=float, default=15, help=argparse.SUPPRESS)
+        add_arguments(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    try:
+        first = parser.parse_args(argv)
+        sub = parser._subparsers._group_actions[0].choices[first.command]
+        apply_config(sub, load_config(first.config))
+        if os.environ.get("SAGEMAKER_ROLE"):
+            sub.set_defaults(role=sub.get_default("role") or os.environ["SAGEMAKER_ROLE"])
+        args = parser.parse_args(argv)
+        COMMANDS[args.command][1](args)
+    except LaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

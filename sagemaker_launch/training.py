@@ -1,0 +1,141 @@
+"""Training jobs with our image: the CreateTrainingJob request, its creation, and following it to the end."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from sagemaker_launch import aws, rules, validate
+from sagemaker_launch.errors import LaunchError
+from train.metric_log import metric_definitions
+
+INPUT_MODES = ("File", "FastFile")
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the training job definition (shared by `train` and `tune`)."""
+    parser.add_argument("--image", help="training image URI in ECR (printed by `push`)")
+    parser.add_argument("--role", help="SageMaker execution role ARN")
+    parser.add_argument("--output", help="s3://bucket/prefix for models, checkpoints, TensorBoard, Debugger and Profiler output")
+    parser.add_argument("--channel", action="append", default=[], metavar="NAME=S3URI", help="input channel (train, valid, test, pretrained); repeatable")
+    parser.add_argument("--input-mode", choices=INPUT_MODES + ("Pipe",), default="File", help="how channels reach the container")
+    parser.add_argument("--hyperparameter", "-p", action="append", default=[], metavar="NAME=VALUE", help="trainer flag without dashes; repeatable")
+    parser.add_argument("--instance-type", default="ml.g4dn.xlarge")
+    parser.add_argument("--instance-count", type=int, default=1)
+    parser.add_argument("--volume-gb", type=int, default=50)
+    parser.add_argument("--max-runtime", type=int, default=24 * 3600, help="seconds")
+    parser.add_argument("--spot", action="store_true", help="managed spot training (checkpoints synced to S3 make it resumable)")
+    parser.add_argument("--max-wait", type=int, default=None, help="seconds to wait for spot capacity plus runtime (default: 2 x max-runtime)")
+    parser.add_argument("--rules", nargs="*", default=list(rules.COURSE_DEBUGGER_RULES), help="built-in Debugger rules, or none")
+    parser.add_argument("--save-interval", type=int, default=100, help="Debugger hook: save tensors every N steps")
+    parser.add_argument("--collections", nargs="*", default=["losses"], help="Debugger hook collections beyond those the rules need")
+    parser.add_argument("--profiler-rules", nargs="*", default=list(rules.COURSE_PROFILER_RULES), help="built-in Profiler rules, or none")
+    parser.add_argument("--profiling-interval-ms", type=int, default=500, help="system metrics interval (100, 200, 500, 1000, 5000, 60000)")
+    parser.add_argument("--distributed", action="store_true", help="torchrun across all GPUs and instances (sagemaker_torch_distributed_enabled)")
+    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra resource tag; repeatable")
+
+
+def _names(values: list[str]) -> list[str]:
+    return [] if values in ([], ["none"]) else values
+
+
+def job_definition(args: argparse.Namespace, region: str, name: str) -> tuple[dict, str]:
+    """The parts of a training job that tuning jobs share, and the checked output URI; no AWS call is made."""
+    image = validate.image_uri(args.image or "", region)
+    role = validate.role(args.role)
+    output = validate.s3_uri(args.output or "", "--output")
+    validate.instance_type(args.instance_type)
+    if args.input_mode == "Pipe":
+        raise LaunchError("--input-mode Pipe streams records through FIFOs, but the byoc-vision trainer reads image files; use FastFile to stream from S3.")
+    channels = validate.key_values(args.channel, "--channel")
+    if "train" not in channels:
+        raise LaunchError("no train channel: pass --channel train=s3://<bucket>/<prefix>/train (see `upload-data`).")
+    hyperparameters = {k: str(v) for k, v in validate.key_values(args.hyperparameter, "--hyperparameter").items()}
+    if args.distributed:
+        hyperparameters["sagemaker_torch_distributed_enabled"] = "true"
+    for count, flag in ((args.instance_count, "--instance-count"), (args.volume_gb, "--volume-gb"), (args.max_runtime, "--max-runtime")):
+        if count < 1:
+            raise LaunchError(f"{flag} must be at least 1 (got {count}).")
+    stopping = {"MaxRuntimeInSeconds": args.max_runtime}
+    if args.spot:
+        stopping["MaxWaitTimeInSeconds"] = args.max_wait or 2 * args.max_runtime
+        if stopping["MaxWaitTimeInSeconds"] < args.max_runtime:
+            raise LaunchError(f"--max-wait ({args.max_wait} s) must be at least --max-runtime ({args.max_runtime} s).")
+    definition = {
+        "RoleArn": role,
+        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": args.input_mode, "MetricDefinitions": metric_definitions(), "EnableSageMakerMetricsTimeSeries": True},
+        "HyperParameters": hyperparameters,
+        "InputDataConfig": [
+            {
+                "ChannelName": channel,
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": validate.s3_uri(uri, f"channel {channel}") + "/", "S3DataDistributionType": "FullyReplicated"}},
+                "InputMode": args.input_mode,
+            }
+            for channel, uri in channels.items()
+        ],
+        "OutputDataConfig": {"S3OutputPath": f"{output}/models"},
+        "ResourceConfig": {"InstanceType": args.instance_type, "InstanceCount": args.instance_count, "VolumeSizeInGB": args.volume_gb},
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": bool(args.spot),
+        "CheckpointConfig": {"S3Uri": f"{output}/checkpoints/{name}", "LocalPath": "/opt/ml/checkpoints"},
+    }
+    return definition, output
+
+
+def training_request(args: argparse.Namespace, region: str) -> dict:
+    """The full CreateTrainingJob request for ``args``."""
+    name = validate.job_name(args.name or aws.unique_name("byoc-train"))
+    definition, output = job_definition(args, region, name)
+    debugger, profiler = _names(args.rules), _names(args.profiler_rules)
+    request = {"TrainingJobName": name, **definition}
+    rule_configurations = rules.debugger_rules(debugger, region)
+    collections = sorted(set(_names(args.collections)) | set(rules.rule_collections(debugger)))
+    if collections:
+        interval = str(args.save_interval)
+        request["DebugHookConfig"] = {
+            "S3OutputPath": f"{output}/debugger",
+            "LocalPath": "/opt/ml/output/tensors",
+            "HookParameters": {"save_interval": interval},
+            "CollectionConfigurations": [{"CollectionName": c, "CollectionParameters": {"save_interval": interval}} for c in collections],
+        }
+    if rule_configurations:
+        request["DebugRuleConfigurations"] = rule_configurations
+    request["ProfilerConfig"] = {"S3OutputPath": f"{output}/profiler", "ProfilingIntervalInMilliseconds": args.profiling_interval_ms}
+    if profiler:
+        request["ProfilerRuleConfigurations"] = rules.profiler_rules(profiler, region)
+    request["TensorBoardOutputConfig"] = {"S3OutputPath": f"{output}/tensorboard", "LocalPath": "/opt/ml/output/tensorboard"}
+    request["Tags"] = aws.tags(validate.key_values(args.tag, "--tag"), "training-job")
+    return request
+
+
+def follow(client, logs, name: str, poll_seconds: float = 15) -> dict:
+    """Print status changes, rule statuses and new CloudWatch log lines until the job ends; returns the last description."""
+    seen_status, seen_rules, seen_events = None, {}, set()
+    while True:
+        job = aws.call(client.describe_training_job, TrainingJobName=name)
+        status = (job["TrainingJobStatus"], job.get("SecondaryStatus"))
+        if status != seen_status:
+            print(f"{name}: {status[0]} ({status[1]})", flush=True)
+            seen_status = status
+        for rule in job.get("DebugRuleEvaluationStatuses", []) + job.get("ProfilerRuleEvaluationStatuses", []):
+            if seen_rules.get(rule["RuleConfigurationName"]) != rule["RuleEvaluationStatus"]:
+                seen_rules[rule["RuleConfigurationName"]] = rule["RuleEvaluationStatus"]
+                print(f"  rule {rule['RuleConfigurationName']}: {rule['RuleEvaluationStatus']}", flush=True)
+        print_new_log_lines(logs, name, seen_events)
+        if job["TrainingJobStatus"] in TERMINAL:
+            return job
+        time.sleep(poll_seconds)
+
+
+def print_new_log_lines(logs, name: str, seen: set[str]) -> None:
+    """The job's log events from /aws/sagemaker/TrainingJobs not printed yet; nothing while the group does not exist."""
+    pages = logs.get_paginator("filter_log_events").paginate(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=f"{name}/")
+    try:
+        for page in pages:
+            for event in page.get("events", []):
+                key = f"{event['logStreamName']}/{event['eventId']}"
+                if key not in seen:
+                    seen.add(key)
+                    print(f"  [{event['logStreamName'].split('/', 1)[-1]}] {event['message']}", flush=True)
+    except logs.exceptions.ResourceNotFoundException:
+        return
