@@ -40,5 +40,7 @@ def call(function, **request):
     except botocore.exceptions.ClientError as exc:
         error = exc.response.get("Error", {})
         raise LaunchError(f"AWS refused {exc.operation_name}: {error.get('Code')}: {error.get('Message')}") from None
+    except botocore.exceptions.ParamValidationError as exc:
+        raise LaunchError(f"the request does not fit the AWS API (please report this): {exc}") from None
     except botocore.exceptions.BotoCoreError as exc:
         raise LaunchError(f"cannot reach AWS: {exc}") from None

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from sagemaker_launch import aws, training
+from sagemaker_launch import aws, training, tuning
 from sagemaker_launch.errors import LaunchError
 
 def load_config(path: str | None) -> dict:
@@ -60,8 +60,32 @@ def command_train(args: argparse.Namespace) -> None:
         print(f"model: {job['ModelArtifacts']['S3ModelArtifacts']}")
 
 
+def command_tune(args: argparse.Namespace) -> None:
+    session = aws.session(args.region)
+    request = tuning.tuning_request(args, session.region_name)
+    client = session.client("sagemaker")
+    arn = aws.call(client.create_hyper_parameter_tuning_job, **request)["HyperParameterTuningJobArn"]
+    name, config = request["HyperParameterTuningJobName"], request["HyperParameterTuningJobConfig"]
+    limits = config["ResourceLimits"]
+    print(f"tuning job {name}\n  arn: {arn}\n  console: {aws.console_link(session.region_name, 'hyper-tuning-jobs', name)}")
+    print(f"  {config['Strategy']} search, {config['HyperParameterTuningJobObjective']['Type']} {config['HyperParameterTuningJobObjective']['MetricName']}, "
+          f"up to {limits.get('MaxNumberOfTrainingJobs', 'all grid')} jobs, {limits['MaxParallelTrainingJobs']} at a time; each trial is billed while it runs")  # fmt: skip
+    if args.wait:
+        job = tuning.follow(client, name, args.poll_seconds)
+        best = job.get("BestTrainingJob")
+        if job["HyperParameterTuningJobStatus"] != "Completed":
+            raise LaunchError(f"tuning job {name} ended {job['HyperParameterTuningJobStatus']}: {job.get('FailureReason', 'no reason given')}")
+        if best:
+            metric = best.get("FinalHyperParameterTuningJobObjectiveMetric", {})
+            print(f"best training job: {best['TrainingJobName']} ({metric.get('MetricName')}={metric.get('Value')})")
+            print("  " + " ".join(f"{k}={v}" for k, v in sorted(best.get("TunedHyperParameters", {}).items())))
+        else:
+            print("no best training job reported")
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None], str]] = {
     "train": (training.add_arguments, command_train, "start a training job with our training image"),
+    "tune": (tuning.add_arguments, command_tune, "start a hyperparameter tuning job over the training job"),
 }
 
 

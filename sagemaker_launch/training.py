@@ -63,7 +63,7 @@ def job_definition(args: argparse.Namespace, region: str, name: str) -> tuple[di
             raise LaunchError(f"--max-wait ({args.max_wait} s) must be at least --max-runtime ({args.max_runtime} s).")
     definition = {
         "RoleArn": role,
-        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": args.input_mode, "MetricDefinitions": metric_definitions(), "EnableSageMakerMetricsTimeSeries": True},
+        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": args.input_mode, "MetricDefinitions": metric_definitions()},
         "HyperParameters": hyperparameters,
         "InputDataConfig": [
             {
@@ -88,6 +88,7 @@ def training_request(args: argparse.Namespace, region: str) -> dict:
     definition, output = job_definition(args, region, name)
     debugger, profiler = _names(args.rules), _names(args.profiler_rules)
     request = {"TrainingJobName": name, **definition}
+    request["AlgorithmSpecification"]["EnableSageMakerMetricsTimeSeries"] = True
     rule_configurations = rules.debugger_rules(debugger, region)
     collections = sorted(set(_names(args.collections)) | set(rules.rule_collections(debugger)))
     if collections:

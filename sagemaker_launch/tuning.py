@@ -1,0 +1,163 @@
+"""Hyperparameter tuning jobs over our training job definition, with the search space from a YAML file."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import botocore.exceptions
+
+from sagemaker_launch import aws, training, validate
+from sagemaker_launch.errors import LaunchError
+from train.metric_log import METRIC_NAMES
+
+STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
+SCALINGS = ("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    training.add_arguments(parser)
+    parser.add_argument("--search-space", help="YAML: name: {type: continuous|integer|categorical, min, max, scaling} or {values: [...]}")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="Bayesian")
+    parser.add_argument("--objective", default="valid_acc", choices=[m for m in METRIC_NAMES if m.startswith(("valid_", "test_", "train_"))], help="metric to optimise")
+    parser.add_argument("--direction", choices=("Maximize", "Minimize"), default=None, help="default: Minimize for losses, Maximize otherwise")
+    parser.add_argument("--max-jobs", type=int, default=10)
+    parser.add_argument("--max-parallel-jobs", type=int, default=2)
+    parser.add_argument("--early-stopping", choices=("Auto", "Off"), default="Off", help="stop trials that do not keep up (not with Hyperband)")
+    parser.add_argument("--hyperband-resource", nargs=2, type=int, metavar=("MIN", "MAX"), default=(1, 20), help="Hyperband: min and max epochs")
+    parser.add_argument("--warm-start-from", action="append", default=[], metavar="TUNING_JOB", help="earlier tuning job to learn from; repeatable")
+    parser.add_argument("--warm-start-type", choices=("IdenticalDataAndAlgorithm", "TransferLearning"), default="IdenticalDataAndAlgorithm")
+
+
+def load_search_space(path: str | None) -> dict:
+    if not path:
+        raise LaunchError("no search space: pass --search-space FILE.yaml (e.g. lr: {type: continuous, min: 1e-4, max: 1e-1, scaling: Logarithmic}).")
+    import yaml
+
+    try:
+        space = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise LaunchError(f"cannot read --search-space {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise LaunchError(f"--search-space {path} is not valid YAML: {exc}") from None
+    if not isinstance(space, dict) or not space or not all(isinstance(v, dict) for v in space.values()):
+        raise LaunchError(f"--search-space {path} must map each hyperparameter to {{type: ..., min: ..., max: ...}} or {{type: categorical, values: [...]}}.")
+    return space
+
+
+def parameter_ranges(space: dict) -> dict:
+    """SageMaker ``ParameterRanges`` from the YAML search space, each range checked."""
+    ranges = {"ContinuousParameterRanges": [], "IntegerParameterRanges": [], "CategoricalParameterRanges": []}
+    for name, spec in space.items():
+        kind = str(spec.get("type", "categorical" if "values" in spec else "")).lower()
+        where = f"search space {name!r}"
+        if kind == "categorical":
+            values = spec.get("values")
+            if not isinstance(values, list) or not values:
+                raise LaunchError(f"{where}: a categorical range needs a non-empty list under values.")
+            ranges["CategoricalParameterRanges"].append({"Name": name, "Values": [str(v) for v in values]})
+            continue
+        if kind not in ("continuous", "integer"):
+            raise LaunchError(f"{where}: type must be continuous, integer or categorical (got {spec.get('type')!r}).")
+        number = float if kind == "continuous" else int
+        try:
+            low, high = number(spec["min"]), number(spec["max"])
+        except (KeyError, TypeError, ValueError):
+            raise LaunchError(f"{where}: a {kind} range needs numeric min and max.") from None
+        scaling = str(spec.get("scaling", "Auto"))
+        if low >= high:
+            raise LaunchError(f"{where}: min ({low}) must be below max ({high}).")
+        if scaling not in SCALINGS:
+            raise LaunchError(f"{where}: scaling must be one of {', '.join(SCALINGS)}.")
+        if scaling == "Logarithmic" and low <= 0:
+            raise LaunchError(f"{where}: a Logarithmic range needs min > 0.")
+        key = "ContinuousParameterRanges" if kind == "continuous" else "IntegerParameterRanges"
+        ranges[key].append({"Name": name, "MinValue": str(low), "MaxValue": str(high), "ScalingType": scaling})
+    return ranges
+
+
+def tuning_request(args: argparse.Namespace, region: str) -> dict:
+    """The CreateHyperParameterTuningJob request; every argument is checked before AWS is called."""
+    name = args.name or aws.unique_name("byoc-tune")
+    if len(name) > 32 or not validate.JOB_NAME.match(name):
+        raise LaunchError(f"tuning job name {name!r}: use up to 32 letters, digits and hyphens.")
+    ranges = parameter_ranges(load_search_space(args.search_space))
+    definition, _output = training.job_definition(args, region, name)
+    static = definition.pop("HyperParameters")
+    tuned = {r["Name"] for group in ranges.values() for r in group}
+    clash = sorted(tuned & set(static))
+    if clash:
+        raise LaunchError(f"{', '.join(clash)} is both tuned and fixed with --hyperparameter; drop one of them.")
+    if args.max_parallel_jobs < 1 or args.max_jobs < args.max_parallel_jobs:
+        raise LaunchError(f"--max-parallel-jobs ({args.max_parallel_jobs}) must be between 1 and --max-jobs ({args.max_jobs}).")
+    direction = args.direction or ("Minimize" if args.objective.endswith("loss") else "Maximize")
+    config = {
+        "Strategy": args.strategy,
+        "HyperParameterTuningJobObjective": {"Type": direction, "MetricName": args.objective},
+        "ResourceLimits": {"MaxNumberOfTrainingJobs": args.max_jobs, "MaxParallelTrainingJobs": args.max_parallel_jobs},
+        "ParameterRanges": ranges,
+        "TrainingJobEarlyStoppingType": args.early_stopping,
+    }
+    if args.strategy == "Grid":
+        if ranges["ContinuousParameterRanges"] or ranges["IntegerParameterRanges"]:
+            raise LaunchError("--strategy Grid searches categorical ranges only; list the values to try (type: categorical).")
+        config["ResourceLimits"].pop("MaxNumberOfTrainingJobs")
+    if args.strategy == "Hyperband":
+        if args.early_stopping != "Off":
+            raise LaunchError("--strategy Hyperband stops trials itself; leave --early-stopping Off.")
+        low, high = args.hyperband_resource
+        if not 1 <= low < high:
+            raise LaunchError(f"--hyperband-resource {low} {high}: need 1 <= MIN < MAX (epochs).")
+        config["StrategyConfig"] = {"HyperbandStrategyConfig": {"MinResource": low, "MaxResource": high}}
+    request = {
+        "HyperParameterTuningJobName": name,
+        "HyperParameterTuningJobConfig": config,
+        "TrainingJobDefinition": {**definition, "StaticHyperParameters": static},
+        "Tags": aws.tags(validate.key_values(args.tag, "--tag"), "tuning-job"),
+    }
+    if args.warm_start_from:
+        request["WarmStartConfig"] = {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": p} for p in args.warm_start_from], "WarmStartType": args.warm_start_type}
+    return request
+
+
+def trials(client, name: str) -> list[dict] | None:
+    """The tuning job's training jobs, or None where the API is not offered (moto lacks it)."""
+    try:
+        pages = client.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job").paginate(HyperParameterTuningJobName=name)
+        return [job for page in pages for job in page["TrainingJobSummaries"]]
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NotImplemented", "InternalFailure", "NotImplementedError") or exc.response["ResponseMetadata"]["HTTPStatusCode"] in (500, 501):
+            return None
+        raise
+
+
+def print_trials(jobs: list[dict]) -> None:
+    print(f"  {'training job':40} {'status':11} {'objective':>10}  hyperparameters")
+    for job in sorted(jobs, key=lambda j: j["TrainingJobName"]):
+        value = job.get("FinalHyperParameterTuningJobObjectiveMetric", {}).get("Value")
+        shown = f"{value:.4f}" if value is not None else "-"
+        params = " ".join(f"{k}={v}" for k, v in sorted(job.get("TunedHyperParameters", {}).items()))
+        print(f"  {job['TrainingJobName']:40} {job['TrainingJobStatus']:11} {shown:>10}  {params}", flush=True)
+
+
+def follow(client, name: str, poll_seconds: float = 30) -> dict:
+    """A table of trials whenever it changes, until the tuning job ends; returns the last description."""
+    shown, warned = None, False
+    while True:
+        job = aws.call(client.describe_hyper_parameter_tuning_job, HyperParameterTuningJobName=name)
+        jobs = trials(client, name)
+        if jobs is None and not warned:
+            print("  (this endpoint does not list the trials; showing the counts)", flush=True)
+            warned = True
+        table = jobs if jobs is not None else job.get("TrainingJobStatusCounters", {})
+        if table != shown:
+            print(f"{name}: {job['HyperParameterTuningJobStatus']}", flush=True)
+            if jobs is not None:
+                print_trials(jobs)
+            else:
+                print(f"  trials: {table}", flush=True)
+            shown = table
+        if job["HyperParameterTuningJobStatus"] in TERMINAL:
+            return job
+        time.sleep(poll_seconds)

@@ -1,0 +1,118 @@
+"""`python -m sagemaker_launch tune` against moto_server: ranges, strategies, objective, warm start, --wait."""
+import textwrap
+
+import boto3
+import pytest
+
+from aws_stand_in import environment, moto_server
+from sagemaker_launch import cli, tuning
+from test_launch_train import BASE, IMAGE, REGION, ROLE, run
+
+SPACE = """
+lr: {type: continuous, min: 0.0001, max: 0.1, scaling: Logarithmic}
+epochs: {type: integer, min: 2, max: 12}
+batch-size: {type: categorical, values: [32, 64, 128]}
+"""
+
+
+@pytest.fixture(scope="module")
+def aws():
+    with moto_server() as env, environment(env):
+        yield env
+
+
+@pytest.fixture
+def space(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(textwrap.dedent(SPACE))
+    return str(path)
+
+
+def request_for(argv: list[str]) -> dict:
+    return tuning.tuning_request(cli.build_parser().parse_args(["tune", *BASE, *argv]), REGION)
+
+
+def test_tune_request_read_back(aws, capsys, space):
+    argv = ["tune", *BASE, "--name", "hpo", "--search-space", space, "-p", "model=resnet50", "--objective", "valid_loss",
+            "--max-jobs", "8", "--max-parallel-jobs", "2", "--early-stopping", "Auto", "--spot", "--tag", "team=vision"]  # fmt: skip
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert "tuning job hpo" in out and "Bayesian search, Minimize valid_loss" in out
+    job = boto3.client("sagemaker", region_name=REGION).describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="hpo")
+    config = job["HyperParameterTuningJobConfig"]
+    assert config["Strategy"] == "Bayesian" and config["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "valid_loss"}
+    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 8, "MaxParallelTrainingJobs": 2}
+    assert config["TrainingJobEarlyStoppingType"] == "Auto"
+    assert config["ParameterRanges"] == {
+        "ContinuousParameterRanges": [{"Name": "lr", "MinValue": "0.0001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}],
+        "IntegerParameterRanges": [{"Name": "epochs", "MinValue": "2", "MaxValue": "12", "ScalingType": "Auto"}],
+        "CategoricalParameterRanges": [{"Name": "batch-size", "Values": ["32", "64", "128"]}],
+    }
+    definition = job["TrainingJobDefinition"]
+    assert definition["StaticHyperParameters"] == {"model": "resnet50"} and definition["RoleArn"] == ROLE
+    assert definition["AlgorithmSpecification"]["TrainingImage"] == IMAGE
+    assert definition["EnableManagedSpotTraining"] is True and definition["CheckpointConfig"]["S3Uri"] == "s3://byoc-bucket/runs/checkpoints/hpo"
+    assert [c["ChannelName"] for c in definition["InputDataConfig"]] == ["train"]
+    metric_names = {d["Name"] for d in request_for(["--name", "x", "--search-space", space])["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"]}
+    assert "valid_loss" in metric_names and "valid_acc" in metric_names  # the objective is one of the job's metrics
+
+
+def test_strategies_and_warm_start(space, tmp_path):
+    hyperband = request_for(["--name", "hb", "--search-space", space, "--strategy", "Hyperband", "--hyperband-resource", "2", "30"])
+    assert hyperband["HyperParameterTuningJobConfig"]["StrategyConfig"] == {"HyperbandStrategyConfig": {"MinResource": 2, "MaxResource": 30}}
+    grid_space = tmp_path / "grid.yaml"
+    grid_space.write_text("batch-size: {values: [32, 64]}\nfinetune: {values: [head, full]}\n")
+    grid = request_for(["--name", "grid", "--search-space", str(grid_space), "--strategy", "Grid", "--max-parallel-jobs", "2"])
+    assert "MaxNumberOfTrainingJobs" not in grid["HyperParameterTuningJobConfig"]["ResourceLimits"]
+    warm = request_for(["--name", "warm", "--search-space", space, "--warm-start-from", "hpo", "--warm-start-type", "TransferLearning"])
+    assert warm["WarmStartConfig"] == {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "hpo"}], "WarmStartType": "TransferLearning"}
+    assert request_for(["--name", "r", "--search-space", space, "--strategy", "Random"])["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["Type"] == "Maximize"
+
+
+BAD_SPACES = [
+    ("lr: {type: continuous, min: 0.1, max: 0.01}", "must be below max"),
+    ("lr: {type: continuous, min: 0, max: 0.1, scaling: Logarithmic}", "needs min > 0"),
+    ("lr: {type: continuous, min: a, max: 1}", "needs numeric min and max"),
+    ("lr: {type: float, min: 0, max: 1}", "type must be continuous, integer or categorical"),
+    ("batch-size: {type: categorical, values: []}", "non-empty list"),
+    ("- lr", "must map each hyperparameter"),
+    ("lr: [unclosed", "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD_SPACES, ids=[b[1] for b in BAD_SPACES])
+def test_bad_search_spaces_fail_before_any_aws_call(text, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    code, _, err = run(["tune", *BASE, "--search-space", str(path)], capsys)
+    assert code == 2 and message in err, err
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [(["--strategy", "Grid"], "categorical ranges only"), (["--strategy", "Hyperband", "--early-stopping", "Auto"], "leave --early-stopping Off"),
+     (["-p", "lr=0.1"], "both tuned and fixed"), (["--max-jobs", "2", "--max-parallel-jobs", "3"], "must be between 1 and --max-jobs"),
+     (["--name", "a-tuning-job-name-longer-than-32-characters"], "up to 32")],
+)  # fmt: skip
+def test_bad_tuning_arguments(extra, message, space, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    code, _, err = run(["tune", *BASE, "--search-space", space, *extra], capsys)
+    assert code == 2 and message in err, err
+
+
+def test_unknown_objective_is_refused_by_the_parser(space, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["tune", *BASE, "--search-space", space, "--objective", "valid_speed"])
+    assert "invalid choice: 'valid_speed'" in capsys.readouterr().err
+
+
+def test_missing_search_space(capsys):
+    code, _, err = run(["tune", *BASE], capsys)
+    assert code == 2 and "no search space" in err
+
+
+def test_wait_copes_with_the_missing_trials_api_and_reports_the_end(aws, capsys, space):
+    code, out, err = run(["tune", *BASE, "--name", "waited", "--search-space", space, "--wait", "--poll-seconds", "0"], capsys)
+    assert "this endpoint does not list the trials" in out and "waited:" in out
+    assert code == 0 or "ended" in err, (out, err)
