@@ -18,9 +18,8 @@ from serve.batching import Batcher
 from serve.decode import RequestError, decode, decode_image, media_type
 from serve.encode import choose_accept, encode, parse_top_k
 from serve.fetch import fetch_image
-from serve.handler import Handler, user_module
+from serve.handler import Handler, load_model, user_module
 from serve.metrics import Metrics
-from serve.runtime import load_runtime
 from serve.settings import Settings
 
 log = logging.getLogger("serve")
@@ -44,9 +43,7 @@ class ModelHolder:
             if module is not None:
                 self.handler = Handler(settings, module)
             else:
-                model = load_runtime(load_spec(settings.model_dir), settings.runtime, settings.threads, settings.precision, settings.recheck_margin)
-                model.warm_up()
-                self.model = model
+                self.model = load_model(settings, load_spec(settings.model_dir))
             self.metrics.load.set(time.perf_counter() - started)
             log.info("model loaded and warmed up in %.2f s; ready", time.perf_counter() - started)
             self.ready.set()

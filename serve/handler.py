@@ -11,10 +11,10 @@ import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from serve.artifact import load_spec
+from serve.artifact import ModelSpec, load_spec
 from serve.decode import decode, media_type
 from serve.encode import choose_accept, encode
-from serve.runtime import load_runtime
+from serve.runtime import Runtime, load_runtime
 from serve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,13 @@ def user_module(settings: Settings) -> ModuleType | None:
     return module
 
 
+def load_model(settings: Settings, spec: ModelSpec) -> Runtime:
+    """Our model_fn: the artifact in the runtime and precision the settings choose, warmed up by one inference."""
+    model = load_runtime(spec, settings.runtime, settings.threads, settings.precision, settings.recheck_margin)
+    model.warm_up()
+    return model
+
+
 class Handler:
     """model_fn at load; per request transform_fn, by default output_fn(predict_fn(input_fn(body))).
 
@@ -82,9 +89,7 @@ class Handler:
         self.model = call(self.model_fn, self.model_dir, context=Context(self.model_dir))
 
     def default_model_fn(self, model_dir: str):
-        model = load_runtime(self.spec, self.settings.runtime, self.settings.threads, self.settings.precision, self.settings.recheck_margin)
-        model.warm_up()
-        return model
+        return load_model(self.settings, self.spec)
 
     def default_input_fn(self, body: bytes | str, content_type: str):
         data = body.encode() if isinstance(body, str) else body

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 
 from serve.app import add_error_handlers, read_body
 from serve.artifact import ArtifactError, load_spec
+from serve.runtime import model_file
 from serve.decode import RequestError
 from serve.metrics import Metrics
 from serve.settings import Settings
@@ -74,7 +75,7 @@ def check_name(name: str) -> str:
     return name
 
 
-def load_request(body: bytes) -> dict:
+def load_request(body: bytes, runtime: str) -> dict:
     """The JSON body of POST /models: ``{"model_name": ..., "url": ...}``, with both fields checked."""
     try:
         request = json.loads(body)
@@ -83,22 +84,20 @@ def load_request(body: bytes) -> dict:
     if not isinstance(request, dict) or not isinstance(request.get("model_name"), str) or not isinstance(request.get("url"), str):
         raise RequestError(400, "invalid load request", 'Send {"model_name": "<name>", "url": "/opt/ml/models/<name>/model"}.')
     check_name(request["model_name"])
-    check_artifact(Path(request["url"]))
+    check_artifact(Path(request["url"]), runtime)
     return {"model_name": request["model_name"], "url": request["url"]}
 
 
-def check_artifact(folder: Path) -> None:
-    """Refuse a folder that cannot load (MMS would register it and fail on every request)."""
+def check_artifact(folder: Path, runtime: str) -> None:
+    """Refuse a folder ``runtime`` cannot load (MMS would register it and fail on every request)."""
     if not folder.is_dir():
         raise RequestError(404, "model not found", f"{folder} does not exist: SageMaker extracts model.tar.gz to /opt/ml/models/<name>/model.")
     if (folder / "code").is_dir():
         return  # the user's model_fn decides what a model is
     try:
-        spec = load_spec(folder)
+        model_file(load_spec(folder), runtime)
     except ArtifactError as exc:
         raise RequestError(422, "invalid model", str(exc)) from None
-    if not spec.onnx_file.is_file():
-        raise RequestError(422, "invalid model", f"{spec.onnx_file} is missing: the folder must hold the training artifact.")
 
 
 def create_mme_app(settings: Settings) -> FastAPI:
@@ -142,7 +141,7 @@ def create_mme_app(settings: Settings) -> FastAPI:
     @app.post("/models")
     async def load(request: Request) -> Response:
         """Load a model: ``{"model_name": ..., "url": "/opt/ml/models/<name>/model"}``; 409 if already loaded."""
-        body = load_request(await read_body(request, settings.max_payload_bytes))
+        body = load_request(await read_body(request, settings.max_payload_bytes), settings.runtime)
         return await forward("POST", "/models", timeout=LOAD_TIMEOUT_SECONDS, json=body)
 
     @app.get("/models")

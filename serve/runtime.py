@@ -44,7 +44,13 @@ class Runtime(ABC):
         self.predict(np.zeros((1, *self.spec.input_shape), dtype=np.float32))
 
 
-def _onnx_file(spec: ModelSpec) -> Path:
+def model_file(spec: ModelSpec, runtime: str) -> Path:
+    """The file runtime ``runtime`` loads from the artifact; ArtifactError when the folder lacks it."""
+    if runtime == "torch":
+        for name in ("model.pt", "weights.safetensors"):
+            if (spec.directory / name).is_file():
+                return spec.directory / name
+        raise ArtifactError(f"{spec.directory} has neither model.pt (TorchScript) nor weights.safetensors for the torch runtime.")
     if not spec.onnx_file.is_file():
         raise ArtifactError(f"{spec.onnx_file} is missing from the model folder; the {spec.architecture} artifact has no ONNX model.")
     return spec.onnx_file
@@ -63,7 +69,7 @@ class OnnxRuntimeModel(Runtime):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(_onnx_file(spec)), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(model_file(spec, self.name)), options, providers=["CPUExecutionProvider"])
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.spec.output_name], {self.spec.input_name: batch})[0]
@@ -82,7 +88,7 @@ class OpenVinoModel(Runtime):
         import openvino as ov
 
         super().__init__(spec)
-        core, onnx = ov.Core(), str(_onnx_file(spec))
+        core, onnx = ov.Core(), str(model_file(spec, self.name))
         self.lock = threading.Lock()  # one infer request per model; the batcher already runs one batch at a time
         self.request, self.precision = _openvino_request(core, onnx, threads, precision)
         self.recheck_margin = recheck_margin if self.precision == "bf16" else 0.0
@@ -130,16 +136,13 @@ class TorchModel(Runtime):
         self.model = self._load(spec).to(self.device).eval()
 
     def _load(self, spec: ModelSpec):
-        scripted = spec.directory / "model.pt"
-        if scripted.is_file():
-            return self.torch.jit.load(str(scripted), map_location="cpu")
-        weights = spec.directory / "weights.safetensors"
-        if not weights.is_file():
-            raise ArtifactError(f"{spec.directory} has neither model.pt (TorchScript) nor weights.safetensors for the torch runtime.")
+        path = model_file(spec, self.name)
+        if path.suffix == ".pt":
+            return self.torch.jit.load(str(path), map_location="cpu")
         from safetensors.torch import load_file
 
         model = _architecture(spec.architecture, len(spec.classes))
-        model.load_state_dict(load_file(str(weights)))
+        model.load_state_dict(load_file(str(path)))
         return model
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
