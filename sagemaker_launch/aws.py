@@ -33,14 +33,36 @@ def console_link(region: str, kind: str, name: str) -> str:
     return f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/{kind}/{name}"
 
 
-def call(function, **request):
-    """An AWS call whose refusal becomes a LaunchError with AWS's own reason."""
+def not_offered(exc: botocore.exceptions.ClientError) -> bool:
+    """Whether an error means the endpoint does not implement the operation (moto answers HTTP 500 with a page)."""
+    code = exc.response.get("Error", {}).get("Code")
+    return code in ("NotImplemented", "NotImplementedError", "InternalFailure") or exc.response["ResponseMetadata"]["HTTPStatusCode"] in (500, 501)
+
+
+def _call(function, request: dict, tolerated):
     try:
         return function(**request)
     except botocore.exceptions.ClientError as exc:
+        if tolerated(exc):
+            return None
         error = exc.response.get("Error", {})
         raise LaunchError(f"AWS refused {exc.operation_name}: {error.get('Code')}: {error.get('Message')}") from None
     except botocore.exceptions.ParamValidationError as exc:
         raise LaunchError(f"the request does not fit the AWS API (please report this): {exc}") from None
     except botocore.exceptions.BotoCoreError as exc:
         raise LaunchError(f"cannot reach AWS: {exc}") from None
+
+
+def call(function, **request):
+    """An AWS call whose refusal becomes a LaunchError with AWS's own reason."""
+    return _call(function, request, lambda exc: False)
+
+
+def find(function, missing: str, **request):
+    """Like ``call``, but None when AWS answers with the error code ``missing`` (the thing does not exist)."""
+    return _call(function, request, lambda exc: exc.response.get("Error", {}).get("Code") == missing)
+
+
+def optional(function, **request):
+    """Like ``call``, but None when the AWS endpoint does not offer the operation."""
+    return _call(function, request, not_offered)

@@ -6,8 +6,9 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
-from sagemaker_launch import aws, training, tuning
+from sagemaker_launch import aws, publish, training, tuning
 from sagemaker_launch.errors import LaunchError
 
 def load_config(path: str | None) -> dict:
@@ -83,37 +84,49 @@ def command_tune(args: argparse.Namespace) -> None:
             print("no best training job reported")
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None], str]] = {
-    "train": (training.add_arguments, command_train, "start a training job with our training image"),
-    "tune": (tuning.add_arguments, command_tune, "start a hyperparameter tuning job over the training job"),
+class Command(NamedTuple):
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+    summary: str
+    creates: bool = True  # takes --name and --wait
+
+
+COMMANDS: dict[str, Command] = {
+    "build": Command(publish.add_build_arguments, publish.run_build, "build the training and serving images locally", creates=False),
+    "push": Command(publish.add_push_arguments, publish.run_push, "push the images to ECR (repositories created when missing)", creates=False),
+    "train": Command(training.add_arguments, command_train, "start a training job with our training image"),
+    "tune": Command(tuning.add_arguments, command_tune, "start a hyperparameter tuning job over the training job"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each command's own parser."""
     parser = argparse.ArgumentParser(prog="python -m sagemaker_launch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for name, (add_arguments, _run, summary) in COMMANDS.items():
-        sub = commands.add_parser(name, help=summary, description=summary)
+    subparsers = {}
+    for name, command in COMMANDS.items():
+        sub = subparsers[name] = commands.add_parser(name, help=command.summary, description=command.summary)
         sub.add_argument("--config", help="YAML file of settings (keys: the flags' names)")
         sub.add_argument("--region", help="AWS region (default: AWS_REGION or the profile's)")
-        sub.add_argument("--name", help="name of what is created (default: a timestamped one)")
-        sub.add_argument("--wait", action="store_true", help="follow it until it ends")
-        sub.add_argument("--poll-seconds", type=float, default=15, help=argparse.SUPPRESS)
-        add_arguments(sub)
-    return parser
+        if command.creates:
+            sub.add_argument("--name", help="name of what is created (default: a timestamped one)")
+            sub.add_argument("--wait", action="store_true", help="follow it until it ends")
+            sub.add_argument("--poll-seconds", type=float, default=15, help=argparse.SUPPRESS)
+        command.add_arguments(sub)
+    return parser, subparsers
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser, subparsers = build_parser()
     try:
         first = parser.parse_args(argv)
-        sub = parser._subparsers._group_actions[0].choices[first.command]
+        sub = subparsers[first.command]
         apply_config(sub, load_config(first.config))
-        if os.environ.get("SAGEMAKER_ROLE"):
+        if os.environ.get("SAGEMAKER_ROLE") and "role" in {action.dest for action in sub._actions}:
             sub.set_defaults(role=sub.get_default("role") or os.environ["SAGEMAKER_ROLE"])
         args = parser.parse_args(argv)
-        COMMANDS[args.command][1](args)
+        COMMANDS[args.command].run(args)
     except LaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -127,7 +127,7 @@ def trials(client, name: str) -> list[dict] | None:
         pages = client.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job").paginate(HyperParameterTuningJobName=name)
         return [job for page in pages for job in page["TrainingJobSummaries"]]
     except botocore.exceptions.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NotImplemented", "InternalFailure", "NotImplementedError") or exc.response["ResponseMetadata"]["HTTPStatusCode"] in (500, 501):
+        if aws.not_offered(exc):
             return None
         raise
 

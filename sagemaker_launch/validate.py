@@ -10,6 +10,7 @@ INSTANCE_TYPE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.(medium|large|[0-9]*xlarge|me
 ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$")
 ECR_IMAGE = re.compile(r"^(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/(?P<repository>[a-z0-9._/-]+)(:[\w.-]+|@sha256:[0-9a-f]{64})$")
 S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/(?P<key>.*))?$")
+IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
@@ -45,6 +46,12 @@ def s3_uri(value: str, what: str) -> str:
             raise LaunchError(f"{what} {value!r} does not exist, and SageMaker reads only s3:// URIs.")
         raise LaunchError(f"{what} {value!r} is not an s3://<bucket>/<prefix> URI.")
     return value.rstrip("/")
+
+
+def image_tag(value: str) -> str:
+    if not IMAGE_TAG.match(value):
+        raise LaunchError(f"tag {value!r}: use up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'.")
+    return value
 
 
 def job_name(value: str) -> str:

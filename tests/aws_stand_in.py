@@ -14,7 +14,7 @@ from pathlib import Path
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -25,7 +25,7 @@ def moto_server():
     """Yields the environment (endpoint URL, dummy credentials) under which boto3 talks to a fresh moto_server."""
     executable = Path(sys.executable).with_name("moto_server")
     command = [str(executable)] if executable.exists() else [shutil.which("moto_server") or "moto_server"]
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:

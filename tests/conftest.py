@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fashion_mnist  # noqa: E402
+from sagemaker_launch import images  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,34 +82,29 @@ def docker_available() -> str | None:
     return None if result.returncode == 0 else f"no Docker engine answers (run ../shared/container-host/up.sh): {result.stderr.strip()[:200]}"
 
 
-def build_image(dockerfile: str, tag: str, *build_args: str) -> str:
-    """Build one of the project's images (skipping the test when there is no Docker engine)."""
+def build_image(kind: str, tag: str, **build_args: str) -> str:
+    """Build one of the project's images with the launcher's `build` (skipping the test when there is no Docker engine)."""
     reason = docker_available()
     if reason:
         pytest.skip(reason)
-    args = [a for value in build_args for a in ("--build-arg", value)]
-    build = subprocess.run(
-        ["docker", "buildx", "build", "--load", "-f", dockerfile, *args, "-t", tag, "."], cwd=REPO, capture_output=True, text=True, timeout=3000
-    )
-    assert build.returncode == 0, build.stderr[-4000:]
-    return tag
+    return images.build(kind, tag, REPO, build_args=build_args, quiet=True)
 
 
 @pytest.fixture(scope="session")
 def train_image() -> str:
     """The training image, built from docker/train.Dockerfile with PyPI's torch wheels."""
     index = os.environ.get("TORCH_INDEX_URL", "https://pypi.org/simple")
-    return build_image("docker/train.Dockerfile", "byoc-vision-train:test", f"TORCH_INDEX_URL={index}")
+    return build_image("train", "test", TORCH_INDEX_URL=index)
 
 
 @pytest.fixture(scope="session")
 def torch_serve_image() -> str:
     """The torch flavour of the serving image (FLAVOUR=torch), with PyPI's torch wheels."""
     index = os.environ.get("TORCH_INDEX_URL", "https://pypi.org/simple")
-    return build_image("docker/serve.Dockerfile", "byoc-vision-serve:torch-test", "FLAVOUR=torch", f"TORCH_INDEX_URL={index}")
+    return build_image("serve", "torch-test", FLAVOUR="torch", TORCH_INDEX_URL=index)
 
 
 @pytest.fixture(scope="session")
 def serve_image() -> str:
     """The serving image, built from docker/serve.Dockerfile."""
-    return build_image("docker/serve.Dockerfile", "byoc-vision-serve:test")
+    return build_image("serve", "test")

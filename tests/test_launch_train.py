@@ -64,7 +64,7 @@ def test_train_request_read_back(aws, capsys, trained_run):
 
     # moto answers with made-up MetricDefinitions, so the request as sent is checked: its regexes find the numbers
     # in the lines the real trainer printed.
-    definitions = training.training_request(cli.build_parser().parse_args(argv), REGION)["AlgorithmSpecification"]["MetricDefinitions"]
+    definitions = training.training_request(cli.build_parser()[0].parse_args(argv), REGION)["AlgorithmSpecification"]["MetricDefinitions"]
     lines = trained_run[1].stdout.splitlines()
     for definition in definitions:
         printed = [l for l in lines if re.search(rf"(^|\s){definition['Name']}=", l)]
@@ -76,7 +76,7 @@ def test_train_request_read_back(aws, capsys, trained_run):
 
 def test_profiler_request_fields(aws):
     """moto does not keep ProfilerConfig: the request itself, as sent, is checked."""
-    args = cli.build_parser().parse_args(["train", *BASE, "--name", "prof", "--region", "eu-west-1", "--image", IMAGE.replace(REGION, "eu-west-1")])
+    args = cli.build_parser()[0].parse_args(["train", *BASE, "--name", "prof", "--region", "eu-west-1", "--image", IMAGE.replace(REGION, "eu-west-1")])
     request = training.training_request(args, "eu-west-1")
     assert request["ProfilerConfig"] == {"S3OutputPath": "s3://byoc-bucket/runs/profiler", "ProfilingIntervalInMilliseconds": 500}
     assert [(r["RuleConfigurationName"], r["RuleEvaluatorImage"]) for r in request["ProfilerRuleConfigurations"]] == [

@@ -29,7 +29,7 @@ def space(tmp_path):
 
 
 def request_for(argv: list[str]) -> dict:
-    return tuning.tuning_request(cli.build_parser().parse_args(["tune", *BASE, *argv]), REGION)
+    return tuning.tuning_request(cli.build_parser()[0].parse_args(["tune", *BASE, *argv]), REGION)
 
 
 def test_tune_request_read_back(aws, capsys, space):

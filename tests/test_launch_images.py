@@ -1,0 +1,105 @@
+"""`build` and `push`: real BuildKit builds, the ECR token from moto_server, a push to a real registry, a pull back by digest."""
+import json
+import subprocess
+
+import boto3
+import docker
+import pytest
+
+import registry_stand_in
+from aws_stand_in import environment, moto_server
+from conftest import REPO
+from sagemaker_launch import cli, images
+
+REGION = "us-east-1"
+ECR_PASSWORD = "123456789012-auth-token"  # what moto's GetAuthorizationToken hands out for its default account
+
+
+@pytest.fixture(scope="module")
+def aws():
+    with moto_server() as env, environment(env):
+        yield env
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_default_tag_names_version_and_commit():
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    tag = images.default_tag(REPO)
+    assert tag.startswith(f"{images.version()}-{commit}")
+    assert tag.endswith("-dirty") == bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip())
+
+
+def test_build_labels_the_image_with_the_revision(serve_image, capsys):
+    code, out, err = run(["build", "--images", "serve", "--tag", "cli-build", "--context", str(REPO)], capsys)
+    assert code == 0, err
+    assert "serve: byoc-vision-serve:cli-build" in out and "push --tag cli-build" in out
+    try:
+        labels = docker.from_env().images.get("byoc-vision-serve:cli-build").labels
+        commit, _ = images.revision(REPO)
+        assert labels["org.opencontainers.image.revision"].startswith(commit)
+        assert labels["org.opencontainers.image.version"] == images.version()
+        assert labels["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
+    finally:
+        docker.from_env().images.remove("byoc-vision-serve:cli-build")
+
+
+def test_build_refusals(capsys):
+    code, _, err = run(["build", "--tag", "-bad tag"], capsys)
+    assert code == 2 and "use up to 128 letters" in err
+    code, _, err = run(["build", "--build-arg", "FLAVOUR"], capsys)
+    assert code == 2 and "--build-arg 'FLAVOUR': write it as NAME=VALUE" in err
+
+
+@pytest.mark.skipif(registry_stand_in.available() is not None, reason=str(registry_stand_in.available()))
+def test_push_through_ecr_token_to_real_registry_and_pull_by_digest(aws, serve_image, capsys):
+    client = docker.from_env()
+    with registry_stand_in.docker_registry("AWS", ECR_PASSWORD) as host:
+        code, out, err = run(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION, "--keep-images", "12"], capsys)
+        assert code == 0, err
+        uri = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/byoc-vision-serve"
+        assert "ECR repository byoc-vision-serve created (scan on push, lifecycle policy)" in out
+        assert f"image: {uri}:test" in out
+        digest = out.split(f"digest: {host}/byoc-vision-serve@")[1].split()[0]
+        assert digest.startswith("sha256:") and len(digest) == 71
+
+        ecr = boto3.client("ecr", region_name=REGION)
+        repository = ecr.describe_repositories(repositoryNames=["byoc-vision-serve"])["repositories"][0]
+        assert repository["imageScanningConfiguration"] == {"scanOnPush": True} and repository["repositoryUri"] == uri
+        assert repository["encryptionConfiguration"]["encryptionType"] == "AES256"
+        rules = json.loads(ecr.get_lifecycle_policy(repositoryName="byoc-vision-serve")["lifecyclePolicyText"])["rules"]
+        assert [r["selection"]["tagStatus"] for r in rules] == ["untagged", "any"]
+        assert rules[0]["selection"]["countNumber"] == 7 and rules[1]["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 12}
+        tags = {t["Key"]: t["Value"] for t in ecr.list_tags_for_resource(resourceArn=repository["repositoryArn"])["tags"]}
+        assert tags["created-by"] == "byoc-vision"
+
+        auth = {"username": "AWS", "password": ECR_PASSWORD}
+        pulled = client.images.pull(f"{host}/byoc-vision-serve@{digest}", auth_config=auth)
+        assert pulled.id == client.images.get(serve_image).id
+        assert client.images.get_registry_data(f"{host}/byoc-vision-serve:latest", auth_config=auth).id == digest
+
+        code, out, err = run(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION, "--no-latest"], capsys)
+        assert code == 0, err
+        assert "ECR repository byoc-vision-serve exists" in out and f"@{digest}" in out
+    for reference in (f"{host}/byoc-vision-serve:test", f"{host}/byoc-vision-serve:latest", f"{host}/byoc-vision-serve@{digest}"):
+        try:
+            client.images.remove(reference)
+        except docker.errors.ImageNotFound:
+            pass
+
+
+@pytest.mark.skipif(registry_stand_in.available() is not None, reason=str(registry_stand_in.available()))
+def test_push_with_a_rejected_token_fails_with_the_reason(aws, serve_image, capsys):
+    with registry_stand_in.docker_registry("AWS", "another-password") as host:
+        code, _, err = run(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION], capsys)
+    assert code == 2 and f"docker login to {host} with the ECR token failed" in err and "ecr:GetAuthorizationToken" in err
+
+
+def test_push_refuses_an_image_never_built_before_any_aws_call(capsys):
+    with environment({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}):
+        code, _, err = run(["push", "--images", "serve", "--tag", "never-built", "--region", REGION], capsys)
+    assert code == 2 and "no local image byoc-vision-serve:never-built: run `build --images serve --tag never-built` first" in err
