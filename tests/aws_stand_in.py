@@ -1,11 +1,14 @@
 """moto_server on a free 127.0.0.1 port: the AWS APIs the launcher calls, over real HTTP."""
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -22,26 +25,46 @@ def free_port() -> int:
 
 @contextmanager
 def moto_server():
-    """Yields the environment (endpoint URL, dummy credentials) under which boto3 talks to a fresh moto_server."""
+    """Yields the environment (endpoint URL, dummy credentials) under which boto3 talks to a fresh moto_server.
+
+    The server records every request it gets (moto's recorder) into the file named by ``MOTO_RECORDER_FILEPATH``.
+    """
     executable = Path(sys.executable).with_name("moto_server")
     command = [str(executable)] if executable.exists() else [shutil.which("moto_server") or "moto_server"]
     port = free_port()
-    process = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start: {process.stderr.read().decode()[-2000:]}") from None
-                time.sleep(0.1)
-        yield {"AWS_ENDPOINT_URL": url, **CREDENTIALS}
-    finally:
-        process.terminate()
-        process.wait(10)
+    with tempfile.TemporaryDirectory(prefix="moto-") as folder:
+        recording, log_path = Path(folder, "requests.jsonl"), Path(folder, "server.log")
+        env = {**os.environ, "MOTO_ENABLE_RECORDING": "true", "MOTO_RECORDER_FILEPATH": str(recording)}
+        with log_path.open("wb") as log:  # a file, not a pipe: nobody reads it while tests run, and a full pipe blocks the server
+            process = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log, env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+                    break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"moto_server did not start: {log_path.read_text()[-2000:]}") from None
+                    time.sleep(0.1)
+            yield {"AWS_ENDPOINT_URL": url, "MOTO_RECORDER_FILEPATH": str(recording), **CREDENTIALS}
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+def recorded_requests(env: dict, path_part: str = "", target: str = "") -> list[dict]:
+    """The requests moto_server got whose URL contains ``path_part`` and whose X-Amz-Target ends with ``target``; bodies decoded."""
+    path = Path(env["MOTO_RECORDER_FILEPATH"])
+    entries = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    found = []
+    for entry in entries:
+        headers = {k.lower(): v for k, v in entry["headers"].items()}
+        if path_part in entry["url"] and headers.get("x-amz-target", "").endswith(target):
+            body = base64.b64decode(entry["body"]) if entry.get("body_encoded") else (entry.get("body") or "").encode()
+            found.append({"method": entry["method"], "url": entry["url"], "headers": headers, "body": body})
+    return found
 
 
 @contextmanager
