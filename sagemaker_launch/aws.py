@@ -29,6 +29,11 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}"
 
 
+def stamp() -> str:
+    """A short UTC time stamp down to the millisecond, for names that must differ between quick runs."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%m%d-%H%M%S-%f")[:-3]
+
+
 def console_link(region: str, kind: str, name: str) -> str:
     return f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/{kind}/{name}"
 
@@ -46,7 +51,8 @@ def _call(function, request: dict, tolerated):
         if tolerated(exc):
             return None
         error = exc.response.get("Error", {})
-        raise LaunchError(f"AWS refused {exc.operation_name}: {error.get('Code')}: {error.get('Message')}") from None
+        message = " ".join(str(error.get("Message")).split())  # one line, even when the answer was an HTML page
+        raise LaunchError(f"AWS refused {exc.operation_name}: {error.get('Code')}: {message[:500]}") from None
     except botocore.exceptions.ParamValidationError as exc:
         raise LaunchError(f"the request does not fit the AWS API (please report this): {exc}") from None
     except botocore.exceptions.BotoCoreError as exc:

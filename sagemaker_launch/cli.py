@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from sagemaker_launch import aws, publish, training, tuning, upload
+from sagemaker_launch import aws, deploy, invoke, publish, training, transform, tuning, upload
 from sagemaker_launch.errors import LaunchError
 
 def load_config(path: str | None) -> dict:
@@ -97,6 +97,9 @@ COMMANDS: dict[str, Command] = {
     "upload-data": Command(upload.add_arguments, upload.run, "sync a local dataset to S3 as training channels", creates=False),
     "train": Command(training.add_arguments, command_train, "start a training job with our training image"),
     "tune": Command(tuning.add_arguments, command_tune, "start a hyperparameter tuning job over the training job"),
+    "deploy": Command(deploy.add_arguments, deploy.run, "create or update an endpoint serving a trained model"),
+    "invoke": Command(invoke.add_arguments, invoke.run, "send images to an endpoint and print the top labels", creates=False),
+    "transform": Command(transform.add_arguments, transform.run, "run a batch transform job over images in S3"),
 }
 
 

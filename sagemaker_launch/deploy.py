@@ -1,0 +1,252 @@
+"""The `deploy` command: model + endpoint config + endpoint (real-time, serverless, asynchronous or multi-model), auto scaling, blue/green updates."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from sagemaker_launch import aws, validate
+from sagemaker_launch.errors import LaunchError
+
+VARIANT = "AllTraffic"
+GPU_FAMILIES = ("ml.g", "ml.p")  # NVIDIA GPUs
+# NVIDIA driver 550 / CUDA 12.4 hosts: our images' CUDA 12.x torch needs a driver >= 525 (../shared/design.md)
+GPU_INFERENCE_AMI = "al2-ami-sagemaker-inference-gpu-3-1"
+SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
+ROUTING = ("ALL_AT_ONCE", "CANARY", "LINEAR")
+ENDPOINT_TERMINAL = ("InService", "Failed", "OutOfService")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, multi_model: bool) -> None:
+    """What to serve: the model source, the serving image, the role, the container's environment (shared with `transform`)."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--training-job", help="the model this training job produced")
+    source.add_argument("--tuning-job", help="the model of this tuning job's best training job")
+    source.add_argument("--model-data", help="s3://.../model.tar.gz")
+    if multi_model:
+        source.add_argument("--multi-model-prefix", help="s3://bucket/prefix/ of model.tar.gz files: a multi-model endpoint (Mode=MultiModel)")
+    parser.add_argument("--image", help="serving image URI in ECR (printed by `push`)")
+    parser.add_argument("--role", help="SageMaker execution role ARN")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="container environment, e.g. SERVE_RUNTIME=onnxruntime; repeatable")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, multi_model=True)
+    parser.add_argument("--instance-type", default="ml.m5.xlarge")
+    parser.add_argument("--instance-count", type=int, default=1)
+    parser.add_argument("--serverless-memory-mb", type=int, help="serverless inference with this memory (1024-6144, steps of 1024); no instances")
+    parser.add_argument("--serverless-concurrency", type=int, default=5, help="serverless: most concurrent invocations (1-200)")
+    parser.add_argument("--async-output", help="asynchronous inference: s3:// prefix for results (requests are queued, scale to zero possible)")
+    parser.add_argument("--async-concurrency", type=int, default=4, help="asynchronous: concurrent requests per instance")
+    parser.add_argument("--data-capture", help="capture requests and responses to this s3:// prefix")
+    parser.add_argument("--capture-percent", type=int, default=100, help="data capture sampling percentage")
+    parser.add_argument("--min-instances", type=int, help="auto scaling: fewest instances (0 allowed for asynchronous endpoints)")
+    parser.add_argument("--max-instances", type=int, help="auto scaling: most instances; enables target tracking")
+    parser.add_argument("--target-invocations", type=float, default=100.0, help="auto scaling: invocations per instance per minute to hold")
+    parser.add_argument("--scale-in-cooldown", type=int, default=300, help="seconds")
+    parser.add_argument("--scale-out-cooldown", type=int, default=60, help="seconds")
+    parser.add_argument("--traffic", choices=ROUTING, default="ALL_AT_ONCE", help="blue/green update of an existing endpoint: how traffic shifts")
+    parser.add_argument("--canary-percent", type=int, default=10, help="CANARY/LINEAR: percent of capacity per step")
+    parser.add_argument("--step-wait", type=int, default=300, help="CANARY/LINEAR: seconds between steps")
+    parser.add_argument("--termination-wait", type=int, default=300, help="seconds the old (blue) fleet stays up after the shift")
+    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra resource tag; repeatable")
+
+
+def check_model(args: argparse.Namespace, region: str) -> None:
+    """The model flags' refusals that need no AWS call."""
+    validate.image_uri(args.image or "", region)
+    validate.role(args.role)
+    validate.key_values(args.env, "--env")
+    if not (args.training_job or args.tuning_job or args.model_data or getattr(args, "multi_model_prefix", None)):
+        raise LaunchError("which model? pass --training-job, --tuning-job or --model-data s3://.../model.tar.gz"
+                          + (" (or --multi-model-prefix s3://.../)" if hasattr(args, "multi_model_prefix") else "") + ".")
+    if args.model_data and not validate.s3_uri(args.model_data, "--model-data").endswith(".tar.gz"):
+        raise LaunchError(f"--model-data {args.model_data!r} must be the model.tar.gz a training job wrote (s3://.../output/model.tar.gz).")
+
+
+def check(args: argparse.Namespace, region: str) -> None:
+    """Every refusal that needs no AWS call."""
+    check_model(args, region)
+    for uri, flag in ((args.multi_model_prefix, "--multi-model-prefix"), (args.async_output, "--async-output"), (args.data_capture, "--data-capture")):
+        if uri:
+            validate.s3_uri(uri, flag)
+    if args.serverless_memory_mb is not None:
+        if args.serverless_memory_mb not in SERVERLESS_MEMORY_MB:
+            raise LaunchError(f"--serverless-memory-mb must be one of {', '.join(map(str, SERVERLESS_MEMORY_MB))} (got {args.serverless_memory_mb}).")
+        if not 1 <= args.serverless_concurrency <= 200:
+            raise LaunchError(f"--serverless-concurrency must be 1 to 200 (got {args.serverless_concurrency}).")
+        for given, what in ((args.multi_model_prefix, "multi-model endpoints"), (args.async_output, "asynchronous inference"),
+                            (args.data_capture, "data capture"), (args.max_instances, "instance auto scaling")):  # fmt: skip
+            if given:
+                raise LaunchError(f"serverless endpoints do not support {what}; drop --serverless-memory-mb to use instances.")
+    else:
+        validate.instance_type(args.instance_type)
+        if args.instance_count < 1:
+            raise LaunchError(f"--instance-count must be at least 1 (got {args.instance_count}).")
+    if args.async_output and args.multi_model_prefix:
+        raise LaunchError("asynchronous endpoints cannot be multi-model; deploy them separately.")
+    if not 0 < args.capture_percent <= 100:
+        raise LaunchError(f"--capture-percent must be 1 to 100 (got {args.capture_percent}).")
+    if (args.min_instances is None) != (args.max_instances is None):
+        raise LaunchError("auto scaling needs both --min-instances and --max-instances.")
+    if args.max_instances is not None:
+        lowest = 0 if args.async_output else 1
+        if not lowest <= args.min_instances <= args.max_instances:
+            raise LaunchError(f"auto scaling needs {lowest} <= --min-instances <= --max-instances (got {args.min_instances}, {args.max_instances})"
+                              + ("; only asynchronous endpoints scale to zero." if args.min_instances == 0 else "."))  # fmt: skip
+        if args.target_invocations <= 0:
+            raise LaunchError("--target-invocations must be above 0.")
+    if not 1 <= args.canary_percent <= 50:
+        raise LaunchError(f"--canary-percent must be 1 to 50 (got {args.canary_percent}).")
+
+
+def model_data(client, args: argparse.Namespace) -> str:
+    """The S3 URI of what to deploy, resolving a training job or a tuning job's best one."""
+    if getattr(args, "multi_model_prefix", None):
+        return validate.s3_uri(args.multi_model_prefix, "--multi-model-prefix") + "/"
+    if args.model_data:
+        return args.model_data
+    job_name = args.training_job
+    if args.tuning_job:
+        tuning = aws.call(client.describe_hyper_parameter_tuning_job, HyperParameterTuningJobName=args.tuning_job)
+        if "BestTrainingJob" not in tuning:
+            raise LaunchError(f"tuning job {args.tuning_job} has no best training job yet ({tuning['HyperParameterTuningJobStatus']}); wait for it (`tune --wait`).")
+        job_name = tuning["BestTrainingJob"]["TrainingJobName"]
+        print(f"best training job of {args.tuning_job}: {job_name}")
+    job = aws.call(client.describe_training_job, TrainingJobName=job_name)
+    if job["TrainingJobStatus"] != "Completed":
+        raise LaunchError(f"training job {job_name} is {job['TrainingJobStatus']}, not Completed: it has no model to deploy yet (`train --wait` follows it).")
+    return job["ModelArtifacts"]["S3ModelArtifacts"]
+
+
+def create_model(client, args: argparse.Namespace, name: str, tags: list[dict]) -> str:
+    """CreateModel with our serving image over the model ``args`` names; returns its model data URI."""
+    data = model_data(client, args)
+    environment = validate.key_values(args.env, "--env")
+    container = {"Image": args.image, "ModelDataUrl": data, "Environment": environment}
+    if getattr(args, "multi_model_prefix", None):
+        container.update(Mode="MultiModel", Environment={"SAGEMAKER_MULTI_MODEL": "true", **environment})
+    aws.call(client.create_model, ModelName=name, PrimaryContainer=container, ExecutionRoleArn=args.role, Tags=tags)
+    print(f"model {name}: {data}")
+    return data
+
+
+def variant(args: argparse.Namespace, model: str) -> dict:
+    production = {"VariantName": VARIANT, "ModelName": model, "InitialVariantWeight": 1.0}
+    if args.serverless_memory_mb is not None:
+        production["ServerlessConfig"] = {"MemorySizeInMB": args.serverless_memory_mb, "MaxConcurrency": args.serverless_concurrency}
+    else:
+        production.update(InstanceType=args.instance_type, InitialInstanceCount=args.instance_count)
+        if args.instance_type.startswith(GPU_FAMILIES):
+            production["InferenceAmiVersion"] = GPU_INFERENCE_AMI
+    return production
+
+
+def endpoint_config(args: argparse.Namespace, name: str, model: str, tags: list[dict]) -> dict:
+    """The CreateEndpointConfig request."""
+    request = {"EndpointConfigName": name, "ProductionVariants": [variant(args, model)], "Tags": tags}
+    if args.data_capture:
+        request["DataCaptureConfig"] = {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": args.capture_percent,
+            "DestinationS3Uri": validate.s3_uri(args.data_capture, "--data-capture"),
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json", "application/jsonlines"]},
+        }
+    if args.async_output:
+        output = validate.s3_uri(args.async_output, "--async-output")
+        request["AsyncInferenceConfig"] = {
+            "OutputConfig": {"S3OutputPath": f"{output}/results", "S3FailurePath": f"{output}/failures"},
+            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": args.async_concurrency},
+        }
+    return request
+
+
+def deployment_config(args: argparse.Namespace) -> dict:
+    """Blue/green: the new fleet comes up beside the old, traffic shifts as asked, the old stays ``termination_wait`` s for rollback."""
+    routing = {"Type": args.traffic, "WaitIntervalInSeconds": args.step_wait}
+    if args.traffic == "CANARY":
+        routing["CanarySize"] = {"Type": "CAPACITY_PERCENT", "Value": args.canary_percent}
+    elif args.traffic == "LINEAR":
+        routing["LinearStepSize"] = {"Type": "CAPACITY_PERCENT", "Value": args.canary_percent}
+    else:
+        routing.pop("WaitIntervalInSeconds")
+    return {"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": routing, "TerminationWaitInSeconds": args.termination_wait}}
+
+
+def scaling_requests(args: argparse.Namespace, endpoint: str) -> tuple[dict, dict]:
+    """RegisterScalableTarget and PutScalingPolicy for target tracking on invocations per instance."""
+    resource = f"endpoint/{endpoint}/variant/{VARIANT}"
+    target = {"ServiceNamespace": "sagemaker", "ResourceId": resource, "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+              "MinCapacity": args.min_instances, "MaxCapacity": args.max_instances}  # fmt: skip
+    policy = {
+        "PolicyName": f"{endpoint}-invocations",
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": resource,
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+        "PolicyType": "TargetTrackingScaling",
+        "TargetTrackingScalingPolicyConfiguration": {
+            "TargetValue": args.target_invocations,
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+            "ScaleInCooldown": args.scale_in_cooldown,
+            "ScaleOutCooldown": args.scale_out_cooldown,
+        },
+    }
+    return target, policy
+
+
+def wait_in_service(client, name: str, poll_seconds: float) -> dict:
+    status = None
+    while True:
+        endpoint = aws.call(client.describe_endpoint, EndpointName=name)
+        if endpoint["EndpointStatus"] != status:
+            status = endpoint["EndpointStatus"]
+            print(f"{name}: {status}", flush=True)
+        if status in ENDPOINT_TERMINAL:
+            if status != "InService":
+                raise LaunchError(f"endpoint {name} is {status}: {endpoint.get('FailureReason', 'no reason given')} (`logs --endpoint {name}` shows the container's log).")
+            return endpoint
+        time.sleep(poll_seconds)
+
+
+def cost_line(args: argparse.Namespace) -> str:
+    if args.serverless_memory_mb is not None:
+        return f"serverless ({args.serverless_memory_mb} MB): billed per request (duration x memory), nothing while idle"
+    count = f"{args.min_instances}-{args.max_instances}" if args.max_instances is not None else str(args.instance_count)
+    line = f"{count} x {args.instance_type}: billed every hour while the endpoint exists, called or not ({24 * (args.max_instances or args.instance_count)} instance-hours a day at most)"
+    if args.async_output and args.min_instances == 0:
+        line += "; scales to zero instances when its queue is empty"
+    return line
+
+
+def run(args: argparse.Namespace) -> None:
+    session = aws.session(args.region)
+    region = session.region_name
+    check(args, region)
+    endpoint = validate.job_name(args.name or aws.unique_name("byoc-endpoint"))
+    tags = aws.tags(validate.key_values(args.tag, "--tag"), "endpoint")
+    client = session.client("sagemaker")
+    model = config = f"{endpoint[:47]}-{aws.stamp()}"  # each deploy makes its own model and config, so an update can roll back
+    create_model(client, args, model, tags)
+    aws.call(client.create_endpoint_config, **endpoint_config(args, config, model, tags))
+    print(f"endpoint config {config}")
+    existing = aws.find(client.describe_endpoint, "ValidationException", EndpointName=endpoint)
+    if existing:
+        updated = aws.optional(client.update_endpoint, EndpointName=endpoint, EndpointConfigName=config, DeploymentConfig=deployment_config(args))
+        if updated is None:
+            raise LaunchError(f"this AWS endpoint does not offer UpdateEndpoint, so {endpoint} still runs {existing['EndpointConfigName']}; "
+                              f"model {model} and endpoint config {config} were created (`cleanup` removes them). Deploy under a new --name instead.")  # fmt: skip
+        print(f"endpoint {endpoint}: blue/green update to {config} ({args.traffic}, old fleet kept {args.termination_wait} s)")
+    else:
+        arn = aws.call(client.create_endpoint, EndpointName=endpoint, EndpointConfigName=config, Tags=tags)["EndpointArn"]
+        print(f"endpoint {endpoint}\n  arn: {arn}")
+    print(f"  console: {aws.console_link(region, 'endpoints', endpoint)}")
+    if args.wait or args.max_instances is not None:  # scaling can be registered only once the endpoint is InService
+        wait_in_service(client, endpoint, args.poll_seconds)
+    if args.max_instances is not None:
+        target, policy = scaling_requests(args, endpoint)
+        scaling = session.client("application-autoscaling")
+        aws.call(scaling.register_scalable_target, **target)
+        aws.call(scaling.put_scaling_policy, **policy)
+        print(f"  auto scaling: {args.min_instances}-{args.max_instances} instances, holding {args.target_invocations:g} invocations per instance per minute")
+    print(f"  {cost_line(args)}; `cleanup --endpoint {endpoint}` deletes it")
+    print(f"next: python -m sagemaker_launch invoke {endpoint} <image.jpg>" + (" --target-model <name>.tar.gz" if args.multi_model_prefix else ""))

@@ -1,0 +1,92 @@
+"""The `transform` command: a batch transform job over an S3 prefix of images or of JSON lines."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from sagemaker_launch import aws, deploy, validate
+from sagemaker_launch.errors import LaunchError
+
+# driver 535 (CUDA 12.2) batch hosts: our images' CUDA 12.x torch needs >= 525 (../shared/design.md)
+GPU_TRANSFORM_AMI = "al2-ami-sagemaker-batch-gpu-535"
+FORMATS = {
+    # one image per request: the whole object is the body
+    "images": {"ContentType": "application/x-image", "SplitType": "None", "BatchStrategy": "SingleRecord", "Accept": "application/json", "AssembleWith": "None"},
+    # one {"image": "<base64>"} per line: lines are batched into requests up to the payload limit, answers are lines again
+    "jsonlines": {"ContentType": "application/jsonlines", "SplitType": "Line", "BatchStrategy": "MultiRecord", "Accept": "application/jsonlines", "AssembleWith": "Line"},
+}  # fmt: skip
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    deploy.add_model_arguments(parser, multi_model=False)
+    parser.add_argument("--input", help="s3:// prefix of the inputs")
+    parser.add_argument("--output", help="s3:// prefix for the results (<input name>.out each)")
+    parser.add_argument("--input-format", choices=tuple(FORMATS), default="images", help="one image per object, or JSON lines of base64 images")
+    parser.add_argument("--instance-type", default="ml.m5.xlarge")
+    parser.add_argument("--instance-count", type=int, default=1)
+    parser.add_argument("--max-payload-mb", type=int, default=6, help="largest request body (SageMaker allows 100)")
+    parser.add_argument("--concurrency", type=int, default=0, help="requests in flight per instance (0: SageMaker asks the container)")
+    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra resource tag; repeatable")
+
+
+def transform_request(args: argparse.Namespace, name: str, model: str, tags: list[dict]) -> dict:
+    """The CreateTransformJob request for ``args``."""
+    source = validate.s3_uri(args.input or "", "--input")
+    output = validate.s3_uri(args.output or "", "--output")
+    form = FORMATS[args.input_format]
+    resources = {"InstanceType": args.instance_type, "InstanceCount": args.instance_count}
+    if args.instance_type.startswith(deploy.GPU_FAMILIES):
+        resources["TransformAmiVersion"] = GPU_TRANSFORM_AMI
+    request = {
+        "TransformJobName": name,
+        "ModelName": model,
+        "MaxPayloadInMB": args.max_payload_mb,
+        "BatchStrategy": form["BatchStrategy"],
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"{source}/"}},
+            "ContentType": form["ContentType"],
+            "SplitType": form["SplitType"],
+        },
+        "TransformOutput": {"S3OutputPath": output, "Accept": form["Accept"], "AssembleWith": form["AssembleWith"]},
+        "TransformResources": resources,
+        "Tags": tags,
+    }
+    if args.concurrency:
+        request["MaxConcurrentTransforms"] = args.concurrency
+    return request
+
+
+def check(args: argparse.Namespace, region: str) -> None:
+    deploy.check_model(args, region)
+    validate.s3_uri(args.input or "", "--input")
+    validate.s3_uri(args.output or "", "--output")
+    validate.instance_type(args.instance_type)
+    if args.instance_count < 1 or args.concurrency < 0:
+        raise LaunchError("--instance-count must be at least 1 and --concurrency at least 0.")
+    if not 1 <= args.max_payload_mb <= 100:
+        raise LaunchError(f"--max-payload-mb must be 1 to 100 (got {args.max_payload_mb}).")
+
+
+def run(args: argparse.Namespace) -> None:
+    session = aws.session(args.region)
+    check(args, session.region_name)
+    name = validate.job_name(args.name or aws.unique_name("byoc-transform"))
+    tags = aws.tags(validate.key_values(args.tag, "--tag"), "transform-job")
+    client = session.client("sagemaker")
+    deploy.create_model(client, args, name, tags)
+    request = transform_request(args, name, name, tags)
+    arn = aws.call(client.create_transform_job, **request)["TransformJobArn"]
+    print(f"transform job {name}\n  arn: {arn}\n  console: {aws.console_link(session.region_name, 'transform-jobs', name)}")
+    print(f"  {args.instance_count} x {args.instance_type}, billed while it runs, it stops by itself; results: {request['TransformOutput']['S3OutputPath']}")
+    if args.wait:
+        status = None
+        while status not in TERMINAL:
+            job = aws.call(client.describe_transform_job, TransformJobName=name)
+            if job["TransformJobStatus"] != status:
+                status = job["TransformJobStatus"]
+                print(f"{name}: {status}", flush=True)
+            if status not in TERMINAL:
+                time.sleep(args.poll_seconds)
+        if status != "Completed":
+            raise LaunchError(f"transform job {name} ended {status}: {job.get('FailureReason', 'no reason given')}")
