@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from sagemaker_launch import aws, deploy, invoke, publish, training, transform, tuning, upload
+from sagemaker_launch import aws, deploy, invoke, publish, resources, training, transform, tuning, upload
 from sagemaker_launch.errors import LaunchError
 
 def load_config(path: str | None) -> dict:
@@ -100,6 +100,9 @@ COMMANDS: dict[str, Command] = {
     "deploy": Command(deploy.add_arguments, deploy.run, "create or update an endpoint serving a trained model"),
     "invoke": Command(invoke.add_arguments, invoke.run, "send images to an endpoint and print the top labels", creates=False),
     "transform": Command(transform.add_arguments, transform.run, "run a batch transform job over images in S3"),
+    "status": Command(resources.add_status_arguments, resources.run_status, "list what this tool created, and what is billed now", creates=False),
+    "logs": Command(resources.add_logs_arguments, resources.run_logs, "print a job's or an endpoint's CloudWatch log lines", creates=False),
+    "cleanup": Command(resources.add_cleanup_arguments, resources.run_cleanup, "stop our jobs, delete our endpoints, configs, models (and ECR images)", creates=False),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from sagemaker_launch import aws, rules, validate
+from sagemaker_launch import aws, resources, rules, validate
 from sagemaker_launch.errors import LaunchError
 from train.metric_log import metric_definitions
 
@@ -122,21 +122,7 @@ def follow(client, logs, name: str, poll_seconds: float = 15) -> dict:
             if seen_rules.get(rule["RuleConfigurationName"]) != rule["RuleEvaluationStatus"]:
                 seen_rules[rule["RuleConfigurationName"]] = rule["RuleEvaluationStatus"]
                 print(f"  rule {rule['RuleConfigurationName']}: {rule['RuleEvaluationStatus']}", flush=True)
-        print_new_log_lines(logs, name, seen_events)
+        resources.print_new_log_lines(logs, resources.LOG_GROUPS["training-job"], f"{name}/", seen_events)
         if job["TrainingJobStatus"] in TERMINAL:
             return job
         time.sleep(poll_seconds)
-
-
-def print_new_log_lines(logs, name: str, seen: set[str]) -> None:
-    """The job's log events from /aws/sagemaker/TrainingJobs not printed yet; nothing while the group does not exist."""
-    pages = logs.get_paginator("filter_log_events").paginate(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=f"{name}/")
-    try:
-        for page in pages:
-            for event in page.get("events", []):
-                key = f"{event['logStreamName']}/{event['eventId']}"
-                if key not in seen:
-                    seen.add(key)
-                    print(f"  [{event['logStreamName'].split('/', 1)[-1]}] {event['message']}", flush=True)
-    except logs.exceptions.ResourceNotFoundException:
-        return
