@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 
 import boto3
 import botocore.exceptions
@@ -36,6 +37,19 @@ def stamp() -> str:
 
 def console_link(region: str, kind: str, name: str) -> str:
     return f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/{kind}/{name}"
+
+
+def wait_for(function, request: dict, status_key: str, terminal: tuple[str, ...], poll_seconds: float) -> dict:
+    """Describe something until its status is terminal, printing `<name>: <status>` on each change (the name: the request's one value); returns the last description."""
+    status, label = None, next(iter(request.values()))
+    while True:
+        described = call(function, **request)
+        if described[status_key] != status:
+            status = described[status_key]
+            print(f"{label}: {status}", flush=True)
+        if status in terminal:
+            return described
+        time.sleep(poll_seconds)
 
 
 def not_offered(exc: botocore.exceptions.ClientError) -> bool:

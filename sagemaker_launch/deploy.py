@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from sagemaker_launch import aws, validate
 from sagemaker_launch.errors import LaunchError
@@ -118,8 +117,8 @@ def model_data(client, args: argparse.Namespace) -> str:
     return job["ModelArtifacts"]["S3ModelArtifacts"]
 
 
-def create_model(client, args: argparse.Namespace, name: str, tags: list[dict]) -> str:
-    """CreateModel with our serving image over the model ``args`` names; returns its model data URI."""
+def create_model(client, args: argparse.Namespace, name: str, tags: list[dict]) -> None:
+    """CreateModel with our serving image over the model ``args`` names."""
     data = model_data(client, args)
     environment = validate.key_values(args.env, "--env")
     container = {"Image": args.image, "ModelDataUrl": data, "Environment": environment}
@@ -127,7 +126,6 @@ def create_model(client, args: argparse.Namespace, name: str, tags: list[dict]) 
         container.update(Mode="MultiModel", Environment={"SAGEMAKER_MULTI_MODEL": "true", **environment})
     aws.call(client.create_model, ModelName=name, PrimaryContainer=container, ExecutionRoleArn=args.role, Tags=tags)
     print(f"model {name}: {data}")
-    return data
 
 
 def variant(args: argparse.Namespace, model: str) -> dict:
@@ -173,16 +171,17 @@ def deployment_config(args: argparse.Namespace) -> dict:
     return {"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": routing, "TerminationWaitInSeconds": args.termination_wait}}
 
 
+def scalable_target(endpoint: str) -> dict:
+    """What Application Auto Scaling calls the instance count of the endpoint's variant."""
+    return {"ServiceNamespace": "sagemaker", "ResourceId": f"endpoint/{endpoint}/variant/{VARIANT}", "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"}
+
+
 def scaling_requests(args: argparse.Namespace, endpoint: str) -> tuple[dict, dict]:
     """RegisterScalableTarget and PutScalingPolicy for target tracking on invocations per instance."""
-    resource = f"endpoint/{endpoint}/variant/{VARIANT}"
-    target = {"ServiceNamespace": "sagemaker", "ResourceId": resource, "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
-              "MinCapacity": args.min_instances, "MaxCapacity": args.max_instances}  # fmt: skip
+    target = {**scalable_target(endpoint), "MinCapacity": args.min_instances, "MaxCapacity": args.max_instances}
     policy = {
         "PolicyName": f"{endpoint}-invocations",
-        "ServiceNamespace": "sagemaker",
-        "ResourceId": resource,
-        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+        **scalable_target(endpoint),
         "PolicyType": "TargetTrackingScaling",
         "TargetTrackingScalingPolicyConfiguration": {
             "TargetValue": args.target_invocations,
@@ -195,17 +194,10 @@ def scaling_requests(args: argparse.Namespace, endpoint: str) -> tuple[dict, dic
 
 
 def wait_in_service(client, name: str, poll_seconds: float) -> dict:
-    status = None
-    while True:
-        endpoint = aws.call(client.describe_endpoint, EndpointName=name)
-        if endpoint["EndpointStatus"] != status:
-            status = endpoint["EndpointStatus"]
-            print(f"{name}: {status}", flush=True)
-        if status in ENDPOINT_TERMINAL:
-            if status != "InService":
-                raise LaunchError(f"endpoint {name} is {status}: {endpoint.get('FailureReason', 'no reason given')} (`logs --endpoint {name}` shows the container's log).")
-            return endpoint
-        time.sleep(poll_seconds)
+    endpoint = aws.wait_for(client.describe_endpoint, {"EndpointName": name}, "EndpointStatus", ENDPOINT_TERMINAL, poll_seconds)
+    if endpoint["EndpointStatus"] != "InService":
+        raise LaunchError(f"endpoint {name} is {endpoint['EndpointStatus']}: {endpoint.get('FailureReason', 'no reason given')} (`logs --endpoint {name}` shows the container's log).")
+    return endpoint
 
 
 def cost_line(args: argparse.Namespace) -> str:

@@ -26,7 +26,7 @@ def lifecycle_policy(keep_images: int, untagged_days: int) -> str:
 
 
 def ensure_repository(ecr, name: str, policy: str) -> tuple[str, bool]:
-    """The repository's URI, creating it (scan on push, immutable-free tags, AES256, lifecycle policy) when missing."""
+    """The repository's URI, creating it (scan on push, mutable tags, AES256, lifecycle policy) when missing."""
     found = aws.find(ecr.describe_repositories, "RepositoryNotFoundException", repositoryNames=[name])
     if found:
         return found["repositories"][0]["repositoryUri"], False
@@ -36,7 +36,7 @@ def ensure_repository(ecr, name: str, policy: str) -> tuple[str, bool]:
         imageScanningConfiguration={"scanOnPush": True},
         imageTagMutability="MUTABLE",
         encryptionConfiguration={"encryptionType": "AES256"},
-        tags=[{"Key": t["Key"], "Value": t["Value"]} for t in aws.tags({}, "ecr-repository")],
+        tags=aws.tags({}, "ecr-repository"),
     )["repository"]
     aws.call(ecr.put_lifecycle_policy, repositoryName=name, lifecyclePolicyText=policy)
     return created["repositoryUri"], True

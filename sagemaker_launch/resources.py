@@ -6,7 +6,7 @@ import sys
 import time
 from typing import NamedTuple
 
-from sagemaker_launch import aws
+from sagemaker_launch import aws, deploy
 from sagemaker_launch.errors import LaunchError
 
 RUNNING = ("InProgress", "Stopping", "Creating", "Updating", "SystemUpdating", "RollingBack", "InService", "Deleting")
@@ -70,7 +70,7 @@ def repositories(ecr) -> list[Resource]:
     for page in ecr.get_paginator("describe_repositories").paginate():
         for repository in page["repositories"]:
             tags = aws.call(ecr.list_tags_for_resource, resourceArn=repository["repositoryArn"])["tags"]
-            if {"Key": aws.CREATED_BY["Key"], "Value": aws.CREATED_BY["Value"]} in tags:
+            if aws.CREATED_BY in tags:
                 found.append(Resource("ecr-repository", repository["repositoryName"], repository["repositoryUri"]))
     return found
 
@@ -166,8 +166,7 @@ def take_down(client, scaling, resource: Resource) -> str:
         answer = aws.optional(getattr(client, spec.stop_call), **{spec.name_param: resource.name})
         return "stopping" if answer is not None else f"NOT stopped: this AWS endpoint does not offer {spec.stop_call}; stop it in the console"
     if resource.kind == "endpoint":  # its auto scaling target goes first, as AWS asks
-        aws.find(scaling.deregister_scalable_target, "ObjectNotFoundException", ServiceNamespace="sagemaker",
-                 ResourceId=f"endpoint/{resource.name}/variant/AllTraffic", ScalableDimension="sagemaker:variant:DesiredInstanceCount")  # fmt: skip
+        aws.find(scaling.deregister_scalable_target, "ObjectNotFoundException", **deploy.scalable_target(resource.name))
     aws.call(getattr(client, spec.delete_call), **{spec.name_param: resource.name})
     return "deleted"
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from sagemaker_launch import aws, deploy, validate
 from sagemaker_launch.errors import LaunchError
@@ -80,13 +79,6 @@ def run(args: argparse.Namespace) -> None:
     print(f"transform job {name}\n  arn: {arn}\n  console: {aws.console_link(session.region_name, 'transform-jobs', name)}")
     print(f"  {args.instance_count} x {args.instance_type}, billed while it runs, it stops by itself; results: {request['TransformOutput']['S3OutputPath']}")
     if args.wait:
-        status = None
-        while status not in TERMINAL:
-            job = aws.call(client.describe_transform_job, TransformJobName=name)
-            if job["TransformJobStatus"] != status:
-                status = job["TransformJobStatus"]
-                print(f"{name}: {status}", flush=True)
-            if status not in TERMINAL:
-                time.sleep(args.poll_seconds)
-        if status != "Completed":
-            raise LaunchError(f"transform job {name} ended {status}: {job.get('FailureReason', 'no reason given')}")
+        job = aws.wait_for(client.describe_transform_job, {"TransformJobName": name}, "TransformJobStatus", TERMINAL, args.poll_seconds)
+        if job["TransformJobStatus"] != "Completed":
+            raise LaunchError(f"transform job {name} ended {job['TransformJobStatus']}: {job.get('FailureReason', 'no reason given')}")
