@@ -80,3 +80,12 @@ def environment(values: dict[str, str]):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``python -m sagemaker_launch <argv>`` in-process (so it talks to the moto_server in ``os.environ``): exit code, stdout, stderr."""
+    from sagemaker_launch import cli
+
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fashion_mnist  # noqa: E402
+from aws_stand_in import environment, moto_server  # noqa: E402
 from sagemaker_launch import images  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,3 +109,10 @@ def torch_serve_image() -> str:
 def serve_image() -> str:
     """The serving image, built from docker/serve.Dockerfile."""
     return build_image("serve", "test")
+
+
+@pytest.fixture(scope="module")
+def aws():
+    """A fresh moto_server for the module, with ``os.environ`` pointing boto3 at it; yields that environment."""
+    with moto_server() as env, environment(env):
+        yield env

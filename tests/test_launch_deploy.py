@@ -5,7 +5,7 @@ import subprocess
 import boto3
 import pytest
 
-from aws_stand_in import environment, moto_server, recorded_requests
+from aws_stand_in import environment, recorded_requests, run_cli
 from sagemaker_launch import cli, invoke
 from sagemaker_launch.errors import LaunchError
 
@@ -17,19 +17,13 @@ MODEL = ["--image", SERVE_IMAGE, "--role", ROLE, "--region", REGION]
 
 
 @pytest.fixture(scope="module")
-def aws():
-    with moto_server() as env, environment(env):
-        for name in ("deploy-src", "FakeTrainingJobName"):  # moto names every tuning job's best training job FakeTrainingJobName
-            code = cli.main(["train", "--name", name, "--image", TRAIN_IMAGE, "--role", ROLE, "--region", REGION,
-                             "--output", "s3://byoc-bucket/runs", "--channel", "train=s3://byoc-bucket/data/train"])  # fmt: skip
-            assert code == 0
-        yield env
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
+def aws(aws):
+    """conftest's moto_server, with what this module's tests start from."""
+    for name in ("deploy-src", "FakeTrainingJobName"):  # moto names every tuning job's best training job FakeTrainingJobName
+        code = cli.main(["train", "--name", name, "--image", TRAIN_IMAGE, "--role", ROLE, "--region", REGION,
+                         "--output", "s3://byoc-bucket/runs", "--channel", "train=s3://byoc-bucket/data/train"])  # fmt: skip
+        assert code == 0
+    yield aws
 
 
 def sm():
@@ -53,7 +47,7 @@ def test_deploy_a_training_job_with_data_capture_and_auto_scaling(aws, capsys):
     argv = ["deploy", "--training-job", "deploy-src", *MODEL, "--name", "ep-capture", "--instance-type", "ml.c5.xlarge", "--instance-count", "2",
             "--env", "SERVE_RUNTIME=onnxruntime", "--data-capture", "s3://byoc-bucket/capture", "--capture-percent", "50",
             "--min-instances", "1", "--max-instances", "4", "--target-invocations", "200", "--tag", "team=vision", "--poll-seconds", "0.1"]  # fmt: skip
-    code, out, err = run(argv, capsys)
+    code, out, err = run_cli(argv, capsys)
     assert code == 0, err
     endpoint, config, model = deployed("ep-capture")
     artifacts = sm().describe_training_job(TrainingJobName="deploy-src")["ModelArtifacts"]["S3ModelArtifacts"]
@@ -83,10 +77,10 @@ def test_deploy_a_training_job_with_data_capture_and_auto_scaling(aws, capsys):
 
 def test_deploy_the_best_job_of_a_tuning_job_on_a_gpu(aws, capsys, tmp_path):
     (tmp_path / "space.yaml").write_text("lr: {type: continuous, min: 0.0001, max: 0.1, scaling: Logarithmic}\n")
-    code, _, err = run(["tune", "--name", "tuning-src", "--image", TRAIN_IMAGE, "--role", ROLE, "--region", REGION, "--output", "s3://byoc-bucket/runs",
+    code, _, err = run_cli(["tune", "--name", "tuning-src", "--image", TRAIN_IMAGE, "--role", ROLE, "--region", REGION, "--output", "s3://byoc-bucket/runs",
                         "--channel", "train=s3://byoc-bucket/data/train", "--search-space", str(tmp_path / "space.yaml")], capsys)  # fmt: skip
     assert code == 0, err
-    code, out, err = run(["deploy", "--tuning-job", "tuning-src", *MODEL, "--name", "ep-gpu", "--instance-type", "ml.g4dn.xlarge"], capsys)
+    code, out, err = run_cli(["deploy", "--tuning-job", "tuning-src", *MODEL, "--name", "ep-gpu", "--instance-type", "ml.g4dn.xlarge"], capsys)
     assert code == 0, err
     assert "best training job of tuning-src: FakeTrainingJobName" in out
     _, config, model = deployed("ep-gpu")
@@ -95,14 +89,14 @@ def test_deploy_the_best_job_of_a_tuning_job_on_a_gpu(aws, capsys, tmp_path):
 
 
 def test_serverless_asynchronous_and_multi_model_endpoints(aws, capsys):
-    code, out, err = run(["deploy", "--model-data", "s3://byoc-bucket/m/model.tar.gz", *MODEL, "--name", "ep-serverless",
+    code, out, err = run_cli(["deploy", "--model-data", "s3://byoc-bucket/m/model.tar.gz", *MODEL, "--name", "ep-serverless",
                           "--serverless-memory-mb", "3072", "--serverless-concurrency", "10"], capsys)  # fmt: skip
     assert code == 0, err
     variant = deployed("ep-serverless")[1]["ProductionVariants"][0]
     assert variant["ServerlessConfig"] == {"MemorySizeInMB": 3072, "MaxConcurrency": 10} and "InstanceType" not in variant
     assert "billed per request (duration x memory), nothing while idle" in out
 
-    code, out, err = run(["deploy", "--model-data", "s3://byoc-bucket/m/model.tar.gz", *MODEL, "--name", "ep-async", "--async-output", "s3://byoc-bucket/async",
+    code, out, err = run_cli(["deploy", "--model-data", "s3://byoc-bucket/m/model.tar.gz", *MODEL, "--name", "ep-async", "--async-output", "s3://byoc-bucket/async",
                           "--async-concurrency", "2", "--min-instances", "0", "--max-instances", "2", "--poll-seconds", "0.1"], capsys)  # fmt: skip
     assert code == 0, err
     config = deployed("ep-async")[1]
@@ -111,7 +105,7 @@ def test_serverless_asynchronous_and_multi_model_endpoints(aws, capsys):
     targets = boto3.client("application-autoscaling", region_name=REGION).describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=["endpoint/ep-async/variant/AllTraffic"])
     assert targets["ScalableTargets"][0]["MinCapacity"] == 0 and "scales to zero instances" in out
 
-    code, out, err = run(["deploy", "--multi-model-prefix", "s3://byoc-bucket/models", *MODEL, "--name", "ep-mme"], capsys)
+    code, out, err = run_cli(["deploy", "--multi-model-prefix", "s3://byoc-bucket/models", *MODEL, "--name", "ep-mme"], capsys)
     assert code == 0, err
     container = deployed("ep-mme")[2]["PrimaryContainer"]
     assert container["Mode"] == "MultiModel" and container["ModelDataUrl"] == "s3://byoc-bucket/models/"
@@ -120,10 +114,10 @@ def test_serverless_asynchronous_and_multi_model_endpoints(aws, capsys):
 
 def test_blue_green_update_where_update_endpoint_is_not_offered(aws, capsys):
     base = ["deploy", "--model-data", "s3://byoc-bucket/m/model.tar.gz", *MODEL, "--name", "ep-bluegreen"]
-    code, _, err = run(base, capsys)
+    code, _, err = run_cli(base, capsys)
     assert code == 0, err
     first_config = sm().describe_endpoint(EndpointName="ep-bluegreen")["EndpointConfigName"]
-    code, _, err = run([*base, "--traffic", "CANARY", "--canary-percent", "20", "--step-wait", "600", "--termination-wait", "900"], capsys)
+    code, _, err = run_cli([*base, "--traffic", "CANARY", "--canary-percent", "20", "--step-wait", "600", "--termination-wait", "900"], capsys)
     assert code == 2 and "does not offer UpdateEndpoint, so ep-bluegreen still runs " + first_config in err and "`cleanup` removes them" in err
     update = last_request(aws, "UpdateEndpoint")  # the request as sent, though moto cannot carry it out
     assert update["EndpointName"] == "ep-bluegreen" and update["EndpointConfigName"] != first_config
@@ -148,20 +142,20 @@ def test_blue_green_update_where_update_endpoint_is_not_offered(aws, capsys):
 ])  # fmt: skip
 def test_deploy_refusals_before_any_aws_call(argv, message, capsys):
     with environment({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}):
-        code, _, err = run(["deploy", *MODEL, *argv], capsys)
+        code, _, err = run_cli(["deploy", *MODEL, *argv], capsys)
     assert code == 2 and message in err
 
 
 def test_deploy_refuses_an_image_from_another_region_and_an_unfinished_source(aws, capsys):
-    code, _, err = run(["deploy", "--model-data", "s3://b-1/m.tar.gz", "--image", SERVE_IMAGE.replace(REGION, "eu-west-1"), "--role", ROLE, "--region", REGION], capsys)
+    code, _, err = run_cli(["deploy", "--model-data", "s3://b-1/m.tar.gz", "--image", SERVE_IMAGE.replace(REGION, "eu-west-1"), "--role", ROLE, "--region", REGION], capsys)
     assert code == 2 and "push the image to us-east-1" in err
-    code, _, err = run(["deploy", "--training-job", "never-ran", *MODEL], capsys)
+    code, _, err = run_cli(["deploy", "--training-job", "never-ran", *MODEL], capsys)
     assert code == 2 and "AWS refused DescribeTrainingJob" in err
 
 
 def test_invoke_sends_each_image_with_its_content_type_and_target_model(aws, fashion, capsys):
     images = sorted((fashion / "test" / "Bag").glob("*.png"))
-    code, out, err = run(["invoke", "ep-mme", str(fashion / "test" / "Bag"), "--target-model", "bags/model.tar.gz", "--top-k", "2", "--region", REGION], capsys)
+    code, out, err = run_cli(["invoke", "ep-mme", str(fashion / "test" / "Bag"), "--target-model", "bags/model.tar.gz", "--top-k", "2", "--region", REGION], capsys)
     sent = recorded_requests(aws, "/endpoints/ep-mme/invocations")
     assert {r["body"] for r in sent} == {p.read_bytes() for p in images}  # each image, maybe more than once: boto3 retries HTTP 500
     for one in sent:
@@ -177,7 +171,7 @@ def test_invoke_reports_answers_that_are_not_ours_and_missing_files(fashion, cap
         invoke.describe(b"body", 3)
     assert invoke.describe(b'{"predictions": [{"top_k": [{"label": "Bag", "probability": 0.5}]}]}', 3) == "Bag (0.500)"
     image = sorted((fashion / "test" / "Bag").glob("*.png"))[0]
-    code, _, err = run(["invoke", "ep-capture", str(image.with_name("missing.png")), "--region", REGION], capsys)
+    code, _, err = run_cli(["invoke", "ep-capture", str(image.with_name("missing.png")), "--region", REGION], capsys)
     assert code == 2 and "does not exist" in err
 
 
@@ -189,20 +183,20 @@ def test_invoke_a_serving_container_on_this_machine(serve_image, trained_run, fa
     name, port = start_server(serve_image, trained_run[0] / "model")
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
-        code, out, err = run(["invoke", f"http://127.0.0.1:{port}", str(fashion / "test" / "Sneaker"), "--top-k", "2"], capsys)
+        code, out, err = run_cli(["invoke", f"http://127.0.0.1:{port}", str(fashion / "test" / "Sneaker"), "--top-k", "2"], capsys)
         assert code == 0, err
         lines = out.strip().splitlines()
         assert len(lines) == len(list((fashion / "test" / "Sneaker").glob("*.png")))
         assert sum(line.split(": ", 1)[1].startswith("Sneaker") for line in lines) >= len(lines) // 2
         assert all(line.count("(") == 2 for line in lines)
-        code, out, err = run(["invoke", f"http://127.0.0.1:{port}", str(trained_run[0] / "model" / "model.json")], capsys)
+        code, out, err = run_cli(["invoke", f"http://127.0.0.1:{port}", str(trained_run[0] / "model" / "model.json")], capsys)
         assert code == 2 and "error: 400: " in out and "cannot decode image" in out
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 
 def test_transform_images_and_json_lines(aws, capsys):
-    code, out, err = run(["transform", "--training-job", "deploy-src", *MODEL, "--name", "tf-images", "--input", "s3://byoc-bucket/batch/images",
+    code, out, err = run_cli(["transform", "--training-job", "deploy-src", *MODEL, "--name", "tf-images", "--input", "s3://byoc-bucket/batch/images",
                           "--output", "s3://byoc-bucket/batch/out", "--instance-type", "ml.g4dn.xlarge", "--concurrency", "4", "--wait", "--poll-seconds", "0.1"], capsys)  # fmt: skip
     assert code == 0, err
     assert "tf-images: Completed" in out
@@ -214,11 +208,11 @@ def test_transform_images_and_json_lines(aws, capsys):
     assert last_request(aws, "CreateTransformJob")["TransformResources"] == {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "TransformAmiVersion": "al2-ami-sagemaker-batch-gpu-535"}
     assert sm().describe_model(ModelName="tf-images")["PrimaryContainer"]["Image"] == SERVE_IMAGE
 
-    code, _, err = run(["transform", "--model-data", "s3://byoc-bucket/m/model.tar.gz", *MODEL, "--name", "tf-lines", "--input", "s3://byoc-bucket/batch/lines",
+    code, _, err = run_cli(["transform", "--model-data", "s3://byoc-bucket/m/model.tar.gz", *MODEL, "--name", "tf-lines", "--input", "s3://byoc-bucket/batch/lines",
                         "--output", "s3://byoc-bucket/batch/lines-out", "--input-format", "jsonlines", "--max-payload-mb", "20"], capsys)  # fmt: skip
     assert code == 0, err
     job = sm().describe_transform_job(TransformJobName="tf-lines")
     assert (job["BatchStrategy"], job["MaxPayloadInMB"], job["TransformInput"]["ContentType"], job["TransformInput"]["SplitType"]) == ("MultiRecord", 20, "application/jsonlines", "Line")
     assert (job["TransformOutput"]["Accept"], job["TransformOutput"]["AssembleWith"]) == ("application/jsonlines", "Line")
-    code, _, err = run(["transform", "--model-data", "s3://b-1/m.tar.gz", *MODEL, "--input", "s3://b-1/in", "--output", "s3://b-1/out", "--max-payload-mb", "101"], capsys)
+    code, _, err = run_cli(["transform", "--model-data", "s3://b-1/m.tar.gz", *MODEL, "--input", "s3://b-1/in", "--output", "s3://b-1/out", "--max-payload-mb", "101"], capsys)
     assert code == 2 and "--max-payload-mb must be 1 to 100" in err

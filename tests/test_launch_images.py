@@ -7,24 +7,12 @@ import docker
 import pytest
 
 import registry_stand_in
-from aws_stand_in import environment, moto_server
+from aws_stand_in import environment, run_cli
 from conftest import REPO
-from sagemaker_launch import cli, images
+from sagemaker_launch import images
 
 REGION = "us-east-1"
 ECR_PASSWORD = "123456789012-auth-token"  # what moto's GetAuthorizationToken hands out for its default account
-
-
-@pytest.fixture(scope="module")
-def aws():
-    with moto_server() as env, environment(env):
-        yield env
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_default_tag_names_version_and_commit():
@@ -35,7 +23,7 @@ def test_default_tag_names_version_and_commit():
 
 
 def test_build_labels_the_image_with_the_revision(serve_image, capsys):
-    code, out, err = run(["build", "--images", "serve", "--tag", "cli-build", "--context", str(REPO)], capsys)
+    code, out, err = run_cli(["build", "--images", "serve", "--tag", "cli-build", "--context", str(REPO)], capsys)
     assert code == 0, err
     assert "serve: byoc-vision-serve:cli-build" in out and "push --tag cli-build" in out
     try:
@@ -49,9 +37,9 @@ def test_build_labels_the_image_with_the_revision(serve_image, capsys):
 
 
 def test_build_refusals(capsys):
-    code, _, err = run(["build", "--tag", "-bad tag"], capsys)
+    code, _, err = run_cli(["build", "--tag", "-bad tag"], capsys)
     assert code == 2 and "use up to 128 letters" in err
-    code, _, err = run(["build", "--build-arg", "FLAVOUR"], capsys)
+    code, _, err = run_cli(["build", "--build-arg", "FLAVOUR"], capsys)
     assert code == 2 and "--build-arg 'FLAVOUR': write it as NAME=VALUE" in err
 
 
@@ -59,7 +47,7 @@ def test_build_refusals(capsys):
 def test_push_through_ecr_token_to_real_registry_and_pull_by_digest(aws, serve_image, capsys):
     client = docker.from_env()
     with registry_stand_in.docker_registry("AWS", ECR_PASSWORD) as host:
-        code, out, err = run(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION, "--keep-images", "12"], capsys)
+        code, out, err = run_cli(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION, "--keep-images", "12"], capsys)
         assert code == 0, err
         uri = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/byoc-vision-serve"
         assert "ECR repository byoc-vision-serve created (scan on push, lifecycle policy)" in out
@@ -82,7 +70,7 @@ def test_push_through_ecr_token_to_real_registry_and_pull_by_digest(aws, serve_i
         assert pulled.id == client.images.get(serve_image).id
         assert client.images.get_registry_data(f"{host}/byoc-vision-serve:latest", auth_config=auth).id == digest
 
-        code, out, err = run(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION, "--no-latest"], capsys)
+        code, out, err = run_cli(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION, "--no-latest"], capsys)
         assert code == 0, err
         assert "ECR repository byoc-vision-serve exists" in out and f"@{digest}" in out
     for reference in (f"{host}/byoc-vision-serve:test", f"{host}/byoc-vision-serve:latest", f"{host}/byoc-vision-serve@{digest}"):
@@ -95,11 +83,11 @@ def test_push_through_ecr_token_to_real_registry_and_pull_by_digest(aws, serve_i
 @pytest.mark.skipif(registry_stand_in.available() is not None, reason=str(registry_stand_in.available()))
 def test_push_with_a_rejected_token_fails_with_the_reason(aws, serve_image, capsys):
     with registry_stand_in.docker_registry("AWS", "another-password") as host:
-        code, _, err = run(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION], capsys)
+        code, _, err = run_cli(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION], capsys)
     assert code == 2 and f"docker login to {host} with the ECR token failed" in err and "ecr:GetAuthorizationToken" in err
 
 
 def test_push_refuses_an_image_never_built_before_any_aws_call(capsys):
     with environment({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}):
-        code, _, err = run(["push", "--images", "serve", "--tag", "never-built", "--region", REGION], capsys)
+        code, _, err = run_cli(["push", "--images", "serve", "--tag", "never-built", "--region", REGION], capsys)
     assert code == 2 and "no local image byoc-vision-serve:never-built: run `build --images serve --tag never-built` first" in err

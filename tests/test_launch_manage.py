@@ -6,7 +6,7 @@ import time
 import boto3
 import pytest
 
-from aws_stand_in import environment, moto_server, recorded_requests
+from aws_stand_in import recorded_requests, run_cli
 from sagemaker_launch import cli, registry, resources
 
 REGION = "us-east-1"
@@ -15,25 +15,19 @@ ROLE = "arn:aws:iam::123456789012:role/byoc-sagemaker"
 
 
 @pytest.fixture(scope="module")
-def aws():
-    with moto_server() as env, environment(env):
-        assert cli.main(["train", "--name", "job-a", "--image", IMAGE.replace("serve", "train"), "--role", ROLE, "--region", REGION,
-                         "--output", "s3://byoc-bucket/runs", "--channel", "train=s3://byoc-bucket/data/train"]) == 0  # fmt: skip
-        for name in ("ep-a", "ep-b"):
-            assert cli.main(["deploy", "--model-data", "s3://byoc-bucket/m/model.tar.gz", "--image", IMAGE, "--role", ROLE, "--region", REGION,
-                             "--name", name, "--min-instances", "1", "--max-instances", "2", "--poll-seconds", "0.1"]) == 0  # fmt: skip
-        sm = boto3.client("sagemaker", region_name=REGION)
-        sm.create_model(ModelName="not-ours", PrimaryContainer={"Image": IMAGE}, ExecutionRoleArn=ROLE)
-        ecr = boto3.client("ecr", region_name=REGION)
-        registry.ensure_repository(ecr, "byoc-vision-serve", registry.lifecycle_policy(10, 7))
-        ecr.create_repository(repositoryName="someone-else")
-        yield env
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
+def aws(aws):
+    """conftest's moto_server, with what this module's tests start from."""
+    assert cli.main(["train", "--name", "job-a", "--image", IMAGE.replace("serve", "train"), "--role", ROLE, "--region", REGION,
+                     "--output", "s3://byoc-bucket/runs", "--channel", "train=s3://byoc-bucket/data/train"]) == 0  # fmt: skip
+    for name in ("ep-a", "ep-b"):
+        assert cli.main(["deploy", "--model-data", "s3://byoc-bucket/m/model.tar.gz", "--image", IMAGE, "--role", ROLE, "--region", REGION,
+                         "--name", name, "--min-instances", "1", "--max-instances", "2", "--poll-seconds", "0.1"]) == 0  # fmt: skip
+    sm = boto3.client("sagemaker", region_name=REGION)
+    sm.create_model(ModelName="not-ours", PrimaryContainer={"Image": IMAGE}, ExecutionRoleArn=ROLE)
+    ecr = boto3.client("ecr", region_name=REGION)
+    registry.ensure_repository(ecr, "byoc-vision-serve", registry.lifecycle_policy(10, 7))
+    ecr.create_repository(repositoryName="someone-else")
+    yield aws
 
 
 def names(out: str, kind: str) -> set[str]:
@@ -41,12 +35,12 @@ def names(out: str, kind: str) -> set[str]:
 
 
 def test_status_lists_only_what_we_created(aws, capsys):
-    code, out, err = run(["status", "--region", REGION], capsys)
+    code, out, err = run_cli(["status", "--region", REGION], capsys)
     assert code == 0, err
     assert names(out, "training-job") == {"job-a"} and names(out, "endpoint") == {"ep-a", "ep-b"}
     assert len(names(out, "model")) == 2 and "not-ours" not in out and all(n.startswith(("ep-a-", "ep-b-")) for n in names(out, "endpoint-config"))
     assert "2 endpoint(s) are billed every hour until deleted" in out
-    code, out, _ = run(["status", "--region", REGION, "--running"], capsys)
+    code, out, _ = run_cli(["status", "--region", REGION, "--running"], capsys)
     assert code == 0 and names(out, "endpoint") == {"ep-a", "ep-b"} and not names(out, "training-job")  # moto's jobs end at once
 
 
@@ -58,12 +52,12 @@ def test_logs_of_a_training_job_and_an_endpoint(aws, capsys):
         logs.create_log_group(logGroupName=group)
         logs.create_log_stream(logGroupName=group, logStreamName=stream)
         logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[{"timestamp": now, "message": message}])
-    code, out, err = run(["logs", "--training-job", "job-a", "--region", REGION], capsys)
+    code, out, err = run_cli(["logs", "--training-job", "job-a", "--region", REGION], capsys)
     assert code == 0, err
     assert "[algo-1-1700000000] epoch 1/2 train_loss=0.61" in out
-    code, out, _ = run(["logs", "--endpoint", "ep-a", "--region", REGION], capsys)
+    code, out, _ = run_cli(["logs", "--endpoint", "ep-a", "--region", REGION], capsys)
     assert code == 0 and "[i-0abc] model loaded, warm-up done" in out
-    code, out, _ = run(["logs", "--transform-job", "never-ran", "--region", REGION], capsys)
+    code, out, _ = run_cli(["logs", "--transform-job", "never-ran", "--region", REGION], capsys)
     assert code == 0 and "no log lines yet for transform-job never-ran" in out
     with pytest.raises(SystemExit) as exited:
         cli.main(["logs", "--region", REGION])
@@ -80,13 +74,13 @@ def test_stopping_a_running_job_where_stop_is_not_offered(aws):
 
 def test_cleanup_asks_then_deletes_one_endpoint_with_its_config_model_and_scaling(aws, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: no prompt possible
-    code, out, err = run(["cleanup", "--endpoint", "ep-a", "--region", REGION], capsys)
+    code, out, err = run_cli(["cleanup", "--endpoint", "ep-a", "--region", REGION], capsys)
     assert code == 2 and "3 resources would be deleted or stopped; pass --yes" in err
     sm = boto3.client("sagemaker", region_name=REGION)
     assert sm.describe_endpoint(EndpointName="ep-a")["EndpointStatus"] == "InService"  # nothing lost
 
     config = sm.describe_endpoint(EndpointName="ep-a")["EndpointConfigName"]
-    code, out, err = run(["cleanup", "--endpoint", "ep-a", "--region", REGION, "--yes"], capsys)
+    code, out, err = run_cli(["cleanup", "--endpoint", "ep-a", "--region", REGION, "--yes"], capsys)
     assert code == 0, err
     assert out.index("endpoint ep-a: deleted") < out.index(f"endpoint-config {config}: deleted") < out.index(f"model {config}: deleted")
     assert [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]] == ["ep-b"]
@@ -94,17 +88,17 @@ def test_cleanup_asks_then_deletes_one_endpoint_with_its_config_model_and_scalin
         EndpointConfigName=sm.describe_endpoint(EndpointName="ep-b")["EndpointConfigName"])["ProductionVariants"][0]["ModelName"]}  # fmt: skip
     targets = boto3.client("application-autoscaling", region_name=REGION).describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
     assert [t["ResourceId"] for t in targets] == ["endpoint/ep-b/variant/AllTraffic"]
-    code, _, err = run(["cleanup", "--endpoint", "ep-a", "--region", REGION, "--yes"], capsys)
+    code, _, err = run_cli(["cleanup", "--endpoint", "ep-a", "--region", REGION, "--yes"], capsys)
     assert code == 2 and "no endpoint ep-a created by byoc-vision" in err
 
 
 def test_cleanup_everything_with_ecr(aws, capsys):
-    code, out, err = run(["cleanup", "--region", REGION, "--ecr", "--yes"], capsys)
+    code, out, err = run_cli(["cleanup", "--region", REGION, "--ecr", "--yes"], capsys)
     assert code == 0, err
     assert "ecr-repository byoc-vision-serve: deleted with its images" in out and "endpoint ep-b: deleted" in out
     sm = boto3.client("sagemaker", region_name=REGION)
     assert not sm.list_endpoints()["Endpoints"] and not sm.list_endpoint_configs()["EndpointConfigs"]
     assert [m["ModelName"] for m in sm.list_models()["Models"]] == ["not-ours"]
     assert [r["repositoryName"] for r in boto3.client("ecr", region_name=REGION).describe_repositories()["repositories"]] == ["someone-else"]
-    code, out, _ = run(["status", "--region", REGION, "--running"], capsys)
+    code, out, _ = run_cli(["status", "--region", REGION, "--running"], capsys)
     assert code == 0 and "nothing created by byoc-vision is running in us-east-1" in out

@@ -6,7 +6,7 @@ import time
 import boto3
 import pytest
 
-from aws_stand_in import environment, moto_server
+from aws_stand_in import run_cli
 from sagemaker_launch import aws as aws_calls
 from sagemaker_launch import cli, training
 from sagemaker_launch.errors import LaunchError
@@ -17,23 +17,11 @@ ROLE = "arn:aws:iam::123456789012:role/byoc-sagemaker"
 BASE = ["--region", REGION, "--image", IMAGE, "--role", ROLE, "--output", "s3://byoc-bucket/runs", "--channel", "train=s3://byoc-bucket/data/train"]
 
 
-@pytest.fixture(scope="module")
-def aws():
-    with moto_server() as env, environment(env):
-        yield env
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_train_request_read_back(aws, capsys, trained_run):
     argv = ["train", *BASE, "--name", "fields", "--channel", "valid=s3://byoc-bucket/data/valid", "--input-mode", "FastFile",
             "-p", "model=resnet50", "-p", "epochs=3", "--instance-type", "ml.g5.2xlarge", "--instance-count", "2", "--volume-gb", "80",
             "--max-runtime", "3600", "--spot", "--distributed", "--save-interval", "50", "--tag", "team=vision"]  # fmt: skip
-    code, out, err = run(argv, capsys)
+    code, out, err = run_cli(argv, capsys)
     assert code == 0, err
     assert "training job fields" in out and "arn:aws:sagemaker:us-east-1:123456789012:training-job/fields" in out and "managed spot" in out
 
@@ -102,7 +90,7 @@ def test_yaml_config_with_flags_winning(aws, capsys, tmp_path):
             """
         )
     )
-    code, _, err = run(["train", "--config", str(config), "--name", "from-yaml", "--instance-type", "ml.c5.2xlarge"], capsys)
+    code, _, err = run_cli(["train", "--config", str(config), "--name", "from-yaml", "--instance-type", "ml.c5.2xlarge"], capsys)
     assert code == 0, err
     job = boto3.client("sagemaker", region_name=REGION).describe_training_job(TrainingJobName="from-yaml")
     assert job["ResourceConfig"]["InstanceType"] == "ml.c5.2xlarge" and job["HyperParameters"] == {"epochs": "7", "lr": "0.001"}
@@ -132,13 +120,13 @@ BAD = [
 def test_bad_arguments_fail_before_any_aws_call(extra, message, capsys, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: reaching AWS would fail differently
     monkeypatch.delenv("SAGEMAKER_ROLE", raising=False)
-    code, _, err = run(["train", *BASE, *extra], capsys)
+    code, _, err = run_cli(["train", *BASE, *extra], capsys)
     assert code == 2 and message in err, err
 
 
 def test_no_train_channel_and_aws_refusals_are_explained(aws, capsys):
     base = [a for a in BASE if not a.startswith("train=") and a != "--channel"]
-    code, _, err = run(["train", *base, "--name", "nochannel"], capsys)
+    code, _, err = run_cli(["train", *base, "--name", "nochannel"], capsys)
     assert code == 2 and "no train channel" in err
     with pytest.raises(LaunchError, match="AWS refused DescribeTrainingJob: .*missing"):
         aws_calls.call(boto3.client("sagemaker", region_name=REGION).describe_training_job, TrainingJobName="missing")
@@ -152,7 +140,7 @@ def test_wait_follows_the_job_logs_and_rules(aws, capsys):
         logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="waited/algo-1-1700000000",
         logEvents=[{"timestamp": int(time.time() * 1000), "message": "epoch=1 train_loss=0.5000 valid_acc=0.8000"}],
     )  # fmt: skip
-    code, out, err = run(["train", *BASE, "--name", "waited", "--wait", "--poll-seconds", "0"], capsys)
+    code, out, err = run_cli(["train", *BASE, "--name", "waited", "--wait", "--poll-seconds", "0"], capsys)
     assert code == 0, err
     assert "waited: Completed" in out and "[algo-1-1700000000] epoch=1 train_loss=0.5000 valid_acc=0.8000" in out
     assert "model: s3://" in out

@@ -4,21 +4,15 @@ import textwrap
 import boto3
 import pytest
 
-from aws_stand_in import environment, moto_server
+from aws_stand_in import run_cli
 from sagemaker_launch import cli, tuning
-from test_launch_train import BASE, IMAGE, REGION, ROLE, run
+from test_launch_train import BASE, IMAGE, REGION, ROLE
 
 SPACE = """
 lr: {type: continuous, min: 0.0001, max: 0.1, scaling: Logarithmic}
 epochs: {type: integer, min: 2, max: 12}
 batch-size: {type: categorical, values: [32, 64, 128]}
 """
-
-
-@pytest.fixture(scope="module")
-def aws():
-    with moto_server() as env, environment(env):
-        yield env
 
 
 @pytest.fixture
@@ -35,7 +29,7 @@ def request_for(argv: list[str]) -> dict:
 def test_tune_request_read_back(aws, capsys, space):
     argv = ["tune", *BASE, "--name", "hpo", "--search-space", space, "-p", "model=resnet50", "--objective", "valid_loss",
             "--max-jobs", "8", "--max-parallel-jobs", "2", "--early-stopping", "Auto", "--spot", "--tag", "team=vision"]  # fmt: skip
-    code, out, err = run(argv, capsys)
+    code, out, err = run_cli(argv, capsys)
     assert code == 0, err
     assert "tuning job hpo" in out and "Bayesian search, Minimize valid_loss" in out
     job = boto3.client("sagemaker", region_name=REGION).describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="hpo")
@@ -85,7 +79,7 @@ def test_bad_search_spaces_fail_before_any_aws_call(text, message, tmp_path, cap
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     path = tmp_path / "space.yaml"
     path.write_text(text)
-    code, _, err = run(["tune", *BASE, "--search-space", str(path)], capsys)
+    code, _, err = run_cli(["tune", *BASE, "--search-space", str(path)], capsys)
     assert code == 2 and message in err, err
 
 
@@ -97,7 +91,7 @@ def test_bad_search_spaces_fail_before_any_aws_call(text, message, tmp_path, cap
 )  # fmt: skip
 def test_bad_tuning_arguments(extra, message, space, capsys, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    code, _, err = run(["tune", *BASE, "--search-space", space, *extra], capsys)
+    code, _, err = run_cli(["tune", *BASE, "--search-space", space, *extra], capsys)
     assert code == 2 and message in err, err
 
 
@@ -108,11 +102,11 @@ def test_unknown_objective_is_refused_by_the_parser(space, capsys):
 
 
 def test_missing_search_space(capsys):
-    code, _, err = run(["tune", *BASE], capsys)
+    code, _, err = run_cli(["tune", *BASE], capsys)
     assert code == 2 and "no search space" in err
 
 
 def test_wait_copes_with_the_missing_trials_api_and_reports_the_end(aws, capsys, space):
-    code, out, err = run(["tune", *BASE, "--name", "waited", "--search-space", space, "--wait", "--poll-seconds", "0"], capsys)
+    code, out, err = run_cli(["tune", *BASE, "--name", "waited", "--search-space", space, "--wait", "--poll-seconds", "0"], capsys)
     assert "this endpoint does not list the trials" in out and "waited:" in out
     assert code == 0 or "ended" in err, (out, err)

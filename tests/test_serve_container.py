@@ -1,22 +1,16 @@
 """The serving image under the SageMaker endpoint contract: ``docker run IMAGE serve`` with the artifact mounted."""
 import base64
 import json
-import socket
 import subprocess
 import time
 import uuid
 
 import pytest
 
+from aws_stand_in import free_port
 from test_container import post, wait_for_ping
 
 pytestmark = pytest.mark.container
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(image: str, model_dir, container_port: int = 8080, env: tuple[str, ...] = (), mount: str = "/opt/ml/model") -> tuple[str, int]:
