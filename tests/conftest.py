@@ -116,3 +116,22 @@ def aws():
     """A fresh moto_server for the module, with ``os.environ`` pointing boto3 at it; yields that environment."""
     with moto_server() as env, environment(env):
         yield env
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium driven by selenium (Debian's chromium and chromium-driver)."""
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("apt-get install chromium chromium-driver")
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    try:
+        yield driver
+    finally:
+        driver.quit()

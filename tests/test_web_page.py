@@ -1,6 +1,5 @@
 """The web page in headless Chromium: upload a real photo, the top-5 list and the latency appear."""
 import os
-import shutil
 import subprocess
 import sys
 
@@ -11,7 +10,6 @@ from test_container import wait_for_ping
 from test_serve_container import free_port
 
 selenium = pytest.importorskip("selenium", reason="pip install selenium")
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -28,30 +26,21 @@ def server(trained_run):
         process.wait(timeout=30)
 
 
-@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="apt-get install chromium chromium-driver")
-def test_upload_shows_top5_and_latency(server, fashion, tmp_path):
-    from selenium import webdriver
+def test_upload_shows_top5_and_latency(server, fashion, tmp_path, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
-    try:
-        driver.get(server + "/")
-        assert driver.title == "byoc-vision classifier"
-        photo = next((fashion / "test" / "Sneaker").iterdir())
-        driver.find_element(By.ID, "file").send_keys(str(photo))
-        WebDriverWait(driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "li.prediction")) == 5)
-        items = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "li.prediction")]
-        classes = {p.name for p in (fashion / "train").iterdir()}
-        for text in items:
-            label, share = text.rsplit(" ", 1)
-            assert label in classes and share.endswith("%")
-        assert driver.find_element(By.ID, "latency").text.endswith("ms round trip")
-        assert driver.find_element(By.ID, "error").text == ""
-        driver.save_screenshot(str(tmp_path / "page.png"))
-    finally:
-        driver.quit()
+    driver = browser
+    driver.get(server + "/")
+    assert driver.title == "byoc-vision classifier"
+    photo = next((fashion / "test" / "Sneaker").iterdir())
+    driver.find_element(By.ID, "file").send_keys(str(photo))
+    WebDriverWait(driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "li.prediction")) == 5)
+    items = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "li.prediction")]
+    classes = {p.name for p in (fashion / "train").iterdir()}
+    for text in items:
+        label, share = text.rsplit(" ", 1)
+        assert label in classes and share.endswith("%")
+    assert driver.find_element(By.ID, "latency").text.endswith("ms round trip")
+    assert driver.find_element(By.ID, "error").text == ""
+    driver.save_screenshot(str(tmp_path / "page.png"))

@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--tensorboard-dir", type=str, default=str(sagemaker_env.tensorboard_dir()))
     out.add_argument("--debugger-out", type=str, default=None, help="enable the smdebug hook without SageMaker, saving tensors here")
     out.add_argument("--debugger-interval", type=int, default=10, help="save tensors every N steps (with --debugger-out)")
+    out.add_argument("--profiler-interval", type=float, default=0.5, help="seconds between system samples for the profiling report (0: no profiling)")
     out.add_argument("--debugger-collections", type=str, default="losses,weights,gradients,biases", help="smdebug collections (with --debugger-out)")
     return parser
 

@@ -1,18 +1,28 @@
-"""SageMaker Debugger (smdebug) hook: from SageMaker's hook config, or from --debugger-out."""
+"""SageMaker Debugger (smdebug) hook: from SageMaker's hook config, or from --debugger-out.
+
+Besides the collections asked for, the hook saves what the built-in rules read: ReLU inputs
+(``relu_input``, PoorWeightInitialization), ``labels`` and ``predictions`` (ClassImbalance), and every
+EVAL step of the losses, so a validation pass can be told apart from the training around it.
+"""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from train import sagemaker_env
 
 log = logging.getLogger(__name__)
+DENSE_IN_EVAL = ("losses", "labels", "predictions")
 
 
-def create_hook(out_dir: str | None, interval: int, collections: str, model: nn.Module, loss_fn: nn.Module):
-    """A registered smdebug hook, or None when Debugger is not asked for."""
+def create_hook(out_dir: str | None, interval: int, collections: str, model: nn.Module, loss_fn: nn.Module, activations: bool = True):
+    """A registered smdebug hook, or None when Debugger is not asked for.
+
+    ``activations=False`` (under bf16/fp16 autocast, which smdebug cannot write) leaves out the ReLU inputs.
+    """
     config = sagemaker_env.debug_hook_config()
     if not config.is_file() and not out_dir:
         return None
@@ -23,16 +33,38 @@ def create_hook(out_dir: str | None, interval: int, collections: str, model: nn.
         log.info("Debugger hook from %s, saving to %s", config, hook.out_dir)
     else:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
+        wanted = [c.strip() for c in collections.split(",") if c.strip()]
         hook = smd.Hook(
             out_dir=out_dir,
             export_tensorboard=False,
             save_config=smd.SaveConfig(save_interval=interval),
-            include_collections=[c.strip() for c in collections.split(",") if c.strip()],
+            include_collections=wanted + [c for c in ("relu_input", "labels", "predictions") if c not in wanted],
         )
         log.info("Debugger hook saving %s every %d steps to %s", collections, interval, out_dir)
     hook.register_module(model)
     hook.register_loss(loss_fn)
+    if activations:
+        for module in model.modules():
+            if isinstance(module, nn.ReLU):
+                hook.get_collection("relu_input").add_module_tensors(module, inputs=True, outputs=False)
+    else:
+        log.info("ReLU inputs are not saved under reduced-precision autocast (smdebug writes float32 only); use --amp none to include them")
+    hook.get_collection("labels").include("^labels$")
+    hook.get_collection("predictions").include("^predictions$")
+    for name in DENSE_IN_EVAL:
+        collection = hook.get_collection(name)
+        train_interval = collection.save_config.get_save_config(smd.modes.TRAIN).save_interval if collection.save_config else interval
+        collection.save_config = smd.SaveConfig(
+            mode_save_configs={smd.modes.TRAIN: smd.SaveConfigMode(save_interval=train_interval), smd.modes.EVAL: smd.SaveConfigMode(save_interval=1)}
+        )
     return hook
+
+
+def record(hook, labels: torch.Tensor, logits: torch.Tensor) -> None:
+    """Save this step's labels and predicted classes (for ClassImbalance)."""
+    if hook is not None:
+        hook.save_tensor("labels", labels.detach(), "labels")
+        hook.save_tensor("predictions", logits.detach().argmax(dim=1), "predictions")
 
 
 def set_mode(hook, mode: str) -> None:

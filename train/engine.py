@@ -14,6 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from train.errors import TrainingError
+from train.profiler import StepTimer
 
 
 @dataclass(frozen=True)
@@ -86,31 +87,40 @@ def train_one_epoch(
     clip_grad_norm: float,
     channels_last: bool,
     should_stop: Callable[[], bool],
+    timer: StepTimer,
+    observe: Callable[[torch.Tensor, torch.Tensor], None] = lambda labels, logits: None,
 ) -> EpochProgress:
-    """Train until the loader ends or ``should_stop()`` says so after a step (then ``progress.interrupted``)."""
+    """Train until the loader ends or ``should_stop()`` says so after a step (then ``progress.interrupted``).
+
+    ``timer`` records each step's phases; ``observe(labels, logits)`` sees each batch before its loss.
+    """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     started = time.perf_counter()
-    for images, labels, skipped in _progress_bar(loader, f"epoch {epoch + 1}", len(loader)):
+    for images, labels, skipped in timer.timed(_progress_bar(loader, f"epoch {epoch + 1}", len(loader))):
         progress.step += 1
         progress.skipped.extend(skipped)
         if len(labels):
             images = to_device(images, device, channels_last)
             labels = labels.to(device, non_blocking=True)
-            with precision.autocast():
+            with timer.phase("forward"), precision.autocast():
                 logits = forward(images)
+                observe(labels, logits)
                 loss = loss_fn(logits.float(), labels)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"The training loss became {loss.item()} at epoch {epoch + 1}, step {progress.step}. "
                     "Lower --lr, set --clip-grad-norm 1.0, or try --amp none; check the data for broken labels."
                 )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if clip_grad_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
+            with timer.phase("backward"):
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+            with timer.phase("optimizer"):
+                if clip_grad_norm > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+            timer.end_step(epoch + 1, progress.step, len(labels))
             progress.loss_sum += loss.item() * len(labels)
             progress.correct += int((logits.argmax(dim=1) == labels).sum())
             progress.seen += len(labels)
@@ -119,6 +129,7 @@ def train_one_epoch(
             progress.interrupted = True
             break
     progress.seconds += time.perf_counter() - started
+    timer.flush()
     return progress
 
 
@@ -131,10 +142,12 @@ def predict(
     channels_last: bool,
     description: str,
     loss_fn: nn.Module | None = None,
+    observe: Callable[[torch.Tensor, torch.Tensor], None] = lambda labels, logits: None,
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Logits (float32) and targets of every readable sample, plus the positions skipped.
 
-    ``loss_fn`` is called on each batch when a Debugger hook watches it, so rules see EVAL losses too.
+    ``loss_fn`` is called on each batch when a Debugger hook watches it, so rules see EVAL losses too;
+    ``observe(labels, logits)`` sees each batch before it.
     """
     all_logits, all_targets, skipped_all = [], [], []
     for images, labels, skipped in _progress_bar(loader, description, len(loader)):
@@ -144,6 +157,7 @@ def predict(
         images = to_device(images, device, channels_last)
         with precision.autocast():
             logits = forward(images)
+        observe(labels, logits)
         if loss_fn is not None:
             loss_fn(logits.float(), labels.to(device))
         all_logits.append(logits.float().cpu())

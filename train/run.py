@@ -7,10 +7,13 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
 import traceback
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from train import checkpoint, distributed, sagemaker_env
 from train.data import ImageDataset, ResumableSampler, balanced_weights, class_loss_weights, collate_skipping
-from train.debugger import create_hook, set_mode
+from train.debugger import create_hook, record, set_mode
 from train.engine import EpochProgress, Precision, cross_entropy, predict, resolve_precision, softmax, train_one_epoch
 from train.errors import Interrupted, TrainingError, write_failure
 from train.export import write_artifact
@@ -28,6 +31,7 @@ from train.features import extract, feature_loader
 from train.metric_log import format_line
 from train.metrics import classification_metrics
 from train.models import build_network, set_policy, train_mode
+from train.profiler import StepTimer, SystemSampler, write_run_info
 from train.report import draw_confusion_matrix, write_class_report
 from train.sources import Split, load_splits
 from train.transforms import Preprocess, eval_transform, train_transform
@@ -121,9 +125,14 @@ def image_loader(split: Split, transform, args: argparse.Namespace, sampler: Res
     )
 
 
-def evaluate(forward, loader, precision: Precision, ctx: distributed.Context, args, prefix: str, hook_loss: nn.Module | None):
-    """Metrics of one split, gathered over ranks: (metrics with ``prefix_``, probabilities, targets, skipped)."""
-    logits, targets, skipped = predict(forward, loader, precision, ctx.device, args.channels_last, prefix, hook_loss)
+def evaluate(forward, loader, precision: Precision, ctx: distributed.Context, args, prefix: str, hook, loss_fn: nn.Module):
+    """Metrics of one split, gathered over ranks: (metrics with ``prefix_``, probabilities, targets, skipped).
+
+    With a Debugger hook, the loss and the labels/predictions of each batch go through it.
+    """
+    logits, targets, skipped = predict(
+        forward, loader, precision, ctx.device, args.channels_last, prefix, loss_fn if hook else None, partial(record, hook)
+    )
     parts = distributed.gather((logits, targets, skipped), ctx)
     logits = np.concatenate([p[0] for p in parts if len(p[1])]) if any(len(p[1]) for p in parts) else logits
     targets = np.concatenate([p[1] for p in parts])
@@ -163,7 +172,11 @@ def run(args: argparse.Namespace) -> dict:
 
     loss_weight = class_loss_weights(splits.train.labels, len(classes)).to(ctx.device) if args.imbalance == "weighted-loss" else None
     loss_fn = nn.CrossEntropyLoss(weight=loss_weight, label_smoothing=args.label_smoothing)
-    hook = create_hook(args.debugger_out, args.debugger_interval, args.debugger_collections, model, loss_fn) if ctx.is_main else None
+    hook = (
+        create_hook(args.debugger_out, args.debugger_interval, args.debugger_collections, model, loss_fn, activations=precision.dtype is None)
+        if ctx.is_main
+        else None
+    )
 
     sample_weights = balanced_weights(splits.train.labels, len(classes)) if args.imbalance == "balanced-sampler" else None
     train_sampler = ResumableSampler(len(splits.train), shuffle=True, seed=args.seed, rank=ctx.rank, world_size=ctx.world_size, weights=sample_weights)
@@ -245,64 +258,73 @@ def run(args: argparse.Namespace) -> dict:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     higher_is_better = not args.early_stopping_metric.endswith("loss")
 
-    for epoch in range(start_epoch, args.epochs):
-        train_sampler.set_epoch(epoch, start=progress.step * args.batch_size)
-        set_mode(hook, "TRAIN")
-        train_mode(model)
-        progress = train_one_epoch(
-            forward, loss_fn, optimizer, scheduler, scaler, train_loader, precision, ctx.device,
-            progress=progress, epoch=epoch, clip_grad_norm=args.clip_grad_norm, channels_last=args.channels_last and not cached,
-            should_stop=lambda: distributed.any_rank(stop.is_set(), ctx),
-        )
-        skipped.update(f"train:{p}" for p in progress.skipped)
-        if progress.interrupted:
-            save_checkpoint(epoch)
-            raise Interrupted(
-                f"Stopped by SIGTERM during epoch {epoch + 1} after {progress.step} steps; a checkpoint was saved in "
-                f"{checkpoint_dir}. Start the job again with the same checkpoint location to resume from that step."
+    profile_dir = Path(args.output_data_dir) / "profiler"
+    profiling = ctx.is_main and args.profiler_interval > 0
+    if profiling and resumed is None:
+        shutil.rmtree(profile_dir, ignore_errors=True)
+    if profiling:
+        write_run_info(profile_dir, ctx.device, args.workers, args.batch_size, args.model)
+    timer = StepTimer(profile_dir / "steps.jsonl" if profiling else None, ctx.device)
+    observe = partial(record, hook)
+    with SystemSampler(profile_dir / "system.jsonl", args.profiler_interval) if profiling else nullcontext():
+        for epoch in range(start_epoch, args.epochs):
+            train_sampler.set_epoch(epoch, start=progress.step * args.batch_size)
+            set_mode(hook, "TRAIN")
+            train_mode(model)
+            progress = train_one_epoch(
+                forward, loss_fn, optimizer, scheduler, scaler, train_loader, precision, ctx.device,
+                progress=progress, epoch=epoch, clip_grad_norm=args.clip_grad_norm, channels_last=args.channels_last and not cached,
+                should_stop=lambda: distributed.any_rank(stop.is_set(), ctx), timer=timer, observe=observe,
             )
-        set_mode(hook, "EVAL")
-        model.eval()
-        valid, *_, bad = evaluate(eval_forward, valid_loader, precision, ctx, args, "valid", loss_fn if hook else None)
-        skipped.update(f"valid:{p}" for p in bad)
-        seen = sum(distributed.gather(progress.seen, ctx))
-        row = {
-            "train_loss": progress.loss_sum / max(progress.seen, 1), "train_acc": progress.correct / max(progress.seen, 1),
-            "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": progress.seconds, "images_per_sec": seen / max(progress.seconds, 1e-9),
-            **valid, "skipped_images": len(skipped),
-        }
-        history.append({"epoch": epoch + 1, **row})
-        value = row[args.early_stopping_metric]
-        improved = best["value"] is None or (value > best["value"] if higher_is_better else value < best["value"])
-        if improved:
-            best = {"value": value, "epoch": epoch + 1, "weights": {k: v.detach().cpu().clone() for k, v in net.model.state_dict().items()}}
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        progress = EpochProgress()
-        save_checkpoint(epoch + 1)
-        if ctx.is_main:
-            print(format_line(row, epoch + 1), flush=True)
-            for name, v in row.items():
-                writer.add_scalar(name.replace("_", "/", 1), v, epoch + 1)
-            writer.flush()
-        if args.early_stopping_patience and bad_epochs >= args.early_stopping_patience:
-            log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)", args.early_stopping_metric, bad_epochs, best["value"], best["epoch"])
-            break
+            skipped.update(f"train:{p}" for p in progress.skipped)
+            if progress.interrupted:
+                save_checkpoint(epoch)
+                raise Interrupted(
+                    f"Stopped by SIGTERM during epoch {epoch + 1} after {progress.step} steps; a checkpoint was saved in "
+                    f"{checkpoint_dir}. Start the job again with the same checkpoint location to resume from that step."
+                )
+            set_mode(hook, "EVAL")
+            model.eval()
+            valid, *_, bad = evaluate(eval_forward, valid_loader, precision, ctx, args, "valid", hook, loss_fn)
+            skipped.update(f"valid:{p}" for p in bad)
+            seen = sum(distributed.gather(progress.seen, ctx))
+            row = {
+                "train_loss": progress.loss_sum / max(progress.seen, 1), "train_acc": progress.correct / max(progress.seen, 1),
+                "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": progress.seconds, "images_per_sec": seen / max(progress.seconds, 1e-9),
+                **valid, "skipped_images": len(skipped),
+            }
+            history.append({"epoch": epoch + 1, **row})
+            value = row[args.early_stopping_metric]
+            improved = best["value"] is None or (value > best["value"] if higher_is_better else value < best["value"])
+            if improved:
+                best = {"value": value, "epoch": epoch + 1, "weights": {k: v.detach().cpu().clone() for k, v in net.model.state_dict().items()}}
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+            progress = EpochProgress()
+            save_checkpoint(epoch + 1)
+            if ctx.is_main:
+                print(format_line(row, epoch + 1), flush=True)
+                for name, v in row.items():
+                    writer.add_scalar(name.replace("_", "/", 1), v, epoch + 1)
+                writer.flush()
+            if args.early_stopping_patience and bad_epochs >= args.early_stopping_patience:
+                log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)", args.early_stopping_metric, bad_epochs, best["value"], best["epoch"])
+                break
 
-    if best["weights"] is not None:
-        net.model.load_state_dict(best["weights"])
-        log.info("using the weights of epoch %d (best %s = %.4f)", best["epoch"], args.early_stopping_metric, best["value"])
-    model.eval()
-    final = dict(history[-1]) if history else {}
-    final.update({"best_epoch": best["epoch"], f"best_{args.early_stopping_metric}": best["value"]})
-    report_split, report_loader = ("test", test_loader) if test_loader is not None else ("valid", valid_loader)
-    metrics, probabilities, targets, bad = evaluate(eval_forward, report_loader, precision, ctx, args, report_split, loss_fn if hook else None)
-    skipped.update(f"{report_split}:{p}" for p in bad)
-    final.update(metrics)
-    final["skipped_images"] = len(skipped)
-    if hook is not None:
-        hook.close()
+        if best["weights"] is not None:
+            net.model.load_state_dict(best["weights"])
+            log.info("using the weights of epoch %d (best %s = %.4f)", best["epoch"], args.early_stopping_metric, best["value"])
+        model.eval()
+        final = dict(history[-1]) if history else {}
+        final.update({"best_epoch": best["epoch"], f"best_{args.early_stopping_metric}": best["value"]})
+        report_split, report_loader = ("test", test_loader) if test_loader is not None else ("valid", valid_loader)
+        metrics, probabilities, targets, bad = evaluate(eval_forward, report_loader, precision, ctx, args, report_split, hook, loss_fn)
+        skipped.update(f"{report_split}:{p}" for p in bad)
+        final.update(metrics)
+        final["skipped_images"] = len(skipped)
+        if hook is not None:
+            hook.close()
     distributed.teardown(ctx)
     if not ctx.is_main:
         return final
@@ -322,7 +344,22 @@ def run(args: argparse.Namespace) -> dict:
         data={"layout": splits.layout, "train": len(splits.train), "valid": len(splits.valid), "test": len(splits.test) if splits.test else 0, "skipped_images": len(skipped)},
     )
     log.info("artifact written to %s", args.model_dir)
+    if profiling:
+        write_profiling_report(out)
     return final
+
+
+def write_profiling_report(out: Path) -> None:
+    """Render the profiling report into ``out``; a failure here is logged and does not fail the finished job."""
+    from train.debug.html_report import render
+    from train.debug.verdicts import table
+
+    try:
+        path, verdicts = render(out, {})
+    except Exception:  # the model is already saved: report the bug, keep the job's result
+        log.exception("the profiling report could not be rendered (the model and metrics are saved); please report this")
+        return
+    log.info("profiling report: %s\n%s", path, table(verdicts))
 
 
 def run_and_report(args: argparse.Namespace) -> int:

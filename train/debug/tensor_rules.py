@@ -1,0 +1,299 @@
+"""SageMaker Debugger's built-in tensor rules, implemented on smdebug's rule framework.
+
+Each rule takes the parameters, with the defaults, that AWS documents for the built-in rule of the same name
+(values may be strings, as SageMaker passes them). ``invoke_at_step`` returns True when the condition is
+met; ``evidence`` then says what was seen. smdebug's ``invoke_rule`` drives them over the global steps.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from smdebug import modes
+from smdebug.rules import Rule
+
+from train.debug.parameters import typed
+from train.debug.curves import Point, curve, loss_names, passes, points, segments
+
+
+class BuiltinRule(Rule):
+    """A built-in rule: typed parameters with AWS's defaults, and the evidence of the last trigger."""
+
+    DEFAULTS: dict[str, object] = {}
+    SUMMARY = ""
+
+    def __init__(self, base_trial, **params):
+        super().__init__(base_trial, action_str="")
+        self.params = typed(type(self).__name__, self.DEFAULTS, params)
+        self.evidence = ""
+        self._prepared = False
+
+    def found(self, evidence: str) -> bool:
+        self.evidence = evidence
+        return True
+
+    def invoke_at_step(self, step: int) -> bool:
+        if not self._prepared:
+            self.prepare()
+            self._prepared = True
+        return self.check(step)
+
+    def prepare(self) -> None:
+        """Read what the rule needs from the trial once (the trial is complete when rules run offline)."""
+
+    def check(self, step: int) -> bool:
+        raise NotImplementedError
+
+    def inputs_found(self) -> bool:
+        """Whether the trial holds the tensors this rule reads (otherwise its verdict is an error)."""
+        return True
+
+
+def _tensor_names(trial, collection_names: str | None, regex: str | None) -> list[str]:
+    if not collection_names and not regex:
+        return trial.tensor_names()
+    names = set(trial.tensor_names(regex=regex)) if regex else set()
+    for collection in (c.strip() for c in (collection_names or "").split(",") if c.strip()):
+        names.update(trial.tensor_names(collection=collection))
+    return sorted(names)
+
+
+def _value(trial, name: str, step: int):
+    """The value of ``name`` at global ``step``, or None when it was not saved then."""
+    tensor = trial.tensor(name)
+    if step not in tensor.steps():
+        return None
+    return np.asarray(tensor.value(step), dtype=np.float64)
+
+
+class VanishingGradient(BuiltinRule):
+    SUMMARY = "a gradient tensor whose mean absolute value is below threshold"
+    DEFAULTS = {"threshold": 1e-7}
+
+    def prepare(self) -> None:
+        self.names = self.base_trial.tensor_names(collection="gradients")
+
+    def inputs_found(self) -> bool:
+        return bool(self.base_trial.tensor_names(collection="gradients"))
+
+    def check(self, step: int) -> bool:
+        for name in self.names:
+            value = _value(self.base_trial, name, step)
+            if value is not None and value.size and np.mean(np.abs(value)) < self.params["threshold"]:
+                return self.found(f"mean |{name}| = {np.mean(np.abs(value)):.3g} < {self.params['threshold']:g}")
+        return False
+
+
+class ExplodingTensor(BuiltinRule):
+    SUMMARY = "NaN (or infinite) values in the saved tensors"
+    DEFAULTS = {"collection_names": None, "tensor_regex": None, "only_nan": False}
+
+    def prepare(self) -> None:
+        self.names = _tensor_names(self.base_trial, self.params["collection_names"], self.params["tensor_regex"])
+
+    def inputs_found(self) -> bool:
+        return bool(_tensor_names(self.base_trial, self.params["collection_names"], self.params["tensor_regex"]))
+
+    def check(self, step: int) -> bool:
+        for name in self.names:
+            value = _value(self.base_trial, name, step)
+            if value is None:
+                continue
+            bad = np.isnan(value) if self.params["only_nan"] else ~np.isfinite(value)
+            if bad.any():
+                return self.found(f"{name} holds {int(bad.sum())} {'NaN' if self.params['only_nan'] else 'NaN/inf'} of {value.size} values")
+        return False
+
+
+class LossCurveRule(BuiltinRule):
+    """Rules that follow loss curves: the curves are read once, then checked at the steps they end on."""
+
+    def inputs_found(self) -> bool:
+        return bool(loss_names(self.base_trial, self.params.get("tensor_regex"), self.params.get("use_losses_collection", True)))
+
+    def prepare(self) -> None:
+        self.events: dict[int, list[str]] = {}
+        for name in loss_names(self.base_trial, self.params.get("tensor_regex"), self.params.get("use_losses_collection", True)):
+            for step, message in self.follow(name):
+                self.events.setdefault(step, []).append(message)
+
+    def check(self, step: int) -> bool:
+        return self.found("; ".join(self.events[step])) if step in self.events else False
+
+    def follow(self, name: str) -> list[tuple[int, str]]:
+        """(step, evidence) of every point where the condition holds for loss ``name``."""
+        raise NotImplementedError
+
+
+class LossNotDecreasing(LossCurveRule):
+    SUMMARY = "the loss fell by less than diff_percent % over num_steps steps"
+    DEFAULTS = {
+        "tensor_regex": None, "use_losses_collection": True, "num_steps": 10, "diff_percent": 0.1,
+        "increase_threshold_percent": 5.0, "mode": None,
+    }  # fmt: skip
+
+    def follow(self, name: str) -> list[tuple[int, str]]:
+        mode, series = curve(self.base_trial, name, self.params["mode"])
+        found, reference = [], None
+        for p in series:
+            if reference is None:
+                reference = p
+                continue
+            if p.step - reference.step < self.params["num_steps"]:
+                continue
+            change = 100 * (p.value - reference.value) / abs(reference.value or 1e-12)
+            if -change < self.params["diff_percent"]:
+                kind = "rose" if change > self.params["increase_threshold_percent"] else "changed"
+                found.append((p.step, f"{mode} {name} {kind} by {change:+.2f}% from {reference.value:.4f} (step {reference.step}) to {p.value:.4f}"))
+            reference = p
+        return found
+
+
+class Overfit(LossCurveRule):
+    SUMMARY = "validation loss more than ratio_threshold above the training loss, patience times in a row"
+    DEFAULTS = {"tensor_regex": None, "start_step": 0, "patience": 1, "ratio_threshold": 0.1}
+
+    def follow(self, name: str) -> list[tuple[int, str]]:
+        train = points(self.base_trial, name, modes.TRAIN)
+        found, streak = [], 0
+        for train_mean, valid in segments(train, passes(points(self.base_trial, name, modes.EVAL))):
+            if train_mean is None or valid.step < self.params["start_step"]:
+                continue
+            ratio = (valid.value - train_mean.value) / abs(train_mean.value or 1e-12)
+            streak = streak + 1 if ratio > self.params["ratio_threshold"] else 0
+            if streak >= self.params["patience"]:
+                found.append((valid.step, f"validation {valid.value:.4f} vs training {train_mean.value:.4f}: ratio {ratio:.2f} > {self.params['ratio_threshold']:g}"))
+        return found
+
+
+def _stalls(series: list[Point], delta: float, patience: int) -> list[tuple[Point, Point]]:
+    """(point, best so far) wherever ``patience`` points in a row failed to beat the best by more than delta."""
+    best, stale, found = None, 0, []
+    for p in series:
+        if best is None or best.value - p.value > delta:
+            best, stale = p, 0
+            continue
+        stale += 1
+        if stale >= patience:
+            found.append((p, best))
+    return found
+
+
+class Overtraining(LossCurveRule):
+    SUMMARY = "training or validation loss no longer improving by delta"
+    DEFAULTS = {"tensor_regex": None, "patience_train": 5, "patience_validation": 10, "delta": 0.01}
+
+    def follow(self, name: str) -> list[tuple[int, str]]:
+        train = points(self.base_trial, name, modes.TRAIN)
+        valid = passes(points(self.base_trial, name, modes.EVAL))
+        train_curve = [t for t, _ in segments(train, valid) if t is not None] if valid else train
+        found = []
+        for label, series, patience in (("training", train_curve, "patience_train"), ("validation", valid, "patience_validation")):
+            for p, best in _stalls(series, self.params["delta"], self.params[patience]):
+                found.append((p.step, f"{label} {name} {p.value:.4f} has not improved on {best.value:.4f} (step {best.step}) by {self.params['delta']:g} for {self.params[patience]} evaluations"))
+        return sorted(found)
+
+
+class PoorWeightInitialization(BuiltinRule):
+    SUMMARY = "over the first steps: activation variances spread over layers, flat gradients, or a loss that does not fall"
+    DEFAULTS = {"activation_inputs_regex": None, "threshold": 10.0, "distribution_range": 0.001, "patience": 5, "steps": 10}
+
+    def inputs_found(self) -> bool:
+        return bool(self._activations() or self.base_trial.tensor_names(collection="gradients"))
+
+    def _activations(self) -> list[str]:
+        regex = self.params["activation_inputs_regex"]
+        return self.base_trial.tensor_names(regex=regex) if regex else self.base_trial.tensor_names(collection="relu_input")
+
+    def prepare(self) -> None:
+        trial = self.base_trial
+        early = {trial.global_step(modes.TRAIN, s) for s in trial.steps(mode=modes.TRAIN) if s < self.params["steps"]}
+        self.early_steps = sorted(early)
+        self.activations = self._activations()
+        self.gradients = trial.tensor_names(collection="gradients")
+        losses = loss_names(trial, None)
+        self.losses = [p for p in points(trial, losses[0], modes.TRAIN) if p.step in early] if losses else []
+
+    def check(self, step: int) -> bool:
+        if step not in self.early_steps:
+            return False
+        variances = {n: float(np.var(v)) for n in self.activations if (v := _value(self.base_trial, n, step)) is not None}
+        if len(variances) > 1:
+            low, high = min(variances, key=variances.get), max(variances, key=variances.get)
+            if variances[high] > self.params["threshold"] * max(variances[low], 1e-30):
+                return self.found(f"activation input variance ranges from {variances[low]:.3g} ({low}) to {variances[high]:.3g} ({high}), ratio > {self.params['threshold']:g}")
+        for name in self.gradients:
+            value = _value(self.base_trial, name, step)
+            if value is not None and value.size > 1:
+                spread = float(np.percentile(value, 95) - np.percentile(value, 5))
+                if spread < self.params["distribution_range"]:
+                    return self.found(f"{name}: 5th-95th percentile spread {spread:.3g} < {self.params['distribution_range']:g}")
+        seen = [p for p in self.losses if p.step <= step]
+        if len(seen) > self.params["patience"] and min(p.value for p in seen[1:]) >= seen[0].value:
+            return self.found(f"the training loss has not fallen below its first value {seen[0].value:.4f} in {len(seen) - 1} saved steps")
+        return False
+
+
+class ClassImbalance(BuiltinRule):
+    SUMMARY = "classes more than threshold_imbalance apart in count, or mispredicted more than threshold_misprediction"
+    DEFAULTS = {
+        "threshold_imbalance": 10.0, "threshold_misprediction": 0.7, "samples": 500, "argmax": False,
+        "labels_regex": ".*labels", "predictions_regex": ".*predictions",
+    }  # fmt: skip
+
+    def _names(self) -> tuple[list[str], list[str]]:
+        return self.base_trial.tensor_names(regex=self.params["labels_regex"]), self.base_trial.tensor_names(regex=self.params["predictions_regex"])
+
+    def inputs_found(self) -> bool:
+        return all(self._names())
+
+    def prepare(self) -> None:
+        labels, predictions = self._names()
+        self.labels, self.predictions = labels[0], predictions[0]
+        trial = self.base_trial
+        mode = modes.EVAL if trial.tensor(self.labels).steps(mode=modes.EVAL) else modes.TRAIN
+        self.steps = [trial.global_step(mode, s) for s in trial.tensor(self.labels).steps(mode=mode)]
+        # a validation pass is judged whole (it is often ordered by class); training steps one by one
+        self.ready = {p.step for p in passes([Point(s, 0.0) for s in self.steps])} if mode == modes.EVAL else set(self.steps)
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def check(self, step: int) -> bool:
+        if step not in self.steps:
+            return False
+        labels = np.asarray(self.base_trial.tensor(self.labels).value(step)).reshape(-1).astype(np.int64)
+        predicted = np.asarray(self.base_trial.tensor(self.predictions).value(step))
+        predicted = (predicted.argmax(axis=-1) if self.params["argmax"] else predicted).reshape(-1).astype(np.int64)
+        self.pending.append((labels, predicted))
+        if step not in self.ready or sum(len(a) for a, _ in self.pending) < self.params["samples"]:
+            return False
+        labels = np.concatenate([a for a, _ in self.pending])
+        predicted = np.concatenate([b for _, b in self.pending])
+        self.pending = []
+        classes, counts = np.unique(labels, return_counts=True)
+        if counts.max() > self.params["threshold_imbalance"] * counts.min():
+            return self.found(f"class {classes[counts.argmax()]} has {counts.max()} samples, class {classes[counts.argmin()]} {counts.min()} (ratio > {self.params['threshold_imbalance']:g}) in {len(labels)} labels")
+        for c, n in zip(classes, counts):
+            wrong = float(np.mean(predicted[labels == c] != c))
+            if wrong > self.params["threshold_misprediction"]:
+                return self.found(f"class {c} mispredicted {wrong:.0%} of {n} times (> {self.params['threshold_misprediction']:.0%})")
+        return False
+
+
+RULES: dict[str, type[BuiltinRule]] = {
+    cls.__name__: cls
+    for cls in (LossNotDecreasing, VanishingGradient, ExplodingTensor, Overfit, Overtraining, PoorWeightInitialization, ClassImbalance)
+}
+
+
+def rule_names(text: str) -> list[str]:
+    """``"all"`` or a comma list of rule names (any case, - or _), checked against RULES."""
+    if text.strip().lower() == "all":
+        return list(RULES)
+    by_key = {re.sub(r"[-_]", "", name.lower()): name for name in RULES}
+    names = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        name = by_key.get(re.sub(r"[-_]", "", item.lower()))
+        if name is None:
+            raise ValueError(f"unknown rule '{item}'; choose from {', '.join(RULES)} or all")
+        names.append(name)
+    return names

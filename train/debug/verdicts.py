@@ -1,0 +1,33 @@
+"""Rule verdicts, as SageMaker reports them (NoIssuesFound / IssuesFound / Error), printed as a table."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+NO_ISSUES, ISSUES, ERROR = "NoIssuesFound", "IssuesFound", "Error"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    rule: str
+    status: str
+    step: int | None = None
+    evidence: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def table(verdicts: list[Verdict]) -> str:
+    """A fixed-width table: rule, status, step, evidence."""
+    width = max([len("rule")] + [len(v.rule) for v in verdicts])
+    lines = [f"{'rule':<{width}}  {'status':<13}  {'step':>6}  evidence"]
+    for v in verdicts:
+        lines.append(f"{v.rule:<{width}}  {v.status:<13}  {'' if v.step is None else v.step:>6}  {v.evidence}")
+    return "\n".join(lines)
+
+
+def exit_code(verdicts: list[Verdict]) -> int:
+    """0: no issues; 1: a rule found issues; 2: a rule could not be evaluated."""
+    if any(v.status == ERROR for v in verdicts):
+        return 2
+    return 1 if any(v.status == ISSUES for v in verdicts) else 0
