@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import botocore.exceptions
 
 from sagemaker_launch import aws, training, validate
 from sagemaker_launch.errors import LaunchError
+from train import search_space
 from train.metric_log import METRIC_NAMES
 
 STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
-SCALINGS = ("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 
@@ -30,50 +29,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warm-start-type", choices=("IdenticalDataAndAlgorithm", "TransferLearning"), default="IdenticalDataAndAlgorithm")
 
 
-def load_search_space(path: str | None) -> dict:
-    if not path:
-        raise LaunchError("no search space: pass --search-space FILE.yaml (e.g. lr: {type: continuous, min: 1e-4, max: 1e-1, scaling: Logarithmic}).")
-    import yaml
-
+def parameter_ranges(path: str | None) -> dict:
+    """SageMaker ``ParameterRanges`` from the YAML search space (``train.search_space`` checks each range)."""
     try:
-        space = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise LaunchError(f"cannot read --search-space {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise LaunchError(f"--search-space {path} is not valid YAML: {exc}") from None
-    if not isinstance(space, dict) or not space or not all(isinstance(v, dict) for v in space.values()):
-        raise LaunchError(f"--search-space {path} must map each hyperparameter to {{type: ..., min: ..., max: ...}} or {{type: categorical, values: [...]}}.")
-    return space
-
-
-def parameter_ranges(space: dict) -> dict:
-    """SageMaker ``ParameterRanges`` from the YAML search space, each range checked."""
+        space = search_space.load(path)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
     ranges = {"ContinuousParameterRanges": [], "IntegerParameterRanges": [], "CategoricalParameterRanges": []}
-    for name, spec in space.items():
-        kind = str(spec.get("type", "categorical" if "values" in spec else "")).lower()
-        where = f"search space {name!r}"
-        if kind == "categorical":
-            values = spec.get("values")
-            if not isinstance(values, list) or not values:
-                raise LaunchError(f"{where}: a categorical range needs a non-empty list under values.")
-            ranges["CategoricalParameterRanges"].append({"Name": name, "Values": [str(v) for v in values]})
-            continue
-        if kind not in ("continuous", "integer"):
-            raise LaunchError(f"{where}: type must be continuous, integer or categorical (got {spec.get('type')!r}).")
-        number = float if kind == "continuous" else int
-        try:
-            low, high = number(spec["min"]), number(spec["max"])
-        except (KeyError, TypeError, ValueError):
-            raise LaunchError(f"{where}: a {kind} range needs numeric min and max.") from None
-        scaling = str(spec.get("scaling", "Auto"))
-        if low >= high:
-            raise LaunchError(f"{where}: min ({low}) must be below max ({high}).")
-        if scaling not in SCALINGS:
-            raise LaunchError(f"{where}: scaling must be one of {', '.join(SCALINGS)}.")
-        if scaling == "Logarithmic" and low <= 0:
-            raise LaunchError(f"{where}: a Logarithmic range needs min > 0.")
-        key = "ContinuousParameterRanges" if kind == "continuous" else "IntegerParameterRanges"
-        ranges[key].append({"Name": name, "MinValue": str(low), "MaxValue": str(high), "ScalingType": scaling})
+    for r in space:
+        if r.kind == "categorical":
+            ranges["CategoricalParameterRanges"].append({"Name": r.name, "Values": list(r.values)})
+        else:
+            key = "ContinuousParameterRanges" if r.kind == "continuous" else "IntegerParameterRanges"
+            ranges[key].append({"Name": r.name, "MinValue": str(r.low), "MaxValue": str(r.high), "ScalingType": r.scaling})
     return ranges
 
 
@@ -82,7 +50,7 @@ def tuning_request(args: argparse.Namespace, region: str) -> dict:
     name = args.name or aws.unique_name("byoc-tune")
     if len(name) > 32 or not validate.JOB_NAME.match(name):
         raise LaunchError(f"tuning job name {name!r}: use up to 32 letters, digits and hyphens.")
-    ranges = parameter_ranges(load_search_space(args.search_space))
+    ranges = parameter_ranges(args.search_space)
     definition, _output = training.job_definition(args, region, name)
     static = definition.pop("HyperParameters")
     tuned = {r["Name"] for group in ranges.values() for r in group}

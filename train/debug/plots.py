@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from train.debug.profiler_rules import COMPUTE, Profile  # noqa: E402
 
@@ -29,6 +30,7 @@ def training_curves(history: list[dict], path: Path) -> Path:
             if any(v is not None for v in values):
                 axis.plot(epochs, values, marker="o", label=split)
         axis.set(xlabel="epoch", title={"loss": "loss", "acc": "accuracy"}[metric])
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.legend()
         axis.grid(alpha=0.3)
     return _save(fig, path)

@@ -181,7 +181,7 @@ class Dataloader(ProfilerRule):
         if share > self.params["wait_threshold"]:
             cause = self._cause(profile)
             found.append(f"data bottleneck: steps waited for data {share:.0f}% of the time (> {self.params['wait_threshold']:g}%); {cause}")
-        if workers and 100 * workers / cores < self.params["min_threshold"]:
+        if 100 * workers / cores < self.params["min_threshold"]:
             found.append(f"{workers} loader workers for {cores} cores (< {self.params['min_threshold']:g}%): raise --workers")
         if 100 * workers / cores > self.params["max_threshold"]:
             found.append(f"{workers} loader workers for {cores} cores (> {self.params['max_threshold']:g}%): lower --workers")

@@ -1,0 +1,104 @@
+"""Local tuning with Optuna over the launcher's YAML search space, on real Fashion-MNIST photos."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+
+optuna = pytest.importorskip("optuna", reason="optuna is part of the train extra")
+
+
+def trainer_args(fashion, epochs):
+    return ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--workers", "0", "--epochs", str(epochs),
+            "--profiler-interval", "0", "--train", str(fashion / "train"), "--valid", str(fashion / "valid")]  # fmt: skip
+
+
+def tuner(study, space, *options, fashion, epochs=2):
+    return [sys.executable, "-m", "train.tune", "--search-space", str(space), "--study-dir", str(study), *options, "--", *trainer_args(fashion, epochs)]
+
+
+def read_csv(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_grid_search_runs_every_combination_and_keeps_the_best(tmp_path, fashion):
+    space = tmp_path / "space.yaml"
+    space.write_text("batch-size: {type: categorical, values: [16, 32]}\noptimizer: {type: categorical, values: [adamw, sgd]}\n")
+    study = tmp_path / "study"
+    result = subprocess.run(tuner(study, space, "--strategy", "Grid", "--max-jobs", "4", "--max-parallel-jobs", "2", fashion=fashion),
+                            cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_csv(study / "results.csv")
+    assert sorted((r["batch-size"], r["optimizer"]) for r in rows) == [("16", "adamw"), ("16", "sgd"), ("32", "adamw"), ("32", "sgd")]
+    assert all(r["state"] == "COMPLETE" and r["epochs"] == "2" for r in rows)
+    best = max(rows, key=lambda r: float(r["valid_acc"]))
+    assert f"best: slot {best['slot']} valid_acc={float(best['valid_acc']):.4f}" in result.stdout
+    assert (study / "best" / "model" / "model.onnx").is_file() and (study / "best" / "model" / "model.json").is_file()
+    kept = [p.parent.name for p in (study / "trials").glob("*/model")]
+    assert kept == [f"{int(best['slot']):03d}"]  # only the best trial's artifact is kept
+
+
+def study_state(db):
+    study = optuna.load_study(study_name="byoc-vision", storage=f"sqlite:///{db}")
+    return study.get_trials(deepcopy=False)
+
+
+def test_killed_tuner_resumes_without_losing_or_repeating_a_trial(tmp_path, fashion):
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {type: continuous, min: 1e-4, max: 1e-2, scaling: Logarithmic}\nbatch-size: {type: categorical, values: [16, 32]}\n")
+    study = tmp_path / "study"
+    command = tuner(study, space, "--max-jobs", "3", "--max-parallel-jobs", "1", "--seed", "3", fashion=fashion, epochs=3)
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # kill once a trial is done and the next has finished an epoch
+        trials = study_state(study / "study.db") if (study / "study.db").is_file() else []
+        done = [t for t in trials if t.state.name == "COMPLETE"]
+        running = [t for t in trials if t.state.name == "RUNNING" and t.intermediate_values]
+        if done and running:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the tuner never reached its second trial")
+    os.killpg(first.pid, signal.SIGKILL)  # the tuner and its trainer, as a machine loss would
+    first.wait()
+    cut = running[0].user_attrs["slot"]
+    finished_before = {t.user_attrs["slot"]: t.datetime_complete for t in done}
+
+    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"trial slot {cut} was cut short by an earlier run" in second.stderr
+    trials = study_state(study / "study.db")
+    kept = [t for t in trials if not t.user_attrs.get("superseded")]
+    assert sorted(t.user_attrs["slot"] for t in kept) == [0, 1, 2]  # none lost, none twice
+    assert all(t.state.name == "COMPLETE" for t in kept)
+    for t in kept:
+        if t.user_attrs["slot"] in finished_before:  # finished trials were not run again
+            assert t.datetime_complete == finished_before[t.user_attrs["slot"]]
+    [superseded] = [t for t in trials if t.user_attrs.get("superseded")]
+    [resumed] = [t for t in kept if t.user_attrs["slot"] == cut]
+    assert resumed.params == superseded.params and resumed.user_attrs["resumed"]
+    assert "resuming from" in (study / "trials" / f"{cut:03d}" / "train.log").read_text()
+    rows = read_csv(study / "results.csv")
+    assert len(rows) == 3 and [r["resumed"] for r in rows if int(r["slot"]) == cut] == ["True"]
+
+
+@pytest.mark.parametrize(
+    "space, options, message",
+    [
+        ("lr: {type: continuous, min: 0.001, max: 0.1}\n", ["--strategy", "Grid"], "Grid searches categorical ranges only"),
+        ("lr: {type: continuous, min: 0.001, max: 0.1, scaling: ReverseLogarithmic}\n", [], "ReverseLogarithmic scaling is SageMaker's only"),
+        ("lr: {type: continuous, min: 0.1, max: 0.001}\n", [], "min (0.1) must be below max (0.001)"),
+        ("epochs: {type: integer, min: 1, max: 3}\n", [], "epochs is both tuned and fixed"),
+    ],
+)
+def test_bad_search_space_exits_2(tmp_path, fashion, space, options, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(space)
+    result = subprocess.run(tuner(tmp_path / "study", path, *options, fashion=fashion), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and message in result.stderr
