@@ -45,15 +45,15 @@ def test_report_renders_its_plots_in_chromium(trained_run, browser, tmp_path):
 
 @pytest.fixture(scope="module")
 def slow_loader_run(tmp_path_factory, fashion):
-    """An in-process run whose dataset sleeps 40 ms an image: the loader, not the model, sets the pace."""
+    """An in-process run whose dataset sleeps 80 ms an image, one worker: the loader, not the model, sets the pace."""
     base = tmp_path_factory.mktemp("slow")
     original = ImageDataset.__getitem__
 
     def slow(self, index):
-        time.sleep(0.04)
+        time.sleep(0.08)
         return original(self, index)
 
-    args = ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "32", "--workers", "2", "--epochs", "1",
+    args = ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "64", "--workers", "1", "--epochs", "1",
             "--profiler-interval", "0.1", "--train", str(fashion / "train"), "--valid", str(fashion / "valid"),
             "--model-dir", str(base / "model"), "--output-data-dir", str(base / "data"), "--checkpoint-dir", str(base / "ckpt"),
             "--tensorboard-dir", str(base / "tb")]  # fmt: skip
