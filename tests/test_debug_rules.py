@@ -27,11 +27,23 @@ EXPECTED = {
 }
 
 
+TRAIN_ALL = """
+import sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+import debug_scenarios
+for name, make in debug_scenarios.SCENARIOS.items():
+    make(Path(sys.argv[1]) / name.replace(" ", "_"))
+"""
+
+
 @pytest.fixture(scope="module")
 def tensors(tmp_path_factory):
-    """Every scenario trained once, its tensors saved by the trainer's hook."""
+    """Every scenario trained once (in a child process, as training runs), its tensors saved by the trainer's hook."""
     root = tmp_path_factory.mktemp("scenarios")
-    return {name: make(root / name.replace(" ", "_")) for name, make in debug_scenarios.SCENARIOS.items()}
+    result = subprocess.run([sys.executable, "-c", TRAIN_ALL, str(root)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {name: root / name.replace(" ", "_") for name in debug_scenarios.SCENARIOS}
 
 
 @pytest.mark.parametrize("scenario", list(EXPECTED))

@@ -1,14 +1,13 @@
 """Profiling: system and step samples written while training, the rules' verdicts, the HTML report in Chromium."""
 import json
-import time
+import subprocess
+import sys
 
 import pytest
 
-from train.cli import parse_args
-from train.data import ImageDataset
+from conftest import REPO
 from train.debug.html_report import render
 from train.debug.profiler_rules import Profile, StepOutlier, load_profile
-from train.run import run
 
 
 def verdicts_by_rule(output):
@@ -43,23 +42,29 @@ def test_report_renders_its_plots_in_chromium(trained_run, browser, tmp_path):
     browser.save_screenshot(str(tmp_path / "report.png"))
 
 
+SLOW_TRAINER = """
+import sys, time
+from train.cli import main
+from train.data import ImageDataset
+original = ImageDataset.__getitem__
+def slow(self, index):
+    time.sleep(0.08)
+    return original(self, index)
+ImageDataset.__getitem__ = slow
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.fixture(scope="module")
 def slow_loader_run(tmp_path_factory, fashion):
-    """An in-process run whose dataset sleeps 80 ms an image, one worker: the loader, not the model, sets the pace."""
+    """A trainer process whose dataset sleeps 80 ms an image, one worker: the loader, not the model, sets the pace."""
     base = tmp_path_factory.mktemp("slow")
-    original = ImageDataset.__getitem__
-
-    def slow(self, index):
-        time.sleep(0.08)
-        return original(self, index)
-
     args = ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "64", "--workers", "1", "--epochs", "1",
             "--profiler-interval", "0.1", "--train", str(fashion / "train"), "--valid", str(fashion / "valid"),
             "--model-dir", str(base / "model"), "--output-data-dir", str(base / "data"), "--checkpoint-dir", str(base / "ckpt"),
             "--tensorboard-dir", str(base / "tb")]  # fmt: skip
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ImageDataset, "__getitem__", slow)
-        run(parse_args(args))
+    result = subprocess.run([sys.executable, "-c", SLOW_TRAINER, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
     return base / "data"
 
 
@@ -83,11 +88,6 @@ def test_step_outliers_are_counted_against_n_outliers():
 
 
 def test_report_command_and_missing_profile(trained_run, tmp_path):
-    import subprocess
-    import sys
-
-    from conftest import REPO
-
     output = trained_run[0] / "output" / "data"
     result = subprocess.run([sys.executable, "-m", "train.debug", "report", str(output), "--param", "StepOutlier.n_outliers=1000"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
