@@ -44,6 +44,20 @@ def test_grid_search_runs_every_combination_and_keeps_the_best(tmp_path, fashion
     assert kept == [f"{int(best['slot']):03d}"]  # only the best trial's artifact is kept
 
 
+def test_a_failing_trial_is_recorded_with_its_reason(tmp_path, fashion):
+    space = tmp_path / "space.yaml"
+    space.write_text("optimizer: {type: categorical, values: [adamw, adagrad]}\n")
+    study = tmp_path / "study"
+    result = subprocess.run(tuner(study, space, "--strategy", "Grid", "--max-jobs", "2", fashion=fashion, epochs=1),
+                            cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {r["optimizer"]: r for r in read_csv(study / "results.csv")}
+    assert {k: r["state"] for k, r in rows.items()} == {"adamw": "COMPLETE", "adagrad": "FAIL"}
+    assert "failed: Bad hyperparameter or flag" in result.stdout and "invalid choice: 'adagrad'" in result.stdout
+    failed = study / "trials" / f"{int(rows['adagrad']['slot']):03d}"
+    assert "adagrad" in (failed / "output" / "failure").read_text()  # the trial's own /opt/ml tree
+
+
 def study_state(db):
     study = optuna.load_study(study_name="byoc-vision", storage=f"sqlite:///{db}")
     return study.get_trials(deepcopy=False)
@@ -95,6 +109,7 @@ def test_killed_tuner_resumes_without_losing_or_repeating_a_trial(tmp_path, fash
         ("lr: {type: continuous, min: 0.001, max: 0.1, scaling: ReverseLogarithmic}\n", [], "ReverseLogarithmic scaling is SageMaker's only"),
         ("lr: {type: continuous, min: 0.1, max: 0.001}\n", [], "min (0.1) must be below max (0.001)"),
         ("epochs: {type: integer, min: 1, max: 3}\n", [], "epochs is both tuned and fixed"),
+        ("lr: {type: continuous, min: 0.001, max: 0.1}\n", ["--", "--model-dir", "/tmp/m"], "--model-dir: every trial writes under"),
     ],
 )
 def test_bad_search_space_exits_2(tmp_path, fashion, space, options, message):

@@ -260,9 +260,9 @@ def run(args: argparse.Namespace) -> dict:
 
     profile_dir = Path(args.output_data_dir) / "profiler"
     profiling = ctx.is_main and args.profiler_interval > 0
-    if profiling and resumed is None:
-        shutil.rmtree(profile_dir, ignore_errors=True)
     if profiling:
+        if resumed is None:
+            shutil.rmtree(profile_dir, ignore_errors=True)
         write_run_info(profile_dir, ctx.device, args.workers, args.batch_size, args.model)
     timer = StepTimer(profile_dir / "steps.jsonl" if profiling else None, ctx.device)
     observe = partial(record, hook)

@@ -85,7 +85,7 @@ class Tuner:
         self.maximize = (args.direction or ("Minimize" if args.objective.endswith("loss") else "Maximize")) == "Maximize"
         self.metric = re.compile(rf"^epoch=(\d+) .*\b{args.objective}={NUMBER}")
         self.threads = max(1, (os.cpu_count() or 1) // args.max_parallel_jobs)
-        self.stopping = threading.Event()
+        self.lock = threading.Lock()
         pruner = optuna.pruners.NopPruner()
         if args.strategy == "Hyperband" or args.early_stopping == "Auto":
             low, high = args.hyperband_resource
@@ -96,21 +96,19 @@ class Tuner:
             direction="maximize" if self.maximize else "minimize", sampler=sampler(args.strategy, space, args.seed), pruner=pruner,
         )  # fmt: skip
 
-    def requeue_interrupted(self) -> int:
+    def requeue_interrupted(self) -> None:
         """Trials left RUNNING by a tuner that is gone: marked superseded, their parameters queued again."""
         from optuna.trial import TrialState
 
-        count = 0
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             pid = trial.user_attrs.get("tuner_pid")
             if pid is not None and _alive(pid):
                 continue
             self.study._storage.set_trial_user_attr(trial._trial_id, "superseded", True)
             self.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            self.study.enqueue_trial(trial.params, user_attrs={"slot": trial.user_attrs.get("slot", trial.number), "resumed": True})
-            log.info("trial slot %s was cut short by an earlier run: queued again, it resumes from its last checkpoint", trial.user_attrs.get("slot", trial.number))
-            count += 1
-        return count
+            slot = trial.user_attrs.get("slot", trial.number)
+            self.study.enqueue_trial(trial.params, user_attrs={"slot": slot, "resumed": True})
+            log.info("trial slot %s was cut short by an earlier run: queued again, it resumes from its last checkpoint", slot)
 
     def finished(self) -> list:
         from optuna.trial import TrialState
@@ -131,9 +129,10 @@ class Tuner:
         folder = self.args.study_dir / "trials" / f"{slot:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         flags = [f"--{name}={value}" for name, value in params.items()]
-        outputs = [f"--{k}={folder / v}" for k, v in (("model-dir", "model"), ("output-data-dir", "output"), ("checkpoint-dir", "checkpoints"), ("tensorboard-dir", "tensorboard"))]
-        command = [sys.executable, "-m", "train", *self.args.trainer_args, *flags, *outputs]
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "-m", "train", *self.args.trainer_args, *flags]
+        # each trial gets its own /opt/ml tree: model, output/data, output/failure, checkpoints, tensorboard
+        env = {k: v for k, v in os.environ.items() if k not in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR")}
+        env.update({"SAGEMAKER_BASE_DIR": str(folder), "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"})
         log.info("trial slot %d: %s", slot, " ".join(flags))
         last, pruned = None, False
         with (folder / "train.log").open("a") as logfile:
@@ -162,7 +161,7 @@ class Tuner:
     def run(self) -> None:
         self.requeue_interrupted()
         slots = [t.user_attrs["slot"] for t in self.study.get_trials(deepcopy=False) if "slot" in t.user_attrs]
-        self.next_slot, self.lock = max(slots, default=-1) + 1, threading.Lock()
+        self.next_slot = max(slots, default=-1) + 1
         remaining = self.args.max_jobs - len(self.finished())
         if remaining > 0:
             log.info("running %d trial(s), %d at a time, %d thread(s) each", remaining, self.args.max_parallel_jobs, self.threads)
@@ -202,6 +201,9 @@ def report(tuner: Tuner) -> list[dict]:
     print(" ".join(f"{c:>12}" for c in columns))
     for row in rows:
         print(" ".join(f"{_cell(row.get(c)):>12}" for c in columns))
+    for t in trials:
+        if t.state.name == "FAIL":
+            print(f"slot {t.user_attrs['slot']} failed: {t.user_attrs.get('failure', 'see its train.log').strip()}")
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     if not complete:
         print("no trial completed: see trials/*/train.log")
@@ -242,9 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         if reverse:
             raise ValueError(f"search space {', '.join(reverse)}: ReverseLogarithmic scaling is SageMaker's only; use Linear or Logarithmic locally.")
         tuner = Tuner(args, space)
-        clash = sorted({r.name.replace("_", "-") for r in space} & {a[2:].split("=")[0].replace("_", "-") for a in args.trainer_args if a.startswith("--")})
+        fixed = {a[2:].split("=")[0].replace("_", "-") for a in args.trainer_args if a.startswith("--")}
+        clash = sorted({r.name.replace("_", "-") for r in space} & fixed)
         if clash:
             raise ValueError(f"{', '.join(clash)} is both tuned and fixed after --; drop one of them.")
+        per_trial = sorted(fixed & {"model-dir", "output-data-dir", "checkpoint-dir", "tensorboard-dir"})
+        if per_trial:
+            raise ValueError(f"{', '.join('--' + f for f in per_trial)}: every trial writes under --study-dir/trials/NNN; drop them after --.")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,8 +6,10 @@ step waited for its batch), and the GPU-only rules say there is nothing to check
 """
 from __future__ import annotations
 
+import bisect
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +43,21 @@ class Profile:
         total = self.step_seconds().sum()
         return float(sum(s.get("data", 0.0) for s in self.steps) / total) if total > 0 else 0.0
 
+    @cached_property
+    def samples_while_waiting(self) -> list[dict]:
+        """The system samples taken while a step waited for its batch (the waits are in time order)."""
+        waits = [(s["time"] - s["data"], s["time"]) for s in self.steps if s.get("data", 0) > 0]
+        starts = [a for a, _ in waits]
+        found = []
+        for sample in self.samples:
+            i = bisect.bisect_right(starts, sample["time"]) - 1
+            if i >= 0 and sample["time"] <= waits[i][1]:
+                found.append(sample)
+        return found
+
     def during_waits(self, key: str) -> float:
         """Median of a system metric over the samples taken while a step waited for its batch."""
-        waits = [(s["time"] - s["data"], s["time"]) for s in self.steps if s.get("data", 0) > 0]
-        values = [x[key] for x in self.samples if any(a <= x["time"] <= b for a, b in waits)]
+        values = [x[key] for x in self.samples_while_waiting]
         return float(np.median(values)) if values else float("nan")
 
 

@@ -23,6 +23,9 @@ def open_trial(path: Path):
 
 def evaluate(trial, names: list[str], params: dict[str, dict[str, str]]) -> list[Verdict]:
     """One verdict per rule: the first step where its condition holds, with the evidence."""
+    unknown = sorted(set(params) - set(RULES))
+    if unknown:
+        raise ValueError(f"--param names unknown rule(s) {', '.join(unknown)}; choose from {', '.join(RULES)}")
     from smdebug.exceptions import RuleEvaluationConditionMet
     from smdebug.rules import invoke_rule
 

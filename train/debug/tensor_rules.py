@@ -27,6 +27,7 @@ class BuiltinRule(Rule):
         self.params = typed(type(self).__name__, self.DEFAULTS, params)
         self.evidence = ""
         self._prepared = False
+        self._saved: dict[str, set[int]] = {}
 
     def found(self, evidence: str) -> bool:
         self.evidence = evidence
@@ -48,6 +49,38 @@ class BuiltinRule(Rule):
         """Whether the trial holds the tensors this rule reads (otherwise its verdict is an error)."""
         return True
 
+    def value(self, name: str, step: int) -> np.ndarray | None:
+        """The value of ``name`` at global ``step``, or None when it was not saved then."""
+        saved = self._saved.get(name)
+        if saved is None:
+            saved = self._saved[name] = set(self.base_trial.tensor(name).steps())
+        return np.asarray(self.base_trial.tensor(name).value(step), dtype=np.float64) if step in saved else None
+
+
+class TensorValueRule(BuiltinRule):
+    """Rules that judge every saved value of the tensors they read, one at a time."""
+
+    def inputs(self) -> list[str]:
+        raise NotImplementedError
+
+    def problem(self, name: str, value: np.ndarray) -> str | None:
+        """What is wrong with this value, or None."""
+        raise NotImplementedError
+
+    def inputs_found(self) -> bool:
+        return bool(self.inputs())
+
+    def prepare(self) -> None:
+        self.names = self.inputs()
+
+    def check(self, step: int) -> bool:
+        for name in self.names:
+            value = self.value(name, step)
+            problem = None if value is None else self.problem(name, value)
+            if problem:
+                return self.found(problem)
+        return False
+
 
 def _tensor_names(trial, collection_names: str | None, regex: str | None) -> list[str]:
     if not collection_names and not regex:
@@ -58,62 +91,42 @@ def _tensor_names(trial, collection_names: str | None, regex: str | None) -> lis
     return sorted(names)
 
 
-def _value(trial, name: str, step: int):
-    """The value of ``name`` at global ``step``, or None when it was not saved then."""
-    tensor = trial.tensor(name)
-    if step not in tensor.steps():
-        return None
-    return np.asarray(tensor.value(step), dtype=np.float64)
-
-
-class VanishingGradient(BuiltinRule):
+class VanishingGradient(TensorValueRule):
     SUMMARY = "a gradient tensor whose mean absolute value is below threshold"
     DEFAULTS = {"threshold": 1e-7}
 
-    def prepare(self) -> None:
-        self.names = self.base_trial.tensor_names(collection="gradients")
+    def inputs(self) -> list[str]:
+        return self.base_trial.tensor_names(collection="gradients")
 
-    def inputs_found(self) -> bool:
-        return bool(self.base_trial.tensor_names(collection="gradients"))
-
-    def check(self, step: int) -> bool:
-        for name in self.names:
-            value = _value(self.base_trial, name, step)
-            if value is not None and value.size and np.mean(np.abs(value)) < self.params["threshold"]:
-                return self.found(f"mean |{name}| = {np.mean(np.abs(value)):.3g} < {self.params['threshold']:g}")
-        return False
+    def problem(self, name: str, value: np.ndarray) -> str | None:
+        mean = np.mean(np.abs(value)) if value.size else None
+        return f"mean |{name}| = {mean:.3g} < {self.params['threshold']:g}" if mean is not None and mean < self.params["threshold"] else None
 
 
-class ExplodingTensor(BuiltinRule):
+class ExplodingTensor(TensorValueRule):
     SUMMARY = "NaN (or infinite) values in the saved tensors"
     DEFAULTS = {"collection_names": None, "tensor_regex": None, "only_nan": False}
 
-    def prepare(self) -> None:
-        self.names = _tensor_names(self.base_trial, self.params["collection_names"], self.params["tensor_regex"])
+    def inputs(self) -> list[str]:
+        return _tensor_names(self.base_trial, self.params["collection_names"], self.params["tensor_regex"])
 
-    def inputs_found(self) -> bool:
-        return bool(_tensor_names(self.base_trial, self.params["collection_names"], self.params["tensor_regex"]))
-
-    def check(self, step: int) -> bool:
-        for name in self.names:
-            value = _value(self.base_trial, name, step)
-            if value is None:
-                continue
-            bad = np.isnan(value) if self.params["only_nan"] else ~np.isfinite(value)
-            if bad.any():
-                return self.found(f"{name} holds {int(bad.sum())} {'NaN' if self.params['only_nan'] else 'NaN/inf'} of {value.size} values")
-        return False
+    def problem(self, name: str, value: np.ndarray) -> str | None:
+        bad = np.isnan(value) if self.params["only_nan"] else ~np.isfinite(value)
+        return f"{name} holds {int(bad.sum())} {'NaN' if self.params['only_nan'] else 'NaN/inf'} of {value.size} values" if bad.any() else None
 
 
 class LossCurveRule(BuiltinRule):
     """Rules that follow loss curves: the curves are read once, then checked at the steps they end on."""
 
+    def losses(self) -> list[str]:
+        return loss_names(self.base_trial, self.params.get("tensor_regex"), self.params.get("use_losses_collection", True))
+
     def inputs_found(self) -> bool:
-        return bool(loss_names(self.base_trial, self.params.get("tensor_regex"), self.params.get("use_losses_collection", True)))
+        return bool(self.losses())
 
     def prepare(self) -> None:
         self.events: dict[int, list[str]] = {}
-        for name in loss_names(self.base_trial, self.params.get("tensor_regex"), self.params.get("use_losses_collection", True)):
+        for name in self.losses():
             for step, message in self.follow(name):
                 self.events.setdefault(step, []).append(message)
 
@@ -217,13 +230,13 @@ class PoorWeightInitialization(BuiltinRule):
     def check(self, step: int) -> bool:
         if step not in self.early_steps:
             return False
-        variances = {n: float(np.var(v)) for n in self.activations if (v := _value(self.base_trial, n, step)) is not None}
+        variances = {n: float(np.var(v)) for n in self.activations if (v := self.value(n, step)) is not None}
         if len(variances) > 1:
             low, high = min(variances, key=variances.get), max(variances, key=variances.get)
             if variances[high] > self.params["threshold"] * max(variances[low], 1e-30):
                 return self.found(f"activation input variance ranges from {variances[low]:.3g} ({low}) to {variances[high]:.3g} ({high}), ratio > {self.params['threshold']:g}")
         for name in self.gradients:
-            value = _value(self.base_trial, name, step)
+            value = self.value(name, step)
             if value is not None and value.size > 1:
                 spread = float(np.percentile(value, 95) - np.percentile(value, 5))
                 if spread < self.params["distribution_range"]:
@@ -252,9 +265,10 @@ class ClassImbalance(BuiltinRule):
         self.labels, self.predictions = labels[0], predictions[0]
         trial = self.base_trial
         mode = modes.EVAL if trial.tensor(self.labels).steps(mode=modes.EVAL) else modes.TRAIN
-        self.steps = [trial.global_step(mode, s) for s in trial.tensor(self.labels).steps(mode=mode)]
+        steps = [trial.global_step(mode, s) for s in trial.tensor(self.labels).steps(mode=mode)]
+        self.steps = set(steps)
         # a validation pass is judged whole (it is often ordered by class); training steps one by one
-        self.ready = {p.step for p in passes([Point(s, 0.0) for s in self.steps])} if mode == modes.EVAL else set(self.steps)
+        self.ready = {p.step for p in passes([Point(s, 0.0) for s in steps])} if mode == modes.EVAL else self.steps
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []
 
     def check(self, step: int) -> bool:
