@@ -42,6 +42,10 @@ def test_grid_search_runs_every_combination_and_keeps_the_best(tmp_path, fashion
     assert (study / "best" / "model" / "model.onnx").is_file() and (study / "best" / "model" / "model.json").is_file()
     kept = [p.parent.name for p in (study / "trials").glob("*/model")]
     assert kept == [f"{int(best['slot']):03d}"]  # only the best trial's artifact is kept
+    logs = [(study / "trials" / f"{int(r['slot']):03d}" / "train.log").read_text() for r in rows]
+    # trials share the study's decoded-image cache: train and valid decoded once in all, every other trial reads them
+    assert sum(log.count("decoded once into " + str(study / "decoded-cache")) for log in logs) == 2
+    assert sum(log.count("decoded-image cache: reusing") for log in logs) == 2 * (len(rows) - 1)
 
 
 def test_a_failing_trial_is_recorded_with_its_reason(tmp_path, fashion):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from train import sagemaker_env
@@ -20,6 +19,15 @@ def str2bool(value: str | bool) -> bool:
     if value.lower() in ("false", "0", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
+
+
+def workers_count(value: str) -> int | None:
+    """``auto`` (None: chosen from the cores) or a number >= 0."""
+    if value == "auto":
+        return None
+    if value.isdigit():
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected 'auto' or a number >= 0, got '{value}'")
 
 
 class Parser(argparse.ArgumentParser):
@@ -49,7 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--valid-fraction", type=float, default=0.1, help="share of train held out for validation when there is no valid channel")
     data.add_argument("--test-fraction", type=float, default=0.1, help="share held out for test (HDF5+CSV layout without a test channel)")
     _flag(data, "--strict-data", "fail on the first unreadable image instead of skipping and counting it")
-    data.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader worker processes per rank")
+    data.add_argument("--workers", type=workers_count, default="auto", help="DataLoader worker processes per rank; auto: the rank's cores but one")
+    data.add_argument(
+        "--decoded-cache",
+        type=str,
+        default="auto",
+        help="decode each image once into a uint8 memory-mapped cache at --resize-size, reused by later epochs and runs: "
+        f"'auto' ({sagemaker_env.decoded_cache_dir()}), 'off', or a folder (share one between tuning trials)",
+    )
     data.add_argument("--image-size", type=int, default=224, help="crop size fed to the network")
     data.add_argument("--resize-size", type=int, default=None, help="shorter side before the center crop (default: image-size / 0.875)")
     data.add_argument("--augment", choices=AUGMENTATIONS, default="light", help="training augmentation preset")

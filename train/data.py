@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from train.errors import TrainingError
-from train.sources import Split
+from train.sources import ImageSource, Split
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,31 @@ class ImageDataset(Dataset):
         try:
             image = source.read(index)
         except Exception as exc:  # PIL raises many types for bad files
-            if self.strict:
-                raise TrainingError(
-                    f"Cannot read image {source.describe(index)}: {exc}. Remove or replace the file, "
-                    "or drop --strict-data to skip unreadable images."
-                ) from exc
-            log.warning("skipping unreadable image %s: %s", source.describe(index), exc)
+            report_unreadable(source, index, exc, self.strict)
             return None, source.labels[index], position
         return self.transform(image), source.labels[index], position
+
+
+def report_unreadable(source: ImageSource, index: int, exc: Exception, strict: bool) -> None:
+    """Raise (``strict``) or log that image ``index`` cannot be decoded."""
+    if strict:
+        raise TrainingError(
+            f"Cannot read image {source.describe(index)}: {exc}. Remove or replace the file, "
+            "or drop --strict-data to skip unreadable images."
+        ) from exc
+    log.warning("skipping unreadable image %s: %s", source.describe(index), exc)
+
+
+def loader_settings(workers: int | None, ranks_on_node: int = 1) -> tuple[int, int | None]:
+    """(DataLoader workers, prefetch factor) per rank; ``workers=None`` picks them from the usable cores.
+
+    Auto: every core of the rank's share but one, which the training loop itself keeps (at most 16);
+    no worker processes on a single core. Few workers get 4 batches each in flight to ride out slow images.
+    """
+    if workers is None:
+        share = max(len(os.sched_getaffinity(0)) // max(ranks_on_node, 1), 1)
+        workers = min(share - 1, 16)
+    return workers, (None if workers == 0 else 4 if workers <= 2 else 2)
 
 
 def collate_skipping(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[int]]:

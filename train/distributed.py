@@ -14,6 +14,7 @@ class Context:
     local_rank: int
     world_size: int
     device: torch.device
+    local_world_size: int = 1
 
     @property
     def is_main(self) -> bool:
@@ -36,7 +37,8 @@ def setup() -> Context:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Context(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return Context(rank=rank, local_rank=local_rank, world_size=world_size, device=device, local_world_size=local_world_size)
 
 
 def gather(obj, ctx: Context) -> list:

@@ -22,7 +22,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from train import checkpoint, distributed, sagemaker_env
-from train.data import ImageDataset, ResumableSampler, balanced_weights, class_loss_weights, collate_skipping
+from train.data import ImageDataset, ResumableSampler, balanced_weights, class_loss_weights, collate_skipping, loader_settings
+from train.decoded_cache import CachedImageDataset, DecodedImages, open_or_build
 from train.debugger import create_hook, record, set_mode
 from train.engine import EpochProgress, Precision, cross_entropy, predict, resolve_precision, softmax, train_one_epoch
 from train.errors import Interrupted, TrainingError, write_failure
@@ -33,7 +34,7 @@ from train.metrics import classification_metrics
 from train.models import build_network, set_policy, train_mode
 from train.profiler import StepTimer, SystemSampler, write_run_info
 from train.report import draw_confusion_matrix, write_class_report
-from train.sources import Split, load_splits
+from train.sources import Split, Splits, load_splits
 from train.transforms import Preprocess, eval_transform, train_transform
 
 log = logging.getLogger("train")
@@ -99,8 +100,9 @@ def lr_factor(step: int, steps_per_epoch: int, args: argparse.Namespace) -> floa
     return 1.0
 
 
-def build_optimizer(args: argparse.Namespace, head: list[nn.Parameter], backbone: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """Head at --lr, unfrozen backbone at --backbone-lr; no weight decay on biases and norm weights."""
+def build_optimizer(args: argparse.Namespace, head: list[nn.Parameter], backbone: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+    """Head at --lr, unfrozen backbone at --backbone-lr; no weight decay on biases and norm weights.
+    On CUDA, AdamW runs fused (one kernel for every parameter)."""
     backbone_lr = args.backbone_lr if args.backbone_lr is not None else args.lr / 10
     groups = []
     for params, lr in ((head, args.lr), (backbone, backbone_lr)):
@@ -110,18 +112,41 @@ def build_optimizer(args: argparse.Namespace, head: list[nn.Parameter], backbone
     groups = [g for g in groups if g["params"]]
     if args.optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=args.momentum, nesterov=True)
-    return torch.optim.AdamW(groups)
+    return torch.optim.AdamW(groups, fused=device.type == "cuda")
 
 
-def image_loader(split: Split, transform, args: argparse.Namespace, sampler: ResumableSampler, device: torch.device) -> DataLoader:
+def open_decoded(splits: Splits, preprocess: Preprocess, args: argparse.Namespace, ctx: distributed.Context) -> dict[int, DecodedImages]:
+    """Decoded-image cache entries of the splits' sources (by ``id``); empty when the cache is off or cannot fit."""
+    if args.decoded_cache == "off":
+        return {}
+    root = sagemaker_env.decoded_cache_dir() if args.decoded_cache == "auto" else Path(args.decoded_cache)
+    workers, _ = loader_settings(args.workers, ctx.local_world_size)
+    entries = {}
+    for split in (splits.train, splits.valid, splits.test):
+        if split is not None and id(split.source) not in entries:
+            entry = open_or_build(split.source, preprocess, root, workers, args.strict_data)
+            if entry is None:
+                return {}
+            entries[id(split.source)] = entry
+    return entries
+
+
+def image_loader(
+    split: Split, transform, args: argparse.Namespace, sampler: ResumableSampler, ctx: distributed.Context, decoded: dict[int, DecodedImages]
+) -> DataLoader:
+    """Batches of one split, from the decoded-image cache when it holds the split's source."""
+    entry = decoded.get(id(split.source))
+    dataset = CachedImageDataset(split, entry, transform) if entry else ImageDataset(split, transform, strict=args.strict_data)
+    workers, prefetch = loader_settings(args.workers, ctx.local_world_size)
     return DataLoader(
-        ImageDataset(split, transform, strict=args.strict_data),
+        dataset,
         batch_size=args.batch_size,
         sampler=sampler,
-        num_workers=args.workers,
+        num_workers=workers,
+        prefetch_factor=prefetch,
         collate_fn=collate_skipping,
-        pin_memory=device.type == "cuda",
-        persistent_workers=args.workers > 0,
+        pin_memory=ctx.device.type == "cuda",
+        persistent_workers=workers > 0,
     )
 
 
@@ -185,14 +210,15 @@ def run(args: argparse.Namespace) -> dict:
         return ResumableSampler(len(split), shuffle=False, seed=args.seed, rank=ctx.rank, world_size=ctx.world_size)
 
     eval_tf = eval_transform(preprocess)
-    valid_loader = image_loader(splits.valid, eval_tf, args, eval_sampler(splits.valid), ctx.device)
-    test_loader = image_loader(splits.test, eval_tf, args, eval_sampler(splits.test), ctx.device) if splits.test else None
     cached = args.feature_cache == "auto" and args.finetune == "head" and args.augment == "none" and not ctx.enabled
+    decoded = {} if cached else open_decoded(splits, preprocess, args, ctx)  # cached features decode each image once anyway
+    valid_loader = image_loader(splits.valid, eval_tf, args, eval_sampler(splits.valid), ctx, decoded)
+    test_loader = image_loader(splits.test, eval_tf, args, eval_sampler(splits.test), ctx, decoded) if splits.test else None
     skipped: set[str] = set()
     if cached:
         log.info("backbone frozen and no augmentation: caching its features once, then training the head alone")
         sequential = ResumableSampler(len(splits.train), shuffle=False, seed=args.seed)
-        features, labels, bad = extract(model, net.head, image_loader(splits.train, eval_tf, args, sequential, ctx.device), precision, ctx.device, args.channels_last, "train")
+        features, labels, bad = extract(model, net.head, image_loader(splits.train, eval_tf, args, sequential, ctx, decoded), precision, ctx.device, args.channels_last, "train")
         skipped.update(f"train:{p}" for p in bad)
         train_sampler = ResumableSampler(len(labels), shuffle=True, seed=args.seed, weights=balanced_weights(labels.tolist(), len(classes)) if sample_weights is not None else None)
         train_loader = feature_loader(features, labels, args.batch_size, train_sampler)
@@ -204,7 +230,7 @@ def run(args: argparse.Namespace) -> dict:
     else:
         if args.feature_cache == "auto" and args.finetune == "head":
             log.info("feature cache off: it needs --augment none and a single process")
-        train_loader = image_loader(splits.train, train_transform(preprocess, args.augment), args, train_sampler, ctx.device)
+        train_loader = image_loader(splits.train, train_transform(preprocess, args.augment), args, train_sampler, ctx, decoded)
         forward = model
         eval_forward = model
         if ctx.enabled:
@@ -215,7 +241,7 @@ def run(args: argparse.Namespace) -> dict:
             eval_forward = torch.compile(model)
 
     steps_per_epoch = len(train_loader)
-    optimizer = build_optimizer(args, head_params, backbone_params)
+    optimizer = build_optimizer(args, head_params, backbone_params, ctx.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, args))
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision.dtype == torch.float16)
 
@@ -263,7 +289,7 @@ def run(args: argparse.Namespace) -> dict:
     if profiling:
         if resumed is None:
             shutil.rmtree(profile_dir, ignore_errors=True)
-        write_run_info(profile_dir, ctx.device, args.workers, args.batch_size, args.model)
+        write_run_info(profile_dir, ctx.device, loader_settings(args.workers, ctx.local_world_size)[0], args.batch_size, args.model)
     timer = StepTimer(profile_dir / "steps.jsonl" if profiling else None, ctx.device)
     observe = partial(record, hook)
     with SystemSampler(profile_dir / "system.jsonl", args.profiler_interval) if profiling else nullcontext():

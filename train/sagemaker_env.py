@@ -32,6 +32,11 @@ def checkpoint_dir() -> Path:
     return base_dir() / "checkpoints"
 
 
+def decoded_cache_dir() -> Path:
+    """Default home of the decoded-image cache: on the job's ML storage volume, beside the checkpoints."""
+    return base_dir() / "decoded-cache"
+
+
 def channel_dir(name: str) -> Path:
     """An input channel's folder, e.g. ``train`` -> /opt/ml/input/data/train."""
     return Path(os.environ.get(f"SM_CHANNEL_{name.upper()}", base_dir() / "input" / "data" / name))

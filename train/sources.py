@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import logging
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,10 @@ class ImageSource:
         """Where image ``index`` lives, for log lines about it."""
         raise NotImplementedError
 
+    def identity(self) -> Iterator[bytes]:
+        """Bytes that change whenever any image's content may have changed (names the decoded-image cache)."""
+        raise NotImplementedError
+
 
 class FolderSource(ImageSource):
     """ImageFolder layout: one sub-folder per class, images inside (any depth)."""
@@ -62,6 +67,11 @@ class FolderSource(ImageSource):
 
     def describe(self, index: int) -> str:
         return str(self.files[index])
+
+    def identity(self) -> Iterator[bytes]:
+        for path in self.files:
+            stat = path.stat()
+            yield f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode()
 
 
 class HDF5Source(ImageSource):
@@ -92,6 +102,11 @@ class HDF5Source(ImageSource):
 
     def describe(self, index: int) -> str:
         return f"{self.hdf5_path.name}[{self.keys[index]}]"
+
+    def identity(self) -> Iterator[bytes]:
+        stat = self.hdf5_path.stat()
+        yield f"{self.hdf5_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode()
+        yield "\n".join(self.keys).encode()
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_file": None}
@@ -125,6 +140,9 @@ class CifarSource(ImageSource):
 
     def describe(self, index: int) -> str:
         return f"cifar[{index}]"
+
+    def identity(self) -> Iterator[bytes]:
+        yield self.images.tobytes()
 
 
 @dataclass

@@ -1,9 +1,13 @@
-"""Transform presets, as in torchvision's classification references; the eval preset is the one serving rebuilds."""
+"""Transform presets, as in torchvision's classification references; the eval preset is the one serving rebuilds.
+
+The presets take a PIL image or a uint8 CHW tensor (a decoded-cache entry) and give the same float tensor.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from torchvision import transforms as T
+import torch
+from torchvision.transforms import v2 as T
 
 INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC, "nearest": T.InterpolationMode.NEAREST}
 AUGMENTATIONS = ("none", "light", "strong")
@@ -23,16 +27,19 @@ class Preprocess:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "channel_order": "RGB", "layout": "NCHW", "scale": 1 / 255}
 
 
+def to_float(pre: Preprocess) -> list:
+    """uint8 image -> normalised float32 plain tensor."""
+    return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(pre.mean, pre.std), T.ToPureTensor()]
+
+
+def resize_square(pre: Preprocess) -> T.Compose:
+    """Shorter side to ``pre.resize``, then the central square: what the decoded-image cache stores."""
+    return T.Compose([T.Resize(pre.resize, interpolation=INTERPOLATIONS[pre.interpolation], antialias=True), T.CenterCrop(pre.resize)])
+
+
 def eval_transform(pre: Preprocess) -> T.Compose:
-    """Resize the shorter side, center-crop, scale to 0..1, normalise."""
-    return T.Compose(
-        [
-            T.Resize(pre.resize, interpolation=INTERPOLATIONS[pre.interpolation], antialias=True),
-            T.CenterCrop(pre.crop),
-            T.ToTensor(),
-            T.Normalize(pre.mean, pre.std),
-        ]
-    )
+    """Resize the shorter side, center-crop, scale to 0..1, normalise (on a cached square the resize is a no-op)."""
+    return T.Compose([T.Resize(pre.resize, interpolation=INTERPOLATIONS[pre.interpolation], antialias=True), T.CenterCrop(pre.crop), *to_float(pre)])
 
 
 def train_transform(pre: Preprocess, augment: str) -> T.Compose:
@@ -46,7 +53,7 @@ def train_transform(pre: Preprocess, augment: str) -> T.Compose:
     ]
     if augment == "strong":
         steps.append(T.TrivialAugmentWide(interpolation=INTERPOLATIONS[pre.interpolation]))
-    steps += [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
+    steps += to_float(pre)
     if augment == "strong":
-        steps.append(T.RandomErasing(p=0.25))
+        steps.insert(-1, T.RandomErasing(p=0.25))
     return T.Compose(steps)

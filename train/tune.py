@@ -129,7 +129,9 @@ class Tuner:
         folder = self.args.study_dir / "trials" / f"{slot:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         flags = [f"--{name}={value}" for name, value in params.items()]
-        command = [sys.executable, "-m", "train", *self.args.trainer_args, *flags]
+        # trials share one decoded-image cache (built by the first, read by the rest); a --decoded-cache after -- wins
+        shared = f"--decoded-cache={self.args.study_dir / 'decoded-cache'}"
+        command = [sys.executable, "-m", "train", shared, *self.args.trainer_args, *flags]
         # each trial gets its own /opt/ml tree: model, output/data, output/failure, checkpoints, tensorboard
         env = {k: v for k, v in os.environ.items() if k not in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR")}
         env.update({"SAGEMAKER_BASE_DIR": str(folder), "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"})
