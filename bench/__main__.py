@@ -1,11 +1,64 @@
-"""python -m bench {train,serve,agreement,report} [args]"""
+"""python -m bench {all,input,gpu,train,serve,agreement,report} [args]
+
+``all`` runs every benchmark one after the other (building the serving images first unless given), writes each
+one's raw JSON to bench/results/ and regenerates docs/benchmarks.md with its plots; ``--smoke`` runs the same
+code on tiny inputs (the test suite's check that the suite works; its numbers mean nothing). With $BENCH_OUT
+set, results and the document go there instead.
+"""
+from __future__ import annotations
+
+import argparse
 import sys
+import time
 
-from bench import bf16_agreement, report, serve_http, train_finetune
+from bench import bf16_agreement, input_pipeline, report, serve_http, train_finetune, train_gpu
 
-COMMANDS = {"train": train_finetune.main, "serve": serve_http.main, "agreement": bf16_agreement.main, "report": lambda argv: print(report.write_markdown())}
+COMMANDS = {
+    "input": input_pipeline.main,
+    "gpu": train_gpu.main,
+    "train": train_finetune.main,
+    "serve": serve_http.main,
+    "agreement": bf16_agreement.main,
+}
+
+SMOKE = {
+    "input": ["--images", "48", "--side", "96", "--crop", "32", "--batch", "16", "--reps", "1", "--epochs", "2", "--pillow-simd", "no"],
+    "gpu": ["--allow-cpu", "--model", "resnet18", "--image-size", "32", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--reps", "1", "--photos", "16", "--side", "48", "--no-compile"],
+    "train": ["--per-class", "3", "2", "2", "--image-size", "32", "--epochs", "1", "--head-epochs", "2"],
+    "serve": ["--seconds", "1", "--rounds", "1", "--levels", "1", "2", "--jpeg-size", "64"],
+    "agreement": ["--photos", "32", "--image-size", "32", "--margins", "0.0", "0.1"],
+}
+
+
+def run_all(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench all", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny inputs: checks that every benchmark runs")
+    parser.add_argument("--serve-image", default=None, help="our serving image (default: build byoc-vision-serve:bench)")
+    parser.add_argument("--torch-serve-image", default=None, help="its torch flavour (default: build byoc-vision-serve:bench-torch)")
+    parser.add_argument("--only", nargs="+", choices=list(COMMANDS), default=list(COMMANDS), help="run these benchmarks only")
+    args = parser.parse_args(argv)
+    if "serve" in args.only and not (args.serve_image and args.torch_serve_image):
+        from sagemaker_launch import images
+
+        args.serve_image = args.serve_image or images.build("serve", "bench", report.REPO)
+        args.torch_serve_image = args.torch_serve_image or images.build("serve", "bench-torch", report.REPO, build_args={"FLAVOUR": "torch"})
+    for name in args.only:
+        extra = SMOKE[name] if args.smoke else []
+        if name == "serve":
+            extra = [*extra, "--image", args.serve_image, "--torch-image", args.torch_serve_image]
+        started = time.perf_counter()
+        print(f"== bench {name} {' '.join(extra)}", flush=True)
+        COMMANDS[name](extra)
+        print(f"== bench {name}: {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"wrote {report.write_markdown()}")
+
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        raise SystemExit(f"usage: python -m bench {{{','.join(COMMANDS)}}} [args]")
-    COMMANDS[sys.argv[1]](sys.argv[2:])
+    if len(sys.argv) < 2 or sys.argv[1] not in (*COMMANDS, "all", "report"):
+        raise SystemExit(f"usage: python -m bench {{all,{','.join(COMMANDS)},report}} [args]")
+    if sys.argv[1] == "all":
+        run_all(sys.argv[2:])
+    elif sys.argv[1] == "report":
+        print(report.write_markdown())
+    else:
+        COMMANDS[sys.argv[1]](sys.argv[2:])

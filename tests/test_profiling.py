@@ -57,10 +57,11 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.fixture(scope="module")
 def slow_loader_run(tmp_path_factory, fashion):
-    """A trainer process whose dataset sleeps 80 ms an image, one worker: the loader, not the model, sets the pace."""
+    """A trainer process whose dataset sleeps 80 ms an image, one worker, no decoded-image
+    cache (which reads each image once and would hide the slow loader): the loader, not the model, sets the pace."""
     base = tmp_path_factory.mktemp("slow")
     args = ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "64", "--workers", "1", "--epochs", "1",
-            "--profiler-interval", "0.1", "--train", str(fashion / "train"), "--valid", str(fashion / "valid"),
+            "--decoded-cache", "off", "--profiler-interval", "0.1", "--train", str(fashion / "train"), "--valid", str(fashion / "valid"),
             "--model-dir", str(base / "model"), "--output-data-dir", str(base / "data"), "--checkpoint-dir", str(base / "ckpt"),
             "--tensorboard-dir", str(base / "tb")]  # fmt: skip
     result = subprocess.run([sys.executable, "-c", SLOW_TRAINER, *args], cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -1,0 +1,107 @@
+"""One PNG per benchmark for docs/benchmarks.md (matplotlib, Agg backend)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def draw(name: str, result: dict, folder: Path) -> Path | None:
+    """The figure for results file ``name``, written into ``folder``; None when there is nothing to draw."""
+    painter = PAINTERS.get(name)
+    if painter is None or "skipped" in result:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{Path(name).stem}.png"
+    figure = painter(result)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _bars(axis, labels: list[str], stats: list[dict], title: str, unit: str) -> None:
+    """Median bars with min-max whiskers."""
+    medians = [s["median"] for s in stats]
+    errors = [[m - s["min"] for m, s in zip(medians, stats)], [s["max"] - m for m, s in zip(medians, stats)]]
+    axis.barh(labels, medians, xerr=errors, color="#4c72b0", capsize=4)
+    axis.set_title(title)
+    axis.set_xlabel(unit)
+    axis.invert_yaxis()
+
+
+def input_pipeline(r: dict):
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
+    measured = {k: v for k, v in r["per_core"].items() if "pipeline" in v}
+    _bars(left, list(measured), [v["pipeline"] for v in measured.values()], "decode + augment + collate, one core", "images/s")
+    labels = [f"{row['workers']}w p{row['prefetch'] or '-'}{' (auto)' if row['auto'] else ''}" for row in r["sweep"]]
+    middle.bar(labels, [row["images_per_sec"] for row in r["sweep"]], color=["#dd8452" if row["auto"] else "#4c72b0" for row in r["sweep"]])
+    middle.set_title("DataLoader workers x prefetch")
+    middle.set_ylabel("images/s")
+    middle.tick_params(axis="x", rotation=30)
+    epochs = range(1, len(r["epochs"]["plain_imagefolder"]) + 1)
+    right.plot(epochs, r["epochs"]["plain_imagefolder"], "o-", label="plain ImageFolder")
+    right.plot(epochs, r["epochs"]["ours_with_cache"], "o-", label="ours, decoded-image cache")
+    right.set_xticks(list(epochs))
+    right.set_xlabel("epoch")
+    right.set_ylabel("images/s")
+    right.set_title("same run, per epoch")
+    right.legend()
+    return figure
+
+
+def train_gpu(r: dict):
+    figure, axis = plt.subplots(figsize=(9, 3.5))
+    measured = {k: v for k, v in r["runs"].items() if "median" in v}
+    _bars(axis, list(measured), list(measured.values()), f"{r['settings']['model']} training, {r['device']}", "images/s")
+    axis.axvline(r["peer"]["images_per_sec"], color="grey", linestyle="--", label=r["peer"]["name"])
+    axis.legend(loc="lower right", fontsize=8)
+    return figure
+
+
+def train_finetune(r: dict):
+    figure, axis = plt.subplots(figsize=(8, 3))
+    runs = r["runs"]
+    axis.barh([f"{run['name']} ({run['epochs']} epochs)" for run in runs], [run["wall_seconds"] for run in runs], color="#4c72b0")
+    axis.set_xlabel("wall time (s)")
+    axis.set_title("fine-tuning EfficientNet-Lite0 on Fashion-MNIST")
+    axis.invert_yaxis()
+    return figure
+
+
+def serve_http(r: dict):
+    figure, axis = plt.subplots(figsize=(8, 4))
+    for run in r["runs"]:
+        levels = [p["concurrency"] for p in run["points"]]
+        axis.plot(levels, [p["images_per_sec"] for p in run["points"]], "o-", label=run["name"])
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("concurrent clients")
+    axis.set_ylabel("images/s")
+    axis.set_title("serving ResNet-50 over HTTP")
+    axis.legend(fontsize=7)
+    return figure
+
+
+def bf16_agreement(r: dict):
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    rows = [row for row in r["rows"] if row["margin"] is not None]
+    axis.plot([row["margin"] for row in rows], [row["agreement"] for row in rows], "o-", label="top-1 agreement")
+    axis.set_xlabel("re-check margin")
+    axis.set_ylabel("agreement with fp32")
+    speed = axis.twinx()
+    speed.plot([row["margin"] for row in rows], [row["images_per_sec"] for row in rows], "s--", color="#dd8452", label="images/s")
+    speed.set_ylabel("images/s")
+    axis.set_title("OpenVINO bf16 against fp32")
+    return figure
+
+
+PAINTERS = {
+    "input_pipeline.json": input_pipeline,
+    "train_gpu.json": train_gpu,
+    "train_finetune.json": train_finetune,
+    "serve_http.json": serve_http,
+    "bf16_agreement.json": bf16_agreement,
+}

@@ -1,0 +1,43 @@
+"""`python -m bench all --smoke`: every benchmark runs end to end on tiny inputs and the report is regenerated.
+
+No number is checked (the suite's timings are never asserted); this only proves the suite works.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import REPO
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+
+SECTIONS = {
+    "input_pipeline.json": "## CPU input pipeline",
+    "train_gpu.json": "## GPU training throughput",
+    "train_finetune.json": "## Fine-tuning EfficientNet-Lite0",
+    "serve_http.json": "## Serving ResNet-50 over HTTP",
+    "bf16_agreement.json": "## bf16 serving",
+}
+
+
+def test_bench_all_smoke_writes_every_result_table_and_plot(tmp_path, serve_image, torch_serve_image):
+    before = {p: p.stat().st_mtime_ns for p in (REPO / "bench" / "results").glob("*.json")}
+    env = {**os.environ, "BENCH_OUT": str(tmp_path)}
+    command = [sys.executable, "-m", "bench", "all", "--smoke", "--serve-image", serve_image, "--torch-serve-image", torch_serve_image]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    doc = (tmp_path / "benchmarks.md").read_text()
+    for name, heading in SECTIONS.items():
+        report = json.loads((tmp_path / "results" / name).read_text())
+        assert report["machine"]["cores"] >= 1 and report["machine"]["versions"]["torch"]
+        assert heading in doc
+        plot = tmp_path / "img" / "benchmarks" / name.replace(".json", ".png")
+        assert f"](img/benchmarks/{plot.name})" in doc
+        with Image.open(plot) as image:
+            assert image.width >= 600
+    assert "| decoded-image cache (uint8 memmap) |" in doc and "**auto**" in doc
+    assert "real JPEG, CPU decode" in doc  # the GPU benchmark's code ran (on the CPU, --allow-cpu)
+    assert {p: p.stat().st_mtime_ns for p in (REPO / "bench" / "results").glob("*.json")} == before  # BENCH_OUT kept the repo's results
