@@ -8,6 +8,7 @@ set, results and the document go there instead.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -34,14 +35,17 @@ def run_all(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench all", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny inputs: checks that every benchmark runs")
     parser.add_argument("--serve-image", default=None, help="our serving image (default: build byoc-vision-serve:bench)")
-    parser.add_argument("--torch-serve-image", default=None, help="its torch flavour (default: build byoc-vision-serve:bench-torch)")
+    parser.add_argument(
+        "--torch-serve-image", default=None, help="its torch flavour (default: build byoc-vision-serve:bench-torch; torch wheels from $TORCH_INDEX_URL when set)"
+    )
     parser.add_argument("--only", nargs="+", choices=list(COMMANDS), default=list(COMMANDS), help="run these benchmarks only")
     args = parser.parse_args(argv)
     if "serve" in args.only and not (args.serve_image and args.torch_serve_image):
         from sagemaker_launch import images
 
         args.serve_image = args.serve_image or images.build("serve", "bench", report.REPO)
-        args.torch_serve_image = args.torch_serve_image or images.build("serve", "bench-torch", report.REPO, build_args={"FLAVOUR": "torch"})
+        torch_index = {"TORCH_INDEX_URL": os.environ["TORCH_INDEX_URL"]} if os.environ.get("TORCH_INDEX_URL") else {}  # as the tests do
+        args.torch_serve_image = args.torch_serve_image or images.build("serve", "bench-torch", report.REPO, build_args={"FLAVOUR": "torch", **torch_index})
     for name in args.only:
         extra = SMOKE[name] if args.smoke else []
         if name == "serve":

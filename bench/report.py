@@ -50,7 +50,9 @@ def input_section(r: dict) -> list[str]:
             continue
         decode = spread(v["decode_only"]) if "decode_only" in v else "- (no decoding)"
         lines.append(f"| {name} | {decode} | {spread(v['pipeline'])} | {v['pipeline']['median'] / pil:.2f}x |")
-    lines += ["", "DataLoader workers x prefetch (the trainer's PIL loader, images/s of the second epoch; **auto** is what `--workers auto` picks here):", ""]
+    lines += ["", "DataLoader workers x prefetch (the trainer's PIL loader alone, images/s of the second epoch; **auto** is what "
+        "`--workers auto` picks here. This loader-only run leaves the main process idle; in training it runs the step, which "
+        "is why auto keeps one core for it):", ""]
     lines += ["| workers | prefetch | images/s | vs 0 workers |", "|---|---|---|---|"]
     base = r["sweep"][0]["images_per_sec"]
     for row in r["sweep"]:

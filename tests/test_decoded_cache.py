@@ -115,7 +115,7 @@ def test_trainer_uses_the_cache_and_a_second_run_reuses_it(tmp_path, fashion):
 def test_auto_workers_follow_the_cores(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(8)))
     assert loader_settings(None) == (7, 2)
-    assert loader_settings(None, ranks_on_node=4) == (1, 4)
+    assert loader_settings(None, ranks_on_node=4) == (1, 2)
     assert loader_settings(3) == (3, 2)
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0})
     assert loader_settings(None) == (0, None)

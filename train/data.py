@@ -51,12 +51,12 @@ def loader_settings(workers: int | None, ranks_on_node: int = 1) -> tuple[int, i
     """(DataLoader workers, prefetch factor) per rank; ``workers=None`` picks them from the usable cores.
 
     Auto: every core of the rank's share but one, which the training loop itself keeps (at most 16);
-    no worker processes on a single core. Few workers get 4 batches each in flight to ride out slow images.
+    no worker processes on a single core. Two batches in flight per worker: 4 measured slower (bench/input_pipeline.py).
     """
     if workers is None:
         share = max(len(os.sched_getaffinity(0)) // max(ranks_on_node, 1), 1)
         workers = min(share - 1, 16)
-    return workers, (None if workers == 0 else 4 if workers <= 2 else 2)
+    return workers, (None if workers == 0 else 2)
 
 
 def collate_skipping(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
