@@ -27,7 +27,8 @@ from bench.stats import rate, summary
 from train.data import ImageDataset, collate_skipping, loader_settings
 from train.decoded_cache import CachedImageDataset, open_or_build
 from train.sources import FolderSource, Split
-from train.transforms import Preprocess, train_transform
+from train.engine import DeviceInput
+from train.transforms import Preprocess, train_pixels
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 SIMD_DIR = Path.home() / ".cache" / "byoc-vision" / "pillow-simd"
@@ -38,7 +39,8 @@ def per_core(decoder: str, files: list[Path], pre: Preprocess, batch: int, reps:
     from PIL import Image
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-    augment = train_transform(pre, "light")
+    augment = train_pixels(pre, "light")
+    inputs = device_input()
     pin = torch.cuda.is_available()
     decode = {
         "pil": lambda path: Image.open(path).convert("RGB"),
@@ -48,8 +50,7 @@ def per_core(decoder: str, files: list[Path], pre: Preprocess, batch: int, reps:
     def work() -> int:
         for start in range(0, len(files), batch):
             images = torch.stack([augment(decode(path)) for path in files[start : start + batch]])
-            if pin:
-                images.pin_memory()
+            inputs(images.pin_memory() if pin else images)
         return len(files)
 
     return {"decode_only": rate(lambda: sum(1 for path in files if decode(path) is not None), reps), "pipeline": rate(work, reps)}
@@ -57,11 +58,12 @@ def per_core(decoder: str, files: list[Path], pre: Preprocess, batch: int, reps:
 
 def cached_per_core(split: Split, entry, pre: Preprocess, batch: int, reps: int) -> dict:
     """The same pipeline reading uint8 squares from the decoded-image cache instead of decoding."""
-    dataset = CachedImageDataset(split, entry, train_transform(pre, "light"))
+    dataset = CachedImageDataset(split, entry, train_pixels(pre, "light"))
+    inputs = device_input()
 
     def work() -> int:
         for start in range(0, len(dataset), batch):
-            collate_skipping([dataset[i] for i in range(start, min(start + batch, len(dataset)))])
+            inputs(collate_skipping([dataset[i] for i in range(start, min(start + batch, len(dataset)))])[0])
         return len(dataset)
 
     return {"pipeline": rate(work, reps)}
@@ -85,17 +87,22 @@ def pillow_simd(args: argparse.Namespace, folder: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def device_input() -> DeviceInput:
+    """The trainer's last step: batch onto the device (the GPU when present), uint8 normalised there."""
+    return DeviceInput(torch.device("cuda" if torch.cuda.is_available() else "cpu"), False, *IMAGENET)
+
+
 def loader_rate(dataset, workers: int, prefetch: int | None, batch: int, epochs: int) -> list[float]:
-    """Images/s of each epoch through a DataLoader (persistent workers; pinned when CUDA is present)."""
+    """Images/s of each epoch through a DataLoader and onto the device (persistent workers; pinned when CUDA is present)."""
     loader = DataLoader(
         dataset, batch_size=batch, shuffle=True, num_workers=workers, prefetch_factor=prefetch, persistent_workers=workers > 0,
         collate_fn=collate_skipping if isinstance(dataset, (ImageDataset, CachedImageDataset)) else None, pin_memory=torch.cuda.is_available(),
     )  # fmt: skip
-    rates = []
+    rates, inputs = [], device_input()
     for _ in range(epochs):
         started, seen = time.perf_counter(), 0
         for images, _labels, *_ in loader:
-            seen += len(images)
+            seen += len(inputs(images))
         rates.append(seen / (time.perf_counter() - started))
     return rates
 
@@ -148,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
         sweep = []
         for count in range(0, (os.cpu_count() or 1) + 1):
             for depth in (None,) if count == 0 else (2, 4):
-                rates = loader_rate(ImageDataset(split, train_transform(pre, "light"), strict=False), count, depth, args.batch, 2)
+                rates = loader_rate(ImageDataset(split, train_pixels(pre, "light"), strict=False), count, depth, args.batch, 2)
                 sweep.append({"workers": count, "prefetch": depth, "images_per_sec": round(rates[-1], 1), "auto": (count, depth) == (workers, prefetch)})
                 print(f"workers={count} prefetch={depth}: {rates[-1]:.0f} images/s", flush=True)
 
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
         started = time.perf_counter()
         entry = open_or_build(source, pre, cache_root, workers, strict=False)
         build_seconds = time.perf_counter() - started
-        cached_epochs = loader_rate(CachedImageDataset(split, entry, train_transform(pre, "light")), workers, prefetch, args.batch, args.epochs)
+        cached_epochs = loader_rate(CachedImageDataset(split, entry, train_pixels(pre, "light")), workers, prefetch, args.batch, args.epochs)
         first = len(source) / (build_seconds + len(source) / cached_epochs[0])
         ours = [first, *cached_epochs[1:]]
         started = time.perf_counter()

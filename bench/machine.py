@@ -26,9 +26,19 @@ def describe() -> dict:
             pass
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "gpu": _gpu(),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "isa": sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma")),
         "python": platform.python_version(),
         "versions": versions,
     }
+
+
+def _gpu() -> str:
+    """The CUDA devices torch sees, or ``none``."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "none"
+    return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))

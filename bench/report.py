@@ -22,7 +22,7 @@ def doc_path() -> Path:
 
 def _machine(m: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-    return f"{m['date']}; {m['cpu']}, {m['cores']} cores ({' '.join(m['isa'])}); Python {m['python']}; {versions}"
+    return f"{m['date']}; {m['cpu']}, {m['cores']} cores ({' '.join(m['isa'])}); GPU: {m.get('gpu', 'none')}; Python {m['python']}; {versions}"
 
 
 def input_section(r: dict) -> list[str]:
@@ -33,14 +33,15 @@ def input_section(r: dict) -> list[str]:
         f"Machine: {_machine(r['machine'])}.",
         "",
         f"Method: `python -m bench input`: {d['photos']} real Fashion-MNIST photos upscaled to {d['side_px']} px JPEG (quality 90) "
-        f"in an ImageFolder tree (in the page cache); the trainer's `light` augmentation (random resized crop to {r['crop']} px, "
-        f"flip, normalise) and batches of {r['batch']}. Per core = one process, no DataLoader workers; {r['reps']} repetitions "
+        f"in an ImageFolder tree (in the page cache); the trainer's `light` augmentation (random resized crop to {r['crop']} px "
+        f"and flip on uint8 pixels), batches of {r['batch']} and the trainer's last step, onto the device and normalised there "
+        f"(the CPU here; pinned first when CUDA is present). Per core = one process, no DataLoader workers; {r['reps']} repetitions "
         "over all photos after one warm-up pass. The epoch table is one run: a plain `torchvision.datasets.ImageFolder` "
         "DataLoader (v1 transforms, as in the course notebooks) and the trainer's loader with the decoded-image cache, both "
         f"with the `--workers auto` setting ({r['auto']['workers']} workers, prefetch {r['auto']['prefetch']}); our epoch 1 "
         "includes building the cache.",
         "",
-        "| decoder | decode only, images/s per core | decode + augment + collate, images/s per core | vs PIL |",
+        "| decoder | decode only, images/s per core | decode + augment + collate + normalise, images/s per core | vs PIL |",
         "|---|---|---|---|",
     ]
     pil = next(v for k, v in r["per_core"].items() if k.startswith("PIL"))["pipeline"]["median"]

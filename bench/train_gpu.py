@@ -26,10 +26,11 @@ from bench.photos import write_jpeg_folder
 from bench.report import save
 from bench.stats import summary
 from train.data import ImageDataset, loader_settings
+from train.engine import DeviceInput
 from train.models import build_network
 from train.profiler import SystemSampler
 from train.sources import FolderSource, Split
-from train.transforms import Preprocess, train_transform
+from train.transforms import Preprocess, train_pixels
 
 PEER = {"name": "NVIDIA's published A100 80GB, ResNet-50 v1.5, AMP", "images_per_sec": 2470}
 TARGET_SYNTHETIC = 3000
@@ -64,9 +65,10 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
         self.model = torch.compile(model) if args.compile else model
         self.loss = nn.CrossEntropyLoss()
+        self.inputs = DeviceInput(device, True, *IMAGENET)
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        images = images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        images = self.inputs(images)
         with torch.autocast(self.device.type, dtype=torch.bfloat16):
             loss = self.loss(self.model(images), labels.to(self.device, non_blocking=True))
         loss.backward()
@@ -116,18 +118,15 @@ def synthetic(args: argparse.Namespace, device: torch.device):
 
 
 def gpu_decoder(pre: Preprocess, device: torch.device):
-    """Batch of encoded JPEGs -> normalised float batch on the GPU (nvJPEG, then crop/flip/normalise there)."""
+    """Batch of encoded JPEGs -> uint8 crops on the GPU (nvJPEG, then crop and flip there; the trainer normalises)."""
     from torchvision.io import ImageReadMode, decode_jpeg
     from torchvision.transforms import v2
 
     augment = v2.Compose([v2.RandomResizedCrop(pre.crop, scale=(0.35, 1.0), antialias=True), v2.RandomHorizontalFlip()])
-    mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1) * 255
 
     def run(encoded: list[torch.Tensor], labels: torch.Tensor):
         decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
-        images = torch.stack([augment(image) for image in decoded]).float()
-        return (images - mean) / std, labels
+        return torch.stack([augment(image) for image in decoded]), labels
 
     return run
 
@@ -167,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
             runs["real JPEG, GPU decode (nvJPEG)"] = timed_steps(trainer, forever(loader, gpu_decoder(pre, device)), args.steps, args.warmup, args.reps, args.batch_size, work / "gpu.jsonl")
         else:
             runs["real JPEG, GPU decode (nvJPEG)"] = {"skipped": "needs a CUDA device"}
-        dataset = ImageDataset(Split(source, list(range(len(source)))), train_transform(pre, "light"), strict=False)
+        dataset = ImageDataset(Split(source, list(range(len(source)))), train_pixels(pre, "light"), strict=False)
         loader = DataLoader(dataset, pin_memory=device.type == "cuda", **common)
         runs["real JPEG, CPU decode (PIL, trainer's loader)"] = timed_steps(trainer, forever(loader), args.steps, args.warmup, args.reps, args.batch_size, work / "cpu.jsonl")
         print(f"real: {runs}", flush=True)

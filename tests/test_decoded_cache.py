@@ -14,7 +14,7 @@ from train import decoded_cache
 from train.data import ImageDataset, loader_settings
 from train.errors import TrainingError
 from train.sources import FolderSource, Split
-from train.transforms import Preprocess, eval_transform, train_transform
+from train.transforms import Preprocess, eval_pixels, eval_transform, train_pixels
 
 PRE = Preprocess(resize=40, crop=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -46,8 +46,8 @@ def test_cached_eval_pixels_equal_decoding_and_augmentation_runs_on_cached_squar
             assert got[0] is None and want[0] is None
         else:
             assert torch.equal(got[0], want[0])  # bit-identical to decoding the file
-    augmented = decoded_cache.CachedImageDataset(split, entry, train_transform(PRE, "strong"))[0][0]
-    assert augmented.shape == (3, 32, 32) and augmented.dtype == torch.float32
+    augmented = decoded_cache.CachedImageDataset(split, entry, train_pixels(PRE, "strong"))[0][0]
+    assert augmented.shape == (3, 32, 32) and augmented.dtype == torch.uint8
 
 
 def test_built_once_reused_and_rebuilt_when_a_file_changes(tmp_path, photos, caplog):
@@ -124,3 +124,18 @@ def test_auto_workers_follow_the_cores(monkeypatch):
 def test_bad_workers_flag_is_refused(tmp_path):
     result = run_trainer(["--workers", "many"], tmp_path)
     assert result.returncode == 2 and "expected 'auto' or a number >= 0, got 'many'" in result.stderr
+
+
+def test_uint8_batches_are_normalised_on_the_device_exactly_like_the_float_preset(photos):
+    """Loaders hand over uint8 crops; DeviceInput's normalisation equals the float preset serving uses."""
+    from train.engine import DeviceInput
+
+    source = FolderSource(photos)
+    images = [source.read(i) for i in range(4)]
+    batch = torch.stack([eval_pixels(PRE)(image) for image in images])
+    assert batch.dtype == torch.uint8
+    on_device = DeviceInput(torch.device("cpu"), True, PRE.mean, PRE.std)(batch)
+    assert on_device.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(on_device, torch.stack([eval_transform(PRE)(image) for image in images]), atol=1e-6, rtol=0)
+    erased = [train_pixels(PRE, "strong")(images[0]) for _ in range(40)]
+    assert all(e.dtype == torch.uint8 and e.shape == (3, 32, 32) for e in erased)

@@ -8,13 +8,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from train.engine import Precision, _progress_bar, to_device
+from train.engine import DeviceInput, Precision, _progress_bar
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def extract(model: nn.Module, head: nn.Module, loader, precision: Precision, device: torch.device, channels_last: bool, name: str):
+def extract(model: nn.Module, head: nn.Module, loader, precision: Precision, inputs: DeviceInput, name: str):
     """The head's input for every readable sample: (features float32 on CPU, labels, skipped positions)."""
     captured: list[torch.Tensor] = []
     handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().float().cpu()))
@@ -27,7 +27,7 @@ def extract(model: nn.Module, head: nn.Module, loader, precision: Precision, dev
             skipped_all.extend(skipped)
             if not len(targets):
                 continue
-            images = to_device(images, device, channels_last)
+            images = inputs(images)
             with precision.autocast():
                 model(images)
             features.append(captured.pop())

@@ -25,7 +25,7 @@ from train import checkpoint, distributed, sagemaker_env
 from train.data import ImageDataset, ResumableSampler, balanced_weights, class_loss_weights, collate_skipping, loader_settings
 from train.decoded_cache import CachedImageDataset, DecodedImages, open_or_build
 from train.debugger import create_hook, record, set_mode
-from train.engine import EpochProgress, Precision, cross_entropy, predict, resolve_precision, softmax, train_one_epoch
+from train.engine import DeviceInput, EpochProgress, Precision, cross_entropy, predict, resolve_precision, softmax, train_one_epoch
 from train.errors import Interrupted, TrainingError, write_failure
 from train.export import write_artifact
 from train.features import extract, feature_loader
@@ -35,7 +35,7 @@ from train.models import build_network, set_policy, train_mode
 from train.profiler import StepTimer, SystemSampler, write_run_info
 from train.report import draw_confusion_matrix, write_class_report
 from train.sources import Split, Splits, load_splits
-from train.transforms import Preprocess, eval_transform, train_transform
+from train.transforms import Preprocess, eval_pixels, eval_transform, train_pixels
 
 log = logging.getLogger("train")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -150,13 +150,13 @@ def image_loader(
     )
 
 
-def evaluate(forward, loader, precision: Precision, ctx: distributed.Context, args, prefix: str, hook, loss_fn: nn.Module):
+def evaluate(forward, loader, precision: Precision, inputs: DeviceInput, ctx: distributed.Context, prefix: str, hook, loss_fn: nn.Module):
     """Metrics of one split, gathered over ranks: (metrics with ``prefix_``, probabilities, targets, skipped).
 
     With a Debugger hook, the loss and the labels/predictions of each batch go through it.
     """
     logits, targets, skipped = predict(
-        forward, loader, precision, ctx.device, args.channels_last, prefix, loss_fn if hook else None, partial(record, hook)
+        forward, loader, precision, inputs, prefix, loss_fn if hook else None, partial(record, hook)
     )
     parts = distributed.gather((logits, targets, skipped), ctx)
     logits = np.concatenate([p[0] for p in parts if len(p[1])]) if any(len(p[1]) for p in parts) else logits
@@ -209,7 +209,8 @@ def run(args: argparse.Namespace) -> dict:
     def eval_sampler(split: Split) -> ResumableSampler:
         return ResumableSampler(len(split), shuffle=False, seed=args.seed, rank=ctx.rank, world_size=ctx.world_size)
 
-    eval_tf = eval_transform(preprocess)
+    eval_tf = eval_pixels(preprocess)
+    inputs = DeviceInput(ctx.device, args.channels_last, preprocess.mean, preprocess.std)
     cached = args.feature_cache == "auto" and args.finetune == "head" and args.augment == "none" and not ctx.enabled
     decoded = {} if cached else open_decoded(splits, preprocess, args, ctx)  # cached features decode each image once anyway
     valid_loader = image_loader(splits.valid, eval_tf, args, eval_sampler(splits.valid), ctx, decoded)
@@ -218,19 +219,19 @@ def run(args: argparse.Namespace) -> dict:
     if cached:
         log.info("backbone frozen and no augmentation: caching its features once, then training the head alone")
         sequential = ResumableSampler(len(splits.train), shuffle=False, seed=args.seed)
-        features, labels, bad = extract(model, net.head, image_loader(splits.train, eval_tf, args, sequential, ctx, decoded), precision, ctx.device, args.channels_last, "train")
+        features, labels, bad = extract(model, net.head, image_loader(splits.train, eval_tf, args, sequential, ctx, decoded), precision, inputs, "train")
         skipped.update(f"train:{p}" for p in bad)
         train_sampler = ResumableSampler(len(labels), shuffle=True, seed=args.seed, weights=balanced_weights(labels.tolist(), len(classes)) if sample_weights is not None else None)
         train_loader = feature_loader(features, labels, args.batch_size, train_sampler)
-        valid_loader = feature_loader(*extract(model, net.head, valid_loader, precision, ctx.device, args.channels_last, "valid")[:2], args.batch_size, None)
+        valid_loader = feature_loader(*extract(model, net.head, valid_loader, precision, inputs, "valid")[:2], args.batch_size, None)
         if test_loader is not None:
-            test_loader = feature_loader(*extract(model, net.head, test_loader, precision, ctx.device, args.channels_last, "test")[:2], args.batch_size, None)
+            test_loader = feature_loader(*extract(model, net.head, test_loader, precision, inputs, "test")[:2], args.batch_size, None)
         forward: nn.Module = net.head
         eval_forward: nn.Module = net.head
     else:
         if args.feature_cache == "auto" and args.finetune == "head":
             log.info("feature cache off: it needs --augment none and a single process")
-        train_loader = image_loader(splits.train, train_transform(preprocess, args.augment), args, train_sampler, ctx, decoded)
+        train_loader = image_loader(splits.train, train_pixels(preprocess, args.augment), args, train_sampler, ctx, decoded)
         forward = model
         eval_forward = model
         if ctx.enabled:
@@ -298,8 +299,8 @@ def run(args: argparse.Namespace) -> dict:
             set_mode(hook, "TRAIN")
             train_mode(model)
             progress = train_one_epoch(
-                forward, loss_fn, optimizer, scheduler, scaler, train_loader, precision, ctx.device,
-                progress=progress, epoch=epoch, clip_grad_norm=args.clip_grad_norm, channels_last=args.channels_last and not cached,
+                forward, loss_fn, optimizer, scheduler, scaler, train_loader, precision, inputs,
+                progress=progress, epoch=epoch, clip_grad_norm=args.clip_grad_norm,
                 should_stop=lambda: distributed.any_rank(stop.is_set(), ctx), timer=timer, observe=observe,
             )
             skipped.update(f"train:{p}" for p in progress.skipped)
@@ -311,7 +312,7 @@ def run(args: argparse.Namespace) -> dict:
                 )
             set_mode(hook, "EVAL")
             model.eval()
-            valid, *_, bad = evaluate(eval_forward, valid_loader, precision, ctx, args, "valid", hook, loss_fn)
+            valid, *_, bad = evaluate(eval_forward, valid_loader, precision, inputs, ctx, "valid", hook, loss_fn)
             skipped.update(f"valid:{p}" for p in bad)
             seen = sum(distributed.gather(progress.seen, ctx))
             row = {
@@ -345,7 +346,7 @@ def run(args: argparse.Namespace) -> dict:
         final = dict(history[-1]) if history else {}
         final.update({"best_epoch": best["epoch"], f"best_{args.early_stopping_metric}": best["value"]})
         report_split, report_loader = ("test", test_loader) if test_loader is not None else ("valid", valid_loader)
-        metrics, probabilities, targets, bad = evaluate(eval_forward, report_loader, precision, ctx, args, report_split, hook, loss_fn)
+        metrics, probabilities, targets, bad = evaluate(eval_forward, report_loader, precision, inputs, ctx, report_split, hook, loss_fn)
         skipped.update(f"{report_split}:{p}" for p in bad)
         final.update(metrics)
         final["skipped_images"] = len(skipped)
@@ -362,7 +363,7 @@ def run(args: argparse.Namespace) -> dict:
     write_class_report(out / f"{report_split}_report", classes, predicted, targets)
     draw_confusion_matrix(out / f"{report_split}_confusion_matrix.png", classes, predicted, targets, f"{args.model} on {report_split}")
     (out / "metrics.json").write_text(json.dumps({"final": final, "history": history}, indent=2))
-    valid_images = ImageDataset(splits.valid, eval_tf, strict=False)
+    valid_images = ImageDataset(splits.valid, eval_transform(preprocess), strict=False)  # the float input serving feeds
     sample = collate_skipping([valid_images[i] for i in range(min(4, len(valid_images)))])[0]
     write_artifact(
         Path(args.model_dir), net.model, arch=args.model, classes=classes, preprocess=preprocess, sample=sample,

@@ -37,23 +37,31 @@ def resize_square(pre: Preprocess) -> T.Compose:
     return T.Compose([T.Resize(pre.resize, interpolation=INTERPOLATIONS[pre.interpolation], antialias=True), T.CenterCrop(pre.resize)])
 
 
+def eval_pixels(pre: Preprocess) -> T.Compose:
+    """Resize the shorter side, center-crop; uint8 CHW out (on a cached square the resize is a no-op)."""
+    resize = T.Resize(pre.resize, interpolation=INTERPOLATIONS[pre.interpolation], antialias=True)
+    return T.Compose([resize, T.CenterCrop(pre.crop), T.ToImage(), T.ToPureTensor()])
+
+
 def eval_transform(pre: Preprocess) -> T.Compose:
-    """Resize the shorter side, center-crop, scale to 0..1, normalise (on a cached square the resize is a no-op)."""
-    return T.Compose([T.Resize(pre.resize, interpolation=INTERPOLATIONS[pre.interpolation], antialias=True), T.CenterCrop(pre.crop), *to_float(pre)])
+    """The eval pixels scaled to 0..1 and normalised: exactly what serving feeds the network."""
+    return T.Compose([eval_pixels(pre), *to_float(pre)])
 
 
-def train_transform(pre: Preprocess, augment: str) -> T.Compose:
-    """``none`` is the eval preset (and lets frozen-backbone features be cached); ``light`` adds a
-    random resized crop and a flip; ``strong`` adds TrivialAugment and random erasing."""
+def train_pixels(pre: Preprocess, augment: str) -> T.Compose:
+    """uint8 CHW training crops; the loaders hand them over as they are and ``DeviceInput`` normalises them.
+
+    ``none`` is the eval preset (and lets frozen-backbone features be cached); ``light`` adds a random resized
+    crop and a flip; ``strong`` adds TrivialAugment and random erasing (with the mean colour, which is 0 once normalised).
+    """
     if augment == "none":
-        return eval_transform(pre)
+        return eval_pixels(pre)
     steps = [
         T.RandomResizedCrop(pre.crop, scale=(0.35, 1.0), interpolation=INTERPOLATIONS[pre.interpolation], antialias=True),
         T.RandomHorizontalFlip(),
+        T.ToImage(),
     ]
     if augment == "strong":
-        steps.append(T.TrivialAugmentWide(interpolation=INTERPOLATIONS[pre.interpolation]))
-    steps += to_float(pre)
-    if augment == "strong":
-        steps.insert(-1, T.RandomErasing(p=0.25))
-    return T.Compose(steps)
+        mean_colour = [round(255 * m) for m in pre.mean]
+        steps += [T.TrivialAugmentWide(interpolation=INTERPOLATIONS[pre.interpolation]), T.RandomErasing(p=0.25, value=mean_colour)]
+    return T.Compose([*steps, T.ToPureTensor()])
