@@ -24,7 +24,7 @@ from bench.machine import describe
 from bench.photos import REPO, write_jpeg_folder
 from bench.report import save
 from bench.stats import rate, summary
-from train.data import ImageDataset, collate_skipping, loader_settings
+from train.data import ImageDataset, collate_skipping, core_share, loader_settings
 from train.decoded_cache import CachedImageDataset, open_or_build
 from train.sources import FolderSource, Split
 from train.engine import DeviceInput
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         plain = loader_rate(plain_imagefolder(folder, args.crop), workers, prefetch, args.batch, args.epochs)
         cache_root = Path(tmp) / "decoded-cache"
         started = time.perf_counter()
-        entry = open_or_build(source, pre, cache_root, workers, strict=False)
+        entry = open_or_build(source, pre, cache_root, core_share(), strict=False)  # as the trainer builds it: every core
         build_seconds = time.perf_counter() - started
         cached_epochs = loader_rate(CachedImageDataset(split, entry, train_pixels(pre, "light")), workers, prefetch, args.batch, args.epochs)
         first = len(source) / (build_seconds + len(source) / cached_epochs[0])

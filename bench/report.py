@@ -196,12 +196,15 @@ def agreement_section(r: dict) -> list[str]:
         "hint; with a re-check margin m, images whose top-1/top-2 probability gap is below m run again in fp32 "
         "(`SERVE_BF16_RECHECK_MARGIN`, default 0.1). Inference only, batches of 16.",
         "",
-        "| runtime | re-check margin | top-1 agreement with fp32 | images re-checked | images/s |",
-        "|---|---|---|---|---|",
+        "| runtime | re-check margin | top-1 agreement with fp32 | images re-checked | images/s | vs onnxruntime fp32 |",
+        "|---|---|---|---|---|---|",
     ]
+    reference = r["rows"][0]["images_per_sec"]
     for row in r["rows"]:
         margin = "-" if row["margin"] is None else row["margin"]
-        lines.append(f"| {row['runtime']} | {margin} | {row['agreement']:.4f} | {row['rechecked']} | {row['images_per_sec']} |")
+        lines.append(
+            f"| {row['runtime']} | {margin} | {row['agreement']:.4f} | {row['rechecked']} | {row['images_per_sec']} | {row['images_per_sec'] / reference:.2f}x |"
+        )
     return lines
 
 

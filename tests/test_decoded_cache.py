@@ -1,4 +1,8 @@
-"""The decoded-image cache on real Fashion-MNIST photos: same pixels as decoding, built once, shared safely."""
+"""The decoded-image cache on real Fashion-MNIST photos: same pixels as decoding, built once, shared safely.
+
+In this process builds use no DataLoader workers (forked workers in the pytest process were followed by a segfault
+later in the suite); the trainer test builds with worker processes in its own process.
+"""
 import logging
 import subprocess
 import sys
@@ -53,7 +57,7 @@ def test_cached_eval_pixels_equal_decoding_and_augmentation_runs_on_cached_squar
 def test_built_once_reused_and_rebuilt_when_a_file_changes(tmp_path, photos, caplog):
     caplog.set_level(logging.INFO, logger="train.decoded_cache")
     root = tmp_path / "cache"
-    first = decoded_cache.open_or_build(FolderSource(photos), PRE, root, workers=2, strict=False)
+    first = decoded_cache.open_or_build(FolderSource(photos), PRE, root, workers=0, strict=False)
     stamp = (first.folder / "images.u8").stat().st_mtime_ns
     again = decoded_cache.open_or_build(FolderSource(photos), PRE, root, workers=0, strict=False)
     assert again.folder == first.folder and (again.folder / "images.u8").stat().st_mtime_ns == stamp

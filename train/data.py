@@ -47,6 +47,11 @@ def report_unreadable(source: ImageSource, index: int, exc: Exception, strict: b
     log.warning("skipping unreadable image %s: %s", source.describe(index), exc)
 
 
+def core_share(ranks_on_node: int = 1) -> int:
+    """Usable cores per rank (the process's CPU affinity split between the node's ranks)."""
+    return max(len(os.sched_getaffinity(0)) // max(ranks_on_node, 1), 1)
+
+
 def loader_settings(workers: int | None, ranks_on_node: int = 1) -> tuple[int, int | None]:
     """(DataLoader workers, prefetch factor) per rank; ``workers=None`` picks them from the usable cores.
 
@@ -54,8 +59,7 @@ def loader_settings(workers: int | None, ranks_on_node: int = 1) -> tuple[int, i
     no worker processes on a single core. Two batches in flight per worker: 4 measured slower (bench/input_pipeline.py).
     """
     if workers is None:
-        share = max(len(os.sched_getaffinity(0)) // max(ranks_on_node, 1), 1)
-        workers = min(share - 1, 16)
+        workers = min(core_share(ranks_on_node) - 1, 16)
     return workers, (None if workers == 0 else 2)
 
 

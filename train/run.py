@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from train import checkpoint, distributed, sagemaker_env
-from train.data import ImageDataset, ResumableSampler, balanced_weights, class_loss_weights, collate_skipping, loader_settings
+from train.data import ImageDataset, ResumableSampler, balanced_weights, class_loss_weights, collate_skipping, core_share, loader_settings
 from train.decoded_cache import CachedImageDataset, DecodedImages, open_or_build
 from train.debugger import create_hook, record, set_mode
 from train.engine import DeviceInput, EpochProgress, Precision, cross_entropy, predict, resolve_precision, softmax, train_one_epoch
@@ -120,7 +120,7 @@ def open_decoded(splits: Splits, preprocess: Preprocess, args: argparse.Namespac
     if args.decoded_cache == "off":
         return {}
     root = sagemaker_env.decoded_cache_dir() if args.decoded_cache == "auto" else Path(args.decoded_cache)
-    workers, _ = loader_settings(args.workers, ctx.local_world_size)
+    workers = core_share(ctx.local_world_size)  # nothing else runs yet: every core of the rank's share decodes
     entries = {}
     for split in (splits.train, splits.valid, splits.test):
         if split is not None and id(split.source) not in entries:
