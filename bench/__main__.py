@@ -1,6 +1,6 @@
 """python -m bench {all,input,gpu,train,serve,agreement,report} [args]
 
-``all`` runs every benchmark one after the other (building the serving images first unless given), writes each
+``all`` runs every benchmark one after the other (building the images first unless given), writes each
 one's raw JSON to bench/results/ and regenerates docs/benchmarks.md with its plots; ``--smoke`` runs the same
 code on tiny inputs (the test suite's check that the suite works; its numbers mean nothing). With $BENCH_OUT
 set, results and the document go there instead.
@@ -38,18 +38,23 @@ def run_all(argv: list[str]) -> None:
     parser.add_argument(
         "--torch-serve-image", default=None, help="its torch flavour (default: build byoc-vision-serve:bench-torch; torch wheels from $TORCH_INDEX_URL when set)"
     )
+    parser.add_argument("--train-image", default=None, help="the training image timed by `bench train` (default: build byoc-vision-train:bench)")
     parser.add_argument("--only", nargs="+", choices=list(COMMANDS), default=list(COMMANDS), help="run these benchmarks only")
     args = parser.parse_args(argv)
-    if "serve" in args.only and not (args.serve_image and args.torch_serve_image):
-        from sagemaker_launch import images
+    from sagemaker_launch import images
 
+    torch_index = {"TORCH_INDEX_URL": os.environ["TORCH_INDEX_URL"]} if os.environ.get("TORCH_INDEX_URL") else {}  # as the tests do
+    if "serve" in args.only:
         args.serve_image = args.serve_image or images.build("serve", "bench", report.REPO)
-        torch_index = {"TORCH_INDEX_URL": os.environ["TORCH_INDEX_URL"]} if os.environ.get("TORCH_INDEX_URL") else {}  # as the tests do
         args.torch_serve_image = args.torch_serve_image or images.build("serve", "bench-torch", report.REPO, build_args={"FLAVOUR": "torch", **torch_index})
+    if "train" in args.only:
+        args.train_image = args.train_image or images.build("train", "bench", report.REPO, build_args=torch_index)
     for name in args.only:
         extra = SMOKE[name] if args.smoke else []
         if name == "serve":
             extra = [*extra, "--image", args.serve_image, "--torch-image", args.torch_serve_image]
+        if name == "train":
+            extra = [*extra, "--docker", args.train_image]
         started = time.perf_counter()
         print(f"== bench {name} {' '.join(extra)}", flush=True)
         COMMANDS[name](extra)

@@ -23,10 +23,11 @@ SECTIONS = {
 }
 
 
-def test_bench_all_smoke_writes_every_result_table_and_plot(tmp_path, serve_image, torch_serve_image):
+def test_bench_all_smoke_writes_every_result_table_and_plot(tmp_path, serve_image, torch_serve_image, train_image):
     before = {p: p.stat().st_mtime_ns for p in (REPO / "bench" / "results").glob("*.json")}
     env = {**os.environ, "BENCH_OUT": str(tmp_path)}
-    command = [sys.executable, "-m", "bench", "all", "--smoke", "--serve-image", serve_image, "--torch-serve-image", torch_serve_image]
+    command = [sys.executable, "-m", "bench", "all", "--smoke", "--serve-image", serve_image, "--torch-serve-image", torch_serve_image,
+               "--train-image", train_image]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     doc = (tmp_path / "benchmarks.md").read_text()
@@ -40,4 +41,5 @@ def test_bench_all_smoke_writes_every_result_table_and_plot(tmp_path, serve_imag
             assert image.width >= 600
     assert "| decoded-image cache (uint8 memmap) |" in doc and "**auto**" in doc
     assert "real JPEG, CPU decode" in doc  # the GPU benchmark's code ran (on the CPU, --allow-cpu)
+    assert f"Training image `{train_image}`" in doc  # docker run ... train was timed
     assert {p: p.stat().st_mtime_ns for p in (REPO / "bench" / "results").glob("*.json")} == before  # BENCH_OUT kept the repo's results
