@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import PIL
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from bench.machine import describe
@@ -26,8 +29,8 @@ from bench.report import save
 from bench.stats import rate, summary
 from train.data import ImageDataset, collate_skipping, core_share, loader_settings
 from train.decoded_cache import CachedImageDataset, open_or_build
-from train.sources import FolderSource, Split
 from train.engine import DeviceInput
+from train.sources import FolderSource, Split
 from train.transforms import Preprocess, train_pixels
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -36,7 +39,6 @@ SIMD_DIR = Path.home() / ".cache" / "byoc-vision" / "pillow-simd"
 
 def per_core(decoder: str, files: list[Path], pre: Preprocess, batch: int, reps: int) -> dict:
     """Images/s of one process: decode with ``decoder``, augment, collate (pin when CUDA is present)."""
-    from PIL import Image
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
     augment = train_pixels(pre, "light")
@@ -82,8 +84,6 @@ def pillow_simd(args: argparse.Namespace, folder: Path) -> dict:
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         return {"skipped": f"the Pillow-SIMD run failed: {result.stderr.strip()[-500:]}"}
-    import json
-
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -130,10 +130,6 @@ def main(argv: list[str] | None = None) -> dict:
     args.passthrough = ["--crop", str(args.crop), "--batch", str(args.batch), "--reps", str(args.reps)]
     pre = Preprocess(resize=round(args.crop / 0.875), crop=args.crop, mean=IMAGENET[0], std=IMAGENET[1])
     if args.per_core_only:  # the Pillow-SIMD child: PIL here is Pillow-SIMD
-        import json
-
-        import PIL
-
         files = FolderSource(args.data).files
         print(json.dumps({"version": PIL.__version__, **per_core("pil", files, pre, args.batch, args.reps)}))
         return {}
@@ -142,8 +138,6 @@ def main(argv: list[str] | None = None) -> dict:
         source = FolderSource(folder)
         split = Split(source, list(range(len(source))))
         workers, prefetch = loader_settings(None)
-        import PIL
-
         decoders = {
             f"PIL {PIL.__version__}": per_core("pil", source.files, pre, args.batch, args.reps),
             "torchvision.io.decode_jpeg": per_core("torchvision", source.files, pre, args.batch, args.reps),

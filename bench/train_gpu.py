@@ -14,6 +14,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -83,8 +84,6 @@ def synchronize(device: torch.device) -> None:
 
 def timed_steps(trainer: Trainer, batches, steps: int, warmup: int, reps: int, batch: int, sampler_path: Path) -> dict:
     """Images/s over ``reps`` runs of ``steps`` steps after ``warmup`` steps (compilation happens there), with GPU use."""
-    import time
-
     source = iter(batches)
     for _ in range(warmup):
         trainer.step(*next(source))

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from train.errors import TrainingError
-from train.sources import ImageSource, Split
+from train.sources import Split
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +32,14 @@ class ImageDataset(Dataset):
         try:
             image = source.read(index)
         except Exception as exc:  # PIL raises many types for bad files
-            report_unreadable(source, index, exc, self.strict)
+            if self.strict:
+                raise TrainingError(
+                    f"Cannot read image {source.describe(index)}: {exc}. Remove or replace the file, "
+                    "or drop --strict-data to skip unreadable images."
+                ) from exc
+            log.warning("skipping unreadable image %s: %s", source.describe(index), exc)
             return None, source.labels[index], position
         return self.transform(image), source.labels[index], position
-
-
-def report_unreadable(source: ImageSource, index: int, exc: Exception, strict: bool) -> None:
-    """Raise (``strict``) or log that image ``index`` cannot be decoded."""
-    if strict:
-        raise TrainingError(
-            f"Cannot read image {source.describe(index)}: {exc}. Remove or replace the file, "
-            "or drop --strict-data to skip unreadable images."
-        ) from exc
-    log.warning("skipping unreadable image %s: %s", source.describe(index), exc)
 
 
 def core_share(ranks_on_node: int = 1) -> int:

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2 as T
 
-from train.data import report_unreadable
+from train.data import ImageDataset
 from train.engine import _progress_bar
 from train.sources import ImageSource, Split
 from train.transforms import Preprocess, resize_square
@@ -82,24 +83,6 @@ def open_or_build(source: ImageSource, pre: Preprocess, root: Path, workers: int
     return DecodedImages(folder, len(source), pre.resize)
 
 
-class _Squares(Dataset):
-    """(index, uint8 HWC square or None) for every image of a source."""
-
-    def __init__(self, source: ImageSource, pre: Preprocess, strict: bool):
-        self.source, self.resize, self.strict = source, resize_square(pre), strict
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int):
-        try:
-            image = self.source.read(index)
-        except Exception as exc:  # PIL raises many types for bad files
-            report_unreadable(self.source, index, exc, self.strict)
-            return index, None
-        return index, np.asarray(self.resize(image), dtype=np.uint8)
-
-
 def _build(source: ImageSource, pre: Preprocess, folder: Path, workers: int, strict: bool) -> None:
     """Decode into a private folder and rename it into place; nothing is left behind on failure."""
     partial = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
@@ -121,9 +104,10 @@ def _decode_into(source: ImageSource, pre: Preprocess, partial: Path, workers: i
     started = time.perf_counter()
     images = np.memmap(partial / "images.u8", dtype=np.uint8, mode="w+", shape=(len(source), pre.resize, pre.resize, 3))
     readable = np.zeros(len(source), dtype=bool)
-    loader = DataLoader(_Squares(source, pre, strict), batch_size=64, num_workers=workers, collate_fn=list)
+    squares = ImageDataset(Split(source, list(range(len(source)))), T.Compose([resize_square(pre), np.asarray]), strict)
+    loader = DataLoader(squares, batch_size=64, num_workers=workers, collate_fn=list)
     for batch in _progress_bar(loader, "decoding into the cache", len(loader)):
-        for index, square in batch:
+        for square, _label, index in batch:
             if square is not None:
                 images[index] = square
                 readable[index] = True
