@@ -25,7 +25,7 @@ import fashion_mnist  # noqa: E402
 
 from bench.machine import describe  # noqa: E402
 from bench.report import save  # noqa: E402
-from train.metric_log import metric_definitions  # noqa: E402
+from byoc_contract.metric_log import metric_definitions  # noqa: E402
 
 REGEX = {d["Name"]: re.compile(d["Regex"]) for d in metric_definitions()}
 

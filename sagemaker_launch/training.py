@@ -6,7 +6,7 @@ import time
 
 from sagemaker_launch import aws, resources, rules, validate
 from sagemaker_launch.errors import LaunchError
-from train.metric_log import metric_definitions
+from byoc_contract.metric_log import metric_definitions
 
 INPUT_MODES = ("File", "FastFile")
 TERMINAL = ("Completed", "Failed", "Stopped")

@@ -8,8 +8,8 @@ import botocore.exceptions
 
 from sagemaker_launch import aws, training, validate
 from sagemaker_launch.errors import LaunchError
-from train import search_space
-from train.metric_log import METRIC_NAMES
+from byoc_contract import search_space
+from byoc_contract.metric_log import METRIC_NAMES
 
 STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parameter_ranges(path: str | None) -> dict:
-    """SageMaker ``ParameterRanges`` from the YAML search space (``train.search_space`` checks each range)."""
+    """SageMaker ``ParameterRanges`` from the YAML search space (``byoc_contract.search_space`` checks each range)."""
     try:
         space = search_space.load(path)
     except ValueError as exc:

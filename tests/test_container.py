@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from train.metric_log import metric_definitions
+from byoc_contract.metric_log import metric_definitions
 
 pytestmark = pytest.mark.container
 HYPER = {"model": "resnet18", "pretrained": "none", "epochs": 2, "batch_size": 32, "image_size": 32, "workers": 2}

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from train.metric_log import METRIC_NAMES, format_line, metric_definitions
+from byoc_contract.metric_log import METRIC_NAMES, format_line, metric_definitions
 from train.metrics import classification_metrics, confusion_matrix, roc_auc
 
 

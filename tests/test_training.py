@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import run_trainer
-from train.metric_log import metric_definitions
+from byoc_contract.metric_log import metric_definitions
 
 SMALL = ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "32", "--workers", "0"]
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from train.errors import TrainingError
+
 log = logging.getLogger(__name__)
 
 PATTERN = re.compile(r"^checkpoint-e(\d+)-s(\d+)\.pt$")
@@ -50,10 +52,17 @@ def save(directory: Path, state: dict, epoch: int, step: int) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / name_for(epoch, step)
     temporary = directory / f".{final.name}.tmp-{os.getpid()}"
-    torch.save(state, temporary)
-    with temporary.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, final)
+    try:
+        torch.save(state, temporary)
+        with temporary.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+    except (OSError, RuntimeError) as exc:  # disk full, quota, read-only: torch reports some of these as RuntimeError
+        temporary.unlink(missing_ok=True)  # the folder is synced to S3: leave no partial file behind
+        raise TrainingError(
+            f"Could not write the checkpoint {final} ({exc}). Free space on the job's volume or raise VolumeSizeInGB "
+            "(byoc-launch train --volume-gb); the checkpoints already there are kept, so the job resumes from the last one."
+        ) from exc
     for old in _sorted(directory)[:-KEEP]:
         old.unlink(missing_ok=True)
     return final

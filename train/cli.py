@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from train import sagemaker_env
-from train.metric_log import METRIC_NAMES
+from byoc_contract.metric_log import METRIC_NAMES
+from byoc_contract.rules import DEFAULT_RULES, RULE_NAMES
 from train.models import POLICIES
 from train.transforms import AUGMENTATIONS
 
@@ -109,9 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--output-data-dir", type=str, default=str(sagemaker_env.output_data_dir()), help="reports and metrics")
     out.add_argument("--checkpoint-dir", type=str, default=str(sagemaker_env.checkpoint_dir()), help="checkpoints, resumed from on start")
     out.add_argument("--tensorboard-dir", type=str, default=str(sagemaker_env.tensorboard_dir()))
-    out.add_argument("--debugger-out", type=str, default=None, help="enable the smdebug hook without SageMaker, saving tensors here")
-    out.add_argument("--debugger-interval", type=int, default=10, help="save tensors every N steps (with --debugger-out)")
+    out.add_argument("--debugger-out", type=str, default=None, help="save the smdebug hook's tensors here too (the in-job rules read them from here then)")
+    out.add_argument("--debugger-interval", type=int, default=10, help="save tensors every N steps (for the in-job rules and --debugger-out)")
     out.add_argument("--profiler-interval", type=float, default=0.5, help="seconds between system samples for the profiling report (0: no profiling)")
+    out.add_argument(
+        "--debugger-rules",
+        type=str,
+        default=",".join(DEFAULT_RULES),
+        help=f"Debugger rules judged inside the job at each epoch end (comma list of {', '.join(RULE_NAMES)}; all; none)",
+    )
+    out.add_argument(
+        "--stop-on-rule", type=str, nargs="*", default=[], metavar="RULE", help="stop at the epoch end when one of these rules finds issues (comma or space list)"
+    )
     out.add_argument("--debugger-collections", type=str, default="losses,weights,gradients,biases", help="smdebug collections (with --debugger-out)")
     return parser
 

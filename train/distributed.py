@@ -50,15 +50,6 @@ def gather(obj, ctx: Context) -> list:
     return out
 
 
-def broadcast(obj, ctx: Context):
-    """Rank 0's ``obj`` on every rank."""
-    if not ctx.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def any_rank(flag: bool, ctx: Context) -> bool:
     """True on every rank when ``flag`` is true on any (so all ranks stop at the same step)."""
     if not ctx.enabled:

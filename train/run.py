@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -19,23 +18,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from train import checkpoint, distributed, sagemaker_env
-from train.data import ImageDataset, ResumableSampler, balanced_weights, class_loss_weights, collate_skipping, core_share, loader_settings
-from train.decoded_cache import CachedImageDataset, DecodedImages, open_or_build
+from byoc_contract.metric_log import format_line
+from byoc_contract.rules import rule_names
+from train import distributed, finish, sagemaker_env
+from train.data import class_loss_weights, loader_settings
 from train.debugger import create_hook, record, set_mode
-from train.engine import DeviceInput, EpochProgress, Precision, cross_entropy, predict, resolve_precision, softmax, train_one_epoch
+from train.engine import DeviceInput, Precision, cross_entropy, predict, resolve_precision, softmax, train_one_epoch
 from train.errors import Interrupted, TrainingError, write_failure
-from train.export import write_artifact
-from train.features import extract, feature_loader
-from train.metric_log import format_line
+from train.loaders import Loaders, build_loaders
 from train.metrics import classification_metrics
 from train.models import build_network, set_policy, train_mode
 from train.profiler import StepTimer, SystemSampler, write_run_info
-from train.report import draw_confusion_matrix, write_class_report
-from train.sources import Split, Splits, load_splits
-from train.transforms import Preprocess, eval_pixels, eval_transform, train_pixels
+from train.sources import load_splits
+from train.state import Trainables, TrainingState
+from train.transforms import Preprocess
 
 log = logging.getLogger("train")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -76,17 +73,6 @@ def resolve_pretrained(choice: str) -> str:
     return str(files[0]) if files else "imagenet"
 
 
-def require_compiler(device: torch.device) -> None:
-    """torch.compile generates C++ (CPU) or Triton launchers (GPU), both built with a C compiler at run time."""
-    import shutil
-
-    if not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
-        raise TrainingError(
-            f"--compile needs a C compiler to build its {'Triton' if device.type == 'cuda' else 'C++'} kernels, and this "
-            "image has none (compilers stay out of the training image). Drop --compile, or build an image that adds gcc."
-        )
-
-
 def lr_factor(step: int, steps_per_epoch: int, args: argparse.Namespace) -> float:
     """Linear warm-up, then cosine to zero, step decay, or constant."""
     warmup = args.warmup_epochs * steps_per_epoch
@@ -115,41 +101,6 @@ def build_optimizer(args: argparse.Namespace, head: list[nn.Parameter], backbone
     return torch.optim.AdamW(groups, fused=device.type == "cuda")
 
 
-def open_decoded(splits: Splits, preprocess: Preprocess, args: argparse.Namespace, ctx: distributed.Context) -> dict[int, DecodedImages]:
-    """Decoded-image cache entries of the splits' sources (by ``id``); empty when the cache is off or cannot fit."""
-    if args.decoded_cache == "off":
-        return {}
-    root = sagemaker_env.decoded_cache_dir() if args.decoded_cache == "auto" else Path(args.decoded_cache)
-    workers = core_share(ctx.local_world_size)  # nothing else runs yet: every core of the rank's share decodes
-    entries = {}
-    for split in (splits.train, splits.valid, splits.test):
-        if split is not None and id(split.source) not in entries:
-            entry = open_or_build(split.source, preprocess, root, workers, args.strict_data)
-            if entry is None:
-                return {}
-            entries[id(split.source)] = entry
-    return entries
-
-
-def image_loader(
-    split: Split, transform, args: argparse.Namespace, sampler: ResumableSampler, ctx: distributed.Context, decoded: dict[int, DecodedImages]
-) -> DataLoader:
-    """Batches of one split, from the decoded-image cache when it holds the split's source."""
-    entry = decoded.get(id(split.source))
-    dataset = CachedImageDataset(split, entry, transform) if entry else ImageDataset(split, transform, strict=args.strict_data)
-    workers, prefetch = loader_settings(args.workers, ctx.local_world_size)
-    return DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        prefetch_factor=prefetch,
-        collate_fn=collate_skipping,
-        pin_memory=ctx.device.type == "cuda",
-        persistent_workers=workers > 0,
-    )
-
-
 def evaluate(forward, loader, precision: Precision, inputs: DeviceInput, ctx: distributed.Context, prefix: str, hook, loss_fn: nn.Module):
     """Metrics of one split, gathered over ranks: (metrics with ``prefix_``, probabilities, targets, skipped).
 
@@ -167,20 +118,110 @@ def evaluate(forward, loader, precision: Precision, inputs: DeviceInput, ctx: di
     return {f"{prefix}_{k}": v for k, v in metrics.items()}, probabilities, targets, skipped
 
 
+def attach_rules(args: argparse.Namespace, model: nn.Module, loss_fn: nn.Module, precision: Precision, ctx: distributed.Context):
+    """The smdebug hook (SageMaker's config, --debugger-out, or the in-job rules' own folder) and the in-job rules.
+
+    Returns ``(hook, rules)``; either may be None. Only the main process saves tensors and judges them.
+    """
+    try:
+        names, stop_on = rule_names(args.debugger_rules), rule_names(" ".join(args.stop_on_rule))
+    except ValueError as exc:
+        raise TrainingError(f"Bad --debugger-rules or --stop-on-rule: {exc}.") from None
+    missing = [n for n in stop_on if n not in names]
+    if missing:
+        raise TrainingError(f"--stop-on-rule {', '.join(missing)}: not among the evaluated rules ({', '.join(names) or 'none'}); add it to --debugger-rules.")
+    if not ctx.is_main:
+        return None, None
+    from train.debug.in_job import InJobRules, collections_for
+
+    out, collections = args.debugger_out, args.debugger_collections
+    if names and not out:  # the rules' own folder, fresh for this process (the hook's steps restart at 0 on resume)
+        out, collections = str(sagemaker_env.rule_tensors_dir()), ",".join(collections_for(names))
+        if not sagemaker_env.debug_hook_config().is_file():
+            shutil.rmtree(out, ignore_errors=True)
+    elif names:
+        collections = ",".join(sorted(set(collections.split(",")) | set(collections_for(names))))
+    hook = create_hook(out, args.debugger_interval, collections, model, loss_fn, activations=precision.dtype is None)
+    if not names:
+        return hook, None
+    log.info("in-job Debugger rules: %s, judged at each epoch end%s", ", ".join(names), f"; --stop-on-rule {', '.join(stop_on)}" if stop_on else "")
+    return hook, InJobRules(names, Path(hook.out_dir), stop_on)
+
+
+def fit(
+    args: argparse.Namespace, ctx: distributed.Context, loaders: Loaders, parts: Trainables, state: TrainingState, *,
+    precision: Precision, inputs: DeviceInput, loss_fn: nn.Module, hook, rules, timer: StepTimer,
+) -> None:
+    """The epoch loop: train, validate, checkpoint, print the metric line; stops early, on SIGTERM, or on a rule."""
+    checkpoint_dir = Path(args.checkpoint_dir)
+    writer = None
+    if ctx.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(args.tensorboard_dir)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    save = partial(state.save, checkpoint_dir, parts) if ctx.is_main else lambda: None
+    for epoch in range(state.epoch, args.epochs):
+        loaders.train_sampler.set_epoch(epoch, start=state.progress.step * args.batch_size)
+        set_mode(hook, "TRAIN")
+        train_mode(parts.model)
+        state.progress = train_one_epoch(
+            loaders.forward, loss_fn, parts.optimizer, parts.scheduler, parts.scaler, loaders.train, precision, inputs,
+            progress=state.progress, epoch=epoch, clip_grad_norm=args.clip_grad_norm,
+            should_stop=lambda: distributed.any_rank(stop.is_set(), ctx), timer=timer, observe=partial(record, hook),
+        )
+        state.skipped.update(f"train:{p}" for p in state.progress.skipped)
+        if state.progress.interrupted:
+            save()
+            raise Interrupted(
+                f"Stopped by SIGTERM during epoch {epoch + 1} after {state.progress.step} steps; a checkpoint was saved in "
+                f"{checkpoint_dir}. Start the job again with the same checkpoint location to resume from that step."
+            )
+        set_mode(hook, "EVAL")
+        parts.model.eval()
+        valid, *_, bad = evaluate(loaders.eval_forward, loaders.valid, precision, inputs, ctx, "valid", hook, loss_fn)
+        state.skipped.update(f"valid:{p}" for p in bad)
+        seen = sum(distributed.gather(state.progress.seen, ctx))
+        progress = state.progress
+        row = {
+            "train_loss": progress.loss_sum / max(progress.seen, 1), "train_acc": progress.correct / max(progress.seen, 1),
+            "lr": parts.optimizer.param_groups[0]["lr"], "epoch_seconds": progress.seconds, "images_per_sec": seen / max(progress.seconds, 1e-9),
+            **valid, "skipped_images": len(state.skipped),
+        }  # fmt: skip
+        state.end_epoch(row, args.early_stopping_metric, parts.model)
+        save()
+        if writer is not None:
+            print(format_line(row, epoch + 1), flush=True)
+            for name, v in row.items():
+                writer.add_scalar(name.replace("_", "/", 1), v, epoch + 1)
+            writer.flush()
+        fired = rules.evaluate() if rules is not None else None
+        if distributed.any_rank(fired is not None, ctx):
+            if fired is not None:
+                rules.stop(fired, epoch + 1, checkpoint_dir)
+            break
+        if args.early_stopping_patience and state.bad_epochs >= args.early_stopping_patience:
+            log.info(
+                "early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
+                args.early_stopping_metric, state.bad_epochs, state.best["value"], state.best["epoch"],
+            )
+            break
+    if writer is not None:
+        writer.close()
+
+
 def run(args: argparse.Namespace) -> dict:
     """Train, evaluate and export; returns the final metrics. Raises TrainingError / Interrupted."""
     ctx = distributed.setup()
     configure_logging(ctx.is_main)
     seed_everything(args.seed, args.deterministic)
-    splits = load_splits(
-        Path(args.train), Path(args.valid), Path(args.test), args.valid_fraction, args.test_fraction, args.seed
-    )
-    classes = splits.classes
+    splits = load_splits(Path(args.train), Path(args.valid), Path(args.test), args.valid_fraction, args.test_fraction, args.seed)
     log.info(
         "data: %s layout, %d classes, %d train / %d valid / %s test images",
-        splits.layout, len(classes), len(splits.train), len(splits.valid), len(splits.test) if splits.test else "no",
+        splits.layout, len(splits.classes), len(splits.train), len(splits.valid), len(splits.test) if splits.test else "no",
     )
-    net = build_network(args.model, len(classes), resolve_pretrained(args.pretrained))
+    net = build_network(args.model, len(splits.classes), resolve_pretrained(args.pretrained))
     preprocess = Preprocess(
         resize=args.resize_size or round(args.image_size / 0.875), crop=args.image_size, mean=net.mean, std=net.std, interpolation=net.interpolation
     )
@@ -194,200 +235,53 @@ def run(args: argparse.Namespace) -> dict:
         args.model, args.finetune, sum(p.numel() for p in head_params + backbone_params), sum(p.numel() for p in model.parameters()),
         precision.name, ctx.device, ctx.world_size,
     )
-
-    loss_weight = class_loss_weights(splits.train.labels, len(classes)).to(ctx.device) if args.imbalance == "weighted-loss" else None
+    loss_weight = class_loss_weights(splits.train.labels, len(splits.classes)).to(ctx.device) if args.imbalance == "weighted-loss" else None
     loss_fn = nn.CrossEntropyLoss(weight=loss_weight, label_smoothing=args.label_smoothing)
-    hook = (
-        create_hook(args.debugger_out, args.debugger_interval, args.debugger_collections, model, loss_fn, activations=precision.dtype is None)
-        if ctx.is_main
-        else None
-    )
-
-    sample_weights = balanced_weights(splits.train.labels, len(classes)) if args.imbalance == "balanced-sampler" else None
-    train_sampler = ResumableSampler(len(splits.train), shuffle=True, seed=args.seed, rank=ctx.rank, world_size=ctx.world_size, weights=sample_weights)
-
-    def eval_sampler(split: Split) -> ResumableSampler:
-        return ResumableSampler(len(split), shuffle=False, seed=args.seed, rank=ctx.rank, world_size=ctx.world_size)
-
-    eval_tf = eval_pixels(preprocess)
+    hook, rules = attach_rules(args, model, loss_fn, precision, ctx)
     inputs = DeviceInput(ctx.device, args.channels_last, preprocess.mean, preprocess.std)
-    cached = args.feature_cache == "auto" and args.finetune == "head" and args.augment == "none" and not ctx.enabled
-    decoded = {} if cached else open_decoded(splits, preprocess, args, ctx)  # cached features decode each image once anyway
-    valid_loader = image_loader(splits.valid, eval_tf, args, eval_sampler(splits.valid), ctx, decoded)
-    test_loader = image_loader(splits.test, eval_tf, args, eval_sampler(splits.test), ctx, decoded) if splits.test else None
-    skipped: set[str] = set()
-    if cached:
-        log.info("backbone frozen and no augmentation: caching its features once, then training the head alone")
-        sequential = ResumableSampler(len(splits.train), shuffle=False, seed=args.seed)
-        features, labels, bad = extract(model, net.head, image_loader(splits.train, eval_tf, args, sequential, ctx, decoded), precision, inputs, "train")
-        skipped.update(f"train:{p}" for p in bad)
-        train_sampler = ResumableSampler(len(labels), shuffle=True, seed=args.seed, weights=balanced_weights(labels.tolist(), len(classes)) if sample_weights is not None else None)
-        train_loader = feature_loader(features, labels, args.batch_size, train_sampler)
-        valid_loader = feature_loader(*extract(model, net.head, valid_loader, precision, inputs, "valid")[:2], args.batch_size, None)
-        if test_loader is not None:
-            test_loader = feature_loader(*extract(model, net.head, test_loader, precision, inputs, "test")[:2], args.batch_size, None)
-        forward: nn.Module = net.head
-        eval_forward: nn.Module = net.head
-    else:
-        if args.feature_cache == "auto" and args.finetune == "head":
-            log.info("feature cache off: it needs --augment none and a single process")
-        train_loader = image_loader(splits.train, train_pixels(preprocess, args.augment), args, train_sampler, ctx, decoded)
-        forward = model
-        eval_forward = model
-        if ctx.enabled:
-            forward = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
-        if args.compile:
-            require_compiler(ctx.device)
-            forward = torch.compile(forward)
-            eval_forward = torch.compile(model)
+    loaders = build_loaders(splits, net, model, preprocess, precision, inputs, args, ctx)
 
-    steps_per_epoch = len(train_loader)
     optimizer = build_optimizer(args, head_params, backbone_params, ctx.device)
+    steps_per_epoch = len(loaders.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, args))
-    scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision.dtype == torch.float16)
+    parts = Trainables(net.model, optimizer, scheduler, torch.amp.GradScaler(ctx.device.type, enabled=precision.dtype == torch.float16))
+    resumed = TrainingState.restore(Path(args.checkpoint_dir), parts)
+    state = resumed or TrainingState()
+    state.skipped.update(loaders.skipped)
+    if state.epoch >= args.epochs:
+        log.info("the checkpoint has finished all %d epochs: evaluating and exporting its best weights again", args.epochs)
 
-    checkpoint_dir = Path(args.checkpoint_dir)
-    start_epoch, progress, history, best, bad_epochs = 0, EpochProgress(), [], {"value": None, "epoch": 0, "weights": None}, 0
-    resumed = checkpoint.load_latest(checkpoint_dir)
-    if resumed is not None:
-        try:
-            net.model.load_state_dict(resumed["model"])
-            optimizer.load_state_dict(resumed["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise TrainingError(
-                f"The checkpoint in {checkpoint_dir} was written by a different model or settings ({exc}). "
-                "Use an empty checkpoint location for a new job, or the same --model/--finetune to resume."
-            ) from exc
-        scheduler.load_state_dict(resumed["scheduler"])
-        scaler.load_state_dict(resumed["scaler"])
-        checkpoint.restore_rng(resumed["rng"])
-        start_epoch, history, best, bad_epochs = resumed["epoch"], resumed["history"], resumed["best"], resumed["bad_epochs"]
-        progress = EpochProgress(**resumed["progress"])
-        skipped.update(resumed["skipped"])
-        if start_epoch >= args.epochs:
-            log.info("the checkpoint has finished all %d epochs: evaluating and exporting its best weights again", args.epochs)
-
-    def save_checkpoint(epoch: int) -> None:
-        if ctx.is_main:
-            state = {
-                "epoch": epoch, "step": progress.step, "model": net.model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": checkpoint.rng_state(),
-                "progress": progress.state(), "history": history, "best": best, "bad_epochs": bad_epochs, "skipped": sorted(skipped),
-            }
-            checkpoint.save(checkpoint_dir, state, epoch, progress.step)
-
-    writer = None
-    if ctx.is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(args.tensorboard_dir)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    higher_is_better = not args.early_stopping_metric.endswith("loss")
-
-    profile_dir = Path(args.output_data_dir) / "profiler"
+    out = Path(args.output_data_dir)
     profiling = ctx.is_main and args.profiler_interval > 0
     if profiling:
         if resumed is None:
-            shutil.rmtree(profile_dir, ignore_errors=True)
-        write_run_info(profile_dir, ctx.device, loader_settings(args.workers, ctx.local_world_size)[0], args.batch_size, args.model)
-    timer = StepTimer(profile_dir / "steps.jsonl" if profiling else None, ctx.device)
-    observe = partial(record, hook)
-    with SystemSampler(profile_dir / "system.jsonl", args.profiler_interval) if profiling else nullcontext():
-        for epoch in range(start_epoch, args.epochs):
-            train_sampler.set_epoch(epoch, start=progress.step * args.batch_size)
-            set_mode(hook, "TRAIN")
-            train_mode(model)
-            progress = train_one_epoch(
-                forward, loss_fn, optimizer, scheduler, scaler, train_loader, precision, inputs,
-                progress=progress, epoch=epoch, clip_grad_norm=args.clip_grad_norm,
-                should_stop=lambda: distributed.any_rank(stop.is_set(), ctx), timer=timer, observe=observe,
-            )
-            skipped.update(f"train:{p}" for p in progress.skipped)
-            if progress.interrupted:
-                save_checkpoint(epoch)
-                raise Interrupted(
-                    f"Stopped by SIGTERM during epoch {epoch + 1} after {progress.step} steps; a checkpoint was saved in "
-                    f"{checkpoint_dir}. Start the job again with the same checkpoint location to resume from that step."
-                )
-            set_mode(hook, "EVAL")
-            model.eval()
-            valid, *_, bad = evaluate(eval_forward, valid_loader, precision, inputs, ctx, "valid", hook, loss_fn)
-            skipped.update(f"valid:{p}" for p in bad)
-            seen = sum(distributed.gather(progress.seen, ctx))
-            row = {
-                "train_loss": progress.loss_sum / max(progress.seen, 1), "train_acc": progress.correct / max(progress.seen, 1),
-                "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": progress.seconds, "images_per_sec": seen / max(progress.seconds, 1e-9),
-                **valid, "skipped_images": len(skipped),
-            }
-            history.append({"epoch": epoch + 1, **row})
-            value = row[args.early_stopping_metric]
-            improved = best["value"] is None or (value > best["value"] if higher_is_better else value < best["value"])
-            if improved:
-                best = {"value": value, "epoch": epoch + 1, "weights": {k: v.detach().cpu().clone() for k, v in net.model.state_dict().items()}}
-                bad_epochs = 0
-            else:
-                bad_epochs += 1
-            progress = EpochProgress()
-            save_checkpoint(epoch + 1)
-            if ctx.is_main:
-                print(format_line(row, epoch + 1), flush=True)
-                for name, v in row.items():
-                    writer.add_scalar(name.replace("_", "/", 1), v, epoch + 1)
-                writer.flush()
-            if args.early_stopping_patience and bad_epochs >= args.early_stopping_patience:
-                log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)", args.early_stopping_metric, bad_epochs, best["value"], best["epoch"])
-                break
-
-        if best["weights"] is not None:
-            net.model.load_state_dict(best["weights"])
-            log.info("using the weights of epoch %d (best %s = %.4f)", best["epoch"], args.early_stopping_metric, best["value"])
+            shutil.rmtree(out / "profiler", ignore_errors=True)
+        write_run_info(out / "profiler", ctx.device, loader_settings(args.workers, ctx.local_world_size)[0], args.batch_size, args.model)
+    timer = StepTimer(out / "profiler" / "steps.jsonl" if profiling else None, ctx.device)
+    with SystemSampler(out / "profiler" / "system.jsonl", args.profiler_interval) if profiling else nullcontext():
+        fit(args, ctx, loaders, parts, state, precision=precision, inputs=inputs, loss_fn=loss_fn, hook=hook, rules=rules, timer=timer)
+        state.load_best(net.model, args.early_stopping_metric)
         model.eval()
-        final = dict(history[-1]) if history else {}
-        final.update({"best_epoch": best["epoch"], f"best_{args.early_stopping_metric}": best["value"]})
-        report_split, report_loader = ("test", test_loader) if test_loader is not None else ("valid", valid_loader)
-        metrics, probabilities, targets, bad = evaluate(eval_forward, report_loader, precision, inputs, ctx, report_split, hook, loss_fn)
-        skipped.update(f"{report_split}:{p}" for p in bad)
-        final.update(metrics)
-        final["skipped_images"] = len(skipped)
+        final = dict(state.history[-1]) if state.history else {}
+        final.update({"best_epoch": state.best["epoch"], f"best_{args.early_stopping_metric}": state.best["value"]})
+        split, loader = ("test", loaders.test) if loaders.test is not None else ("valid", loaders.valid)
+        metrics, probabilities, targets, bad = evaluate(loaders.eval_forward, loader, precision, inputs, ctx, split, hook, loss_fn)
+        state.skipped.update(f"{split}:{p}" for p in bad)
+        final.update(metrics, skipped_images=len(state.skipped))
         if hook is not None:
             hook.close()
     distributed.teardown(ctx)
     if not ctx.is_main:
         return final
-    print(format_line({k: v for k, v in final.items() if k.startswith("test_")} | {"skipped_images": len(skipped)}), flush=True)
-    writer.close()
-    out = Path(args.output_data_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    predicted = probabilities.argmax(axis=1)
-    write_class_report(out / f"{report_split}_report", classes, predicted, targets)
-    draw_confusion_matrix(out / f"{report_split}_confusion_matrix.png", classes, predicted, targets, f"{args.model} on {report_split}")
-    (out / "metrics.json").write_text(json.dumps({"final": final, "history": history}, indent=2))
-    valid_images = ImageDataset(splits.valid, eval_transform(preprocess), strict=False)  # the float input serving feeds
-    sample = collate_skipping([valid_images[i] for i in range(min(4, len(valid_images)))])[0]
-    write_artifact(
-        Path(args.model_dir), net.model, arch=args.model, classes=classes, preprocess=preprocess, sample=sample,
-        metrics=final, hyperparameters=vars(args),
-        data={"layout": splits.layout, "train": len(splits.train), "valid": len(splits.valid), "test": len(splits.test) if splits.test else 0, "skipped_images": len(skipped)},
-    )
-    log.info("artifact written to %s", args.model_dir)
+    print(format_line({k: v for k, v in final.items() if k.startswith("test_")} | {"skipped_images": len(state.skipped)}), flush=True)
+    finish.write_reports(out, split, splits.classes, probabilities, targets, args.model, final, state.history)
+    finish.export(Path(args.model_dir), net.model, args.model, splits, preprocess, final, vars(args))
+    if rules is not None:
+        rules.evaluate(final=True)
+        rules.write(out)
     if profiling:
-        write_profiling_report(out)
+        finish.write_profiling_report(out)
     return final
-
-
-def write_profiling_report(out: Path) -> None:
-    """Render the profiling report into ``out``; a failure here is logged and does not fail the finished job."""
-    from train.debug.html_report import render
-    from train.debug.verdicts import table
-
-    try:
-        path, verdicts = render(out, {})
-    except Exception:  # the model is already saved: report the bug, keep the job's result
-        log.exception("the profiling report could not be rendered (the model and metrics are saved); please report this")
-        return
-    log.info("profiling report: %s\n%s", path, table(verdicts))
-
 
 def run_and_report(args: argparse.Namespace) -> int:
     """Run; on failure write the reason to /opt/ml/output/failure and return a non-zero exit code."""

@@ -1,7 +1,6 @@
 """Where SageMaker puts things: every SM_* variable and /opt/ml path is read here, and nowhere else."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -42,20 +41,11 @@ def channel_dir(name: str) -> Path:
     return Path(os.environ.get(f"SM_CHANNEL_{name.upper()}", base_dir() / "input" / "data" / name))
 
 
+def rule_tensors_dir() -> Path:
+    """Where the hook saves the tensors the in-job rules read (SageMaker's DebugHookConfig LocalPath default)."""
+    return base_dir() / "output" / "tensors"
+
+
 def debug_hook_config() -> Path:
     """The file SageMaker writes when the job has a DebuggerHookConfig."""
     return base_dir() / "input" / "config" / "debughookconfig.json"
-
-
-def resource_config() -> dict:
-    """Hosts of the job (``{"current_host": "algo-1", "hosts": [...]}``); one local host when absent."""
-    path = base_dir() / "input" / "config" / "resourceconfig.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    return {"current_host": "algo-1", "hosts": ["algo-1"]}
-
-
-def num_gpus() -> int | None:
-    """SM_NUM_GPUS when SageMaker sets it, else None (the caller asks torch)."""
-    value = os.environ.get("SM_NUM_GPUS")
-    return int(value) if value else None

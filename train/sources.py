@@ -19,7 +19,6 @@ from byoc_images import IMAGE_EXTENSIONS, open_rgb
 
 log = logging.getLogger(__name__)
 
-SPLIT_NAMES = ("train", "valid", "test")
 SPLIT_ALIASES = {"train": ("train", "training"), "valid": ("valid", "validation", "val"), "test": ("test", "testing")}
 
 
@@ -121,13 +120,17 @@ class CifarSource(ImageSource):
             raise TrainingError(f"{root} has CIFAR batches but no 'batches.meta' or 'meta' file; upload it too.")
         meta = _unpickle(meta_file)
         fine = "fine_label_names" in meta
-        self.classes = list(meta["fine_label_names" if fine else "label_names"])
+        if not isinstance(meta.get("fine_label_names" if fine else "label_names"), list):
+            raise TrainingError(f"{meta_file} has no list of label names ('label_names' or 'fine_label_names'); upload the CIFAR meta file unchanged.")
+        self.classes = [str(c) for c in meta["fine_label_names" if fine else "label_names"]]
         label_key = "fine_labels" if fine else "labels"
         names = ["test_batch", "test"] if split == "test" else sorted(p.name for p in root.glob("data_batch_*")) or ["train"]
         images, labels = [], []
         for name in names:
             if (root / name).is_file():
                 batch = _unpickle(root / name)
+                if "data" not in batch or label_key not in batch:
+                    raise TrainingError(f"{root / name} lacks 'data' or '{label_key}'; upload the CIFAR batches unchanged.")
                 images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
                 labels.extend(int(v) for v in batch[label_key])
         if not images:
@@ -169,9 +172,33 @@ class Splits:
     layout: str
 
 
+# What pickled CIFAR batches contain besides dicts, lists, ints and bytes: numpy arrays (from numpy 1 or 2).
+CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol 2
+}  # fmt: skip
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Loads CIFAR batches only: any other class or function named in the file is refused, so nothing in it runs."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which CIFAR batches never contain")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
-    with path.open("rb") as handle:
-        raw = pickle.load(handle, encoding="bytes")
+    try:
+        with path.open("rb") as handle:
+            raw = CifarUnpickler(handle, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise TrainingError(
+            f"{path} is not a CIFAR python batch ({exc}); it was not loaded, and nothing in it ran. Upload the batches "
+            "from cifar-10-python.tar.gz / cifar-100-python.tar.gz unchanged, or use class folders."
+        ) from None
+    if not isinstance(raw, dict):
+        raise TrainingError(f"{path} is not a CIFAR python batch (it holds a {type(raw).__name__}, not a dict); upload the batches unchanged.")
     return {k.decode() if isinstance(k, bytes) else k: _decode(v) for k, v in raw.items()}
 
 

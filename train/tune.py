@@ -25,8 +25,8 @@ import sys
 import threading
 from pathlib import Path
 
-from train import search_space
-from train.metric_log import METRIC_NAMES, NUMBER
+from byoc_contract import search_space
+from byoc_contract.metric_log import METRIC_NAMES, NUMBER
 
 log = logging.getLogger("train.tune")
 STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_rules(args: argparse.Namespace) -> int:
     from train.debug.tensor_check import evaluate, open_trial
-    from train.debug.tensor_rules import rule_names
+    from byoc_contract.rules import rule_names
 
     verdicts = evaluate(open_trial(args.tensors), rule_names(args.rules), _params(args.param))
     print(table(verdicts))

@@ -6,12 +6,11 @@ met; ``evidence`` then says what was seen. smdebug's ``invoke_rule`` drives them
 """
 from __future__ import annotations
 
-import re
-
 import numpy as np
 from smdebug import modes
 from smdebug.rules import Rule
 
+from byoc_contract.rules import RULE_NAMES
 from train.debug.parameters import typed
 from train.debug.curves import Point, curve, loss_names, passes, points, segments
 
@@ -21,6 +20,8 @@ class BuiltinRule(Rule):
 
     DEFAULTS: dict[str, object] = {}
     SUMMARY = ""
+    COLLECTIONS: tuple[str, ...] = ()  # the hook collections the rule reads
+    STEP_LOCAL = False  # True: the verdict at a step depends on that step's values alone (checked once, in the job)
 
     def __init__(self, base_trial, **params):
         super().__init__(base_trial, action_str="")
@@ -60,6 +61,8 @@ class BuiltinRule(Rule):
 class TensorValueRule(BuiltinRule):
     """Rules that judge every saved value of the tensors they read, one at a time."""
 
+    STEP_LOCAL = True
+
     def inputs(self) -> list[str]:
         raise NotImplementedError
 
@@ -93,6 +96,7 @@ def _tensor_names(trial, collection_names: str | None, regex: str | None) -> lis
 
 class VanishingGradient(TensorValueRule):
     SUMMARY = "a gradient tensor whose mean absolute value is below threshold"
+    COLLECTIONS = ("gradients",)
     DEFAULTS = {"threshold": 1e-7}
 
     def inputs(self) -> list[str]:
@@ -105,6 +109,7 @@ class VanishingGradient(TensorValueRule):
 
 class ExplodingTensor(TensorValueRule):
     SUMMARY = "NaN (or infinite) values in the saved tensors"
+    COLLECTIONS = ("losses", "gradients")
     DEFAULTS = {"collection_names": None, "tensor_regex": None, "only_nan": False}
 
     def inputs(self) -> list[str]:
@@ -117,6 +122,8 @@ class ExplodingTensor(TensorValueRule):
 
 class LossCurveRule(BuiltinRule):
     """Rules that follow loss curves: the curves are read once, then checked at the steps they end on."""
+
+    COLLECTIONS = ("losses",)
 
     def losses(self) -> list[str]:
         return loss_names(self.base_trial, self.params.get("tensor_regex"), self.params.get("use_losses_collection", True))
@@ -209,6 +216,7 @@ class Overtraining(LossCurveRule):
 
 class PoorWeightInitialization(BuiltinRule):
     SUMMARY = "over the first steps: activation variances spread over layers, flat gradients, or a loss that does not fall"
+    COLLECTIONS = ("relu_input", "gradients", "losses")
     DEFAULTS = {"activation_inputs_regex": None, "threshold": 10.0, "distribution_range": 0.001, "patience": 5, "steps": 10}
 
     def inputs_found(self) -> bool:
@@ -249,6 +257,7 @@ class PoorWeightInitialization(BuiltinRule):
 
 class ClassImbalance(BuiltinRule):
     SUMMARY = "classes more than threshold_imbalance apart in count, or mispredicted more than threshold_misprediction"
+    COLLECTIONS = ("labels", "predictions")
     DEFAULTS = {
         "threshold_imbalance": 10.0, "threshold_misprediction": 0.7, "samples": 500, "argmax": False,
         "labels_regex": ".*labels", "predictions_regex": ".*predictions",
@@ -297,17 +306,4 @@ RULES: dict[str, type[BuiltinRule]] = {
     cls.__name__: cls
     for cls in (LossNotDecreasing, VanishingGradient, ExplodingTensor, Overfit, Overtraining, PoorWeightInitialization, ClassImbalance)
 }
-
-
-def rule_names(text: str) -> list[str]:
-    """``"all"`` or a comma list of rule names (any case, - or _), checked against RULES."""
-    if text.strip().lower() == "all":
-        return list(RULES)
-    by_key = {re.sub(r"[-_]", "", name.lower()): name for name in RULES}
-    names = []
-    for item in (t.strip() for t in text.split(",") if t.strip()):
-        name = by_key.get(re.sub(r"[-_]", "", item.lower()))
-        if name is None:
-            raise ValueError(f"unknown rule '{item}'; choose from {', '.join(RULES)} or all")
-        names.append(name)
-    return names
+assert tuple(RULES) == RULE_NAMES, "byoc_contract.rules.RULE_NAMES must list the rules implemented here"

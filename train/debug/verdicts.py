@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-NO_ISSUES, ISSUES, ERROR = "NoIssuesFound", "IssuesFound", "Error"
+from byoc_contract.rules import ERROR, ISSUES, NO_ISSUES  # noqa: F401 (re-exported for the rule modules)
 
 
 @dataclass(frozen=True)

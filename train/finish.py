@@ -1,0 +1,55 @@
+"""The finishing steps of a run on the main process: reports, metrics, the rules' verdicts, the model artifact and
+the profiling report, all under the job's output folders."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from train.data import ImageDataset, collate_skipping
+from train.export import write_artifact
+from train.report import draw_confusion_matrix, write_class_report
+from train.sources import Splits
+from train.transforms import Preprocess, eval_transform
+
+log = logging.getLogger("train")
+
+
+def write_reports(out: Path, split: str, classes: list[str], probabilities: np.ndarray, targets: np.ndarray, model_name: str, final: dict, history: list[dict]) -> None:
+    """Per-class report and confusion matrix of the report split, and ``metrics.json`` (final + per epoch)."""
+    out.mkdir(parents=True, exist_ok=True)
+    predicted = probabilities.argmax(axis=1)
+    write_class_report(out / f"{split}_report", classes, predicted, targets)
+    draw_confusion_matrix(out / f"{split}_confusion_matrix.png", classes, predicted, targets, f"{model_name} on {split}")
+    (out / "metrics.json").write_text(json.dumps({"final": final, "history": history}, indent=2))
+
+
+def export(model_dir: Path, model: nn.Module, arch: str, splits: Splits, preprocess: Preprocess, final: dict, hyperparameters: dict) -> None:
+    """The serving artifact, with a sample batch of validation images fed as serving feeds them (float input)."""
+    valid_images = ImageDataset(splits.valid, eval_transform(preprocess), strict=False)
+    sample = collate_skipping([valid_images[i] for i in range(min(4, len(valid_images)))])[0]
+    data = {
+        "layout": splits.layout, "train": len(splits.train), "valid": len(splits.valid), "test": len(splits.test) if splits.test else 0,
+        "skipped_images": final["skipped_images"],
+    }  # fmt: skip
+    write_artifact(
+        model_dir, model, arch=arch, classes=splits.classes, preprocess=preprocess, sample=sample, metrics=final,
+        hyperparameters=hyperparameters, data=data,
+    )
+    log.info("artifact written to %s", model_dir)
+
+
+def write_profiling_report(out: Path) -> None:
+    """Render the profiling report into ``out``; a failure here is logged and does not fail the finished job."""
+    from train.debug.html_report import render
+    from train.debug.verdicts import table
+
+    try:
+        path, verdicts = render(out, {})
+    except Exception:  # the model is already saved: report the bug, keep the job's result
+        log.exception("the profiling report could not be rendered (the model and metrics are saved); please report this")
+        return
+    log.info("profiling report: %s\n%s", path, table(verdicts))
