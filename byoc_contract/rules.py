@@ -65,3 +65,14 @@ def parse_line(line: str) -> dict | None:
 def metric_definitions(names: tuple[str, ...] = RULE_NAMES) -> list[dict[str, str]]:
     """``rule_<Name>``: the step at which the rule found issues, for SageMaker's metrics and the tuner."""
     return [{"Name": f"rule_{name}", "Regex": rf"\brule={name} status={ISSUES} step={NUMBER}"} for name in names]
+
+
+def verdict_table(rows: list[dict]) -> str:
+    """A fixed-width table of verdicts (``rule``, ``status``, ``step``, ``evidence``), as the trainer and the launcher print it."""
+    width = max([len("rule")] + [len(r["rule"]) for r in rows])
+    lines = [f"{'rule':<{width}}  {'status':<13}  {'step':>6}  evidence"]
+    for r in rows:
+        step = "" if r.get("step") is None else r["step"]
+        lines.append(f"{r['rule']:<{width}}  {r['status']:<13}  {step:>6}  {r.get('evidence', '')}")
+    return "\n".join(lines)
+

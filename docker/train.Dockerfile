@@ -43,12 +43,13 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && pip uninstall -y byoc-vision && rm -rf /src
 
 COPY byoc_images /src/byoc_images
+COPY byoc_contract /src/byoc_contract
 COPY train /src/train
 COPY pyproject.toml README.md /src/
 # `train` (what SageMaker runs) becomes our entry: the toolkit's, plus defaults and loud failures for local runs.
 RUN pip install --no-deps --no-cache-dir /src && rm -rf /src \
  && ln -sf /usr/local/bin/byoc-train /usr/local/bin/train \
- && python -c "import train, torch, smdebug, sagemaker_training; print('torch', torch.__version__)"
+ && python -c "import train, byoc_contract, torch, smdebug, sagemaker_training; print('torch', torch.__version__)"
 
 WORKDIR /opt/ml/code
 CMD ["train"]

@@ -55,7 +55,7 @@ def command_train(args: argparse.Namespace) -> None:
     print(f"training job {name}\n  arn: {arn}\n  console: {aws.console_link(session.region_name, 'jobs', name)}")
     print(f"  runs on {resources['InstanceCount']} x {resources['InstanceType']}{' (managed spot)' if request['EnableManagedSpotTraining'] else ''}; billed while it runs, it stops by itself")
     if args.wait:
-        job = training.follow(client, session.client("logs"), name, args.poll_seconds)
+        job = training.wait_and_report(client, session.client("logs"), session.client("s3"), name, args.download_dir, args.poll_seconds)
         if job["TrainingJobStatus"] != "Completed":
             raise LaunchError(f"training job {name} ended {job['TrainingJobStatus']}: {job.get('FailureReason', 'no reason given')}")
         print(f"model: {job['ModelArtifacts']['S3ModelArtifacts']}")

@@ -26,7 +26,8 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-images", type=int, default=30, help="lifecycle policy: keep this many newest images per repository")
     parser.add_argument("--untagged-days", type=int, default=7, help="lifecycle policy: expire untagged images after this many days")
     parser.add_argument("--no-latest", action="store_true", help="do not also move the 'latest' tag")
-    parser.add_argument("--registry", help="push to this host[:port] instead of the ECR endpoint (a mirror or a local test registry); ECR still issues the token")
+    parser.add_argument("--registry", help="push to this host[:port] instead of the ECR endpoint (an ECR host or 127.0.0.1; ECR's token is sent there)")
+    parser.add_argument("--allow-registry", action="store_true", help="let --registry name another host (a mirror you run and trust with the ECR token)")
 
 
 def _tag(args: argparse.Namespace, root: Path) -> str:
@@ -49,6 +50,7 @@ def run_push(args: argparse.Namespace) -> None:
     for count, flag in ((args.keep_images, "--keep-images"), (args.untagged_days, "--untagged-days")):
         if count < 1:
             raise LaunchError(f"{flag} must be at least 1 (got {count}).")
+    target_host = validate.registry_host(args.registry, args.allow_registry) if args.registry else None
     client = registry.docker_client()
     for kind in args.images:  # refuse before any AWS call when an image was never built
         local = f"{images.local_name(kind)}:{tag}"
@@ -57,7 +59,7 @@ def run_push(args: argparse.Namespace) -> None:
     session = aws.session(args.region)
     ecr = session.client("ecr")
     username, password, endpoint = registry.ecr_credentials(ecr)
-    host = args.registry or endpoint
+    host = target_host or endpoint
     auth = registry.login(client, username, password, host)
     policy = registry.lifecycle_policy(args.keep_images, args.untagged_days)
     tags = [tag] if args.no_latest else [tag, "latest"]

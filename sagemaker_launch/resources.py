@@ -104,17 +104,18 @@ def add_logs_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--poll-seconds", type=float, default=5, help=argparse.SUPPRESS)
 
 
-def print_new_log_lines(logs, group: str, prefix: str, seen: set[str]) -> int:
-    """The group's events in streams starting with ``prefix`` not printed yet; nothing while the group does not exist."""
+def print_new_log_lines(logs, group: str, prefix: str, seen: set[str]) -> list[str]:
+    """Print the group's events in streams starting with ``prefix`` not printed yet (nothing while the group does not
+    exist); returns their messages."""
     pages = logs.get_paginator("filter_log_events").paginate(logGroupName=group, **({"logStreamNamePrefix": prefix} if prefix else {}))
-    printed = 0
+    printed = []
     try:
         for page in pages:
             for event in page.get("events", []):
                 key = f"{event['logStreamName']}/{event['eventId']}"
                 if key not in seen:
                     seen.add(key)
-                    printed += 1
+                    printed.append(event["message"])
                     print(f"  [{event['logStreamName'].split('/', 1)[-1]}] {event['message']}", flush=True)
     except logs.exceptions.ResourceNotFoundException:
         pass
@@ -135,16 +136,25 @@ def run_logs(args: argparse.Namespace) -> None:
 
 
 def add_cleanup_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint", help="only this endpoint, with its endpoint configs and models")
+    parser.add_argument("--endpoint", help="only the endpoint of exactly this name, with the endpoint config and models it runs")
     parser.add_argument("--ecr", action="store_true", help="also delete our ECR repositories and their images")
     parser.add_argument("--yes", action="store_true", help="do not ask before deleting")
 
 
 def endpoint_resources(client, endpoint: str) -> list[Resource]:
-    """One endpoint of ours and the configs and models deploy made for it (named <endpoint>-<stamp>)."""
-    found = [r for r in find(client, ["endpoint", "endpoint-config", "model"]) if r.name == endpoint or r.name.startswith(f"{endpoint[:47]}-")]
-    if not any(r.kind == "endpoint" for r in found):
-        raise LaunchError(f"no endpoint {endpoint} created by byoc-vision here (`status` lists them).")
+    """The endpoint named exactly ``endpoint`` (ours), the endpoint config it runs and that config's models (ours)."""
+    described = aws.find(client.describe_endpoint, "ValidationException", EndpointName=endpoint)
+    if described is None or not ours(client, described["EndpointArn"]):
+        raise LaunchError(f"no endpoint named exactly {endpoint} created by byoc-vision here (`status` lists them).")
+    found = [Resource("endpoint", endpoint, described["EndpointStatus"])]
+    config = aws.find(client.describe_endpoint_config, "ValidationException", EndpointConfigName=described["EndpointConfigName"])
+    if config is not None and ours(client, config["EndpointConfigArn"]):
+        found.append(Resource("endpoint-config", config["EndpointConfigName"], "-"))
+    variants = (config or {}).get("ProductionVariants", []) + (config or {}).get("ShadowProductionVariants", [])
+    for model in dict.fromkeys(v["ModelName"] for v in variants if v.get("ModelName")):
+        described_model = aws.find(client.describe_model, "ValidationException", ModelName=model)
+        if described_model is not None and ours(client, described_model["ModelArn"]):
+            found.append(Resource("model", model, "-"))
     return found
 
 

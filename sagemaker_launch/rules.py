@@ -1,5 +1,7 @@
-"""SageMaker Debugger and Profiler built-in rules, and the regional image that evaluates them."""
+"""SageMaker Debugger and Profiler built-in rules, and the regional image that evaluates them (``--sagemaker-debugger``)."""
 from __future__ import annotations
+
+import json
 
 from sagemaker_launch.errors import LaunchError
 
@@ -15,15 +17,16 @@ RULE_IMAGE_ACCOUNTS = {
     "us-west-1": "685455198987", "us-west-2": "895741380848",
 }  # fmt: skip
 
-# Built-in Debugger rules: the rule to invoke, its parameters, and the hook collections it reads.
+# Built-in Debugger rules (by the names of byoc_contract.rules): their parameters and the hook collections they read.
 DEBUGGER_RULES = {
-    "loss_not_decreasing": ("LossNotDecreasing", {"use_losses_collection": "True", "num_steps": "10", "diff_percent": "0.1", "mode": "TRAIN"}, ["losses"]),
-    "vanishing_gradient": ("VanishingGradient", {"threshold": "0.0000001"}, ["gradients"]),
-    "overfit": ("Overfit", {"patience_train": "5", "patience_validation": "10", "ratio_threshold": "0.1"}, ["losses"]),
-    "overtraining": ("Overtraining", {"patience_train": "5", "patience_validation": "10", "delta": "0.01"}, ["losses"]),
-    "poor_weight_initialization": ("PoorWeightInitialization", {"activation_inputs_regex": ".*relu_input", "threshold": "10.0", "distribution_range": "0.001", "patience": "5", "steps": "10"}, ["weights", "biases"]),
+    "LossNotDecreasing": ({"use_losses_collection": "True", "num_steps": "10", "diff_percent": "0.1", "mode": "TRAIN"}, ["losses"]),
+    "VanishingGradient": ({"threshold": "0.0000001"}, ["gradients"]),
+    "ExplodingTensor": ({"collection_names": "gradients,losses", "only_nan": "False"}, ["gradients", "losses"]),
+    "Overfit": ({"patience_train": "5", "patience_validation": "10", "ratio_threshold": "0.1"}, ["losses"]),
+    "Overtraining": ({"patience_train": "5", "patience_validation": "10", "delta": "0.01"}, ["losses"]),
+    "PoorWeightInitialization": ({"activation_inputs_regex": ".*relu_input", "threshold": "10.0", "distribution_range": "0.001", "patience": "5", "steps": "10"}, ["weights", "biases"]),
+    "ClassImbalance": ({"threshold_imbalance": "10", "threshold_misprediction": "0.7", "samples": "500", "argmax": "False", "labels_regex": ".*labels", "predictions_regex": ".*predictions"}, []),
 }  # fmt: skip
-COURSE_DEBUGGER_RULES = tuple(DEBUGGER_RULES)
 
 PROFILER_RULES = {
     "profiler_report": ("ProfilerReport", {}),
@@ -47,18 +50,22 @@ def _check(names: list[str], known: dict, flag: str) -> None:
         raise LaunchError(f"unknown {flag} {', '.join(unknown)}; choose from {', '.join(known)} (or none).")
 
 
-def debugger_rules(names: list[str], region: str) -> list[dict]:
-    """``DebugRuleConfigurations`` for the named built-in rules."""
+def debugger_rules(names: list[str], region: str, stop_on: list[str], job_name: str) -> list[dict]:
+    """``DebugRuleConfigurations`` for the named built-in rules; those in ``stop_on`` stop the job (the StopTraining action)."""
     _check(names, DEBUGGER_RULES, "--rules")
+    stop = json.dumps({"StopTraining": {"training_job_prefix": job_name}})
     return [
-        {"RuleConfigurationName": invoke, "RuleEvaluatorImage": rule_image(region), "RuleParameters": {"rule_to_invoke": invoke, **params}}
-        for invoke, params, _collections in (DEBUGGER_RULES[n] for n in names)
-    ]
+        {
+            "RuleConfigurationName": name, "RuleEvaluatorImage": rule_image(region),
+            "RuleParameters": {"rule_to_invoke": name, **DEBUGGER_RULES[name][0], **({"action_json": stop} if name in stop_on else {})},
+        }
+        for name in names
+    ]  # fmt: skip
 
 
 def rule_collections(names: list[str]) -> list[str]:
     """The hook collections the named rules read, in a stable order."""
-    return sorted({c for n in names for c in DEBUGGER_RULES[n][2]})
+    return sorted({c for n in names for c in DEBUGGER_RULES[n][1]})
 
 
 def profiler_rules(names: list[str], region: str) -> list[dict]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from sagemaker_launch import aws, resources, rules, validate
-from sagemaker_launch.errors import LaunchError
+from byoc_contract import rules as job_rules
 from byoc_contract.metric_log import metric_definitions
+from sagemaker_launch import aws, job_output, resources, rules, validate
+from sagemaker_launch.errors import LaunchError
 
 INPUT_MODES = ("File", "FastFile")
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -26,17 +27,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-runtime", type=int, default=24 * 3600, help="seconds")
     parser.add_argument("--spot", action="store_true", help="managed spot training (checkpoints synced to S3 make it resumable)")
     parser.add_argument("--max-wait", type=int, default=None, help="seconds to wait for spot capacity plus runtime (default: 2 x max-runtime)")
-    parser.add_argument("--rules", nargs="*", default=list(rules.COURSE_DEBUGGER_RULES), help="built-in Debugger rules, or none")
-    parser.add_argument("--save-interval", type=int, default=100, help="Debugger hook: save tensors every N steps")
-    parser.add_argument("--collections", nargs="*", default=["losses"], help="Debugger hook collections beyond those the rules need")
-    parser.add_argument("--profiler-rules", nargs="*", default=list(rules.COURSE_PROFILER_RULES), help="built-in Profiler rules, or none")
-    parser.add_argument("--profiling-interval-ms", type=int, default=500, help="system metrics interval (100, 200, 500, 1000, 5000, 60000)")
+    parser.add_argument(
+        "--rules", nargs="*", default=list(job_rules.DEFAULT_RULES),
+        help=f"Debugger rules, judged inside the job at each epoch end ({', '.join(job_rules.RULE_NAMES)}), or none",
+    )  # fmt: skip
+    parser.add_argument("--stop-on-rule", nargs="*", default=[], metavar="RULE", help="stop training at the epoch end when one of these rules finds issues")
+    parser.add_argument("--save-interval", type=int, default=None, help="save the tensors the rules read every N steps (default: 10 in the job, 100 with --sagemaker-debugger)")
+    parser.add_argument(
+        "--sagemaker-debugger", action="store_true",
+        help="for accounts that still have Debugger: AWS's hook config, rule jobs and Profiler instead of the in-job rules and profiling",
+    )  # fmt: skip
+    parser.add_argument("--collections", nargs="*", default=["losses"], help="--sagemaker-debugger: hook collections beyond those the rules need")
+    parser.add_argument("--profiler-rules", nargs="*", default=None, help=f"--sagemaker-debugger: built-in Profiler rules, or none (default: {' '.join(rules.COURSE_PROFILER_RULES)})")
+    parser.add_argument("--profiling-interval-ms", type=int, default=500, help="--sagemaker-debugger: system metrics interval (100, 200, 500, 1000, 5000, 60000)")
+    parser.add_argument("--download-dir", default="byoc-output", help="--wait: where the job's output.tar.gz (rules.json, profiling report) is extracted")
     parser.add_argument("--distributed", action="store_true", help="torchrun across all GPUs and instances (sagemaker_torch_distributed_enabled)")
     parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra resource tag; repeatable")
 
 
 def _names(values: list[str]) -> list[str]:
     return [] if values in ([], ["none"]) else values
+
+
+def in_job_rules(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The rule names and the trainer hyperparameters that turn the in-job rules on (``none`` with --sagemaker-debugger,
+    where AWS's rule jobs judge them instead)."""
+    try:
+        names, stop_on = job_rules.rule_names(" ".join(args.rules)), job_rules.rule_names(" ".join(args.stop_on_rule))
+    except ValueError as exc:
+        raise LaunchError(f"--rules/--stop-on-rule: {exc}.") from None
+    missing = [n for n in stop_on if n not in names]
+    if missing:
+        raise LaunchError(f"--stop-on-rule {', '.join(missing)} is not among --rules ({', '.join(names) or 'none'}); add it there.")
+    if args.sagemaker_debugger:
+        return names, {job_rules.RULES_HYPERPARAMETER: "none"}
+    if args.profiler_rules is not None:
+        raise LaunchError("--profiler-rules configures SageMaker's Profiler, which needs --sagemaker-debugger; the in-job profiling report is always written.")
+    hyperparameters = {job_rules.RULES_HYPERPARAMETER: ",".join(names) or "none"}
+    if stop_on:
+        hyperparameters[job_rules.STOP_HYPERPARAMETER] = ",".join(stop_on)
+    if args.save_interval is not None:
+        hyperparameters["debugger-interval"] = str(args.save_interval)
+    return names, hyperparameters
 
 
 def job_definition(args: argparse.Namespace, region: str, name: str) -> tuple[dict, str]:
@@ -51,6 +83,9 @@ def job_definition(args: argparse.Namespace, region: str, name: str) -> tuple[di
     if "train" not in channels:
         raise LaunchError("no train channel: pass --channel train=s3://<bucket>/<prefix>/train (see `upload-data`).")
     hyperparameters = {k: str(v) for k, v in validate.key_values(args.hyperparameter, "--hyperparameter").items()}
+    rule_names, rule_hyperparameters = in_job_rules(args)
+    for key, value in rule_hyperparameters.items():
+        hyperparameters.setdefault(key, value)  # an explicit -p wins
     if args.distributed:
         hyperparameters["sagemaker_torch_distributed_enabled"] = "true"
     for count, flag in ((args.instance_count, "--instance-count"), (args.volume_gb, "--volume-gb"), (args.max_runtime, "--max-runtime")):
@@ -63,7 +98,7 @@ def job_definition(args: argparse.Namespace, region: str, name: str) -> tuple[di
             raise LaunchError(f"--max-wait ({args.max_wait} s) must be at least --max-runtime ({args.max_runtime} s).")
     definition = {
         "RoleArn": role,
-        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": args.input_mode, "MetricDefinitions": metric_definitions()},
+        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": args.input_mode, "MetricDefinitions": metric_definitions() + job_rules.metric_definitions(tuple(rule_names))},
         "HyperParameters": hyperparameters,
         "InputDataConfig": [
             {
@@ -86,31 +121,43 @@ def training_request(args: argparse.Namespace, region: str) -> dict:
     """The full CreateTrainingJob request for ``args``."""
     name = validate.job_name(args.name or aws.unique_name("byoc-train"))
     definition, output = job_definition(args, region, name)
-    debugger, profiler = _names(args.rules), _names(args.profiler_rules)
     request = {"TrainingJobName": name, **definition}
     request["AlgorithmSpecification"]["EnableSageMakerMetricsTimeSeries"] = True
-    rule_configurations = rules.debugger_rules(debugger, region)
-    collections = sorted(set(_names(args.collections)) | set(rules.rule_collections(debugger)))
-    if collections:
-        interval = str(args.save_interval)
-        request["DebugHookConfig"] = {
-            "S3OutputPath": f"{output}/debugger",
-            "LocalPath": "/opt/ml/output/tensors",
-            "HookParameters": {"save_interval": interval},
-            "CollectionConfigurations": [{"CollectionName": c, "CollectionParameters": {"save_interval": interval}} for c in collections],
-        }
-    if rule_configurations:
-        request["DebugRuleConfigurations"] = rule_configurations
-    request["ProfilerConfig"] = {"S3OutputPath": f"{output}/profiler", "ProfilingIntervalInMilliseconds": args.profiling_interval_ms}
-    if profiler:
-        request["ProfilerRuleConfigurations"] = rules.profiler_rules(profiler, region)
+    if args.sagemaker_debugger:
+        request.update(sagemaker_debugger(args, region, output, name))
+    else:  # Debugger is closed to new accounts and the Profiler ends 2027-06-30: the job judges and profiles itself
+        request["ProfilerConfig"] = {"DisableProfiler": True}
     request["TensorBoardOutputConfig"] = {"S3OutputPath": f"{output}/tensorboard", "LocalPath": "/opt/ml/output/tensorboard"}
     request["Tags"] = aws.tags(validate.key_values(args.tag, "--tag"), "training-job")
     return request
 
 
+def sagemaker_debugger(args: argparse.Namespace, region: str, output: str, name: str) -> dict:
+    """DebugHookConfig, DebugRuleConfigurations, ProfilerConfig and ProfilerRuleConfigurations, as before Debugger closed."""
+    debugger = job_rules.rule_names(" ".join(args.rules))
+    profiler = _names(args.profiler_rules if args.profiler_rules is not None else list(rules.COURSE_PROFILER_RULES))
+    stop_on = job_rules.rule_names(" ".join(args.stop_on_rule))
+    config: dict = {}
+    collections = sorted(set(_names(args.collections)) | set(rules.rule_collections(debugger)))
+    if collections:
+        interval = str(args.save_interval or 100)
+        config["DebugHookConfig"] = {
+            "S3OutputPath": f"{output}/debugger",
+            "LocalPath": "/opt/ml/output/tensors",
+            "HookParameters": {"save_interval": interval},
+            "CollectionConfigurations": [{"CollectionName": c, "CollectionParameters": {"save_interval": interval}} for c in collections],
+        }
+    if debugger:
+        config["DebugRuleConfigurations"] = rules.debugger_rules(debugger, region, stop_on, name)
+    config["ProfilerConfig"] = {"S3OutputPath": f"{output}/profiler", "ProfilingIntervalInMilliseconds": args.profiling_interval_ms}
+    if profiler:
+        config["ProfilerRuleConfigurations"] = rules.profiler_rules(profiler, region)
+    return config
+
+
 def follow(client, logs, name: str, poll_seconds: float = 15) -> dict:
-    """Print status changes, rule statuses and new CloudWatch log lines until the job ends; returns the last description."""
+    """Print status changes, rule statuses (AWS's rule jobs and the in-job rules' lines) and new CloudWatch log lines
+    until the job ends; returns the last description."""
     seen_status, seen_rules, seen_events = None, {}, set()
     while True:
         job = aws.call(client.describe_training_job, TrainingJobName=name)
@@ -122,7 +169,18 @@ def follow(client, logs, name: str, poll_seconds: float = 15) -> dict:
             if seen_rules.get(rule["RuleConfigurationName"]) != rule["RuleEvaluationStatus"]:
                 seen_rules[rule["RuleConfigurationName"]] = rule["RuleEvaluationStatus"]
                 print(f"  rule {rule['RuleConfigurationName']}: {rule['RuleEvaluationStatus']}", flush=True)
-        resources.print_new_log_lines(logs, resources.LOG_GROUPS["training-job"], f"{name}/", seen_events)
+        for message in resources.print_new_log_lines(logs, resources.LOG_GROUPS["training-job"], f"{name}/", seen_events):
+            verdict = job_rules.parse_line(message)
+            if verdict is not None:
+                at = "" if verdict["step"] is None else f" at step {verdict['step']}"
+                print(f"  in-job rule {verdict['rule']}: {verdict['status']}{at} ({verdict['evidence']})", flush=True)
         if job["TrainingJobStatus"] in TERMINAL:
             return job
         time.sleep(poll_seconds)
+
+
+def wait_and_report(client, logs, s3, name: str, download_dir: str, poll_seconds: float = 15) -> dict:
+    """Follow the job to its end, then fetch its output.tar.gz and print the rules' verdicts and the report's path."""
+    job = follow(client, logs, name, poll_seconds)
+    print(job_output.fetch_and_summarise(s3, job, download_dir), flush=True)
+    return job

@@ -47,9 +47,9 @@ def parameter_ranges(path: str | None) -> dict:
 
 def tuning_request(args: argparse.Namespace, region: str) -> dict:
     """The CreateHyperParameterTuningJob request; every argument is checked before AWS is called."""
-    name = args.name or aws.unique_name("byoc-tune")
-    if len(name) > 32 or not validate.JOB_NAME.match(name):
-        raise LaunchError(f"tuning job name {name!r}: use up to 32 letters, digits and hyphens.")
+    name = validate.job_name(args.name or aws.unique_name("byoc-tune"), limit=32)
+    if args.sagemaker_debugger:
+        raise LaunchError("tuning jobs take no Debugger or Profiler configuration: leave out --sagemaker-debugger; each trial judges --rules itself.")
     ranges = parameter_ranges(args.search_space)
     definition, _output = training.job_definition(args, region, name)
     static = definition.pop("HyperParameters")

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> None:
     if args.part_size_mb < 5 or args.workers < 1:
         raise LaunchError("--part-size-mb must be at least 5 (S3's smallest part) and --workers at least 1.")
     found = channels(args.source)
-    bucket, _, prefix = destination.removeprefix("s3://").partition("/")
+    bucket, prefix = validate.s3_parts(destination)
     prefix = f"{prefix}/" if prefix else ""
     part_size = args.part_size_mb * MIB
     files = [(path, f"{prefix}{split}/{path.relative_to(folder).as_posix()}")

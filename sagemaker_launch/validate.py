@@ -11,6 +11,8 @@ ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512
 ECR_IMAGE = re.compile(r"^(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/(?P<repository>[a-z0-9._/-]+)(:[\w.-]+|@sha256:[0-9a-f]{64})$")
 S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/(?P<key>.*))?$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+ECR_HOST = re.compile(r"^[0-9]{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
@@ -48,15 +50,30 @@ def s3_uri(value: str, what: str) -> str:
     return value.rstrip("/")
 
 
+def s3_parts(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> (bucket, key)."""
+    bucket, _, key = s3_uri(uri, "S3 URI").removeprefix("s3://").partition("/")
+    return bucket, key
+
+
 def image_tag(value: str) -> str:
     if not IMAGE_TAG.match(value):
         raise LaunchError(f"tag {value!r}: use up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'.")
     return value
 
 
-def job_name(value: str) -> str:
-    if not JOB_NAME.match(value):
-        raise LaunchError(f"name {value!r}: use up to 63 letters, digits and hyphens, starting with a letter or digit.")
+NAME_PREFIX = "byoc-"  # the IAM policy in docs/sagemaker.md lets the launcher tag and delete only resources named so
+
+
+def job_name(value: str, limit: int = 63) -> str:
+    """A name for what the launcher creates: letters, digits and hyphens, starting with ``byoc-``."""
+    if not JOB_NAME.match(value) or len(value) > limit:
+        raise LaunchError(f"name {value!r}: use up to {limit} letters, digits and hyphens, starting with {NAME_PREFIX}.")
+    if not value.startswith(NAME_PREFIX):
+        raise LaunchError(
+            f"name {value!r}: names start with {NAME_PREFIX} (e.g. {NAME_PREFIX}{value}), because the launcher's IAM policy "
+            f"lets it tag and delete only {NAME_PREFIX}* resources (docs/sagemaker.md)."
+        )
     return value
 
 
@@ -69,3 +86,18 @@ def key_values(pairs: list[str], what: str) -> dict[str, str]:
             raise LaunchError(f"{what} {pair!r}: write it as NAME=VALUE.")
         result[key] = value
     return result
+
+
+def registry_host(value: str, allow_any: bool) -> str:
+    """``--registry HOST[:PORT]``: an ECR host or loopback, since the ECR token is sent there; others need ``allow_any``."""
+    host = value.strip()
+    if not host or "/" in host or "@" in host:
+        raise LaunchError(f"--registry {value}: give the host or host:port of ECR or of this machine, e.g. 127.0.0.1:5000.")
+    name = host[1:].partition("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if ECR_HOST.match(name) or name in LOOPBACK_HOSTS or name.startswith("127.") or allow_any:
+        return host
+    raise LaunchError(
+        f"--registry {host}: the ECR login token (valid 12 hours for every repository of the account) would be sent to a host that is "
+        "neither ECR nor this machine. Push to ECR, or to a registry on 127.0.0.1; add --allow-registry only for a mirror you run and trust."
+    )
+

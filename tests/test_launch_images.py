@@ -91,3 +91,23 @@ def test_push_refuses_an_image_never_built_before_any_aws_call(capsys):
     with environment({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}):
         code, _, err = run_cli(["push", "--images", "serve", "--tag", "never-built", "--region", REGION], capsys)
     assert code == 2 and "no local image byoc-vision-serve:never-built: run `build --images serve --tag never-built` first" in err
+
+
+@pytest.mark.parametrize("host", ["registry.example.com", "10.0.0.5:5000", "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io", "user@127.0.0.1"])
+def test_push_never_sends_the_ecr_token_to_another_host(host, capsys):
+    with environment({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}):  # any AWS call would fail differently
+        code, _, err = run_cli(["push", "--images", "serve", "--tag", "never-built", "--registry", host, "--region", REGION], capsys)
+    assert code == 2 and f"--registry {host}" in err and "ECR" in err
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:5000", "localhost:5000", "[::1]:5000", "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"])
+def test_push_accepts_ecr_and_loopback_registries(host):
+    from sagemaker_launch import validate
+
+    assert validate.registry_host(host, allow_any=False) == host
+
+
+def test_allow_registry_lets_a_trusted_mirror_through(capsys):
+    with environment({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}):
+        code, _, err = run_cli(["push", "--images", "serve", "--tag", "never-built", "--registry", "mirror.example.com", "--allow-registry", "--region", REGION], capsys)
+    assert code == 2 and "no local image byoc-vision-serve:never-built" in err  # past the host check, stopped by the next one

@@ -1,12 +1,15 @@
 """`python -m sagemaker_launch train` against moto_server: the request read back, and every refusal before AWS."""
+import io
+import json
 import re
+import tarfile
 import textwrap
 import time
 
 import boto3
 import pytest
 
-from aws_stand_in import run_cli
+from aws_stand_in import recorded_requests, run_cli
 from sagemaker_launch import aws as aws_calls
 from sagemaker_launch import cli, training
 from sagemaker_launch.errors import LaunchError
@@ -18,34 +21,35 @@ BASE = ["--region", REGION, "--image", IMAGE, "--role", ROLE, "--output", "s3://
 
 
 def test_train_request_read_back(aws, capsys, trained_run):
-    argv = ["train", *BASE, "--name", "fields", "--channel", "valid=s3://byoc-bucket/data/valid", "--input-mode", "FastFile",
+    argv = ["train", *BASE, "--name", "byoc-fields", "--channel", "valid=s3://byoc-bucket/data/valid", "--input-mode", "FastFile",
             "-p", "model=resnet50", "-p", "epochs=3", "--instance-type", "ml.g5.2xlarge", "--instance-count", "2", "--volume-gb", "80",
             "--max-runtime", "3600", "--spot", "--distributed", "--save-interval", "50", "--tag", "team=vision"]  # fmt: skip
     code, out, err = run_cli(argv, capsys)
     assert code == 0, err
-    assert "training job fields" in out and "arn:aws:sagemaker:us-east-1:123456789012:training-job/fields" in out and "managed spot" in out
+    assert "training job byoc-fields" in out and "arn:aws:sagemaker:us-east-1:123456789012:training-job/byoc-fields" in out and "managed spot" in out
 
     sm = boto3.client("sagemaker", region_name=REGION)
-    job = sm.describe_training_job(TrainingJobName="fields")
+    job = sm.describe_training_job(TrainingJobName="byoc-fields")
     assert job["AlgorithmSpecification"]["TrainingImage"] == IMAGE and job["RoleArn"] == ROLE
     assert job["AlgorithmSpecification"]["TrainingInputMode"] == "FastFile"
     assert [(c["ChannelName"], c["DataSource"]["S3DataSource"]["S3Uri"], c["InputMode"]) for c in job["InputDataConfig"]] == [
         ("train", "s3://byoc-bucket/data/train/", "FastFile"), ("valid", "s3://byoc-bucket/data/valid/", "FastFile")]  # fmt: skip
-    assert job["HyperParameters"] == {"model": "resnet50", "epochs": "3", "sagemaker_torch_distributed_enabled": "true"}
     assert job["ResourceConfig"] == {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 2, "VolumeSizeInGB": 80}
     assert job["EnableManagedSpotTraining"] is True
     assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
-    assert job["CheckpointConfig"] == {"S3Uri": "s3://byoc-bucket/runs/checkpoints/fields", "LocalPath": "/opt/ml/checkpoints"}
+    assert job["CheckpointConfig"] == {"S3Uri": "s3://byoc-bucket/runs/checkpoints/byoc-fields", "LocalPath": "/opt/ml/checkpoints"}
     assert job["OutputDataConfig"]["S3OutputPath"] == "s3://byoc-bucket/runs/models"
     assert job["TensorBoardOutputConfig"] == {"S3OutputPath": "s3://byoc-bucket/runs/tensorboard", "LocalPath": "/opt/ml/output/tensorboard"}
 
-    hook = job["DebugHookConfig"]
-    assert hook["S3OutputPath"] == "s3://byoc-bucket/runs/debugger" and hook["HookParameters"] == {"save_interval": "50"}
-    assert {c["CollectionName"] for c in hook["CollectionConfigurations"]} == {"losses", "gradients", "weights", "biases"}
-    rules = {r["RuleConfigurationName"]: r for r in job["DebugRuleConfigurations"]}
-    assert set(rules) == {"LossNotDecreasing", "VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization"}
-    assert {r["RuleEvaluatorImage"] for r in rules.values()} == {"503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"}
-    assert all(r["RuleParameters"]["rule_to_invoke"] == name for name, r in rules.items())
+    # Debugger is closed to new accounts: the job judges the course rules itself, AWS gets no Debugger configuration
+    assert job["HyperParameters"] == {
+        "model": "resnet50", "epochs": "3", "sagemaker_torch_distributed_enabled": "true", "debugger-interval": "50",
+        "debugger-rules": "LossNotDecreasing,VanishingGradient,Overfit,Overtraining,PoorWeightInitialization,ClassImbalance",
+    }  # fmt: skip
+    sent = json.loads(recorded_requests(aws, target="CreateTrainingJob")[-1]["body"])
+    assert sent["TrainingJobName"] == "byoc-fields"
+    assert not {"DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations"} & set(sent)
+    assert sent["ProfilerConfig"] == {"DisableProfiler": True}
 
     tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]}
     assert tags == {"created-by": "byoc-vision", "byoc-vision:kind": "training-job", "team": "vision"}
@@ -62,15 +66,50 @@ def test_train_request_read_back(aws, capsys, trained_run):
             assert float(re.search(definition["Regex"], line).group(1)) == expected, (definition, line)
 
 
+def test_sagemaker_debugger_restores_the_aws_side_configuration(aws, capsys):
+    """--sagemaker-debugger (accounts that still have Debugger): hook, rule jobs with the StopTraining action, Profiler.
+    moto keeps neither ProfilerConfig nor the rules' parameters faithfully: the request as moto received it is read back."""
+    argv = ["train", *BASE, "--name", "byoc-aws-side", "--sagemaker-debugger", "--save-interval", "50", "--stop-on-rule", "VanishingGradient"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    sent = json.loads(recorded_requests(aws, target="CreateTrainingJob")[-1]["body"])
+    assert sent["HyperParameters"] == {"debugger-rules": "none"}  # AWS judges the rules: the job does not do it twice
+    hook = sent["DebugHookConfig"]
+    assert hook["S3OutputPath"] == "s3://byoc-bucket/runs/debugger" and hook["HookParameters"] == {"save_interval": "50"}
+    assert {c["CollectionName"] for c in hook["CollectionConfigurations"]} == {"losses", "gradients", "weights", "biases"}
+    rules = {r["RuleConfigurationName"]: r for r in sent["DebugRuleConfigurations"]}
+    assert set(rules) == {"LossNotDecreasing", "VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization", "ClassImbalance"}
+    assert {r["RuleEvaluatorImage"] for r in rules.values()} == {"503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"}
+    assert all(r["RuleParameters"]["rule_to_invoke"] == name for name, r in rules.items())
+    assert json.loads(rules["VanishingGradient"]["RuleParameters"]["action_json"]) == {"StopTraining": {"training_job_prefix": "byoc-aws-side"}}
+    assert "action_json" not in rules["Overfit"]["RuleParameters"]
+    assert sent["ProfilerConfig"] == {"S3OutputPath": "s3://byoc-bucket/runs/profiler", "ProfilingIntervalInMilliseconds": 500}
+    assert [r["RuleConfigurationName"] for r in sent["ProfilerRuleConfigurations"]] == ["ProfilerReport", "LowGPUUtilization"]
+
+
 def test_profiler_request_fields(aws):
-    """moto does not keep ProfilerConfig: the request itself, as sent, is checked."""
-    args = cli.build_parser()[0].parse_args(["train", *BASE, "--name", "prof", "--region", "eu-west-1", "--image", IMAGE.replace(REGION, "eu-west-1")])
+    """The regional rule image for the Profiler's rules (with --sagemaker-debugger)."""
+    args = cli.build_parser()[0].parse_args(["train", *BASE, "--name", "byoc-prof", "--region", "eu-west-1", "--image", IMAGE.replace(REGION, "eu-west-1"), "--sagemaker-debugger"])
     request = training.training_request(args, "eu-west-1")
-    assert request["ProfilerConfig"] == {"S3OutputPath": "s3://byoc-bucket/runs/profiler", "ProfilingIntervalInMilliseconds": 500}
     assert [(r["RuleConfigurationName"], r["RuleEvaluatorImage"]) for r in request["ProfilerRuleConfigurations"]] == [
         ("ProfilerReport", "929884845733.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-debugger-rules:latest"),
         ("LowGPUUtilization", "929884845733.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-debugger-rules:latest")]  # fmt: skip
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400} and request["EnableManagedSpotTraining"] is False
+
+
+def test_in_job_rule_metrics_and_stop(aws):
+    """The rule lines' metric definitions match the line the trainer prints; --stop-on-rule becomes a hyperparameter."""
+    from byoc_contract.rules import format_line
+
+    args = cli.build_parser()[0].parse_args(["train", *BASE, "--rules", "vanishing_gradient", "overfit", "--stop-on-rule", "VanishingGradient"])
+    request = training.training_request(args, REGION)
+    assert request["HyperParameters"] == {"debugger-rules": "VanishingGradient,Overfit", "stop-on-rule": "VanishingGradient"}
+    definitions = {d["Name"]: d["Regex"] for d in request["AlgorithmSpecification"]["MetricDefinitions"]}
+    assert set(definitions) >= {"rule_VanishingGradient", "rule_Overfit"} and "rule_ClassImbalance" not in definitions
+    line = format_line("VanishingGradient", "IssuesFound", 120, "mean |conv1.weight_grad| = 0 < 1e-07")
+    assert float(re.search(definitions["rule_VanishingGradient"], line).group(1)) == 120
+    assert not re.search(definitions["rule_Overfit"], line)
+    assert not re.search(definitions["rule_VanishingGradient"], format_line("VanishingGradient", "NoIssuesFound", None, "checked 4 saved steps"))
 
 
 def test_yaml_config_with_flags_winning(aws, capsys, tmp_path):
@@ -86,14 +125,15 @@ def test_yaml_config_with_flags_winning(aws, capsys, tmp_path):
             hyperparameter: {{epochs: 7, lr: 0.001}}
             instance-type: ml.m5.xlarge
             rules: [loss_not_decreasing]
+            sagemaker-debugger: true
             profiler-rules: none
             """
         )
     )
-    code, _, err = run_cli(["train", "--config", str(config), "--name", "from-yaml", "--instance-type", "ml.c5.2xlarge"], capsys)
+    code, _, err = run_cli(["train", "--config", str(config), "--name", "byoc-from-yaml", "--instance-type", "ml.c5.2xlarge"], capsys)
     assert code == 0, err
-    job = boto3.client("sagemaker", region_name=REGION).describe_training_job(TrainingJobName="from-yaml")
-    assert job["ResourceConfig"]["InstanceType"] == "ml.c5.2xlarge" and job["HyperParameters"] == {"epochs": "7", "lr": "0.001"}
+    job = boto3.client("sagemaker", region_name=REGION).describe_training_job(TrainingJobName="byoc-from-yaml")
+    assert job["ResourceConfig"]["InstanceType"] == "ml.c5.2xlarge" and job["HyperParameters"] == {"epochs": "7", "lr": "0.001", "debugger-rules": "none"}
     assert [c["ChannelName"] for c in job["InputDataConfig"]] == ["train", "test"]
     assert [r["RuleConfigurationName"] for r in job["DebugRuleConfigurations"]] == ["LossNotDecreasing"]
 
@@ -108,10 +148,13 @@ BAD = [
     (["--channel", "valid=tests"], "is a local path; upload it first"),
     (["--channel", "valid"], "write it as NAME=VALUE"),
     (["--input-mode", "Pipe"], "use FastFile"),
-    (["--rules", "dead_relu"], "unknown --rules dead_relu"),
+    (["--rules", "dead_relu"], "unknown rule 'dead_relu'"),
+    (["--rules", "Overfit", "--stop-on-rule", "VanishingGradient"], "--stop-on-rule VanishingGradient is not among --rules (Overfit)"),
+    (["--profiler-rules", "profiler_report"], "needs --sagemaker-debugger"),
     (["--spot", "--max-runtime", "100", "--max-wait", "50"], "must be at least --max-runtime"),
     (["--instance-count", "0"], "--instance-count must be at least 1"),
     (["--name", "bad_name!"], "use up to 63 letters"),
+    (["--name", "demo"], "names start with byoc- (e.g. byoc-demo), because the launcher's IAM policy"),
     (["--config", "/nonexistent.yaml"], "cannot read --config"),
 ]
 
@@ -126,21 +169,88 @@ def test_bad_arguments_fail_before_any_aws_call(extra, message, capsys, monkeypa
 
 def test_no_train_channel_and_aws_refusals_are_explained(aws, capsys):
     base = [a for a in BASE if not a.startswith("train=") and a != "--channel"]
-    code, _, err = run_cli(["train", *base, "--name", "nochannel"], capsys)
+    code, _, err = run_cli(["train", *base, "--name", "byoc-nochannel"], capsys)
     assert code == 2 and "no train channel" in err
     with pytest.raises(LaunchError, match="AWS refused DescribeTrainingJob: .*missing"):
         aws_calls.call(boto3.client("sagemaker", region_name=REGION).describe_training_job, TrainingJobName="missing")
 
 
-def test_wait_follows_the_job_logs_and_rules(aws, capsys):
+def tar_gz(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+RULES_JSON = {
+    "rules": [
+        {"rule": "VanishingGradient", "status": "IssuesFound", "step": 0, "evidence": "mean |gradient/ResNet_bn1.bias| = 0 < 1e-07"},
+        {"rule": "Overfit", "status": "NoIssuesFound", "step": None, "evidence": "checked 10 saved steps"},
+    ],
+    "stop_on_rule": ["VanishingGradient"],
+    "stopped": {"rule": "VanishingGradient", "epoch": 1, "step": 0, "reason": "stopped by rule VanishingGradient after epoch 1 (--stop-on-rule)"},
+}
+
+
+def test_wait_follows_the_job_logs_and_rules(aws, capsys, tmp_path):
     logs = boto3.client("logs", region_name=REGION)
     logs.create_log_group(logGroupName="/aws/sagemaker/TrainingJobs")
-    logs.create_log_stream(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="waited/algo-1-1700000000")
+    logs.create_log_stream(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="byoc-waited/algo-1-1700000000")
+    rule_line = "rule=VanishingGradient status=IssuesFound step=0 evidence=mean |gradient/ResNet_bn1.bias| = 0 < 1e-07"
     logs.put_log_events(
-        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="waited/algo-1-1700000000",
-        logEvents=[{"timestamp": int(time.time() * 1000), "message": "epoch=1 train_loss=0.5000 valid_acc=0.8000"}],
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="byoc-waited/algo-1-1700000000",
+        logEvents=[{"timestamp": int(time.time() * 1000), "message": m} for m in ("epoch=1 train_loss=0.5000 valid_acc=0.8000", rule_line)],
     )  # fmt: skip
-    code, out, err = run_cli(["train", *BASE, "--name", "waited", "--wait", "--poll-seconds", "0"], capsys)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="byoc-bucket")
+    archive = {"rules.json": json.dumps(RULES_JSON).encode(), "rules.txt": b"table", "profiler-report.html": b"<html>report</html>"}
+    s3.put_object(Bucket="byoc-bucket", Key="runs/models/byoc-waited/output/output.tar.gz", Body=tar_gz(archive))
+    code, out, err = run_cli(["train", *BASE, "--name", "byoc-waited", "--wait", "--poll-seconds", "0", "--download-dir", str(tmp_path)], capsys)
     assert code == 0, err
-    assert "waited: Completed" in out and "[algo-1-1700000000] epoch=1 train_loss=0.5000 valid_acc=0.8000" in out
+    assert "byoc-waited: Completed" in out and "[algo-1-1700000000] epoch=1 train_loss=0.5000 valid_acc=0.8000" in out
+    assert "in-job rule VanishingGradient: IssuesFound at step 0 (mean |gradient/ResNet_bn1.bias| = 0 < 1e-07)" in out
+    assert "in-job Debugger rules (1 found issues):" in out
+    assert re.search(r"^VanishingGradient\s+IssuesFound\s+0\s+mean \|gradient/ResNet_bn1.bias\| = 0 < 1e-07$", out, flags=re.M)
+    assert re.search(r"^Overfit\s+NoIssuesFound\s+checked 10 saved steps$", out, flags=re.M)
+    assert "stopped by rule VanishingGradient after epoch 1" in out
+    report = tmp_path / "byoc-waited" / "output" / "profiler-report.html"
+    assert f"profiling report: {report.resolve()}" in out and report.read_text() == "<html>report</html>"
     assert "model: s3://" in out
+
+
+def hostile(kind: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.addfile(tarfile.TarInfo("ok.txt"), io.BytesIO(b""))
+        info = tarfile.TarInfo({"absolute": "/tmp/evil", "dotdot": "data/../../evil", "symlink": "escape", "hardlink": "hard", "device": "dev"}[kind])
+        if kind == "symlink":
+            info.type, info.linkname = tarfile.SYMTYPE, "../../.."
+        elif kind == "hardlink":
+            info.type, info.linkname = tarfile.LNKTYPE, "/etc/passwd"
+        elif kind == "device":
+            info.type = tarfile.CHRTYPE
+        tar.addfile(info, io.BytesIO(b""))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["absolute", "dotdot", "symlink", "hardlink", "device"])
+def test_hostile_output_archive_is_refused_whole(kind, tmp_path):
+    from sagemaker_launch import job_output
+
+    archive = tmp_path / "output.tar.gz"
+    archive.write_bytes(hostile(kind))
+    with pytest.raises(LaunchError, match="nothing was extracted"):
+        job_output.safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out" / "ok.txt").exists() and not (tmp_path.parent / "evil").exists()
+
+
+def test_corrupt_output_archive_fails_clearly(tmp_path):
+    from sagemaker_launch import job_output
+
+    archive = tmp_path / "output.tar.gz"
+    archive.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(LaunchError, match="is not a readable .tar.gz"):
+        job_output.safe_extract(archive, tmp_path / "out")

@@ -6,6 +6,7 @@ import pytest
 
 from aws_stand_in import run_cli
 from sagemaker_launch import cli, tuning
+from sagemaker_launch.errors import LaunchError
 from test_launch_train import BASE, IMAGE, REGION, ROLE
 
 SPACE = """
@@ -27,12 +28,12 @@ def request_for(argv: list[str]) -> dict:
 
 
 def test_tune_request_read_back(aws, capsys, space):
-    argv = ["tune", *BASE, "--name", "hpo", "--search-space", space, "-p", "model=resnet50", "--objective", "valid_loss",
+    argv = ["tune", *BASE, "--name", "byoc-hpo", "--search-space", space, "-p", "model=resnet50", "--objective", "valid_loss",
             "--max-jobs", "8", "--max-parallel-jobs", "2", "--early-stopping", "Auto", "--spot", "--tag", "team=vision"]  # fmt: skip
     code, out, err = run_cli(argv, capsys)
     assert code == 0, err
-    assert "tuning job hpo" in out and "Bayesian search, Minimize valid_loss" in out
-    job = boto3.client("sagemaker", region_name=REGION).describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="hpo")
+    assert "tuning job byoc-hpo" in out and "Bayesian search, Minimize valid_loss" in out
+    job = boto3.client("sagemaker", region_name=REGION).describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="byoc-hpo")
     config = job["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == "Bayesian" and config["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "valid_loss"}
     assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 8, "MaxParallelTrainingJobs": 2}
@@ -43,24 +44,30 @@ def test_tune_request_read_back(aws, capsys, space):
         "CategoricalParameterRanges": [{"Name": "batch-size", "Values": ["32", "64", "128"]}],
     }
     definition = job["TrainingJobDefinition"]
-    assert definition["StaticHyperParameters"] == {"model": "resnet50"} and definition["RoleArn"] == ROLE
+    assert definition["StaticHyperParameters"] == {  # every trial judges the course rules itself (no Debugger in tuning jobs)
+        "model": "resnet50", "debugger-rules": "LossNotDecreasing,VanishingGradient,Overfit,Overtraining,PoorWeightInitialization,ClassImbalance",
+    }  # fmt: skip
+    assert definition["RoleArn"] == ROLE
     assert definition["AlgorithmSpecification"]["TrainingImage"] == IMAGE
-    assert definition["EnableManagedSpotTraining"] is True and definition["CheckpointConfig"]["S3Uri"] == "s3://byoc-bucket/runs/checkpoints/hpo"
+    assert definition["EnableManagedSpotTraining"] is True and definition["CheckpointConfig"]["S3Uri"] == "s3://byoc-bucket/runs/checkpoints/byoc-hpo"
     assert [c["ChannelName"] for c in definition["InputDataConfig"]] == ["train"]
-    metric_names = {d["Name"] for d in request_for(["--name", "x", "--search-space", space])["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"]}
+    metric_names = {d["Name"] for d in request_for(["--name", "byoc-x", "--search-space", space])["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"]}
     assert "valid_loss" in metric_names and "valid_acc" in metric_names  # the objective is one of the job's metrics
+    assert "rule_VanishingGradient" in metric_names  # a trial's rule verdicts are metrics of the tuning job too
+    with pytest.raises(LaunchError, match="leave out --sagemaker-debugger"):
+        request_for(["--name", "byoc-x", "--search-space", space, "--sagemaker-debugger"])
 
 
 def test_strategies_and_warm_start(space, tmp_path):
-    hyperband = request_for(["--name", "hb", "--search-space", space, "--strategy", "Hyperband", "--hyperband-resource", "2", "30"])
+    hyperband = request_for(["--name", "byoc-hb", "--search-space", space, "--strategy", "Hyperband", "--hyperband-resource", "2", "30"])
     assert hyperband["HyperParameterTuningJobConfig"]["StrategyConfig"] == {"HyperbandStrategyConfig": {"MinResource": 2, "MaxResource": 30}}
     grid_space = tmp_path / "grid.yaml"
     grid_space.write_text("batch-size: {values: [32, 64]}\nfinetune: {values: [head, full]}\n")
-    grid = request_for(["--name", "grid", "--search-space", str(grid_space), "--strategy", "Grid", "--max-parallel-jobs", "2"])
+    grid = request_for(["--name", "byoc-grid", "--search-space", str(grid_space), "--strategy", "Grid", "--max-parallel-jobs", "2"])
     assert "MaxNumberOfTrainingJobs" not in grid["HyperParameterTuningJobConfig"]["ResourceLimits"]
-    warm = request_for(["--name", "warm", "--search-space", space, "--warm-start-from", "hpo", "--warm-start-type", "TransferLearning"])
-    assert warm["WarmStartConfig"] == {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "hpo"}], "WarmStartType": "TransferLearning"}
-    assert request_for(["--name", "r", "--search-space", space, "--strategy", "Random"])["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["Type"] == "Maximize"
+    warm = request_for(["--name", "byoc-warm", "--search-space", space, "--warm-start-from", "byoc-hpo", "--warm-start-type", "TransferLearning"])
+    assert warm["WarmStartConfig"] == {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "byoc-hpo"}], "WarmStartType": "TransferLearning"}
+    assert request_for(["--name", "byoc-r", "--search-space", space, "--strategy", "Random"])["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["Type"] == "Maximize"
 
 
 BAD_SPACES = [
@@ -107,6 +114,6 @@ def test_missing_search_space(capsys):
 
 
 def test_wait_copes_with_the_missing_trials_api_and_reports_the_end(aws, capsys, space):
-    code, out, err = run_cli(["tune", *BASE, "--name", "waited", "--search-space", space, "--wait", "--poll-seconds", "0"], capsys)
-    assert "this endpoint does not list the trials" in out and "waited:" in out
+    code, out, err = run_cli(["tune", *BASE, "--name", "byoc-waited", "--search-space", space, "--wait", "--poll-seconds", "0"], capsys)
+    assert "this endpoint does not list the trials" in out and "byoc-waited:" in out
     assert code == 0 or "ended" in err, (out, err)

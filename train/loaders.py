@@ -33,7 +33,8 @@ class Loaders:
     valid: DataLoader
     test: DataLoader | None
     train_sampler: ResumableSampler
-    forward: nn.Module  # the training step's module (DDP / compiled / the head alone)
+    module: nn.Module  # the plain module that is stepped (the whole model, or the head alone): the Debugger hook's
+    forward: nn.Module  # what the training step calls (``module``, wrapped by DDP and/or torch.compile)
     eval_forward: nn.Module
     skipped: set[str] = field(default_factory=set)  # images that could not be read while building
 
@@ -110,7 +111,7 @@ def build_loaders(
         if test is not None:
             test = feature_loader(*extract(model, net.head, test, precision, inputs, "test")[:2], args.batch_size, None)
         train = feature_loader(features, labels, args.batch_size, train_sampler)
-        return Loaders(train, valid, test, train_sampler, net.head, net.head, {f"train:{p}" for p in bad})
+        return Loaders(train, valid, test, train_sampler, net.head, net.head, net.head, {f"train:{p}" for p in bad})
     if args.feature_cache == "auto" and args.finetune == "head":
         log.info("feature cache off: it needs --augment none and a single process")
     train_sampler = sampler(splits.train, True)
@@ -121,4 +122,4 @@ def build_loaders(
     if args.compile:
         require_compiler(ctx.device)
         forward, eval_forward = torch.compile(forward), torch.compile(model)
-    return Loaders(train, valid, test, train_sampler, forward, eval_forward)
+    return Loaders(train, valid, test, train_sampler, model, forward, eval_forward)

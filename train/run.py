@@ -118,11 +118,8 @@ def evaluate(forward, loader, precision: Precision, inputs: DeviceInput, ctx: di
     return {f"{prefix}_{k}": v for k, v in metrics.items()}, probabilities, targets, skipped
 
 
-def attach_rules(args: argparse.Namespace, model: nn.Module, loss_fn: nn.Module, precision: Precision, ctx: distributed.Context):
-    """The smdebug hook (SageMaker's config, --debugger-out, or the in-job rules' own folder) and the in-job rules.
-
-    Returns ``(hook, rules)``; either may be None. Only the main process saves tensors and judges them.
-    """
+def rule_settings(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The in-job rules to judge and those that stop training, checked before any work."""
     try:
         names, stop_on = rule_names(args.debugger_rules), rule_names(" ".join(args.stop_on_rule))
     except ValueError as exc:
@@ -130,6 +127,16 @@ def attach_rules(args: argparse.Namespace, model: nn.Module, loss_fn: nn.Module,
     missing = [n for n in stop_on if n not in names]
     if missing:
         raise TrainingError(f"--stop-on-rule {', '.join(missing)}: not among the evaluated rules ({', '.join(names) or 'none'}); add it to --debugger-rules.")
+    return names, stop_on
+
+
+def attach_rules(
+    args: argparse.Namespace, names: list[str], stop_on: list[str], model: nn.Module, loss_fn: nn.Module, precision: Precision, ctx: distributed.Context
+):
+    """The smdebug hook (SageMaker's config, --debugger-out, or the in-job rules' own folder) and the in-job rules.
+
+    Returns ``(hook, rules)``; either may be None. Only the main process saves tensors and judges them.
+    """
     if not ctx.is_main:
         return None, None
     from train.debug.in_job import InJobRules, collections_for
@@ -216,6 +223,7 @@ def run(args: argparse.Namespace) -> dict:
     ctx = distributed.setup()
     configure_logging(ctx.is_main)
     seed_everything(args.seed, args.deterministic)
+    rule_names_and_stops = rule_settings(args)
     splits = load_splits(Path(args.train), Path(args.valid), Path(args.test), args.valid_fraction, args.test_fraction, args.seed)
     log.info(
         "data: %s layout, %d classes, %d train / %d valid / %s test images",
@@ -237,9 +245,9 @@ def run(args: argparse.Namespace) -> dict:
     )
     loss_weight = class_loss_weights(splits.train.labels, len(splits.classes)).to(ctx.device) if args.imbalance == "weighted-loss" else None
     loss_fn = nn.CrossEntropyLoss(weight=loss_weight, label_smoothing=args.label_smoothing)
-    hook, rules = attach_rules(args, model, loss_fn, precision, ctx)
     inputs = DeviceInput(ctx.device, args.channels_last, preprocess.mean, preprocess.std)
     loaders = build_loaders(splits, net, model, preprocess, precision, inputs, args, ctx)
+    hook, rules = attach_rules(args, *rule_names_and_stops, loaders.module, loss_fn, precision, ctx)  # before the first step (torch.compile is lazy)
 
     optimizer = build_optimizer(args, head_params, backbone_params, ctx.device)
     steps_per_epoch = len(loaders.train)

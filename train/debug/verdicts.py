@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from byoc_contract.rules import ERROR, ISSUES, NO_ISSUES  # noqa: F401 (re-exported for the rule modules)
+from byoc_contract.rules import ERROR, ISSUES, NO_ISSUES, verdict_table  # noqa: F401 (statuses re-exported for the rule modules)
 
 
 @dataclass(frozen=True)
@@ -19,11 +19,7 @@ class Verdict:
 
 def table(verdicts: list[Verdict]) -> str:
     """A fixed-width table: rule, status, step, evidence."""
-    width = max([len("rule")] + [len(v.rule) for v in verdicts])
-    lines = [f"{'rule':<{width}}  {'status':<13}  {'step':>6}  evidence"]
-    for v in verdicts:
-        lines.append(f"{v.rule:<{width}}  {v.status:<13}  {'' if v.step is None else v.step:>6}  {v.evidence}")
-    return "\n".join(lines)
+    return verdict_table([v.as_dict() for v in verdicts])
 
 
 def exit_code(verdicts: list[Verdict]) -> int:
