@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from byoc_contract import rules as job_rules
 from byoc_contract.metric_log import metric_definitions
 
 pytestmark = pytest.mark.container
@@ -20,7 +21,8 @@ def docker_train(image: str, opt_ml, *extra: str, timeout: int = 900) -> tuple[s
 
 
 def test_training_job_writes_the_artifact_and_success(train_image, opt_ml):
-    root = opt_ml({**HYPER, "_tuning_objective_metric": "valid_acc"})
+    # SageMaker's own hook config, as `train --sagemaker-debugger` sends it (AWS judges the rules then: debugger-rules none)
+    root = opt_ml({**HYPER, "_tuning_objective_metric": "valid_acc", "debugger-rules": "none"})
     config = {"LocalPath": "/opt/ml/output/tensors", "HookParameters": {"save_interval": "5"}, "CollectionConfigurations": [{"CollectionName": "losses"}]}
     (root / "input" / "config" / "debughookconfig.json").write_text(json.dumps(config))
     result, seconds = docker_train(train_image, root)
@@ -169,3 +171,60 @@ def test_docker_compose_up_trains_serves_and_a_second_up_reuses_the_model(train_
         assert "has finished all 8 epochs" in logs and "| epoch=" not in logs
     finally:
         subprocess.run([*compose, "down", "-v"], cwd=REPO, capture_output=True, timeout=300)
+
+
+def dead_stem_weights(path) -> None:
+    """resnet18 weights whose stem BatchNorm has zero scale and shift: nothing reaches the layers after it, so every
+    gradient below the head is exactly zero (a planted vanishing gradient)."""
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18(num_classes=10).state_dict()
+    state["bn1.weight"].zero_()
+    state["bn1.bias"].zero_()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+
+
+def verdict_lines(stdout: str) -> list[dict]:
+    return [v for v in map(job_rules.parse_line, stdout.splitlines()) if v is not None]
+
+
+def test_in_job_rules_fire_on_a_planted_vanishing_gradient_and_stop_training(train_image, opt_ml):
+    root = opt_ml({**HYPER, "pretrained": "auto", "epochs": 3, "stop-on-rule": "VanishingGradient"})
+    dead_stem_weights(root / "input" / "data" / "pretrained" / "dead-stem.safetensors")
+    result, seconds = docker_train(train_image, root)
+    print(f"docker run ... train (planted vanishing gradient): {seconds:.1f} s")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    fired = [v for v in verdict_lines(result.stdout) if v["status"] == "IssuesFound"]
+    assert "VanishingGradient" in {v["rule"] for v in fired}
+    vanishing = next(v for v in fired if v["rule"] == "VanishingGradient")
+    assert "< 1e-07" in vanishing["evidence"] and vanishing["step"] is not None
+    for definition in job_rules.metric_definitions(("VanishingGradient",)):
+        assert re.search(definition["Regex"], result.stdout)  # what SageMaker's metric regex reads
+    assert re.findall(r"^epoch=(\d+) ", result.stdout, flags=re.M) == ["1"]  # stopped at the first epoch end
+    assert "stopped by rule VanishingGradient after epoch 1 (--stop-on-rule)" in result.stdout
+    summary = json.loads((root / "output" / "data" / "rules.json").read_text())
+    assert summary["stopped"]["rule"] == "VanishingGradient" and summary["stopped"]["epoch"] == 1
+    assert {r["rule"]: r["status"] for r in summary["rules"]}["VanishingGradient"] == "IssuesFound"
+    assert "VanishingGradient" in (root / "output" / "data" / "rules.txt").read_text()
+    assert (root / "output" / "data" / "profiler-report.html").is_file()
+    assert [p.name for p in (root / "checkpoints").glob("checkpoint-*.pt")] == ["checkpoint-e0001-s0000000.pt"]
+    assert json.loads((root / "model" / "model.json").read_text())["metrics"]["best_epoch"] == 1
+    assert (root / "output" / "success").exists()
+
+
+def test_in_job_rules_stay_quiet_on_a_healthy_run(train_image, opt_ml):
+    root = opt_ml({**HYPER, "epochs": 3})
+    result, seconds = docker_train(train_image, root)
+    print(f"docker run ... train (healthy, rules on): {seconds:.1f} s")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    lines = verdict_lines(result.stdout)
+    assert {v["rule"] for v in lines} == set(job_rules.DEFAULT_RULES)
+    assert all(v["status"] == "NoIssuesFound" for v in lines), lines
+    summary = json.loads((root / "output" / "data" / "rules.json").read_text())
+    assert [r["status"] for r in summary["rules"]] == ["NoIssuesFound"] * len(job_rules.DEFAULT_RULES) and summary["stopped"] is None
+    assert summary["evaluations"] == 4  # each of the 3 epoch ends, and once more after the final evaluation
+
