@@ -7,6 +7,7 @@ EVAL step of the losses, so a validation pass can be told apart from the trainin
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -15,7 +16,9 @@ from torch import nn
 from train import sagemaker_env
 
 log = logging.getLogger(__name__)
+os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")  # smdebug logs a line per registered tensor at INFO
 DENSE_IN_EVAL = ("losses", "labels", "predictions")
+EARLY_STEPS = 10  # PoorWeightInitialization judges the first 10 training steps: ReLU inputs are saved only there
 
 
 def create_hook(out_dir: str | None, interval: int, collections: str, model: nn.Module, loss_fn: nn.Module, activations: bool = True):
@@ -43,21 +46,35 @@ def create_hook(out_dir: str | None, interval: int, collections: str, model: nn.
         log.info("Debugger hook saving %s every %d steps to %s", collections, interval, out_dir)
     hook.register_module(model)
     hook.register_loss(loss_fn)
-    if activations:
-        for module in model.modules():
-            if isinstance(module, nn.ReLU):
-                hook.get_collection("relu_input").add_module_tensors(module, inputs=True, outputs=False)
-    else:
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)] if activations else []
+    if relus:
+        relu = hook.get_collection("relu_input")
+        for module in relus:
+            relu.add_module_tensors(module, inputs=True, outputs=False)
+        every = _train_interval(relu, interval)
+        relu.save_config = smd.SaveConfig(
+            mode_save_configs={
+                smd.modes.TRAIN: smd.SaveConfigMode(save_interval=every, end_step=EARLY_STEPS),
+                smd.modes.EVAL: smd.SaveConfigMode(save_interval=every, end_step=0),
+            }
+        )
+    elif not activations:
         log.info("ReLU inputs are not saved under reduced-precision autocast (smdebug writes float32 only); use --amp none to include them")
     hook.get_collection("labels").include("^labels$")
     hook.get_collection("predictions").include("^predictions$")
     for name in DENSE_IN_EVAL:
         collection = hook.get_collection(name)
-        train_interval = collection.save_config.get_save_config(smd.modes.TRAIN).save_interval if collection.save_config else interval
         collection.save_config = smd.SaveConfig(
-            mode_save_configs={smd.modes.TRAIN: smd.SaveConfigMode(save_interval=train_interval), smd.modes.EVAL: smd.SaveConfigMode(save_interval=1)}
+            mode_save_configs={smd.modes.TRAIN: smd.SaveConfigMode(save_interval=_train_interval(collection, interval)), smd.modes.EVAL: smd.SaveConfigMode(save_interval=1)}
         )
     return hook
+
+
+def _train_interval(collection, default: int) -> int:
+    """The collection's TRAIN save interval (from SageMaker's hook config), else ``default``."""
+    import smdebug.pytorch as smd
+
+    return collection.save_config.get_save_config(smd.modes.TRAIN).save_interval if collection.save_config else default
 
 
 def record(hook, labels: torch.Tensor, logits: torch.Tensor) -> None:

@@ -45,7 +45,7 @@ def configure_logging(is_main: bool) -> None:
         stream=sys.stderr,
         force=True,
     )
-    for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -287,6 +287,8 @@ def run(args: argparse.Namespace) -> dict:
     if rules is not None:
         rules.evaluate(final=True)
         rules.write(out)
+        if rules.tensors == sagemaker_env.rule_tensors_dir():
+            shutil.rmtree(rules.tensors, ignore_errors=True)  # judged: GBs of gradients need not stay on the volume
     if profiling:
         finish.write_profiling_report(out)
     return final

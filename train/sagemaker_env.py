@@ -42,8 +42,9 @@ def channel_dir(name: str) -> Path:
 
 
 def rule_tensors_dir() -> Path:
-    """Where the hook saves the tensors the in-job rules read (SageMaker's DebugHookConfig LocalPath default)."""
-    return base_dir() / "output" / "tensors"
+    """Where the hook saves the tensors the in-job rules read: on the job's volume, outside /opt/ml/output (which
+    SageMaker uploads), and removed once the rules have judged them."""
+    return base_dir() / "rule-tensors"
 
 
 def debug_hook_config() -> Path:

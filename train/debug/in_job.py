@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from train.debug.tensor_rules import RULES
 from train.debug.verdicts import Verdict, table
 
 log = logging.getLogger("train")
+# The hook that writes the tensors lives in this process and is closed before the final evaluation: smdebug need not
+# wait (1 s by default) for late writers once it sees the training-end marker.
+os.environ.setdefault("SMDEBUG_TRAINING_END_DELAY_REFRESH", "0")
 
 
 def collections_for(names: list[str]) -> list[str]:
@@ -33,8 +37,10 @@ class InJobRules:
         self.tensors, self.stop_on = tensors, stop_on
         self.verdicts = {name: Verdict(name, IN_PROGRESS) for name in names}
         self.checked: dict[str, int] = {}  # step-local rules: the first global step not judged yet
+        self.settled: set[str] = set()  # rules whose verdict no later step can change
         self.evaluations, self.seconds = 0, 0.0
         self.stopped: dict | None = None
+        self._trial = None  # opened once, refreshed by smdebug as steps arrive
 
     def evaluate(self, final: bool = False) -> Verdict | None:
         """Judge the saved steps; returns the verdict of a ``stop_on`` rule that found issues, if any.
@@ -42,11 +48,13 @@ class InJobRules:
         ``final``: the hook is closed and every step is saved, so a rule whose tensors are absent is an error.
         """
         started = time.perf_counter()
-        trial = open_trial(self.tensors) if has_tensors(self.tensors) else None
+        if self._trial is None and has_tensors(self.tensors):
+            self._trial = open_trial(self.tensors)
+        trial = self._trial
         steps = trial.steps() if trial is not None else []
         for name, verdict in self.verdicts.items():
-            if verdict.status == ISSUES:
-                continue  # a verdict stands at the first step its condition held
+            if verdict.status == ISSUES or name in self.settled:
+                continue  # a verdict stands at the first step its condition held; a settled one cannot change
             rule = RULES[name](trial, **self.params.get(name, {})) if trial is not None else None
             if rule is None or not rule.inputs_found():
                 if final:
@@ -59,6 +67,8 @@ class InJobRules:
                 continue
             if rule.STEP_LOCAL and steps:
                 self.checked[name] = steps[-1] + 1
+            if rule.settled(steps):
+                self.settled.add(name)
             self._change(Verdict(name, NO_ISSUES, evidence=f"checked {len(steps)} saved steps"))
         self.evaluations += 1
         self.seconds += time.perf_counter() - started

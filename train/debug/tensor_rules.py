@@ -50,6 +50,10 @@ class BuiltinRule(Rule):
         """Whether the trial holds the tensors this rule reads (otherwise its verdict is an error)."""
         return True
 
+    def settled(self, steps: list[int]) -> bool:
+        """Whether, with no issue found in these saved steps, no later step can change the verdict."""
+        return False
+
     def value(self, name: str, step: int) -> np.ndarray | None:
         """The value of ``name`` at global ``step``, or None when it was not saved then."""
         saved = self._saved.get(name)
@@ -225,6 +229,10 @@ class PoorWeightInitialization(BuiltinRule):
     def _activations(self) -> list[str]:
         regex = self.params["activation_inputs_regex"]
         return self.base_trial.tensor_names(regex=regex) if regex else self.base_trial.tensor_names(collection="relu_input")
+
+    def settled(self, steps: list[int]) -> bool:
+        """Judged on the first ``steps`` training steps only: settled once a later training step is saved."""
+        return any(s >= self.params["steps"] for s in self.base_trial.steps(mode=modes.TRAIN))
 
     def prepare(self) -> None:
         trial = self.base_trial
