@@ -1,4 +1,4 @@
-"""python -m bench {all,input,gpu,train,serve,agreement,report} [args]
+"""python -m bench {all,input,gpu,train,serve,agreement,rules,report} [args]
 
 ``all`` runs every benchmark one after the other (building the images first unless given), writes each
 one's raw JSON to bench/results/ and regenerates docs/benchmarks.md with its plots; ``--smoke`` runs the same
@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from bench import bf16_agreement, input_pipeline, report, serve_http, train_finetune, train_gpu
+from bench import bf16_agreement, input_pipeline, report, rules_overhead, serve_http, train_finetune, train_gpu
 
 COMMANDS = {
     "input": input_pipeline.main,
@@ -20,6 +20,7 @@ COMMANDS = {
     "train": train_finetune.main,
     "serve": serve_http.main,
     "agreement": bf16_agreement.main,
+    "rules": rules_overhead.main,
 }
 
 SMOKE = {
@@ -28,6 +29,7 @@ SMOKE = {
     "train": ["--per-class", "3", "2", "2", "--image-size", "32", "--epochs", "1", "--head-epochs", "2"],
     "serve": ["--seconds", "1", "--rounds", "1", "--levels", "1", "2", "--jpeg-size", "64"],
     "agreement": ["--photos", "32", "--image-size", "32", "--margins", "0.0", "0.1"],
+    "rules": ["--per-class", "4", "2", "2", "--image-size", "32", "--epochs", "1", "--reps", "1"],
 }
 
 

@@ -98,10 +98,18 @@ def bf16_agreement(r: dict):
     return figure
 
 
+def rules_overhead(r: dict):
+    figure, axis = plt.subplots(figsize=(7, 3))
+    labels = ["rules off: training", "rules on: training", "rules on: rule evaluation"]
+    _bars(axis, labels, [r["train_seconds"]["off"], r["train_seconds"]["on"], r["rule_seconds"]], "In-job Debugger rules, same run", "seconds")
+    return figure
+
+
 PAINTERS = {
     "input_pipeline.json": input_pipeline,
     "train_gpu.json": train_gpu,
     "train_finetune.json": train_finetune,
     "serve_http.json": serve_http,
     "bf16_agreement.json": bf16_agreement,
+    "rules_overhead.json": rules_overhead,
 }

@@ -217,12 +217,37 @@ INTRO = (
     "repetition are in the JSON. Each section names its machine, versions and date."
 )
 
+def rules_section(r: dict) -> list[str]:
+    setup, train = r["setup"], r["train_seconds"]
+    return [
+        "## In-job Debugger rules: training with them on against off",
+        "",
+        f"Machine: {_machine(r['machine'])}.",
+        "",
+        f"Method: `python -m bench rules` trains {setup['model']} from scratch ({setup['train_images']} real Fashion-MNIST "
+        f"photos, {setup['image_size']} px, batch {setup['batch_size']}, {setup['epochs']} epochs) as `python -m train`, "
+        f"{setup['reps']} times with the default rules (the hook saving what they read every {setup['interval']} steps, "
+        "the rules judged at each epoch end and once at the end) and as often with `--debugger-rules none`, alternated "
+        "in one invocation. Training time is the sum of the epochs' `epoch_seconds` (the steps, with the hook's saving); "
+        "rule evaluation is the time `rules.json` records; median (min-max) over the repetitions.",
+        "",
+        "| rules | training (s) | rule evaluation (s) | process wall time (s) |",
+        "|---|---|---|---|",
+        f"| off | {spread(train['off'])} | - | {spread(r['wall_seconds']['off'])} |",
+        f"| on (default) | {spread(train['on'])} | {spread(r['rule_seconds'])} | {spread(r['wall_seconds']['on'])} |",
+        "",
+        f"Rules on against off, same run: training **{r['train_ratio']:.3f}x**, training plus the rules' evaluation "
+        f"**{r['train_and_rules_ratio']:.3f}x**, whole process {r['wall_ratio']:.3f}x.",
+    ]
+
+
 SECTIONS = {
     "input_pipeline.json": input_section,
     "train_gpu.json": gpu_section,
     "train_finetune.json": train_section,
     "serve_http.json": serve_section,
     "bf16_agreement.json": agreement_section,
+    "rules_overhead.json": rules_section,
 }
 
 

@@ -20,6 +20,7 @@ SECTIONS = {
     "train_finetune.json": "## Fine-tuning EfficientNet-Lite0",
     "serve_http.json": "## Serving ResNet-50 over HTTP",
     "bf16_agreement.json": "## bf16 serving",
+    "rules_overhead.json": "## In-job Debugger rules",
 }
 
 

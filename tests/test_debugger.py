@@ -53,3 +53,62 @@ def test_sagemaker_hook_config_is_honoured(tmp_path, fashion):
     trial = read_trial(out)
     assert trial.tensor_names(collection="losses") and trial.tensor_names(collection="biases")
     assert not trial.tensor_names(collection="gradients")
+
+
+
+LEAN_HOOK = """
+import sys, torch
+from torch import nn
+from train.debugger import create_hook, set_mode
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+        self.dead = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.body(x) + 0.0 * self.dead(x)  # the dead layer's gradients are exactly zero at every step
+
+
+torch.manual_seed(0)
+model, loss_fn = Net(), nn.CrossEntropyLoss()
+hook = create_hook(sys.argv[1], 10, "gradients,losses", model, loss_fn, lean=True)
+set_mode(hook, "TRAIN")
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for step in range(25):
+    x, y = torch.randn(16, 8), torch.randint(0, 4, (16,))
+    loss = loss_fn(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+hook.close()
+"""
+
+
+def test_lean_hook_keeps_gradient_reductions_after_the_early_steps_and_vanishing_gradient_reads_them(tmp_path):
+    """The in-job rules' hook: whole gradients over the first steps, only |mean| and |max| after them (what
+    VanishingGradient reads); the rule fires on a step where only the reductions were saved."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from train.debug.tensor_check import first_issue, open_trial
+    from train.debug.tensor_rules import VanishingGradient
+
+    out = tmp_path / "tensors"
+    run = subprocess.run([sys.executable, "-c", LEAN_HOOK, str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    trial = open_trial(out)
+    dead = next(n for n in trial.tensor_names(collection="gradients") if "dead" in n and n.endswith("weight"))
+    tensor = trial.tensor(dead)
+    assert tensor.steps() == [0, 10, 20]
+    assert tensor.value(0).shape == (4, 8)  # whole over the early steps
+    with pytest.raises(smdebug.exceptions.TensorUnavailableForStep):
+        tensor.value(10)  # afterwards only reductions
+    assert tensor.reduction_value(20, "mean", abs=True) == 0.0 and tensor.reduction_value(20, "max", abs=True) == 0.0
+    live = next(n for n in trial.tensor_names(collection="gradients") if "body.0" in n and n.endswith("weight"))
+    assert trial.tensor(live).reduction_value(20, "mean", abs=True) > 1e-7
+    rule = VanishingGradient(trial)
+    assert first_issue(rule, [10, 20]) == 10 and "Net_dead." in rule.evidence

@@ -18,13 +18,18 @@ from train import sagemaker_env
 log = logging.getLogger(__name__)
 os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")  # smdebug logs a line per registered tensor at INFO
 DENSE_IN_EVAL = ("losses", "labels", "predictions")
+REDUCED = "gradient_reductions"
 EARLY_STEPS = 10  # PoorWeightInitialization judges the first 10 training steps: ReLU inputs are saved only there
 
 
-def create_hook(out_dir: str | None, interval: int, collections: str, model: nn.Module, loss_fn: nn.Module, activations: bool = True):
+def create_hook(
+    out_dir: str | None, interval: int, collections: str, model: nn.Module, loss_fn: nn.Module, activations: bool = True, lean: bool = False
+):
     """A registered smdebug hook, or None when Debugger is not asked for.
 
     ``activations=False`` (under bf16/fp16 autocast, which smdebug cannot write) leaves out the ReLU inputs.
+    ``lean`` (the in-job rules' own folder): gradients are saved whole only over the first steps, and after them as
+    the mean and max of their absolute values (``gradient_reductions``), which is all the rules read then.
     """
     config = sagemaker_env.debug_hook_config()
     if not config.is_file() and not out_dir:
@@ -41,8 +46,10 @@ def create_hook(out_dir: str | None, interval: int, collections: str, model: nn.
             out_dir=out_dir,
             export_tensorboard=False,
             save_config=smd.SaveConfig(save_interval=interval),
-            include_collections=wanted + [c for c in ("relu_input", "labels", "predictions") if c not in wanted],
+            include_collections=wanted + [c for c in ("relu_input", "labels", "predictions") + (REDUCED,) * lean if c not in wanted],
         )
+        if lean and "gradients" in wanted:
+            reduce_gradients_after_early_steps(hook, interval)
         log.info("Debugger hook saving %s every %d steps to %s", collections, interval, out_dir)
     hook.register_module(model)
     hook.register_loss(loss_fn)
@@ -68,6 +75,19 @@ def create_hook(out_dir: str | None, interval: int, collections: str, model: nn.
             mode_save_configs={smd.modes.TRAIN: smd.SaveConfigMode(save_interval=_train_interval(collection, interval)), smd.modes.EVAL: smd.SaveConfigMode(save_interval=1)}
         )
     return hook
+
+
+def reduce_gradients_after_early_steps(hook, interval: int) -> None:
+    """Whole gradients for the first EARLY_STEPS training steps; |mean| and |max| reductions of them at every save."""
+    import smdebug.pytorch as smd
+
+    hook.get_collection("gradients").save_config = smd.SaveConfig(
+        mode_save_configs={smd.modes.TRAIN: smd.SaveConfigMode(save_interval=interval, end_step=EARLY_STEPS)}
+    )
+    reduced = hook.get_collection(REDUCED)
+    reduced.include("^gradient/")
+    reduced.reduction_config = smd.ReductionConfig(abs_reductions=["mean", "max"])
+    reduced.save_config = smd.SaveConfig(mode_save_configs={smd.modes.TRAIN: smd.SaveConfigMode(save_interval=interval)})
 
 
 def _train_interval(collection, default: int) -> int:

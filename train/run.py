@@ -148,7 +148,8 @@ def attach_rules(
             shutil.rmtree(out, ignore_errors=True)
     elif names:
         collections = ",".join(sorted(set(collections.split(",")) | set(collections_for(names))))
-    hook = create_hook(out, args.debugger_interval, collections, model, loss_fn, activations=precision.dtype is None)
+    lean = bool(names) and out == str(sagemaker_env.rule_tensors_dir())
+    hook = create_hook(out, args.debugger_interval, collections, model, loss_fn, activations=precision.dtype is None, lean=lean)
     if not names:
         return hook, None
     log.info("in-job Debugger rules: %s, judged at each epoch end%s", ", ".join(names), f"; --stop-on-rule {', '.join(stop_on)}" if stop_on else "")

@@ -54,12 +54,35 @@ class BuiltinRule(Rule):
         """Whether, with no issue found in these saved steps, no later step can change the verdict."""
         return False
 
+    def saved(self, name: str, step: int) -> bool:
+        """Whether anything of ``name`` (its value or reductions of it) was saved at global ``step``."""
+        steps = self._saved.get(name)
+        if steps is None:
+            steps = self._saved[name] = set(self.base_trial.tensor(name).steps())
+        return step in steps
+
     def value(self, name: str, step: int) -> np.ndarray | None:
-        """The value of ``name`` at global ``step``, or None when it was not saved then."""
-        saved = self._saved.get(name)
-        if saved is None:
-            saved = self._saved[name] = set(self.base_trial.tensor(name).steps())
-        return np.asarray(self.base_trial.tensor(name).value(step), dtype=np.float64) if step in saved else None
+        """The value of ``name`` at global ``step``, or None when it was not saved then (or only reductions of it were)."""
+        from smdebug.exceptions import TensorUnavailableForStep
+
+        if not self.saved(name, step):
+            return None
+        try:
+            return np.asarray(self.base_trial.tensor(name).value(step), dtype=np.float64)
+        except TensorUnavailableForStep:
+            return None
+
+    def reduction(self, name: str, step: int, kind: str) -> float | None:
+        """``kind`` ("mean", "max", ...) of the absolute values of ``name`` at ``step``: the saved reduction, or computed
+        from the saved value; None when neither was saved."""
+        from smdebug.exceptions import TensorUnavailableForStep
+
+        if not self.saved(name, step):
+            return None
+        try:
+            return float(self.base_trial.tensor(name).reduction_value(step, kind, abs=True))
+        except TensorUnavailableForStep:
+            return None
 
 
 class TensorValueRule(BuiltinRule):
@@ -70,8 +93,8 @@ class TensorValueRule(BuiltinRule):
     def inputs(self) -> list[str]:
         raise NotImplementedError
 
-    def problem(self, name: str, value: np.ndarray) -> str | None:
-        """What is wrong with this value, or None."""
+    def problem(self, name: str, step: int) -> str | None:
+        """What is wrong with what was saved of ``name`` at ``step``, or None."""
         raise NotImplementedError
 
     def inputs_found(self) -> bool:
@@ -82,8 +105,7 @@ class TensorValueRule(BuiltinRule):
 
     def check(self, step: int) -> bool:
         for name in self.names:
-            value = self.value(name, step)
-            problem = None if value is None else self.problem(name, value)
+            problem = self.problem(name, step) if self.saved(name, step) else None
             if problem:
                 return self.found(problem)
         return False
@@ -106,8 +128,8 @@ class VanishingGradient(TensorValueRule):
     def inputs(self) -> list[str]:
         return self.base_trial.tensor_names(collection="gradients")
 
-    def problem(self, name: str, value: np.ndarray) -> str | None:
-        mean = np.mean(np.abs(value)) if value.size else None
+    def problem(self, name: str, step: int) -> str | None:
+        mean = self.reduction(name, step, "mean")  # the in-job hook saves only this reduction after the first steps
         return f"mean |{name}| = {mean:.3g} < {self.params['threshold']:g}" if mean is not None and mean < self.params["threshold"] else None
 
 
@@ -119,9 +141,14 @@ class ExplodingTensor(TensorValueRule):
     def inputs(self) -> list[str]:
         return _tensor_names(self.base_trial, self.params["collection_names"], self.params["tensor_regex"])
 
-    def problem(self, name: str, value: np.ndarray) -> str | None:
+    def problem(self, name: str, step: int) -> str | None:
+        value, kind = self.value(name, step), "NaN" if self.params["only_nan"] else "NaN/inf"
+        if value is None:  # only reductions saved: a NaN or an infinity shows in the largest absolute value
+            peak = self.reduction(name, step, "max")
+            bad = peak is not None and (np.isnan(peak) or (not self.params["only_nan"] and np.isinf(peak)))
+            return f"{name}: max |value| is {peak} ({kind} among its values)" if bad else None
         bad = np.isnan(value) if self.params["only_nan"] else ~np.isfinite(value)
-        return f"{name} holds {int(bad.sum())} {'NaN' if self.params['only_nan'] else 'NaN/inf'} of {value.size} values" if bad.any() else None
+        return f"{name} holds {int(bad.sum())} {kind} of {value.size} values" if bad.any() else None
 
 
 class LossCurveRule(BuiltinRule):
