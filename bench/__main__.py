@@ -8,19 +8,20 @@ set, results and the document go there instead.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import sys
 import time
 
 from bench import bf16_agreement, input_pipeline, report, rules_overhead, serve_http, train_finetune, train_gpu
 
-COMMANDS = {
+COMMANDS = {  # `all` runs them in this order: the training benchmarks (child processes) before the serving ones
     "input": input_pipeline.main,
     "gpu": train_gpu.main,
     "train": train_finetune.main,
+    "rules": rules_overhead.main,
     "serve": serve_http.main,
     "agreement": bf16_agreement.main,
-    "rules": rules_overhead.main,
 }
 
 SMOKE = {
@@ -65,6 +66,7 @@ def run_all(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    faulthandler.enable()  # a crash in a native library (torch, OpenVINO) leaves its Python stack on stderr
     if len(sys.argv) < 2 or sys.argv[1] not in (*COMMANDS, "all", "report"):
         raise SystemExit(f"usage: python -m bench {{all,{','.join(COMMANDS)},report}} [args]")
     if sys.argv[1] == "all":
