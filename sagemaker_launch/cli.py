@@ -28,9 +28,22 @@ def load_config(path: str | None) -> dict:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def apply_config(parser: argparse.ArgumentParser, config: dict) -> None:
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser that remembers its options (destination -> whether it takes several values), for --config."""
+
+    def __init__(self, *args, **kwargs):
+        self.options: dict[str, bool] = {}  # before argparse's own __init__, which adds --help
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        self.options[action.dest] = kwargs.get("action") == "append" or kwargs.get("nargs") in ("*", "+")
+        return action
+
+
+def apply_config(parser: CommandParser, config: dict) -> None:
     """Use the YAML values as defaults (flags still win); unknown keys are refused, lists and mappings become repeats."""
-    known = {action.dest: action for action in parser._actions}
+    known = parser.options
     unknown = sorted(set(config) - set(known))
     if unknown:
         raise LaunchError(f"--config has settings this command does not take: {', '.join(unknown)}.")
@@ -38,8 +51,7 @@ def apply_config(parser: argparse.ArgumentParser, config: dict) -> None:
     for key, value in config.items():
         if isinstance(value, dict):
             value = [f"{k}={v}" for k, v in value.items()]
-        takes_list = known[key].nargs in ("*", "+") or isinstance(known[key], argparse._AppendAction)
-        if takes_list and not isinstance(value, list):
+        if known[key] and not isinstance(value, list):
             value = [value]
         defaults[key] = [str(v) for v in value] if isinstance(value, list) else value
     parser.set_defaults(**defaults)
@@ -109,7 +121,7 @@ COMMANDS: dict[str, Command] = {
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and each command's own parser."""
     parser = argparse.ArgumentParser(prog="python -m sagemaker_launch", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command", parser_class=CommandParser)
     subparsers = {}
     for name, command in COMMANDS.items():
         sub = subparsers[name] = commands.add_parser(name, help=command.summary, description=command.summary)
@@ -130,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         first = parser.parse_args(argv)
         sub = subparsers[first.command]
         apply_config(sub, load_config(first.config))
-        if os.environ.get("SAGEMAKER_ROLE") and "role" in {action.dest for action in sub._actions}:
+        if os.environ.get("SAGEMAKER_ROLE") and "role" in sub.options:
             sub.set_defaults(role=sub.get_default("role") or os.environ["SAGEMAKER_ROLE"])
         args = parser.parse_args(argv)
         COMMANDS[args.command].run(args)
