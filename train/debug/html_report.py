@@ -14,7 +14,8 @@ import numpy as np
 
 from train.debug import plots
 from train.debug.profiler_rules import COMPUTE, RULES, evaluate, load_profile
-from train.debug.verdicts import ISSUES, Verdict
+from byoc_contract.rules import ISSUES
+from train.debug.verdicts import Verdict
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1040px; color: #222; }

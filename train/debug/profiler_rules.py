@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from train.debug.parameters import typed
-from train.debug.verdicts import ISSUES, NO_ISSUES, Verdict
+from byoc_contract.rules import ISSUES, NO_ISSUES
+from train.debug.verdicts import Verdict
 
 COMPUTE = ("forward", "backward", "optimizer")
 

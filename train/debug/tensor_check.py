@@ -5,7 +5,8 @@ import logging
 from pathlib import Path
 
 from train.debug.tensor_rules import RULES, BuiltinRule
-from train.debug.verdicts import ERROR, ISSUES, NO_ISSUES, Verdict
+from byoc_contract.rules import ERROR, ISSUES, NO_ISSUES
+from train.debug.verdicts import Verdict
 
 
 def has_tensors(path: Path) -> bool:

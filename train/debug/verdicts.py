@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from byoc_contract.rules import ERROR, ISSUES, NO_ISSUES, verdict_table  # noqa: F401 (statuses re-exported for the rule modules)
+from byoc_contract.rules import ERROR, ISSUES, verdict_table
 
 
 @dataclass(frozen=True)
