@@ -31,6 +31,8 @@ def v3_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
 
+# delete_endpoint stops the container under the SDK's serving thread, which then raises that `docker compose up` exited
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_model_trainer_fits_and_local_session_serves_a_jpeg(v3_environment, train_image, serve_image, fashion, tmp_path):
     from sagemaker.core.local import LocalSession
     from sagemaker.train import ModelTrainer
