@@ -28,7 +28,7 @@ def v3_environment(tmp_path, monkeypatch):
     for key, value in sdk_environment(tmp_path / "sdk").items():
         if os.environ.get(key) != value:
             monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: any AWS API call would fail, none may leave the machine
 
 
 # delete_endpoint stops the container under the SDK's serving thread, which then raises that `docker compose up` exited
