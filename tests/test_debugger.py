@@ -112,3 +112,25 @@ def test_lean_hook_keeps_gradient_reductions_after_the_early_steps_and_vanishing
     assert trial.tensor(live).reduction_value(20, "mean", abs=True) > 1e-7
     rule = VanishingGradient(trial)
     assert first_issue(rule, [10, 20]) == 10 and "Net_dead." in rule.evidence
+
+
+def test_an_unreadable_tensor_file_makes_an_error_verdict_not_a_failed_job(tmp_path, capsys):
+    """In-job rules on a folder whose tensor files were damaged: the rules that read them say Error, nothing raises."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from train.debug.in_job import InJobRules
+
+    out = tmp_path / "tensors"
+    run = subprocess.run([sys.executable, "-c", LEAN_HOOK, str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for events in (out / "events").rglob("*.tfevents"):
+        events.write_bytes(events.read_bytes()[:40])  # truncated mid-record, as by a full disk
+    rules = InJobRules(["VanishingGradient", "LossNotDecreasing"], out, [])
+    assert rules.evaluate(final=True) is None
+    statuses = {r: v.status for r, v in rules.verdicts.items()}
+    assert "Error" in statuses.values(), statuses
+    assert "status=Error" in capsys.readouterr().out
+    shutil.rmtree(out)

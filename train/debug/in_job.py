@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from byoc_contract.rules import IN_PROGRESS, ISSUES, NO_ISSUES, OUTPUT_FILE, format_line
+from byoc_contract.rules import ERROR, IN_PROGRESS, ISSUES, NO_ISSUES, OUTPUT_FILE, format_line
 from train.debug.tensor_check import check_params, first_issue, has_tensors, missing_inputs, open_trial
 from train.debug.tensor_rules import RULES
 from train.debug.verdicts import Verdict, table
@@ -53,26 +53,34 @@ class InJobRules:
         trial = self._trial
         steps = trial.steps() if trial is not None else []
         for name, verdict in self.verdicts.items():
-            if verdict.status == ISSUES or name in self.settled:
+            if verdict.status in (ISSUES, ERROR) or name in self.settled:
                 continue  # a verdict stands at the first step its condition held; a settled one cannot change
-            rule = RULES[name](trial, **self.params.get(name, {})) if trial is not None else None
-            if rule is None or not rule.inputs_found():
-                if final:
-                    self._change(missing_inputs(name))
-                continue
-            todo = [s for s in steps if s >= self.checked.get(name, 0)] if rule.STEP_LOCAL else steps
-            step = first_issue(rule, todo)
-            if step is not None:
-                self._change(Verdict(name, ISSUES, step, rule.evidence))
-                continue
-            if rule.STEP_LOCAL and steps:
-                self.checked[name] = steps[-1] + 1
-            if rule.settled(steps):
-                self.settled.add(name)
-            self._change(Verdict(name, NO_ISSUES, evidence=f"checked {len(steps)} saved steps"))
+            try:
+                self._judge(name, trial, steps, final)
+            except Exception as exc:  # a rule's bug or an unreadable tensor file must not fail the training it watches
+                log.exception("rule %s could not be evaluated; training goes on without it", name)
+                self._change(Verdict(name, ERROR, evidence=f"evaluation failed: {type(exc).__name__}: {exc}"))
         self.evaluations += 1
         self.seconds += time.perf_counter() - started
         return next((self.verdicts[n] for n in self.stop_on if self.verdicts[n].status == ISSUES), None)
+
+    def _judge(self, name: str, trial, steps: list[int], final: bool) -> None:
+        """Judge rule ``name`` on the saved ``steps`` and record its verdict."""
+        rule = RULES[name](trial, **self.params.get(name, {})) if trial is not None else None
+        if rule is None or not rule.inputs_found():
+            if final:
+                self._change(missing_inputs(name))
+            return
+        todo = [s for s in steps if s >= self.checked.get(name, 0)] if rule.STEP_LOCAL else steps
+        step = first_issue(rule, todo)
+        if step is not None:
+            self._change(Verdict(name, ISSUES, step, rule.evidence))
+            return
+        if rule.STEP_LOCAL and steps:
+            self.checked[name] = steps[-1] + 1
+        if rule.settled(steps):
+            self.settled.add(name)
+        self._change(Verdict(name, NO_ISSUES, evidence=f"checked {len(steps)} saved steps"))
 
     def _change(self, verdict: Verdict) -> None:
         before = self.verdicts[verdict.rule]
