@@ -45,6 +45,20 @@ def rule_names(text: str) -> list[str]:
     return names
 
 
+class StopRuleNotJudged(ValueError):
+    """A stop-on-rule name that is not among the rules being judged."""
+
+
+def selection(rules: str, stop_on: str, rules_flag: str) -> tuple[list[str], list[str]]:
+    """The rules to judge and those that stop training (each as ``rule_names`` reads them); every stop rule must be
+    judged. ``rules_flag`` names the setting to add a missing one to, in the error."""
+    names, stops = rule_names(rules), rule_names(stop_on)
+    missing = [n for n in stops if n not in names]
+    if missing:
+        raise StopRuleNotJudged(f"--stop-on-rule {', '.join(missing)}: not among the evaluated rules ({', '.join(names) or 'none'}); add it to {rules_flag}")
+    return names, stops
+
+
 def format_line(rule: str, status: str, step: int | None, evidence: str) -> str:
     """One verdict change as a single line (newlines in the evidence are folded)."""
     if rule not in RULE_NAMES or status not in STATUSES:

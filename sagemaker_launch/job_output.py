@@ -41,7 +41,7 @@ def _refusal(member: tarfile.TarInfo) -> str | None:
     name = member.name
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         return "an absolute path"
-    if ".." in Path(name).parts or ".." in name.replace("\\", "/").split("/"):
+    if ".." in name.replace("\\", "/").split("/"):
         return "a '..' component"
     if member.issym() or member.islnk():
         target = member.linkname if member.islnk() else posixpath.join(posixpath.dirname(name), member.linkname)

@@ -49,16 +49,18 @@ def _names(values: list[str]) -> list[str]:
     return [] if values in ([], ["none"]) else values
 
 
+def rule_selection(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """``--rules`` and ``--stop-on-rule``, checked (every stop rule must be among the rules)."""
+    try:
+        return job_rules.selection(" ".join(args.rules), " ".join(args.stop_on_rule), "--rules")
+    except ValueError as exc:
+        raise LaunchError(f"{exc}.") from None
+
+
 def in_job_rules(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The rule names and the trainer hyperparameters that turn the in-job rules on (``none`` with --sagemaker-debugger,
     where AWS's rule jobs judge them instead)."""
-    try:
-        names, stop_on = job_rules.rule_names(" ".join(args.rules)), job_rules.rule_names(" ".join(args.stop_on_rule))
-    except ValueError as exc:
-        raise LaunchError(f"--rules/--stop-on-rule: {exc}.") from None
-    missing = [n for n in stop_on if n not in names]
-    if missing:
-        raise LaunchError(f"--stop-on-rule {', '.join(missing)} is not among --rules ({', '.join(names) or 'none'}); add it there.")
+    names, stop_on = rule_selection(args)
     if args.sagemaker_debugger:
         return names, {job_rules.RULES_HYPERPARAMETER: "none"}
     if args.profiler_rules is not None:
@@ -134,9 +136,8 @@ def training_request(args: argparse.Namespace, region: str) -> dict:
 
 def sagemaker_debugger(args: argparse.Namespace, region: str, output: str, name: str) -> dict:
     """DebugHookConfig, DebugRuleConfigurations, ProfilerConfig and ProfilerRuleConfigurations, as before Debugger closed."""
-    debugger = job_rules.rule_names(" ".join(args.rules))
+    debugger, stop_on = rule_selection(args)
     profiler = _names(args.profiler_rules if args.profiler_rules is not None else list(rules.COURSE_PROFILER_RULES))
-    stop_on = job_rules.rule_names(" ".join(args.stop_on_rule))
     config: dict = {}
     collections = sorted(set(_names(args.collections)) | set(rules.rule_collections(debugger)))
     if collections:

@@ -149,7 +149,7 @@ BAD = [
     (["--channel", "valid"], "write it as NAME=VALUE"),
     (["--input-mode", "Pipe"], "use FastFile"),
     (["--rules", "dead_relu"], "unknown rule 'dead_relu'"),
-    (["--rules", "Overfit", "--stop-on-rule", "VanishingGradient"], "--stop-on-rule VanishingGradient is not among --rules (Overfit)"),
+    (["--rules", "Overfit", "--stop-on-rule", "VanishingGradient"], "--stop-on-rule VanishingGradient: not among the evaluated rules (Overfit); add it to --rules."),
     (["--profiler-rules", "profiler_report"], "needs --sagemaker-debugger"),
     (["--spot", "--max-runtime", "100", "--max-wait", "50"], "must be at least --max-runtime"),
     (["--instance-count", "0"], "--instance-count must be at least 1"),

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from byoc_contract.metric_log import format_line
-from byoc_contract.rules import rule_names
+from byoc_contract.rules import StopRuleNotJudged, selection
 from train import distributed, finish, sagemaker_env
 from train.data import class_loss_weights, loader_settings
 from train.debugger import create_hook, record, set_mode
@@ -121,13 +121,11 @@ def evaluate(forward, loader, precision: Precision, inputs: DeviceInput, ctx: di
 def rule_settings(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """The in-job rules to judge and those that stop training, checked before any work."""
     try:
-        names, stop_on = rule_names(args.debugger_rules), rule_names(" ".join(args.stop_on_rule))
+        return selection(args.debugger_rules, " ".join(args.stop_on_rule), "--debugger-rules")
+    except StopRuleNotJudged as exc:
+        raise TrainingError(f"{exc}.") from None
     except ValueError as exc:
         raise TrainingError(f"Bad --debugger-rules or --stop-on-rule: {exc}.") from None
-    missing = [n for n in stop_on if n not in names]
-    if missing:
-        raise TrainingError(f"--stop-on-rule {', '.join(missing)}: not among the evaluated rules ({', '.join(names) or 'none'}); add it to --debugger-rules.")
-    return names, stop_on
 
 
 def attach_rules(

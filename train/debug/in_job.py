@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from byoc_contract.rules import ERROR, IN_PROGRESS, ISSUES, NO_ISSUES, OUTPUT_FILE, format_line
-from train.debug.tensor_check import check_params, first_issue, has_tensors, missing_inputs, open_trial
+from train.debug.tensor_check import first_issue, has_tensors, missing_inputs, open_trial
 from train.debug.tensor_rules import RULES
 from train.debug.verdicts import Verdict, table
 
@@ -31,9 +31,7 @@ def collections_for(names: list[str]) -> list[str]:
 class InJobRules:
     """The verdicts of the job's rules, updated from the tensors saved so far."""
 
-    def __init__(self, names: list[str], tensors: Path, stop_on: list[str], params: dict[str, dict[str, str]] | None = None):
-        self.params = params or {}
-        check_params(self.params)
+    def __init__(self, names: list[str], tensors: Path, stop_on: list[str]):
         self.tensors, self.stop_on = tensors, stop_on
         self.verdicts = {name: Verdict(name, IN_PROGRESS) for name in names}
         self.checked: dict[str, int] = {}  # step-local rules: the first global step not judged yet
@@ -66,7 +64,7 @@ class InJobRules:
 
     def _judge(self, name: str, trial, steps: list[int], final: bool) -> None:
         """Judge rule ``name`` on the saved ``steps`` and record its verdict."""
-        rule = RULES[name](trial, **self.params.get(name, {})) if trial is not None else None
+        rule = RULES[name](trial) if trial is not None else None
         if rule is None or not rule.inputs_found():
             if final:
                 self._change(missing_inputs(name))
