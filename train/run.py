@@ -140,13 +140,13 @@ def attach_rules(
     from train.debug.in_job import InJobRules, collections_for
 
     out, collections = args.debugger_out, args.debugger_collections
-    if names and not out:  # the rules' own folder, fresh for this process (the hook's steps restart at 0 on resume)
+    lean = bool(names) and not out  # the rules' own folder holds only what they read
+    if lean:  # fresh for this process (the hook's steps restart at 0 on resume)
         out, collections = str(sagemaker_env.rule_tensors_dir()), ",".join(collections_for(names))
         if not sagemaker_env.debug_hook_config().is_file():
             shutil.rmtree(out, ignore_errors=True)
     elif names:
         collections = ",".join(sorted(set(collections.split(",")) | set(collections_for(names))))
-    lean = bool(names) and out == str(sagemaker_env.rule_tensors_dir())
     hook = create_hook(out, args.debugger_interval, collections, model, loss_fn, activations=precision.dtype is None, lean=lean)
     if not names:
         return hook, None
@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> dict:
     ctx = distributed.setup()
     configure_logging(ctx.is_main)
     seed_everything(args.seed, args.deterministic)
-    rule_names_and_stops = rule_settings(args)
+    rule_names, stop_on = rule_settings(args)
     splits = load_splits(Path(args.train), Path(args.valid), Path(args.test), args.valid_fraction, args.test_fraction, args.seed)
     log.info(
         "data: %s layout, %d classes, %d train / %d valid / %s test images",
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> dict:
     loss_fn = nn.CrossEntropyLoss(weight=loss_weight, label_smoothing=args.label_smoothing)
     inputs = DeviceInput(ctx.device, args.channels_last, preprocess.mean, preprocess.std)
     loaders = build_loaders(splits, net, model, preprocess, precision, inputs, args, ctx)
-    hook, rules = attach_rules(args, *rule_names_and_stops, loaders.module, loss_fn, precision, ctx)  # before the first step (torch.compile is lazy)
+    hook, rules = attach_rules(args, rule_names, stop_on, loaders.module, loss_fn, precision, ctx)  # before the first step (torch.compile is lazy)
 
     optimizer = build_optimizer(args, head_params, backbone_params, ctx.device)
     steps_per_epoch = len(loaders.train)
@@ -291,6 +291,7 @@ def run(args: argparse.Namespace) -> dict:
     if profiling:
         finish.write_profiling_report(out)
     return final
+
 
 def run_and_report(args: argparse.Namespace) -> int:
     """Run; on failure write the reason to /opt/ml/output/failure and return a non-zero exit code."""
