@@ -8,7 +8,7 @@ from serve.settings import Settings
 def main() -> None:
     settings = Settings.from_env()
     uvicorn.run(
-        "serve.app:app_from_env", factory=True, host="0.0.0.0", port=settings.port,
+        "serve.factory:app_from_env", factory=True, host="0.0.0.0", port=settings.port,
         workers=1 if settings.multi_model else settings.workers,  # MME: MMS runs SAGEMAKER_MODEL_SERVER_WORKERS per model
         timeout_graceful_shutdown=settings.timeout_seconds, log_config=LOG_CONFIG,
     )  # fmt: skip

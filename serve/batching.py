@@ -4,12 +4,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 log = logging.getLogger(__name__)
+
+
+def run_together(predict: Callable[[np.ndarray], np.ndarray], batches: list[np.ndarray]) -> list[np.ndarray]:
+    """One model run over several requests' batches; each gets its own rows back, in order."""
+    together = predict(np.concatenate(batches)) if len(batches) > 1 else predict(batches[0])
+    bounds = np.cumsum([0] + [len(b) for b in batches])
+    return [together[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
 
 @dataclass
@@ -21,7 +28,8 @@ class _Job:
 class Batcher:
     """Collects requests for up to ``max_delay`` seconds or ``max_images`` images, then predicts once.
 
-    A request larger than ``max_images`` runs on its own; results keep each request's order.
+    A request larger than ``max_images`` runs on its own; results keep each request's order. The queue holds no
+    more than the images the server admitted (``serve.limits.Admission``).
     """
 
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_images: int, max_delay: float, observe: Callable[[int], None]):
@@ -32,6 +40,7 @@ class Batcher:
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.task: asyncio.Task | None = None
         self.carry: _Job | None = None  # the job that did not fit into the last batch goes first next time
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="predict")  # one model run at a time, off the event loop
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -39,6 +48,7 @@ class Batcher:
     async def stop(self) -> None:
         if self.task:
             self.task.cancel()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, batch: np.ndarray) -> np.ndarray:
         job = _Job(batch, asyncio.get_running_loop().create_future())
@@ -67,20 +77,18 @@ class Batcher:
         jobs = [j for j in jobs if not j.future.done()]  # a request that timed out is not worth computing
         if not jobs:
             return
-        batch = np.concatenate([j.batch for j in jobs])
-        self.observe(len(batch))
+        self.observe(sum(len(j.batch) for j in jobs))
         try:
-            probabilities = await run_in_threadpool(self.predict, batch)
+            results = await asyncio.get_running_loop().run_in_executor(self.executor, run_together, self.predict, [j.batch for j in jobs])
         except Exception as exc:
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-            return
-        start = 0
-        for job in jobs:
-            if not job.future.done():
-                job.future.set_result(probabilities[start : start + len(job.batch)])
-            start += len(job.batch)
+            results = [exc] * len(jobs)
+        for job, result in zip(jobs, results):
+            if job.future.done():
+                continue
+            if isinstance(result, Exception):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result)
 
     async def _run(self) -> None:
         while True:

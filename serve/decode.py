@@ -1,35 +1,138 @@
-"""Request bytes -> the (N, 3, H, W) float32 batch the network takes. Every bad input is a RequestError (4xx)."""
+"""Request bytes -> the (N, 3, H, W) float32 batch the network takes. Every bad input is a RequestError (4xx).
+
+Images are counted before any of them is decoded: over the per-request cap is a 413, and the count is reserved
+with the server's image budget (``reserve``) before the work starts.
+"""
 from __future__ import annotations
 
 import base64
 import binascii
+import email.parser
+import email.policy
 import io
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from byoc_images import ImageTooLarge, open_rgb
 from serve.artifact import ModelSpec
+from serve.limits import Deadline
 from serve.preprocess import to_input
+from serve.web import RequestError
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff", "application/x-image")
 JSON_TYPES = ("application/json",)
 JSONLINES_TYPES = ("application/jsonlines", "application/jsonl", "application/x-jsonlines")
 NPY_TYPES = ("application/x-npy",)
-SUPPORTED = IMAGE_TYPES + JSON_TYPES + JSONLINES_TYPES + NPY_TYPES + ("multipart/form-data",)
+MULTIPART_TYPES = ("multipart/form-data",)
+SUPPORTED = IMAGE_TYPES + JSON_TYPES + JSONLINES_TYPES + NPY_TYPES + MULTIPART_TYPES
 
-
-class RequestError(Exception):
-    """A request the server cannot serve; becomes ``{"error": ..., "detail": ...}`` with ``status``."""
-
-    def __init__(self, status: int, error: str, detail: str):
-        super().__init__(f"{status} {error}: {detail}")
-        self.status, self.error, self.detail = status, error, detail
+Fetch = Callable[[str, Deadline], bytes]
+Reserve = Callable[[int], None]
 
 
 def media_type(header: str | None) -> str:
     return (header or "").split(";", 1)[0].strip().lower()
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a JSON body before it is decoded: base64 text or a URL, and where it sits in the body."""
+
+    value: object
+    where: str
+    is_url: bool = False
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """Decodes request bodies for one model, within the per-request limits."""
+
+    spec: ModelSpec
+    max_pixels: int
+    max_images: int
+    fetch: Fetch | None = None
+    max_urls: int = 0
+
+    def decode(self, body: bytes, content_type: str | None, deadline: Deadline, reserve: Reserve) -> tuple[np.ndarray, bool]:
+        """(batch, one result per line?) from a request body of the given content type."""
+        kind = media_type(content_type)
+        if not body:
+            raise RequestError(400, "empty body", "The request has no body; send an image or a JSON document.")
+        if kind in IMAGE_TYPES or kind in MULTIPART_TYPES:
+            reserve(1)
+            data = multipart_file(body, content_type) if kind in MULTIPART_TYPES else body
+            return self.image(data)[None], False
+        if kind in NPY_TYPES:
+            return self.npy(body, reserve), False
+        if kind in JSON_TYPES:
+            return self.images(json_items(parse_json(body, "the body"), "body"), deadline, reserve), False
+        if kind in JSONLINES_TYPES:
+            lines = [line for line in body.splitlines() if line.strip()]
+            if not lines:
+                raise RequestError(400, "empty body", "The JSON lines body has no lines.")
+            self.check_count(len(lines))
+            items = []
+            for n, line in enumerate(lines, 1):
+                found = json_items(parse_json(line, f"line {n}"), f"line {n}")
+                if len(found) != 1:
+                    raise RequestError(400, "bad JSON line", f"line {n} holds {len(found)} images; put one image on each line.")
+                items += found
+            return self.images(items, deadline, reserve), True
+        shown = content_type or "none"
+        raise RequestError(415, "unsupported content type", f"Content-Type {shown!r} is not served; use one of {', '.join(SUPPORTED)}.")
+
+    def check_count(self, count: int) -> None:
+        if count > self.max_images:
+            detail = f"The request holds {count} images; at most {self.max_images} are served per request (SERVE_MAX_IMAGES_PER_REQUEST). Split it."
+            raise RequestError(413, "too many images", detail)
+
+    def images(self, items: list[Item], deadline: Deadline, reserve: Reserve) -> np.ndarray:
+        """Counts, reserves, then fetches and decodes ``items`` one by one, stopping at the deadline."""
+        self.check_count(len(items))
+        urls = sum(item.is_url for item in items)
+        if urls and self.fetch is None:
+            raise RequestError(
+                400, "image URLs are disabled",
+                "The server does not fetch URLs unless SERVE_ALLOW_IMAGE_URLS=true (they let callers reach internal hosts); send the image bytes, base64-encoded.",
+            )  # fmt: skip
+        if urls > self.max_urls:
+            raise RequestError(413, "too many image URLs", f"The request holds {urls} image URLs; at most {self.max_urls} are fetched (SERVE_MAX_IMAGE_URLS_PER_REQUEST).")
+        reserve(len(items))
+        arrays = []
+        for item in items:
+            deadline.check()
+            data = self.fetch(str(item.value), deadline) if item.is_url else b64(item.value, item.where)
+            arrays.append(self.image(data))
+        return np.stack(arrays)
+
+    def image(self, data: bytes) -> np.ndarray:
+        return decode_image(data, self.spec, self.max_pixels)
+
+    def npy(self, body: bytes, reserve: Reserve) -> np.ndarray:
+        """An already preprocessed float tensor, (3, H, W) or (N, 3, H, W); its header is checked before the data."""
+        try:
+            stream = io.BytesIO(body)
+            version = np.lib.format.read_magic(stream)
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream) if version >= (2, 0) else np.lib.format.read_array_header_1_0(stream)
+        except Exception as exc:
+            raise RequestError(400, "bad npy", f"The body is not a .npy array ({exc}); write it with numpy.save.") from exc
+        if not np.issubdtype(dtype, np.floating):
+            raise RequestError(400, "bad npy dtype", f"Expected a float array, got {dtype}.")
+        if len(shape) not in (3, 4) or tuple(shape[-3:]) != self.spec.input_shape or (len(shape) == 4 and shape[0] == 0):
+            raise RequestError(400, "bad npy shape", f"Expected (N, {', '.join(map(str, self.spec.input_shape))}), got {tuple(shape)}.")
+        count = shape[0] if len(shape) == 4 else 1
+        self.check_count(count)
+        reserve(count)
+        try:
+            array = np.load(io.BytesIO(body), allow_pickle=False)
+        except Exception as exc:
+            raise RequestError(400, "bad npy", f"The body is not a complete .npy array ({exc}).") from exc
+        if not np.isfinite(array).all():
+            raise RequestError(400, "bad npy values", "The array holds NaN or infinite values.")
+        return array.reshape(count, *self.spec.input_shape).astype(np.float32, copy=False)
 
 
 def decode_image(data: bytes, spec: ModelSpec, max_pixels: int) -> np.ndarray:
@@ -43,7 +146,7 @@ def decode_image(data: bytes, spec: ModelSpec, max_pixels: int) -> np.ndarray:
         raise RequestError(400, "cannot decode image", f"{type(exc).__name__}: {exc}. Send a complete JPEG, PNG or WebP file.") from exc
 
 
-def _b64(value: object, where: str) -> bytes:
+def b64(value: object, where: str) -> bytes:
     if not isinstance(value, str):
         raise RequestError(400, "bad image field", f"{where} must be a base64 string, got {type(value).__name__}.")
     try:
@@ -52,79 +155,43 @@ def _b64(value: object, where: str) -> bytes:
         raise RequestError(400, "bad base64", f"{where} is not valid base64 ({exc}).") from exc
 
 
-Fetch = Callable[[str], bytes]
-
-
-def _image_fields(obj: object, where: str, fetch: Fetch | None) -> Iterable[bytes]:
-    """The images of one JSON object: {"image": b64}, {"b64": b64}, a bare b64 string, {"url": ...} when
-    fetching is enabled, or {"instances": [...]} of those."""
-    if isinstance(obj, str):
-        yield _b64(obj, where)
-    elif isinstance(obj, dict) and "instances" in obj:
-        instances = obj["instances"]
-        if not isinstance(instances, list) or not instances:
-            raise RequestError(400, "bad instances", f"{where}.instances must be a non-empty list of images.")
-        for i, item in enumerate(instances):
-            yield from _image_fields(item, f"{where}.instances[{i}]", fetch)
-    elif isinstance(obj, dict) and ("image" in obj or "b64" in obj):
-        yield _b64(obj.get("image", obj.get("b64")), f"{where}.image")
-    elif isinstance(obj, dict) and "url" in obj:
-        if fetch is None:
-            raise RequestError(
-                400, "image URLs are disabled",
-                "The server does not fetch URLs unless SERVE_ALLOW_IMAGE_URLS=true (they let callers reach internal hosts); send the image bytes, base64-encoded.",
-            )  # fmt: skip
-        yield fetch(str(obj["url"]))
-    else:
-        raise RequestError(400, "bad JSON body", f'{where} must be {{"image": "<base64>"}} or {{"instances": [...]}}.')
-
-
-def _json(text: bytes, where: str) -> object:
+def parse_json(text: bytes, where: str) -> object:
     try:
         return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, "bad JSON", f"{where} is not valid JSON: {exc}.") from exc
+    except RecursionError:
+        raise RequestError(400, "bad JSON", f"{where} is nested too deeply; send {{\"instances\": [...]}} of images.") from None
 
 
-def decode_npy(body: bytes, spec: ModelSpec) -> np.ndarray:
-    """An already preprocessed float tensor, (3, H, W) or (N, 3, H, W)."""
-    try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
-    except Exception as exc:
-        raise RequestError(400, "bad npy", f"The body is not a .npy array ({exc}); write it with numpy.save.") from exc
-    if not np.issubdtype(array.dtype, np.floating):
-        raise RequestError(400, "bad npy dtype", f"Expected a float array, got {array.dtype}.")
-    if array.ndim == 3:
-        array = array[None]
-    if array.ndim != 4 or array.shape[1:] != spec.input_shape or array.shape[0] == 0:
-        raise RequestError(400, "bad npy shape", f"Expected (N, {', '.join(map(str, spec.input_shape))}), got {tuple(array.shape)}.")
-    if not np.isfinite(array).all():
-        raise RequestError(400, "bad npy values", "The array holds NaN or infinite values.")
-    return array.astype(np.float32, copy=False)
+def json_items(obj: object, where: str) -> list[Item]:
+    """The images of a JSON document: {"image": b64}, {"b64": b64}, a bare b64 string, {"url": ...}, or
+    {"instances": [...]} of those (one level: instances do not nest)."""
+    if isinstance(obj, dict) and "instances" in obj:
+        instances = obj["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise RequestError(400, "bad instances", f"{where}.instances must be a non-empty list of images.")
+        return [json_item(item, f"{where}.instances[{i}]") for i, item in enumerate(instances)]
+    return [json_item(obj, where)]
 
 
-def decode(body: bytes, content_type: str | None, spec: ModelSpec, max_pixels: int, fetch: Fetch | None = None) -> tuple[np.ndarray, bool]:
-    """(batch, one result per line?) from a request body of the given content type."""
-    kind = media_type(content_type)
-    if not body:
-        raise RequestError(400, "empty body", "The request has no body; send an image or a JSON document.")
-    if kind in IMAGE_TYPES:
-        return decode_image(body, spec, max_pixels)[None], False
-    if kind in NPY_TYPES:
-        return decode_npy(body, spec), False
-    if kind in JSON_TYPES:
-        images = list(_image_fields(_json(body, "the body"), "body", fetch))
-        return np.stack([decode_image(i, spec, max_pixels) for i in images]), False
-    if kind in JSONLINES_TYPES:
-        lines = [line for line in body.splitlines() if line.strip()]
-        arrays = []
-        for n, line in enumerate(lines, 1):
-            images = list(_image_fields(_json(line, f"line {n}"), f"line {n}", fetch))
-            if len(images) != 1:
-                raise RequestError(400, "bad JSON line", f"line {n} holds {len(images)} images; put one image on each line.")
-            arrays.append(decode_image(images[0], spec, max_pixels))
-        if not arrays:
-            raise RequestError(400, "empty body", "The JSON lines body has no lines.")
-        return np.stack(arrays), True
-    shown = content_type or "none"
-    raise RequestError(415, "unsupported content type", f"Content-Type {shown!r} is not served; use one of {', '.join(SUPPORTED)}.")
+def json_item(obj: object, where: str) -> Item:
+    if isinstance(obj, str):
+        return Item(obj, where)
+    if isinstance(obj, dict) and ("image" in obj or "b64" in obj):
+        return Item(obj.get("image", obj.get("b64")), f"{where}.image")
+    if isinstance(obj, dict) and isinstance(obj.get("url"), str):
+        return Item(obj["url"], f"{where}.url", is_url=True)
+    raise RequestError(400, "bad JSON body", f'{where} must be {{"image": "<base64>"}} or {{"instances": [...]}}.')
+
+
+def multipart_file(body: bytes, content_type: str | None) -> bytes:
+    """The first file of a multipart/form-data body (the web page's upload)."""
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise RequestError(400, "bad multipart body", "The multipart body has no boundary or parts; send the image as a form file field.")
+    for part in message.iter_parts():
+        if part.get_filename() is not None:
+            return part.get_payload(decode=True) or b""
+    raise RequestError(400, "no file", "The multipart form has no file field; attach the image as a file.")

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from serve.decode import RequestError, media_type
+from serve.decode import media_type
+from serve.web import RequestError
 
 ACCEPTED = ("application/json", "application/jsonlines", "application/x-npy")
 

@@ -1,8 +1,9 @@
 """Multi-model endpoints (``SAGEMAKER_MULTI_MODEL=true``): SageMaker's MME API in front of multi-model-server.
 
-multi-model-server (started through sagemaker-inference, ``serve.mms_backend``) loads, unloads and runs the models
-with our handler service on a private port; this front validates requests, forwards them, and gives every error
-the same JSON ``{"error", "detail"}`` body as the single-model server.
+multi-model-server (``serve.mms_backend``, on 127.0.0.1 only) loads, unloads and runs the models with our
+handler service, which runs the same request pipeline as ``/invocations`` (``serve.pipeline``). This front
+checks load requests (the folder must be under /opt/ml/models; requirements are installed here, so a failure
+answers the load request), admits and reads invocations as /invocations does, and forwards them.
 """
 from __future__ import annotations
 
@@ -14,32 +15,36 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from serve.app import add_error_handlers, read_body
+from serve import front
 from serve.artifact import ArtifactError, load_spec
-from serve.runtime import model_file
-from serve.decode import RequestError
+from serve.limits import Admission
 from serve.metrics import Metrics
+from serve.pipeline import RequestContext
+from serve.runtime import model_file
 from serve.settings import Settings
+from serve.user_code import RequirementsError, install_requirements
+from serve.web import RequestError, add_error_handlers, error_response, read_body
 
 log = logging.getLogger("serve")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 FORWARDED_HEADERS = ("content-type", "accept", "x-amzn-sagemaker-custom-attributes")
 LOAD_TIMEOUT_SECONDS = 600.0
+router = APIRouter()
 
 
 def start_backend(settings: Settings) -> subprocess.Popen:
-    """multi-model-server on the private port ``settings.backend_port`` (not published), in its own session."""
-    env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(settings.backend_port), "SAGEMAKER_MULTI_MODEL": "true"}
-    log.info("starting multi-model-server on port %d", settings.backend_port)
+    """multi-model-server on 127.0.0.1:``settings.backend_port`` (not published), in its own session."""
+    address = f"http://127.0.0.1:{settings.backend_port}"  # MMS reads MMS_* variables (enable_envvars_config=true)
+    env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(settings.backend_port), "SAGEMAKER_MULTI_MODEL": "true", "MMS_INFERENCE_ADDRESS": address, "MMS_MANAGEMENT_ADDRESS": address}
+    log.info("starting multi-model-server on %s", address)
     process = subprocess.Popen(
         [sys.executable, "-m", "serve.mms_backend"], env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )  # fmt: skip
@@ -55,7 +60,7 @@ def relay_log(stream: IO[bytes]) -> None:
             sys.stderr.flush()
 
 
-def backend_error(response: httpx.Response) -> JSONResponse | None:
+def backend_error(response: httpx.Response) -> Response | None:
     """MMS's own errors (``{"code", "type", "message"}``) in our shape; None when the response is a success."""
     if response.status_code < 400:
         return None
@@ -63,10 +68,11 @@ def backend_error(response: httpx.Response) -> JSONResponse | None:
         body = response.json()
     except ValueError:
         body = {"message": response.text.strip()}
-    if "error" in body:  # already ours (from the handler service)
+    if isinstance(body, dict) and "error" in body:  # already ours (from the handler service)
         return JSONResponse(body, status_code=response.status_code)
+    body = body if isinstance(body, dict) else {}
     kind = re.sub(r"(?<!^)(?=[A-Z])", " ", body.get("type", "error")).lower().removesuffix(" exception")
-    return JSONResponse({"error": kind, "detail": body.get("message", response.reason_phrase)}, status_code=response.status_code)
+    return error_response(RequestError(response.status_code, kind, body.get("message", response.reason_phrase)))
 
 
 def check_name(name: str) -> str:
@@ -75,17 +81,28 @@ def check_name(name: str) -> str:
     return name
 
 
-def load_request(body: bytes, runtime: str) -> dict:
-    """The JSON body of POST /models: ``{"model_name": ..., "url": ...}``, with both fields checked."""
+def load_request(body: bytes, settings: Settings) -> dict:
+    """The JSON body of POST /models, ``{"model_name": ..., "url": ...}``, checked; the url resolved."""
     try:
         request = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RequestError(400, "invalid JSON", f"{exc}. Send {{\"model_name\": ..., \"url\": ...}}.") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise RequestError(400, "invalid JSON", f"{type(exc).__name__}. Send {{\"model_name\": ..., \"url\": ...}}.") from None
     if not isinstance(request, dict) or not isinstance(request.get("model_name"), str) or not isinstance(request.get("url"), str):
         raise RequestError(400, "invalid load request", 'Send {"model_name": "<name>", "url": "/opt/ml/models/<name>/model"}.')
-    check_name(request["model_name"])
-    check_artifact(Path(request["url"]), runtime)
-    return {"model_name": request["model_name"], "url": request["url"]}
+    folder = model_folder(request["url"], settings.models_root)
+    check_artifact(folder, settings.runtime)
+    return {"model_name": check_name(request["model_name"]), "url": str(folder)}
+
+
+def model_folder(url: str, root: Path) -> Path:
+    """``url`` resolved (links and '..' followed); it must lie under ``root``, where SageMaker puts the models."""
+    try:
+        folder = Path(url).resolve()
+    except (OSError, RuntimeError, ValueError):
+        folder = None
+    if folder is None or not Path(url).is_absolute() or not folder.is_relative_to(root.resolve()) or folder == root.resolve():
+        raise RequestError(400, "invalid model url", f"{url!r}: give the model's folder under {root}, e.g. {root}/<name>/model.")
+    return folder
 
 
 def check_artifact(folder: Path, runtime: str) -> None:
@@ -100,77 +117,99 @@ def check_artifact(folder: Path, runtime: str) -> None:
         raise RequestError(422, "invalid model", str(exc)) from None
 
 
+async def forward(request: Request, method: str, path: str, timeout: float | None = None, **kwargs) -> Response:
+    """The request to multi-model-server; its errors in our shape, its absence a 503."""
+    state = request.app.state
+    try:
+        response = await state.client.request(method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs)
+    except httpx.TimeoutException:
+        raise RequestError(504, "timeout", f"The model server took longer than {timeout or state.settings.timeout_seconds} s.") from None
+    except httpx.TransportError as exc:
+        exit_code = state.process.poll()
+        reason = f"it exited with code {exit_code}" if exit_code is not None else f"{type(exc).__name__}: {exc}"
+        raise RequestError(503, "model server unavailable", f"multi-model-server is not answering ({reason}).") from None
+    error = backend_error(response)
+    if error is not None:
+        return error
+    return Response(response.content, status_code=response.status_code, media_type=response.headers.get("content-type"))
+
+
+@router.get("/ping")
+async def ping(request: Request) -> Response:
+    """200 once multi-model-server has answered once and while it runs (models are loaded later, on request)."""
+    state = request.app.state
+    if state.process.poll() is not None:
+        return error_response(RequestError(503, "model server unavailable", f"multi-model-server exited with code {state.process.poll()}."))
+    if not state.backend_up:
+        response = await forward(request, "GET", "/ping", timeout=1.5)
+        state.backend_up = response.status_code == 200
+        return response
+    return JSONResponse({"status": "Healthy"})
+
+
+@router.post("/models")
+async def load(request: Request) -> Response:
+    """Load a model: ``{"model_name": ..., "url": "/opt/ml/models/<name>/model"}``; 409 if already loaded."""
+    settings = request.app.state.settings
+    body = load_request(await read_body(request, settings.max_payload_bytes, settings.body_timeout_seconds), settings)
+    try:
+        await asyncio.to_thread(install_requirements, Path(body["url"]), settings.code_packages_dir, settings.requirements_timeout_seconds)
+    except RequirementsError as exc:
+        raise RequestError(422, "cannot install requirements", str(exc)) from None
+    batching = {"batch_size": settings.max_batch_images, "max_batch_delay": settings.max_batch_delay_ms}
+    return await forward(request, "POST", "/models", timeout=LOAD_TIMEOUT_SECONDS, json={**body, **batching})
+
+
+@router.get("/models")
+async def list_models(request: Request, next_page_token: str | None = None, limit: int | None = None) -> Response:
+    """The loaded models (paged with ``next_page_token``)."""
+    params = {k: v for k, v in {"next_page_token": next_page_token, "limit": limit}.items() if v is not None}
+    return await forward(request, "GET", "/models", params=params)
+
+
+@router.get("/models/{name}")
+async def describe(name: str, request: Request) -> Response:
+    return await forward(request, "GET", f"/models/{check_name(name)}")
+
+
+@router.delete("/models/{name}")
+async def unload(name: str, request: Request) -> Response:
+    return await forward(request, "DELETE", f"/models/{check_name(name)}", timeout=LOAD_TIMEOUT_SECONDS)
+
+
+@router.post("/models/{name}/invoke")
+async def invoke(name: str, request: Request, top_k: str | None = None) -> Response:
+    """Run model ``name`` on the body: the same bodies, Accept types, top_k and limits as /invocations."""
+    path = f"/models/{check_name(name)}/invoke"
+
+    async def answer(body: bytes, ctx: RequestContext) -> Response:
+        headers = {k: ctx.headers[k] for k in FORWARDED_HEADERS if k in ctx.headers}
+        if top_k is not None:  # the query wins, as on /invocations: it goes last in the custom attributes
+            headers["x-amzn-sagemaker-custom-attributes"] = ", ".join(filter(None, [headers.get("x-amzn-sagemaker-custom-attributes"), f"top_k={top_k}"]))
+        return await forward(request, "POST", path, timeout=max(ctx.deadline.remaining(), 0.001), content=body, headers=headers)
+
+    return await front.invocation(request, answer)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    settings: Settings = app.state.settings
+    app.state.process = start_backend(settings)
+    app.state.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.backend_port}", timeout=httpx.Timeout(settings.timeout_seconds, connect=5))
+    yield
+    await app.state.client.aclose()
+    app.state.process.terminate()
+    await asyncio.to_thread(app.state.process.wait, settings.timeout_seconds)
+
+
 def create_mme_app(settings: Settings) -> FastAPI:
     """The multi-model front: /ping, POST/GET /models, GET/DELETE /models/{name}, POST /models/{name}/invoke."""
-    metrics = Metrics()
-    backend_url = f"http://127.0.0.1:{settings.backend_port}"
-    state: dict = {}
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI):
-        state["process"] = start_backend(settings)
-        state["client"] = httpx.AsyncClient(base_url=backend_url, timeout=httpx.Timeout(settings.timeout_seconds, connect=5))
-        yield
-        await state["client"].aclose()
-        process: subprocess.Popen = state["process"]
-        process.terminate()
-        await asyncio.to_thread(process.wait, settings.timeout_seconds)
-
     app = FastAPI(title="byoc-vision (multi-model)", summary="SageMaker multi-model endpoint API", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.admission = Admission(settings.max_concurrent_requests, settings.max_queued_images)
+    app.state.backend_up = False
     add_error_handlers(app)
-
-    async def forward(method: str, path: str, timeout: float | None = None, **kwargs) -> Response:
-        try:
-            response = await state["client"].request(method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs)
-        except httpx.TimeoutException:
-            raise RequestError(504, "timeout", f"The model server took longer than {timeout or settings.timeout_seconds} s.") from None
-        except httpx.TransportError as exc:
-            exit_code = state["process"].poll()
-            reason = f"it exited with code {exit_code}" if exit_code is not None else f"{type(exc).__name__}: {exc}"
-            raise RequestError(503, "model server unavailable", f"multi-model-server is not answering ({reason}).") from None
-        error = backend_error(response)
-        if error is not None:
-            return error
-        return Response(response.content, status_code=response.status_code, media_type=response.headers.get("content-type"))
-
-    @app.get("/ping")
-    async def ping() -> Response:
-        """200 once multi-model-server is up (models are loaded later, on request)."""
-        return await forward("GET", "/ping")
-
-    @app.post("/models")
-    async def load(request: Request) -> Response:
-        """Load a model: ``{"model_name": ..., "url": "/opt/ml/models/<name>/model"}``; 409 if already loaded."""
-        body = load_request(await read_body(request, settings.max_payload_bytes), settings.runtime)
-        return await forward("POST", "/models", timeout=LOAD_TIMEOUT_SECONDS, json=body)
-
-    @app.get("/models")
-    async def list_models(next_page_token: str | None = None, limit: int | None = None) -> Response:
-        """The loaded models (paged with ``next_page_token``)."""
-        params = {k: v for k, v in {"next_page_token": next_page_token, "limit": limit}.items() if v is not None}
-        return await forward("GET", "/models", params=params)
-
-    @app.get("/models/{name}")
-    async def describe(name: str) -> Response:
-        return await forward("GET", f"/models/{check_name(name)}")
-
-    @app.delete("/models/{name}")
-    async def unload(name: str) -> Response:
-        return await forward("DELETE", f"/models/{check_name(name)}", timeout=LOAD_TIMEOUT_SECONDS)
-
-    @app.post("/models/{name}/invoke")
-    async def invoke(name: str, request: Request) -> Response:
-        """Run model ``name`` on the body: the same content and Accept types as /invocations."""
-        started = time.perf_counter()
-        body = await read_body(request, settings.max_payload_bytes)
-        headers = {k: request.headers[k] for k in FORWARDED_HEADERS if k in request.headers}
-        response = await forward("POST", f"/models/{check_name(name)}/invoke", content=body, headers=headers)
-        metrics.observe_request(response.status_code, request.headers.get("content-type"), time.perf_counter() - started)
-        return response
-
-    @app.get("/metrics")
-    def prometheus() -> Response:
-        """Prometheus text for the invocations of every model."""
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
-
+    app.include_router(router)
+    app.include_router(front.router)
     return app

@@ -37,6 +37,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "false").strip().lower()
+    if raw not in ("true", "false", ""):
+        raise SettingsError(f"{name}={raw!r}: use true or false")
+    return raw == "true"
+
+
 @dataclass(frozen=True)
 class Settings:
     model_dir: Path
@@ -57,6 +64,16 @@ class Settings:
     code_packages_dir: Path
     multi_model: bool
     backend_port: int
+    models_root: Path
+    requirements_timeout_seconds: int
+    max_images_per_request: int
+    max_concurrent_requests: int
+    max_queued_images: int
+    body_timeout_seconds: int
+    worker_threads: int
+    max_image_urls: int
+    image_url_timeout_seconds: int
+    allow_private_image_urls: bool
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -80,9 +97,19 @@ class Settings:
             default_top_k=_int(env, "SERVE_TOP_K", 5),
             max_batch_images=_int(env, "SERVE_MAX_BATCH_SIZE", 16),
             max_batch_delay_ms=_int(env, "SERVE_MAX_BATCH_DELAY_MS", 2, minimum=0),
-            allow_image_urls=env.get("SERVE_ALLOW_IMAGE_URLS", "false").lower() == "true",
+            allow_image_urls=_bool(env, "SERVE_ALLOW_IMAGE_URLS"),
             program=env.get("SAGEMAKER_PROGRAM", "inference.py"),
             code_packages_dir=Path(env.get("SERVE_CODE_PACKAGES_DIR", "/tmp/byoc-code-packages")),
-            multi_model=env.get("SAGEMAKER_MULTI_MODEL", "false").lower() == "true",
+            multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL"),
             backend_port=_int(env, "SERVE_MME_BACKEND_PORT", 9080),
+            models_root=Path(env.get("SERVE_MULTI_MODEL_ROOT", "/opt/ml/models")),
+            requirements_timeout_seconds=_int(env, "SERVE_REQUIREMENTS_TIMEOUT_SECONDS", 600),
+            max_images_per_request=_int(env, "SERVE_MAX_IMAGES_PER_REQUEST", 64),
+            max_concurrent_requests=_int(env, "SERVE_MAX_CONCURRENT_REQUESTS", 64),
+            max_queued_images=_int(env, "SERVE_MAX_QUEUED_IMAGES", 256),
+            body_timeout_seconds=_int(env, "SERVE_BODY_READ_TIMEOUT_SECONDS", 20),
+            worker_threads=_int(env, "SERVE_WORKER_THREADS", os.cpu_count() or 1),
+            max_image_urls=_int(env, "SERVE_MAX_IMAGE_URLS_PER_REQUEST", 8),
+            image_url_timeout_seconds=_int(env, "SERVE_IMAGE_URL_TIMEOUT_SECONDS", 5),
+            allow_private_image_urls=_bool(env, "SERVE_IMAGE_URL_ALLOW_PRIVATE"),
         )

@@ -1,0 +1,85 @@
+"""Back-pressure and time limits, enforced once for every front: requests in flight, images admitted, and one
+deadline per request that covers reading, fetching, decoding and predicting."""
+from __future__ import annotations
+
+import threading
+import time
+
+from serve.web import RequestError
+
+RETRY_AFTER_SECONDS = "1"
+
+
+class Deadline:
+    """The moment a request must be answered by; ``check`` raises 504 once it has passed."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    def check(self) -> None:
+        if time.monotonic() >= self.at:
+            raise self.expired()
+
+    def expired(self) -> RequestError:
+        return RequestError(504, "timeout", f"The request took longer than {self.seconds:g} s (SAGEMAKER_MODEL_SERVER_TIMEOUT).")
+
+
+def busy(what: str) -> RequestError:
+    return RequestError(503, "busy", f"The server is at its limit of {what}; retry after a second.", {"Retry-After": RETRY_AFTER_SECONDS})
+
+
+class Admission:
+    """At most ``max_requests`` requests in flight and ``max_images`` images admitted (decoded or queued) at once.
+
+    Thread-safe: requests enter on the event loop, images are counted in decoding threads.
+    """
+
+    def __init__(self, max_requests: int, max_images: int):
+        self.max_requests, self.max_images = max_requests, max_images
+        self.requests = self.images = 0
+        self.lock = threading.Lock()
+
+    def enter(self) -> Ticket:
+        """A ticket for one request; 503 with Retry-After when ``max_requests`` are in flight."""
+        with self.lock:
+            if self.requests >= self.max_requests:
+                raise busy(f"{self.max_requests} concurrent requests (SERVE_MAX_CONCURRENT_REQUESTS)")
+            self.requests += 1
+        return Ticket(self)
+
+    def _reserve(self, count: int) -> None:
+        with self.lock:
+            if self.images + count > self.max_images:
+                raise busy(f"{self.max_images} queued images (SERVE_MAX_QUEUED_IMAGES)")
+            self.images += count
+
+    def _release(self, images: int) -> None:
+        with self.lock:
+            self.requests -= 1
+            self.images -= images
+
+
+class Ticket:
+    """One admitted request: reserves its images once they are counted, gives everything back on ``close``."""
+
+    def __init__(self, admission: Admission):
+        self.admission, self.images, self.closed = admission, 0, False
+
+    def reserve(self, count: int) -> None:
+        self.admission._reserve(count)
+        self.images += count
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.admission._release(self.images)
+
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()

@@ -1,0 +1,199 @@
+"""The one request pipeline every front uses (``/invocations``, multi-model ``/models/{name}/invoke`` through
+MMS's handler service, batch transform): decode -> batched predict -> encode, with one request context.
+
+As in sagemaker-inference-toolkit's ``Transformer``, a user's ``input_fn``, ``predict_fn``, ``output_fn`` or
+``transform_fn`` (``serve.user_code``) replaces its step; ``model_fn`` replaces loading. The steps are plain
+functions; ``Pipeline`` runs them for the asyncio front (worker threads, the dynamic batcher, the deadline) and
+``Transformer.transform_batch`` for MMS, which hands over a batch of requests at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import ModuleType
+
+import numpy as np
+
+from serve.artifact import load_spec
+from serve.batching import Batcher, run_together
+from serve.decode import JSONLINES_TYPES, Decoder, media_type
+from serve.encode import choose_accept, encode, parse_top_k
+from serve.fetch import Fetcher
+from serve.limits import Deadline
+from serve.runtime import Runtime, load_runtime
+from serve.settings import Settings
+from serve.user_code import HANDLER_FUNCTIONS, Context, call
+from serve.web import RequestError
+
+log = logging.getLogger("serve")
+UTF8_TYPES = ("application/json", "text/csv")  # bodies the toolkit hands to a user's input_fn as str
+
+
+@dataclass
+class RequestContext:
+    """Everything about one request the steps need: its types, headers, top_k, deadline and image budget."""
+
+    content_type: str | None
+    accept: str | None
+    headers: dict[str, str]
+    deadline: Deadline
+    top_k: str | None = None  # the ?top_k= query value; the custom attributes header is read from ``headers``
+    reserve: Callable[[int], None] = lambda count: None
+    jsonlines: bool = field(init=False, default=False)
+    k: int = field(init=False, default=0)
+
+    @classmethod
+    def from_headers(cls, headers: dict[str, str], timeout: float, **kwargs) -> RequestContext:
+        headers = {k.lower(): v for k, v in headers.items()}
+        return cls(headers.get("content-type"), headers.get("accept"), headers, Deadline(timeout), **kwargs)
+
+
+def load_model(settings: Settings) -> Runtime:
+    """Our model_fn: the artifact in the runtime and precision the settings choose, warmed up by one inference."""
+    model = load_runtime(load_spec(settings.model_dir), settings.runtime, settings.threads, settings.precision, settings.recheck_margin)
+    model.warm_up()
+    return model
+
+
+class Transformer:
+    """The steps for one model: ours, or the user's handler functions in their place."""
+
+    def __init__(self, settings: Settings, module: ModuleType | None = None):
+        self.settings = settings
+        self.model_dir = str(settings.model_dir)
+        self.user = {name: getattr(module, name) for name in HANDLER_FUNCTIONS if hasattr(module, name)}
+        if "model_fn" in self.user:
+            self.model = call(self.user["model_fn"], self.model_dir, context=Context(self.model_dir))
+        else:
+            self.model = load_model(settings)
+        has_spec = (settings.model_dir / "model.json").is_file()
+        self.spec = load_spec(settings.model_dir) if has_spec else None
+        fetch = Fetcher(settings.max_payload_bytes, settings.image_url_timeout_seconds, settings.allow_private_image_urls) if settings.allow_image_urls else None
+        self.decoder = Decoder(self.spec, settings.max_pixels, settings.max_images_per_request, fetch, settings.max_image_urls) if has_spec else None
+
+    def run_user(self, name: str, *args, ctx: RequestContext):
+        """A user's handler function; its own failures are 500s with the reason, our RequestErrors stay as they are."""
+        try:
+            return call(self.user[name], *args, context=Context(self.model_dir, ctx.headers))
+        except RequestError:
+            raise
+        except Exception as exc:
+            log.exception("%s in code/%s failed", name, self.settings.program)
+            raise RequestError(500, "handler error", f"{type(exc).__name__}: {exc}") from exc
+
+    def check(self, ctx: RequestContext) -> None:
+        """What can be refused before any work: the Accept type and top_k, when encoding is ours."""
+        if "output_fn" in self.user or "transform_fn" in self.user or self.spec is None:
+            return
+        ctx.jsonlines = media_type(ctx.content_type) in JSONLINES_TYPES
+        ctx.accept = choose_accept(ctx.accept, ctx.jsonlines)
+        ctx.k = parse_top_k(ctx.top_k, ctx.headers.get("x-amzn-sagemaker-custom-attributes"), self.settings.default_top_k, len(self.spec.classes))
+
+    def payload(self, body: bytes, ctx: RequestContext) -> bytes | str:
+        """The body as a user's function receives it: text for JSON and CSV (as the toolkit does), else bytes."""
+        if media_type(ctx.content_type) not in UTF8_TYPES:
+            return body
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(400, "bad text body", f"The {media_type(ctx.content_type)} body is not UTF-8 ({exc}).") from None
+
+    def decode(self, body: bytes, ctx: RequestContext):
+        if "input_fn" in self.user:
+            return self.run_user("input_fn", self.payload(body, ctx), ctx.content_type or "", ctx=ctx)
+        if self.decoder is None:
+            raise RequestError(500, "handler error", "The model folder has no model.json, so code/inference.py must define input_fn.")
+        batch, _ = self.decoder.decode(body, ctx.content_type, ctx.deadline, ctx.reserve)
+        return batch
+
+    def batchable(self, data) -> bool:
+        """Whether ``data`` can share a model run with other requests' (our predict on an NCHW float batch)."""
+        return "predict_fn" not in self.user and isinstance(data, np.ndarray) and data.ndim == 4 and hasattr(self.model, "predict")
+
+    def predict_rows(self, batch: np.ndarray) -> np.ndarray:
+        return self.model.predict(batch)
+
+    def predict(self, data, ctx: RequestContext):
+        if "predict_fn" in self.user:
+            return self.run_user("predict_fn", data, self.model, ctx=ctx)
+        return self.model.predict(data)
+
+    def encode(self, prediction, ctx: RequestContext) -> tuple[bytes, str]:
+        if "output_fn" in self.user:
+            return self.response(self.run_user("output_fn", prediction, self.user_accept(ctx), ctx=ctx), ctx)
+        return encode(prediction, self.spec.classes, ctx.k, ctx.accept), ctx.accept
+
+    def transform_whole(self, body: bytes, ctx: RequestContext) -> tuple[bytes, str]:
+        """The user's transform_fn in place of all three steps."""
+        result = self.run_user("transform_fn", self.model, self.payload(body, ctx), ctx.content_type or "", self.user_accept(ctx), ctx=ctx)
+        return self.response(result, ctx)
+
+    def user_accept(self, ctx: RequestContext) -> str:
+        return ctx.accept if ctx.accept and ctx.accept != "*/*" else "application/json"
+
+    def response(self, result, ctx: RequestContext) -> tuple[bytes, str]:
+        """A user function's result (bytes, str, or a (body, content type) pair) as response bytes and type."""
+        body, response_type = result if isinstance(result, tuple) else (result, self.user_accept(ctx))
+        return (body.encode() if isinstance(body, str) else bytes(body)), response_type
+
+    def transform_batch(self, requests: list[tuple[bytes, RequestContext]]) -> list[tuple[bytes, str] | RequestError]:
+        """Several requests at once (MMS's batch): each decoded, the batchable ones predicted in one run, each encoded."""
+        results: list = [None] * len(requests)
+        decoded: dict[int, object] = {}
+        for i, (body, ctx) in enumerate(requests):
+            try:
+                self.check(ctx)
+                if "transform_fn" in self.user:
+                    results[i] = self.transform_whole(body, ctx)
+                else:
+                    decoded[i] = self.decode(body, ctx)
+            except RequestError as exc:
+                results[i] = exc
+        together = [i for i, data in decoded.items() if self.batchable(data)]
+        predictions = dict(zip(together, run_together(self.predict_rows, [decoded[i] for i in together]))) if together else {}
+        for i, data in decoded.items():
+            ctx = requests[i][1]
+            try:
+                results[i] = self.encode(predictions[i] if i in predictions else self.predict(data, ctx), ctx)
+            except RequestError as exc:
+                results[i] = exc
+        return results
+
+
+class Pipeline:
+    """Runs a Transformer's steps for the asyncio front: decoding, encoding and user code in ``worker_threads``
+    threads, our predictions through the dynamic batcher, all within the request's deadline."""
+
+    def __init__(self, transformer: Transformer, settings: Settings, observe_batch: Callable[[int], None]):
+        self.transformer = transformer
+        self.workers = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="decode")
+        self.batcher = Batcher(transformer.predict_rows, settings.max_batch_images, settings.max_batch_delay_ms / 1000, observe_batch)
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self.workers.shutdown(wait=False, cancel_futures=True)
+
+    async def transform(self, body: bytes, ctx: RequestContext) -> tuple[bytes, str]:
+        """decode -> batched predict -> encode; 504 once the deadline passes, wherever the request is."""
+        try:
+            return await asyncio.wait_for(self._transform(body, ctx), ctx.deadline.remaining())
+        except asyncio.TimeoutError:
+            raise ctx.deadline.expired() from None
+
+    async def _transform(self, body: bytes, ctx: RequestContext) -> tuple[bytes, str]:
+        t = self.transformer
+        t.check(ctx)
+        if "transform_fn" in t.user:
+            return await self.in_worker(t.transform_whole, body, ctx)
+        data = await self.in_worker(t.decode, body, ctx)
+        prediction = await self.batcher.submit(data) if t.batchable(data) else await self.in_worker(t.predict, data, ctx)
+        return await self.in_worker(t.encode, prediction, ctx)
+
+    async def in_worker(self, step, *args):
+        return await asyncio.wrap_future(self.workers.submit(step, *args))
