@@ -59,7 +59,7 @@ COPY pyproject.toml README.md /src/
 # `serve` is what SageMaker runs. sagemaker-inference writes the MMS configuration to /etc/sagemaker-mms.properties.
 RUN pip install --no-deps --no-cache-dir /src && rm -rf /src \
  && ln -sf /usr/local/bin/byoc-serve /usr/local/bin/serve \
- && python -c "import serve.app, serve.mms_service, onnxruntime, openvino; print('openvino', openvino.__version__)" \
+ && python -c "import serve.factory, serve.app, serve.mme, serve.mms_service, onnxruntime, openvino; print('openvino', openvino.__version__)" \
  && java -version \
  && useradd --system --create-home --home-dir /home/model-server model-server \
  && touch /etc/sagemaker-mms.properties && chown model-server /etc/sagemaker-mms.properties

@@ -4,10 +4,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+from serve.limits import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class Batcher:
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.task: asyncio.Task | None = None
         self.carry: _Job | None = None  # the job that did not fit into the last batch goes first next time
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="predict")  # one model run at a time, off the event loop
+        self.executor = worker_pool(1, "predict")  # one model run at a time, off the event loop
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())

@@ -51,6 +51,8 @@ class Fetcher:
             raise
         except Exception as exc:
             log.warning("image URL %r not fetched: %s: %s", url[:200], type(exc).__name__, exc)
+            if deadline.remaining() <= 0:
+                raise deadline.expired() from None
             raise CANNOT_FETCH from None
 
     def fetch(self, url: str, seconds: float) -> bytes:

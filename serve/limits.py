@@ -2,12 +2,28 @@
 deadline per request that covers reading, fetching, decoding and predicting."""
 from __future__ import annotations
 
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from serve.web import RequestError
 
 RETRY_AFTER_SECONDS = "1"
+WORKER_NICENESS = 10  # decoding and prediction yield the CPU to the event loop, which answers /ping and reads bodies
+
+
+def lower_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux schedules threads one by one; elsewhere this does nothing)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+    except (AttributeError, OSError):
+        pass
+
+
+def worker_pool(threads: int, name: str) -> ThreadPoolExecutor:
+    """Threads for the heavy steps, at a lower priority than the event loop, so health checks are never starved."""
+    return ThreadPoolExecutor(threads, thread_name_prefix=name, initializer=lower_priority)
 
 
 class Deadline:

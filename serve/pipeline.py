@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -22,7 +21,7 @@ from serve.batching import Batcher, run_together
 from serve.decode import JSONLINES_TYPES, Decoder, media_type
 from serve.encode import choose_accept, encode, parse_top_k
 from serve.fetch import Fetcher
-from serve.limits import Deadline
+from serve.limits import Deadline, worker_pool
 from serve.runtime import Runtime, load_runtime
 from serve.settings import Settings
 from serve.user_code import HANDLER_FUNCTIONS, Context, call
@@ -169,7 +168,7 @@ class Pipeline:
 
     def __init__(self, transformer: Transformer, settings: Settings, observe_batch: Callable[[int], None]):
         self.transformer = transformer
-        self.workers = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="decode")
+        self.workers = worker_pool(settings.worker_threads, "decode")
         self.batcher = Batcher(transformer.predict_rows, settings.max_batch_images, settings.max_batch_delay_ms / 1000, observe_batch)
 
     def start(self) -> None:

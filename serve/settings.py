@@ -83,7 +83,7 @@ class Settings:
         precision = env.get("SERVE_PRECISION", "bf16" if runtime == "openvino" else "fp32")
         if precision not in ("bf16", "fp32") or (precision == "bf16" and runtime != "openvino"):
             raise SettingsError(f"SERVE_PRECISION={precision!r}: use fp32, or bf16 with SERVE_RUNTIME=openvino")
-        return cls(
+        settings = cls(
             model_dir=Path(env.get("SAGEMAKER_MODEL_DIR", "/opt/ml/model")),
             port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080),
             workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", 1),
@@ -113,3 +113,8 @@ class Settings:
             image_url_timeout_seconds=_int(env, "SERVE_IMAGE_URL_TIMEOUT_SECONDS", 5),
             allow_private_image_urls=_bool(env, "SERVE_IMAGE_URL_ALLOW_PRIVATE"),
         )
+        if settings.max_images_per_request > settings.max_queued_images:
+            raise SettingsError(
+                f"SERVE_MAX_IMAGES_PER_REQUEST={settings.max_images_per_request} exceeds SERVE_MAX_QUEUED_IMAGES={settings.max_queued_images}: no such request could ever run"
+            )  # fmt: skip
+        return settings

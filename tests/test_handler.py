@@ -122,3 +122,101 @@ def test_broken_script_makes_ping_say_why(model_with_code):
         while "failed" not in client.get("/ping").text and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.get("/ping").json() == {"error": "model failed to load", "detail": "RuntimeError: no weights here"}
+
+
+def every_body(png: bytes) -> dict:
+    """One body of every served content type (two images where the type can carry several)."""
+    import base64
+    import json
+
+    import numpy as np
+
+    from test_serve import as_format, npy
+
+    b64 = base64.b64encode(png).decode()
+    return {
+        "image/png": png, "image/jpeg": as_format(png, "JPEG"), "image/webp": as_format(png, "WEBP"), "application/x-image": as_format(png, "JPEG"),
+        "application/json": json.dumps({"instances": [b64, {"image": b64}]}).encode(),
+        "application/jsonlines": f'{{"image": "{b64}"}}\n{{"b64": "{b64}"}}\n'.encode(),
+        "application/x-npy": npy(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)),
+    }  # fmt: skip
+
+
+ACCEPTS = ("application/json", "application/jsonlines", "application/x-npy", "*/*")
+
+
+def answers(post, png: bytes) -> dict:
+    """(status, content type, body) for every content type x Accept type, top_k from the custom attributes."""
+    results = {}
+    for content_type, body in every_body(png).items():
+        for accept in ACCEPTS:
+            headers = {"Content-Type": content_type, "Accept": accept, "X-Amzn-SageMaker-Custom-Attributes": "top_k=3"}
+            response = post(body, headers)
+            results[content_type, accept] = (response.status_code, response.headers["content-type"], response.content)
+    return results
+
+
+def test_the_override_path_answers_as_invocations_for_every_content_and_accept_type(model_with_code, trained_run, fashion):
+    """A code/inference.py replacing only predict_fn keeps our decoding, batching-free prediction and encoding."""
+    png = next((fashion / "test" / "Dress").iterdir()).read_bytes()
+    plain = ready_client(settings_for(trained_run[0] / "model", runtime="onnxruntime", precision="fp32"))
+    try:
+        expected = answers(lambda body, headers: plain.post("/invocations", content=body, headers=headers), png)
+    finally:
+        plain.__exit__(None, None, None)
+    assert all(status == 200 for status, _, _ in expected.values())
+    with serve_with(model_with_code, "def predict_fn(data, model):\n    return model.predict(data)\n", runtime="onnxruntime", precision="fp32") as client:
+        assert answers(lambda body, headers: client.post("/invocations", content=body, headers=headers), png) == expected
+
+
+def make_wheel(folder, name: str, version: str, source: str):
+    """A pure-Python wheel ``name-version-py3-none-any.whl`` holding module ``name`` with ``source``."""
+    import zipfile
+
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": source,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: byoc-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(path, "w") as wheel:
+        for member, text in files.items():
+            wheel.writestr(member, text)
+        wheel.writestr(f"{info}/RECORD", "".join(f"{m},,\n" for m in files) + f"{info}/RECORD,,\n")
+    return path
+
+
+def test_requirements_install_offline_from_wheels_in_code_per_model(model_with_code, tmp_path):
+    make_wheel(model_with_code / "code", "byoc_probe", "1.0", "ANSWER = 42\n")
+    (model_with_code / "code" / "requirements.txt").write_text("byoc_probe==1.0\n")
+    packages = tmp_path / "packages"
+    with serve_with(
+        model_with_code,
+        """
+        import byoc_probe
+
+        def transform_fn(model, body, content_type, accept):
+            return f"{byoc_probe.ANSWER} {byoc_probe.__file__}", "text/plain"
+        """,
+        code_packages_dir=packages,
+    ) as client:
+        answer, location = client.post("/invocations", content=b"x", headers={"Content-Type": "application/octet-stream"}).text.split(" ", 1)
+    assert answer == "42" and location.startswith(str(packages)) and len(list(packages.glob("*/.installed"))) == 1
+
+
+def test_requirements_that_cannot_install_make_ping_say_why(model_with_code, tmp_path):
+    (model_with_code / "code" / "requirements.txt").write_text("byoc-no-such-package-anywhere==9.9\n")
+    (model_with_code / "code" / "inference.py").write_text("def model_fn(model_dir):\n    return 1\n")
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    with TestClient(create_app(settings_for(model_with_code, code_packages_dir=tmp_path / "p", requirements_timeout_seconds=120))) as client:
+        deadline = time.monotonic() + 120
+        while "failed" not in client.get("/ping").text and time.monotonic() < deadline:
+            time.sleep(0.2)
+        detail = client.get("/ping").json()["detail"]
+    assert detail.startswith("RequirementsError: pip could not install") and "byoc-no-such-package-anywhere" in detail

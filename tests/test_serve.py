@@ -258,27 +258,6 @@ def test_metrics_count_requests_batches_and_load_time(model_dir, photos):
         client.__exit__(None, None, None)
 
 
-def test_image_urls_are_fetched_only_when_enabled(model_dir, fashion):
-    import functools
-    import http.server
-    import threading
-
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(fashion / "test"))
-    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=files.serve_forever, daemon=True).start()
-    photo = next((fashion / "test" / "Bag").iterdir()).name
-    url = f"http://127.0.0.1:{files.server_address[1]}/Bag/{photo}"
-    client = ready_client(settings_for(model_dir, allow_image_urls=True))
-    try:
-        response = client.post("/invocations", json={"instances": [{"url": url}]})
-        assert response.status_code == 200, response.text
-        assert client.post("/invocations", json={"url": url + "-missing"}).json()["error"] == "cannot fetch image URL"
-        assert client.post("/invocations", json={"url": "file:///etc/passwd"}).json()["error"] == "bad image URL"
-    finally:
-        client.__exit__(None, None, None)
-        files.shutdown()
-
-
 def test_openvino_bf16_keeps_top1_agreement_with_fp32_on_real_photos(model_dir):
     """The default runtime (OpenVINO, bf16 hint, fp32 re-check of near ties) vs fp32 ONNX Runtime on 1,000 real photos."""
     import fashion_mnist

@@ -90,7 +90,8 @@ def test_sigterm_drains_in_flight_requests(serve_image, trained_run, fashion):
     import http.client
     import threading
 
-    name, port = start_server(serve_image, trained_run[0] / "model")
+    limits = ("SERVE_MAX_IMAGES_PER_REQUEST=400", "SERVE_MAX_QUEUED_IMAGES=1600")  # large requests, to be in flight at the stop
+    name, port = start_server(serve_image, trained_run[0] / "model", env=limits)
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
         png = next((fashion / "test" / "Dress").iterdir()).read_bytes()

@@ -1,0 +1,135 @@
+"""The serving image's limits over real HTTP, inside a 2 GB memory limit as on a real instance: a body that stalls,
+too many images, a flood of large JPEGs (503 with Retry-After, /ping still fast), one deadline, deep nesting."""
+import base64
+import concurrent.futures
+import io
+import json
+import socket
+import subprocess
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from aws_stand_in import free_port
+from test_container import wait_for_ping
+
+pytestmark = pytest.mark.container
+LIMITS = {"SERVE_MAX_CONCURRENT_REQUESTS": "8", "SERVE_BODY_READ_TIMEOUT_SECONDS": "2", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3"}
+
+
+def large_jpeg(seed: int, size=(6000, 4000)) -> bytes:
+    """A 24-megapixel photo-like JPEG (smooth, so it stays small on the wire and costs a full decode)."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (size[1] // 200, size[0] // 200, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    small.resize(size, Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=70)
+    return buffer.getvalue()
+
+
+def memory_mb(name: str) -> float:
+    usage = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", name], capture_output=True, text=True, check=True).stdout
+    value = usage.split("/")[0].strip()
+    scale = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}
+    return next(float(value[: -len(unit)]) * factor for unit, factor in scale.items() if value.endswith(unit))
+
+
+@pytest.fixture(scope="module")
+def limited(serve_image, trained_run):
+    """The serving container with small limits and --memory 2g."""
+    name, port = f"byoc-limits-{free_port()}", free_port()
+    env = [a for k, v in LIMITS.items() for a in ("-e", f"{k}={v}")]
+    subprocess.run(
+        ["docker", "run", "-d", "--name", name, "--memory", "2g", "--memory-swap", "2g", *env, "-p", f"127.0.0.1:{port}:8080",
+         "-v", f"{trained_run[0] / 'model'}:/opt/ml/model:ro", serve_image, "serve"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            yield client, name, port
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def healthy(client, png: bytes) -> None:
+    assert client.post("/invocations", content=png, headers={"Content-Type": "image/png"}).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def png(fashion) -> bytes:
+    return next((fashion / "test" / "Coat").iterdir()).read_bytes()
+
+
+def test_a_stalled_body_is_408_within_the_read_timeout(limited, png):
+    client, _, port = limited
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n" + png[:100])
+        started = time.perf_counter()
+        answer = sock.recv(65536).decode()
+        waited = time.perf_counter() - started
+    assert answer.startswith("HTTP/1.1 408") and '"error": "request timeout"' in answer and 1.5 < waited < 4, (answer, waited)
+    healthy(client, png)
+
+
+def test_too_many_tiny_images_are_refused_at_once_and_cost_no_memory(limited, png):
+    client, name, _ = limited
+    before = memory_mb(name)
+    tiny = base64.b64encode(png[:60]).decode()
+    body = json.dumps({"instances": [tiny] * 60_000}).encode()  # under 6 MB: the body limit alone would let it in
+    started = time.perf_counter()
+    response = client.post("/invocations", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"] == "too many images"
+    assert time.perf_counter() - started < 3 and memory_mb(name) < before + 200
+    for nested in (b"[" * 500_000, b'{"instances": [' * 100_000):
+        assert client.post("/invocations", content=nested, headers={"Content-Type": "application/json"}).status_code == 400
+    healthy(client, png)
+
+
+def flood(port: int, jpegs: list[bytes], requests: int) -> list[tuple[int, str | None]]:
+    """``requests`` concurrent large-JPEG requests, one connection each; (status, Retry-After) for each."""
+
+    def send(i: int) -> tuple[int, str | None]:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as own:
+            response = own.post("/invocations", content=jpegs[i % len(jpegs)], headers={"Content-Type": "image/jpeg"})
+            return response.status_code, response.headers.get("retry-after")
+
+    with concurrent.futures.ThreadPoolExecutor(requests) as pool:
+        return list(pool.map(send, range(requests)))
+
+
+def test_a_flood_of_large_jpegs_gets_503s_and_ping_stays_fast(limited, png):
+    """32 concurrent 24-megapixel JPEGs from another process (so the client's own threads do not delay the pings)."""
+    client, name, port = limited
+    with concurrent.futures.ProcessPoolExecutor(1) as other:
+        flooding = other.submit(flood, port, [large_jpeg(seed) for seed in range(4)], 32)
+        pings = []
+        while not flooding.done():
+            started = time.perf_counter()
+            assert client.get("/ping").status_code == 200
+            pings.append(time.perf_counter() - started)
+            time.sleep(0.02)
+        outcomes = flooding.result()
+    statuses = sorted(status for status, _ in outcomes)
+    print(f"flood of 32 x 24 MP JPEGs: statuses {statuses}; /ping p99 {np.percentile(pings, 99) * 1000:.0f} ms, worst {max(pings) * 1000:.0f} ms over {len(pings)}")
+    assert set(statuses) <= {200, 503, 504} and statuses.count(503) >= 1 and statuses.count(200) >= 8
+    assert all(retry == "1" for status, retry in outcomes if status == 503)
+    assert np.percentile(pings, 99) < 0.1 and max(pings) < 1
+    assert memory_mb(name) < 2048 * 0.9
+    healthy(client, png)
+
+
+def test_one_deadline_covers_decoding(limited, png):
+    """64 12-megapixel PNGs in one body take far longer than the 3 s deadline to decode: 504 at the deadline."""
+    client, _, _ = limited
+    buffer = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (120, 130, 140)).save(buffer, format="PNG")  # 42 kB on the wire, 0.2 s to decode
+    body = json.dumps({"instances": [base64.b64encode(buffer.getvalue()).decode()] * 64}).encode()
+    assert len(body) < 6 * 1024 * 1024
+    started = time.perf_counter()
+    response = client.post("/invocations", content=body, headers={"Content-Type": "application/json"})
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 504 and response.json()["error"] == "timeout" and elapsed < 4.5, (response.text, elapsed)
+    healthy(client, png)
