@@ -27,6 +27,7 @@ from serve import front
 from serve.artifact import ArtifactError, load_spec
 from serve.limits import Admission
 from serve.metrics import Metrics
+from serve.mms_service import ORIGINAL_CONTENT_TYPE
 from serve.pipeline import RequestContext
 from serve.runtime import model_file
 from serve.settings import Settings
@@ -184,6 +185,7 @@ async def invoke(name: str, request: Request, top_k: str | None = None) -> Respo
 
     async def answer(body: bytes, ctx: RequestContext) -> Response:
         headers = {k: ctx.headers[k] for k in FORWARDED_HEADERS if k in ctx.headers}
+        headers.update({ORIGINAL_CONTENT_TYPE: headers.pop("content-type", ""), "content-type": "application/octet-stream"})  # MMS parses forms
         if top_k is not None:  # the query wins, as on /invocations: it goes last in the custom attributes
             headers["x-amzn-sagemaker-custom-attributes"] = ", ".join(filter(None, [headers.get("x-amzn-sagemaker-custom-attributes"), f"top_k={top_k}"]))
         return await forward(request, "POST", path, timeout=max(ctx.deadline.remaining(), 0.001), content=body, headers=headers)

@@ -16,6 +16,7 @@ from serve.user_code import user_module
 from serve.web import RequestError
 
 log = logging.getLogger(__name__)
+ORIGINAL_CONTENT_TYPE = "x-byoc-content-type"  # the front sends bodies as opaque bytes (MMS parses forms), their type here
 
 
 class HandlerService:
@@ -43,7 +44,8 @@ class HandlerService:
         """One response per request; bad input gets its 4xx and a JSON ``{"error", "detail"}`` body."""
         requests = []
         for index, request in enumerate(data):
-            headers = {k: v for k, v in context.get_all_request_header(index).items() if isinstance(v, str)}
+            headers = {k.lower(): v for k, v in context.get_all_request_header(index).items() if isinstance(v, str)}
+            headers["content-type"] = headers.pop(ORIGINAL_CONTENT_TYPE, headers.get("content-type", ""))
             body = request.get("body") or request.get("data") or b""
             requests.append((bytes(body), RequestContext.from_headers(headers, self.settings.timeout_seconds)))
         try:

@@ -1,12 +1,17 @@
 """Multi-model endpoints: the serving image with SAGEMAKER_MULTI_MODEL=true (multi-model-server behind our front)."""
+import base64
+import io
+import json
 import shutil
 import subprocess
 import textwrap
 
 import httpx
+import numpy as np
 import pytest
 
 from test_container import wait_for_ping
+from test_handler import ACCEPTS, every_body, make_wheel
 from test_serve import BAD, as_format
 from test_serve_container import start_server
 
@@ -30,6 +35,13 @@ def models_root(trained_run, tmp_path_factory):
     )
     (root / "broken" / "model").mkdir(parents=True)
     (root / "broken" / "model" / "model.json").write_text("{}")
+    for name, requirements in (("wheels", "byoc_probe==1.0\n"), ("unmet", "this is not a requirement!!\n")):
+        shutil.copytree(trained_run[0] / "model", root / name / "model")
+        code = root / name / "model" / "code"
+        code.mkdir()
+        make_wheel(code, "byoc_probe", "1.0", "ANSWER = 42\n")
+        (code / "requirements.txt").write_text(requirements)
+        (code / "inference.py").write_text("import byoc_probe\n\ndef output_fn(prediction, accept):\n    return f'{byoc_probe.ANSWER}', 'text/plain'\n")
     subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
     return root
 
@@ -45,9 +57,10 @@ def mme(serve_image, models_root):
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 
-def assert_error(response: httpx.Response, status: int, error: str) -> None:
+def assert_error(response: httpx.Response, status: int, error: str) -> dict:
     assert response.status_code == status, response.text
     assert response.json()["error"] == error and response.json()["detail"]
+    return response.json()
 
 
 def load(client: httpx.Client, name: str) -> httpx.Response:
@@ -107,3 +120,73 @@ def test_user_code_overrides_per_model(mme, fashion):
         assert answer.text.startswith("best=") and answer.text.endswith("model_dir=/opt/ml/models/custom/model")
     finally:
         client.delete("/models/custom")
+
+
+def test_invoke_answers_as_invocations_for_every_content_and_accept_type(mme, serve_image, trained_run, fashion):
+    """The same artifact behind /models/{name}/invoke (MMS, its batching) and a single-model server's /invocations."""
+    client, _ = mme
+    png = next((fashion / "test" / "Dress").iterdir()).read_bytes()
+    onnx = ("SERVE_RUNTIME=onnxruntime", "SERVE_PRECISION=fp32")
+    name, port = start_server(serve_image, trained_run[0] / "model", env=onnx)
+    try:
+        wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as single:
+            expected = {key: single.post("/invocations", content=body, headers=headers) for key, body, headers in requests(png)}
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    assert load(client, "fashion").status_code == 200
+    try:
+        for key, body, headers in requests(png):
+            got = client.post("/models/fashion/invoke?top_k=2", content=body, headers=headers)
+            want = expected[key]
+            assert (got.status_code, got.headers["content-type"]) == (want.status_code, want.headers["content-type"]) == (200, want.headers["content-type"]), key
+            if want.headers["content-type"] == "application/x-npy":
+                assert np.abs(np.load(io.BytesIO(got.content)) - np.load(io.BytesIO(want.content))).max() < 1e-3, key
+            else:
+                assert labels(got) == labels(want) and [len(r["top_k"]) for r in results(got)] == [2] * len(results(want)), key
+        form = client.post("/models/fashion/invoke", files={"file": ("dress.png", png, "image/png")})
+        assert form.status_code == 200, form.text
+        assert form.json()["predictions"][0]["label"] == results(expected["image/png", "*/*"])[0]["label"]
+        many = {"instances": [base64.b64encode(png).decode()] * 65}
+        assert_error(client.post("/models/fashion/invoke", json=many), 413, "too many images")
+    finally:
+        client.delete("/models/fashion")
+
+
+def requests(png: bytes):
+    for content_type, body in every_body(png).items():
+        for accept in ACCEPTS:
+            yield (content_type, accept), body, {"Content-Type": content_type, "Accept": accept}
+
+
+def results(response: httpx.Response) -> list[dict]:
+    if response.headers["content-type"] == "application/jsonlines":
+        return [json.loads(line) for line in response.text.splitlines()]
+    return response.json()["predictions"]
+
+
+def labels(response: httpx.Response) -> list[str]:
+    return [r["label"] for r in results(response)]
+
+
+def test_model_folders_must_be_under_opt_ml_models_and_mms_listens_on_loopback_only(mme):
+    client, name = mme
+    for url in ("/usr/../tmp/x", "/opt/ml/models/../../../etc", "/opt/ml/models", "fashion/model", "/tmp"):
+        assert_error(client.post("/models", json={"model_name": "escape", "url": url}), 400, "invalid model url")
+    listening = subprocess.run(["docker", "exec", name, "cat", "/proc/net/tcp", "/proc/net/tcp6"], capture_output=True, text=True, check=True).stdout
+    backend = [line.split()[1] for line in listening.splitlines()[1:] if line.split()[1].endswith(":2378") and line.split()[3] == "0A"]  # 9080, LISTEN
+    assert backend and all(address.startswith(("0100007F:", "00000000000000000000000001000000:")) for address in backend), backend
+
+
+def test_requirements_install_per_model_from_shipped_wheels_and_a_failure_answers_the_load(mme, fashion):
+    client, _ = mme
+    assert load(client, "wheels").status_code == 200
+    try:
+        png = next((fashion / "test" / "Coat").iterdir()).read_bytes()
+        answer = client.post("/models/wheels/invoke", content=png, headers={"Content-Type": "image/png"})
+        assert answer.status_code == 200 and answer.text == "42"
+    finally:
+        client.delete("/models/wheels")
+    failed = assert_error(load(client, "unmet"), 422, "cannot install requirements")
+    assert "requirements.txt" in failed["detail"]
+    assert "unmet" not in [m["modelName"] for m in client.get("/models").json()["models"]]
