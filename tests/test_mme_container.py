@@ -12,7 +12,7 @@ import pytest
 
 from test_container import wait_for_ping
 from test_handler import ACCEPTS, every_body, make_wheel
-from test_serve import BAD, as_format
+from hostile_inputs import BAD, as_format
 from test_serve_container import start_server
 
 pytestmark = pytest.mark.container

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hostile_inputs import BAD, as_format
 from serve.app import create_app
 from serve.settings import Settings, SettingsError
 
@@ -44,12 +45,6 @@ def client(model_dir):
 def photos(fashion):
     """Real test photos: (class name, PNG bytes) pairs, one per class."""
     return [(folder.name, next(folder.iterdir()).read_bytes()) for folder in sorted((fashion / "test").iterdir())]
-
-
-def as_format(png: bytes, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    Image.open(io.BytesIO(png)).convert("RGB").save(buffer, format=fmt)
-    return buffer.getvalue()
 
 
 def assert_prediction(result: dict, classes_k: int = 5):
@@ -134,37 +129,6 @@ def test_preprocessing_matches_torchvision_on_odd_sizes():
         spec = ModelSpec(None, [], resize, crop, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), interpolation, None, "input", "logits", "x")
         expected = eval_transform(Preprocess(resize, crop, spec.mean, spec.std, interpolation))(image).numpy()
         assert np.abs(to_input(image, spec) - expected).max() < 1e-5
-
-
-def bomb() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("L", (9000, 9000)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def npy(array) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
-BAD = [
-    ("empty body", b"", "image/jpeg", 400, "empty body"),
-    ("truncated jpeg", None, "image/jpeg", 400, "cannot decode image"),
-    ("not an image", b"hello", "image/png", 400, "cannot decode image"),
-    ("decompression bomb", bomb(), "image/png", 413, "image too large"),
-    ("wrong content type", b"abc", "text/plain", 415, "unsupported content type"),
-    ("missing content type", b"abc", None, 415, "unsupported content type"),
-    ("bad base64", json.dumps({"image": "%%%"}).encode(), "application/json", 400, "bad base64"),
-    ("bad json", b"{not json", "application/json", 400, "bad JSON"),
-    ("json without image", b'{"picture": 1}', "application/json", 400, "bad JSON body"),
-    ("image url", b'{"url": "http://169.254.169.254/latest/meta-data"}', "application/json", 400, "image URLs are disabled"),
-    ("npy wrong shape", npy(np.zeros((1, 3, 8, 8), np.float32)), "application/x-npy", 400, "bad npy shape"),
-    ("npy wrong dtype", npy(np.zeros((1, 3, 32, 32), np.int64)), "application/x-npy", 400, "bad npy dtype"),
-    ("npy nan", npy(np.full((1, 3, 32, 32), np.nan, np.float32)), "application/x-npy", 400, "bad npy values"),
-    ("npy pickle", b"\x93NUMPY garbage", "application/x-npy", 400, "bad npy"),
-    ("jsonlines with two images", b'{"instances": ["aGk=", "aGk="]}\n', "application/jsonlines", 400, "bad JSON line"),
-]
 
 
 @pytest.mark.parametrize("name,body,content_type,status,error", BAD, ids=[b[0] for b in BAD])

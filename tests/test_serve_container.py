@@ -184,7 +184,7 @@ def test_every_content_type_and_accept_type_over_real_http(client, fashion):
 
     import numpy as np
 
-    from test_serve import as_format, npy
+    from hostile_inputs import as_format, npy
 
     png = next((fashion / "test" / "Dress").iterdir()).read_bytes()
     b64 = base64.b64encode(png).decode()
@@ -211,7 +211,7 @@ def test_every_content_type_and_accept_type_over_real_http(client, fashion):
 
 
 def test_every_bad_input_over_real_http(client, fashion):
-    from test_serve import BAD, as_format
+    from hostile_inputs import BAD, as_format
 
     png = next((fashion / "test" / "Shirt").iterdir()).read_bytes()
     for name, body, content_type, status, error in BAD:

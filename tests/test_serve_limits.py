@@ -4,7 +4,6 @@ import base64
 import concurrent.futures
 import functools
 import http.server
-import io
 import json
 import shutil
 import socketserver
@@ -16,7 +15,8 @@ import numpy as np
 import pytest
 
 from serve.settings import Settings, SettingsError
-from test_serve import npy, ready_client, settings_for
+from hostile_inputs import npy
+from test_serve import ready_client, settings_for
 
 
 @pytest.fixture(scope="module")

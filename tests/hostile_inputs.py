@@ -1,0 +1,52 @@
+"""Bad and hostile request bodies with the status and error each must get: the tests send them to every front,
+and ``python -m bench soak`` mixes them into its load."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+from PIL import Image
+
+
+def as_format(png: bytes, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def bomb() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (9000, 9000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+# (name, body or None for "a truncated JPEG of a real photo", content type, status, error)
+BAD = [
+    ("empty body", b"", "image/jpeg", 400, "empty body"),
+    ("truncated jpeg", None, "image/jpeg", 400, "cannot decode image"),
+    ("not an image", b"hello", "image/png", 400, "cannot decode image"),
+    ("decompression bomb", bomb(), "image/png", 413, "image too large"),
+    ("wrong content type", b"abc", "text/plain", 415, "unsupported content type"),
+    ("missing content type", b"abc", None, 415, "unsupported content type"),
+    ("bad base64", json.dumps({"image": "%%%"}).encode(), "application/json", 400, "bad base64"),
+    ("bad json", b"{not json", "application/json", 400, "bad JSON"),
+    ("json without image", b'{"picture": 1}', "application/json", 400, "bad JSON body"),
+    ("image url", b'{"url": "http://169.254.169.254/latest/meta-data"}', "application/json", 400, "image URLs are disabled"),
+    ("npy wrong shape", npy(np.zeros((1, 3, 8, 8), np.float32)), "application/x-npy", 400, "bad npy shape"),
+    ("npy wrong dtype", npy(np.zeros((1, 3, 32, 32), np.int64)), "application/x-npy", 400, "bad npy dtype"),
+    ("npy nan", npy(np.full((1, 3, 32, 32), np.nan, np.float32)), "application/x-npy", 400, "bad npy values"),
+    ("npy pickle", b"\x93NUMPY garbage", "application/x-npy", 400, "bad npy"),
+    ("jsonlines with two images", b'{"instances": ["aGk=", "aGk="]}\n', "application/jsonlines", 400, "bad JSON line"),
+    ("deeply nested json", b"[" * 200_000, "application/json", 400, "bad JSON"),
+    ("nested instances", json.dumps({"instances": [{"instances": ["aGk="]}]}).encode(), "application/json", 400, "bad JSON body"),
+    ("60,000 tiny images", json.dumps({"instances": [base64.b64encode(b"\x89PNG\r\n").decode()] * 60_000}).encode(), "application/json", 413, "too many images"),
+    ("multipart without a file", b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--\r\n", "multipart/form-data; boundary=b", 400, "no file"),
+]
