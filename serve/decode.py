@@ -68,7 +68,7 @@ class Decoder:
         if kind in NPY_TYPES:
             return self.npy(body, reserve), False
         if kind in JSON_TYPES:
-            return self.images(json_items(parse_json(body, "the body"), "body"), deadline, reserve), False
+            return self.images(json_items(parse_json(body, "the body"), "body", self.check_count), deadline, reserve), False
         if kind in JSONLINES_TYPES:
             lines = [line for line in body.splitlines() if line.strip()]
             if not lines:
@@ -76,7 +76,7 @@ class Decoder:
             self.check_count(len(lines))
             items = []
             for n, line in enumerate(lines, 1):
-                found = json_items(parse_json(line, f"line {n}"), f"line {n}")
+                found = json_items(parse_json(line, f"line {n}"), f"line {n}", self.check_count)
                 if len(found) != 1:
                     raise RequestError(400, "bad JSON line", f"line {n} holds {len(found)} images; put one image on each line.")
                 items += found
@@ -164,13 +164,14 @@ def parse_json(text: bytes, where: str) -> object:
         raise RequestError(400, "bad JSON", f"{where} is nested too deeply; send {{\"instances\": [...]}} of images.") from None
 
 
-def json_items(obj: object, where: str) -> list[Item]:
+def json_items(obj: object, where: str, check_count: Callable[[int], None]) -> list[Item]:
     """The images of a JSON document: {"image": b64}, {"b64": b64}, a bare b64 string, {"url": ...}, or
-    {"instances": [...]} of those (one level: instances do not nest)."""
+    {"instances": [...]} of those (one level: instances do not nest). ``check_count`` sees the count first."""
     if isinstance(obj, dict) and "instances" in obj:
         instances = obj["instances"]
         if not isinstance(instances, list) or not instances:
             raise RequestError(400, "bad instances", f"{where}.instances must be a non-empty list of images.")
+        check_count(len(instances))
         return [json_item(item, f"{where}.instances[{i}]") for i, item in enumerate(instances)]
     return [json_item(obj, where)]
 
