@@ -1,4 +1,4 @@
-"""python -m bench {all,input,gpu,train,serve,agreement,rules,soak,report} [args]
+"""python -m bench {all,input,gpu,train,serve,agreement,rules,soak,path,report} [args]
 
 ``all`` runs every benchmark one after the other (building the images first unless given), writes each
 one's raw JSON to bench/results/ and regenerates docs/benchmarks.md with its plots; ``--smoke`` runs the same
@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from bench import bf16_agreement, input_pipeline, report, rules_overhead, serve_http, soak, train_finetune, train_gpu
+from bench import bf16_agreement, input_pipeline, report, rules_overhead, serve_http, serve_path, soak, train_finetune, train_gpu
 
 COMMANDS = {  # `all` runs them in this order: the training benchmarks (child processes) before the serving ones
     "input": input_pipeline.main,
@@ -71,11 +71,13 @@ def run_all(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     faulthandler.enable()  # a crash in a native library (torch, OpenVINO) leaves its Python stack on stderr
-    if len(sys.argv) < 2 or sys.argv[1] not in (*COMMANDS, "all", "report"):
-        raise SystemExit(f"usage: python -m bench {{all,{','.join(COMMANDS)},report}} [args]")
+    if len(sys.argv) < 2 or sys.argv[1] not in (*COMMANDS, "all", "report", "path"):
+        raise SystemExit(f"usage: python -m bench {{all,{','.join(COMMANDS)},path,report}} [args]")
     if sys.argv[1] == "all":
         run_all(sys.argv[2:])
     elif sys.argv[1] == "report":
         print(report.write_markdown())
+    elif sys.argv[1] == "path":  # a comparison against another commit: not part of `all`
+        serve_path.main(sys.argv[2:])
     else:
         COMMANDS[sys.argv[1]](sys.argv[2:])

@@ -105,6 +105,25 @@ def rules_overhead(r: dict):
     return figure
 
 
+def soak(r: dict):
+    figure, axes = plt.subplots(3, 1, figsize=(8, 6), sharex=True)
+    rows = r["timeline"]
+    minutes = [row["t"] / 60 for row in rows]
+    for axis, key, label in zip(axes, ("images_per_sec", "ping_p99_ms", "memory_mb"), ("good images/s", "/ping p99 (ms)", "memory (MB)")):
+        axis.plot(minutes, [row[key] for row in rows], "-")
+        axis.set_ylabel(label, fontsize=8)
+        axis.set_ylim(bottom=0)
+    axes[-1].set_xlabel("minutes")
+    axes[0].set_title(f"soak: {r['seconds'] / 60:.0f} min at saturation, --memory {r['memory_limit']}")
+    return figure
+
+
+def serve_path(r: dict):
+    figure, axis = plt.subplots(figsize=(7, 2.8))
+    _bars(axis, [run["label"] for run in r["runs"]], [run["images_per_sec"] for run in r["runs"]], f"ResNet-50, concurrency {r['concurrency']}, same run", "images/s")
+    return figure
+
+
 PAINTERS = {
     "input_pipeline.json": input_pipeline,
     "train_gpu.json": train_gpu,
@@ -112,4 +131,6 @@ PAINTERS = {
     "serve_http.json": serve_http,
     "bf16_agreement.json": bf16_agreement,
     "rules_overhead.json": rules_overhead,
+    "serve_path.json": serve_path,
+    "soak.json": soak,
 }

@@ -241,6 +241,53 @@ def rules_section(r: dict) -> list[str]:
     ]
 
 
+def path_section(r: dict) -> list[str]:
+    before, after = r["runs"]
+    return [
+        "## The single request pipeline: serving throughput before and after",
+        "",
+        f"Machine: {_machine(r['machine'])}.",
+        "",
+        f"Method: `python -m bench path --before {r['before_ref']}` builds the serving image at that commit and at the working "
+        f"tree, and serves the ResNet-50 artifact of `bench serve` with each ({r['jpeg_px']} px JPEG bodies, concurrency "
+        f"{r['concurrency']}, {r['seconds']:.0f} s per measurement after a warm-up), the two taking turns {r['rounds']} times; "
+        "median (min-max) images/s over the rounds.",
+        "",
+        "| server | images/s | p50 (ms) | p99 (ms) |",
+        "|---|---|---|---|",
+        *(f"| {run['label']} | {spread(run['images_per_sec'])} | {run['p50_ms']} | {run['p99_ms']} |" for run in r["runs"]),
+        "",
+        f"After against before, same run: **{r['ratio']:.3f}x** the images/s "
+        f"({after['images_per_sec']['median']} against {before['images_per_sec']['median']}).",
+    ]
+
+
+def soak_section(r: dict) -> list[str]:
+    ping, memory, rate = r["ping"], r["memory_mb"], r["good_images_per_sec"]
+    return [
+        "## Soak: 10 minutes at saturation with hostile traffic, inside a memory limit",
+        "",
+        f"Machine: {_machine(r['machine'])}.",
+        "",
+        f"Method: `python -m bench soak` runs the serving image (`{r['image']}`) with `--memory {r['memory_limit']}` and the "
+        f"ResNet-50 artifact of `bench serve` ({r['model']}) for {r['seconds'] / 60:.0f} minutes. Another process on the same "
+        f"cores drives it: {r['clients']['good']} clients posting good JPEGs back to back, {r['clients']['bad']} cycling "
+        "through every bad and hostile body of the test suite (`tests/hostile_inputs.py`: corrupt images, a decompression "
+        "bomb, deep JSON nesting, 60,000 tiny images in one body, ...) and one stalled upload at a time. This process polls "
+        "`/ping` every 50 ms and reads the container's memory every 5 s.",
+        "",
+        "| measure | result | target |",
+        "|---|---|---|",
+        f"| requests by status | {', '.join(f'{k}: {v}' for k, v in r['by_status'].items())} | - |",
+        f"| unexpected 5xx (any 5xx but a 503 with Retry-After) | **{r['unexpected_5xx']}** | 0 |",
+        f"| /ping p99 / worst ({ping['count']} polls) | **{ping['p99_ms']} ms** / {ping['worst_ms']} ms | < 100 ms / < 1 s |",
+        f"| memory at minute 1 / at the end (peak) | {memory['at_minute_1']} MB / {memory['at_end']} MB ({memory['peak']} MB) | growth < 5 % |",
+        f"| memory growth | **{memory['growth_pct']} %** | < 5 % |",
+        f"| good images/s, first / last minute | {rate['first_minute']} / {rate['last_minute']} ({rate['drift_pct']} %) | no drift |",
+        f"| still serving after, OOM-killed | {r['still_serving_after']}, {r['oom_killed']} | True, False |",
+    ]
+
+
 SECTIONS = {
     "input_pipeline.json": input_section,
     "train_gpu.json": gpu_section,
@@ -248,6 +295,8 @@ SECTIONS = {
     "serve_http.json": serve_section,
     "bf16_agreement.json": agreement_section,
     "rules_overhead.json": rules_section,
+    "serve_path.json": path_section,
+    "soak.json": soak_section,
 }
 
 
