@@ -17,7 +17,7 @@ from serve.metrics import Metrics
 from serve.pipeline import Pipeline, RequestContext, Transformer
 from serve.settings import Settings
 from serve.user_code import user_module
-from serve.web import RequestError, add_error_handlers
+from serve.web import RequestError, add_error_handlers, error_response
 
 log = logging.getLogger("serve")
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -65,15 +65,15 @@ async def lifespan(app: FastAPI):
 
 
 @router.get("/ping")
-async def ping(request: Request) -> JSONResponse:
+async def ping(request: Request) -> Response:
     """200 once the model is loaded and warmed up; 503 before, or with the reason it failed. Answered on the event
     loop from state, so it never waits behind decoding or prediction."""
     model: ModelState = request.app.state.model
     if model.pipeline is not None:
         return JSONResponse({"status": "ready"})
     if model.error:
-        return JSONResponse({"error": "model failed to load", "detail": model.error}, status_code=503)
-    return JSONResponse({"error": "loading", "detail": "The model is still loading."}, status_code=503)
+        return error_response(RequestError(503, "model failed to load", model.error))
+    return error_response(RequestError(503, "loading", "The model is still loading."))
 
 
 @router.post("/invocations")
