@@ -142,11 +142,11 @@ def summarize(outcomes: list[Outcome], pings: list[tuple[float, float]], memory:
 def timeline(good: list[float], pings: list[tuple[float, float]], memory: list[tuple[float, float]], seconds: float, step: float = 10) -> list[dict]:
     """Per ``step`` seconds: good images/s, /ping p99 (ms) and the last memory sample (MB)."""
     rows = []
-    for start in range(0, int(seconds), int(step)):
-        window = sorted(latency for t, latency in pings if start <= t < start + step) or [0.0]
-        sampled = [m for t, m in memory if t < start + step]
+    for begin in range(0, int(seconds), int(step)):
+        window = sorted(latency for t, latency in pings if begin <= t < begin + step) or [0.0]
+        sampled = [m for t, m in memory if t < begin + step]
         rows.append({
-            "t": start, "images_per_sec": round(sum(1 for t in good if start <= t < start + step) / step, 1),
+            "t": begin, "images_per_sec": round(sum(1 for t in good if begin <= t < begin + step) / step, 1),
             "ping_p99_ms": round(1000 * window[min(len(window) - 1, int(0.99 * len(window)))], 1), "memory_mb": sampled[-1] if sampled else None,
         })  # fmt: skip
     return rows

@@ -123,6 +123,8 @@ class Transformer:
     def encode(self, prediction, ctx: RequestContext) -> tuple[bytes, str]:
         if "output_fn" in self.user:
             return self.response(self.run_user("output_fn", prediction, self.user_accept(ctx), ctx=ctx), ctx)
+        if self.spec is None:
+            raise RequestError(500, "handler error", "The model folder has no model.json, so code/inference.py must define output_fn.")
         return encode(prediction, self.spec.classes, ctx.k, ctx.accept), ctx.accept
 
     def transform_whole(self, body: bytes, ctx: RequestContext) -> tuple[bytes, str]:

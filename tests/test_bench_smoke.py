@@ -21,6 +21,7 @@ SECTIONS = {
     "serve_http.json": "## Serving ResNet-50 over HTTP",
     "bf16_agreement.json": "## bf16 serving",
     "rules_overhead.json": "## In-job Debugger rules",
+    "soak.json": "## Soak: 10 minutes at saturation",
 }
 
 
@@ -44,3 +45,13 @@ def test_bench_all_smoke_writes_every_result_table_and_plot(tmp_path, serve_imag
     assert "real JPEG, CPU decode" in doc  # the GPU benchmark's code ran (on the CPU, --allow-cpu)
     assert f"Training image `{train_image}`" in doc  # docker run ... train was timed
     assert {p: p.stat().st_mtime_ns for p in (REPO / "bench" / "results").glob("*.json")} == before  # BENCH_OUT kept the repo's results
+
+
+def test_bench_path_compares_the_serving_image_at_a_commit_with_the_working_tree(tmp_path, serve_image):
+    env = {**os.environ, "BENCH_OUT": str(tmp_path)}
+    command = [sys.executable, "-m", "bench", "path", "--before", "HEAD", "--image", serve_image, "--rounds", "1", "--seconds", "1", "--jpeg-size", "64"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "results" / "serve_path.json").read_text())
+    assert [run["label"] for run in report["runs"]] == ["before (HEAD)", "after (working tree)"] and report["ratio"] > 0
+    assert "## The single request pipeline" in (tmp_path / "benchmarks.md").read_text()

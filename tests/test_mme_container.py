@@ -111,15 +111,18 @@ def test_bad_requests_get_json_errors_and_the_endpoint_keeps_serving(mme, fashio
 
 
 def test_user_code_overrides_per_model(mme, fashion):
-    client, _ = mme
-    assert load(client, "custom").status_code == 200
+    answer = invoke_once(mme[0], "custom", next((fashion / "test" / "Coat").iterdir()).read_bytes())
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    assert answer.text.startswith("best=") and answer.text.endswith("model_dir=/opt/ml/models/custom/model")
+
+
+def invoke_once(client: httpx.Client, name: str, png: bytes) -> httpx.Response:
+    """Load model ``name``, invoke it with ``png``, unload it."""
+    assert load(client, name).status_code == 200
     try:
-        png = next((fashion / "test" / "Coat").iterdir()).read_bytes()
-        answer = client.post("/models/custom/invoke", content=png, headers={"Content-Type": "image/png"})
-        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
-        assert answer.text.startswith("best=") and answer.text.endswith("model_dir=/opt/ml/models/custom/model")
+        return client.post(f"/models/{name}/invoke", content=png, headers={"Content-Type": "image/png"})
     finally:
-        client.delete("/models/custom")
+        client.delete(f"/models/{name}")
 
 
 def test_invoke_answers_as_invocations_for_every_content_and_accept_type(mme, serve_image, trained_run, fashion):
@@ -180,13 +183,8 @@ def test_model_folders_must_be_under_opt_ml_models_and_mms_listens_on_loopback_o
 
 def test_requirements_install_per_model_from_shipped_wheels_and_a_failure_answers_the_load(mme, fashion):
     client, _ = mme
-    assert load(client, "wheels").status_code == 200
-    try:
-        png = next((fashion / "test" / "Coat").iterdir()).read_bytes()
-        answer = client.post("/models/wheels/invoke", content=png, headers={"Content-Type": "image/png"})
-        assert answer.status_code == 200 and answer.text == "42"
-    finally:
-        client.delete("/models/wheels")
+    answer = invoke_once(client, "wheels", next((fashion / "test" / "Coat").iterdir()).read_bytes())
+    assert answer.status_code == 200 and answer.text == "42"
     failed = assert_error(load(client, "unmet"), 422, "cannot install requirements")
     assert "requirements.txt" in failed["detail"]
     assert "unmet" not in [m["modelName"] for m in client.get("/models").json()["models"]]
