@@ -36,7 +36,8 @@ def error_response(exc: RequestError) -> Response:
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The body: 413 as soon as it is known to exceed ``limit`` bytes, 408 when it takes over ``timeout`` s to arrive."""
     declared = request.headers.get("content-length")
-    too_large = RequestError(413, "payload too large", f"The body exceeds {limit // (1024 * 1024)} MB (SAGEMAKER_MAX_PAYLOAD_IN_MB).")
+    detail = f"The body exceeds {limit // (1024 * 1024)} MB (SAGEMAKER_MAX_PAYLOAD_IN_MB)."
+    too_large = RequestError(413, "payload too large", detail, {"Connection": "close"})  # the rest of the body is never read
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large
 

@@ -17,7 +17,10 @@ from aws_stand_in import free_port
 from test_container import wait_for_ping
 
 pytestmark = pytest.mark.container
-LIMITS = {"SERVE_MAX_CONCURRENT_REQUESTS": "8", "SERVE_BODY_READ_TIMEOUT_SECONDS": "2", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3"}
+LIMITS = {
+    "SERVE_MAX_CONCURRENT_REQUESTS": "8", "SERVE_MAX_IMAGES_PER_REQUEST": "16", "SERVE_MAX_QUEUED_IMAGES": "16",
+    "SERVE_BODY_READ_TIMEOUT_SECONDS": "2", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3", "SERVE_ALLOW_IMAGE_URLS": "true",
+}  # fmt: skip
 
 
 def large_jpeg(seed: int, size=(6000, 4000)) -> bytes:
@@ -121,15 +124,48 @@ def test_a_flood_of_large_jpegs_gets_503s_and_ping_stays_fast(limited, png):
     healthy(client, png)
 
 
-def test_one_deadline_covers_decoding(limited, png):
-    """64 12-megapixel PNGs in one body take far longer than the 3 s deadline to decode: 504 at the deadline."""
-    client, _, _ = limited
+def solid_png(size: tuple[int, int]) -> str:
+    """A base64 PNG of one colour: a few kB on the wire, a full decode of every pixel."""
     buffer = io.BytesIO()
-    Image.new("RGB", (4000, 3000), (120, 130, 140)).save(buffer, format="PNG")  # 42 kB on the wire, 0.2 s to decode
-    body = json.dumps({"instances": [base64.b64encode(buffer.getvalue()).decode()] * 64}).encode()
-    assert len(body) < 6 * 1024 * 1024
+    Image.new("RGB", size, (120, 130, 140)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_images_beyond_the_queue_budget_get_503(limited, png):
+    """Four concurrent requests of 8 12-megapixel PNGs against a budget of 16 images: two run, two are refused."""
+    client, _, port = limited
+    body = json.dumps({"instances": [solid_png((4000, 3000))] * 8}).encode()
+
+    def send(_) -> httpx.Response:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as own:
+            return own.post("/invocations", content=body, headers={"Content-Type": "application/json"})
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(send, range(4)))
+    refused = [a for a in answers if a.status_code == 503]
+    assert sorted(a.status_code for a in answers) == [200, 200, 503, 503], [a.text for a in answers]
+    assert all("SERVE_MAX_QUEUED_IMAGES" in a.json()["detail"] and a.headers["retry-after"] == "1" for a in refused)
+    healthy(client, png)
+
+
+def test_one_deadline_covers_decoding(limited, png):
+    """16 36-megapixel PNGs take far longer than the 3 s deadline to decode: 504 at the deadline."""
+    client, _, _ = limited
+    body = json.dumps({"instances": [solid_png((6000, 6000))] * 16}).encode()
     started = time.perf_counter()
     response = client.post("/invocations", content=body, headers={"Content-Type": "application/json"})
     elapsed = time.perf_counter() - started
     assert response.status_code == 504 and response.json()["error"] == "timeout" and elapsed < 4.5, (response.text, elapsed)
+    healthy(client, png)
+
+
+def test_image_urls_to_loopback_or_the_metadata_address_get_one_answer(limited, png):
+    client, _, _ = limited
+    answers = set()
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8080/ping", "http://localhost:1/", "http://10.0.0.1:9/x.png"):
+        started = time.perf_counter()
+        response = client.post("/invocations", json={"url": url})
+        assert response.status_code == 400 and time.perf_counter() - started < 2, response.text
+        answers.add(response.text)
+    assert len(answers) == 1 and "cannot fetch image URL" in answers.pop()
     healthy(client, png)
