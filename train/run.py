@@ -137,19 +137,19 @@ def attach_rules(
     """
     if not ctx.is_main:
         return None, None
+    out, collections = args.debugger_out, args.debugger_collections
+    if not names:  # smdebug is imported only when something asks for it
+        return create_hook(out, args.debugger_interval, collections, model, loss_fn, activations=precision.dtype is None, lean=False), None
     from train.debug.in_job import InJobRules, collections_for
 
-    out, collections = args.debugger_out, args.debugger_collections
-    lean = bool(names) and not out  # the rules' own folder holds only what they read
+    lean = not out  # the rules' own folder holds only what they read
     if lean:  # fresh for this process (the hook's steps restart at 0 on resume)
         out, collections = str(sagemaker_env.rule_tensors_dir()), ",".join(collections_for(names))
         if not sagemaker_env.debug_hook_config().is_file():
             shutil.rmtree(out, ignore_errors=True)
-    elif names:
+    else:
         collections = ",".join(sorted(set(collections.split(",")) | set(collections_for(names))))
     hook = create_hook(out, args.debugger_interval, collections, model, loss_fn, activations=precision.dtype is None, lean=lean)
-    if not names:
-        return hook, None
     log.info("in-job Debugger rules: %s, judged at each epoch end%s", ", ".join(names), f"; --stop-on-rule {', '.join(stop_on)}" if stop_on else "")
     return hook, InJobRules(names, Path(hook.out_dir), stop_on)
 
