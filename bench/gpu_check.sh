@@ -56,14 +56,14 @@ print(f"  metric lines: {len(lines)} epochs, last: {lines[-1] if lines else None
 PY
 }
 
-SAGEMAKER_BASE_DIR="$WORK/opt_ml_cuda" step train_cuda 200 $PYTHON -m train "${TRAIN_ARGS[@]}" --epochs 2
+SAGEMAKER_BASE_DIR="$WORK/opt_ml_cuda" step train_cuda 170 $PYTHON -m train "${TRAIN_ARGS[@]}" --epochs 2
 check_artifact "$WORK/opt_ml_cuda" "$OUT/train_cuda.log"
 
-BENCH_OUT="$OUT/bench" step bench_gpu 200 $PYTHON -m bench gpu --photos 3000 --steps 30 --warmup 15 --reps 2
+BENCH_OUT="$OUT/bench" step bench_gpu 170 $PYTHON -m bench gpu --photos 3000 --steps 30 --warmup 15 --reps 2
 
-SAGEMAKER_BASE_DIR="$WORK/opt_ml_ddp" step torchrun 150 $PYTHON -m torch.distributed.run --standalone --nproc_per_node 1 -m train "${TRAIN_ARGS[@]}" --epochs 1
+SAGEMAKER_BASE_DIR="$WORK/opt_ml_ddp" step torchrun 120 $PYTHON -m torch.distributed.run --standalone --nproc_per_node 1 -m train "${TRAIN_ARGS[@]}" --epochs 1
 check_artifact "$WORK/opt_ml_ddp" "$OUT/torchrun.log"
 grep -m2 -i "nccl\|world size\|rank" "$OUT/torchrun.log" | tee -a "$SUMMARY"
 
-step tests 120 $PYTHON -m pytest -q -p no:cacheprovider tests/test_training.py tests/test_resume.py tests/test_distributed.py --maxfail 5
+step tests 80 $PYTHON -m pytest -q -p no:cacheprovider tests/test_training.py tests/test_resume.py tests/test_distributed.py --maxfail 5
 echo "total ${SECONDS} s" | tee -a "$SUMMARY"
