@@ -53,8 +53,12 @@ class FileBytes(Dataset):
         return read_file(str(self.source.files[index])), self.source.labels[index]
 
 
-def bytes_batch(items: list) -> tuple[list[torch.Tensor], torch.Tensor]:
-    return [data for data, _ in items], torch.tensor([label for _, label in items])
+def bytes_batch(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch's files packed into one uint8 tensor with their end offsets: one shared-memory block per batch
+    to hand from a worker to the main process, not one per file (which runs out of descriptors, or fails under gVisor)."""
+    packed = torch.cat([data for data, _ in items])
+    ends = torch.tensor([len(data) for data, _ in items]).cumsum(0)
+    return packed, ends, torch.tensor([label for _, label in items])
 
 
 class Trainer:
@@ -123,7 +127,9 @@ def gpu_decoder(pre: Preprocess, device: torch.device):
 
     augment = v2.Compose([v2.RandomResizedCrop(pre.crop, scale=(0.35, 1.0), antialias=True), v2.RandomHorizontalFlip()])
 
-    def run(encoded: list[torch.Tensor], labels: torch.Tensor):
+    def run(packed: torch.Tensor, ends: torch.Tensor, labels: torch.Tensor):
+        starts = [0, *ends[:-1].tolist()]
+        encoded = [packed[start:end] for start, end in zip(starts, ends.tolist())]
         decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
         return torch.stack([augment(image) for image in decoded]), labels
 
