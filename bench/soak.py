@@ -97,9 +97,8 @@ def memory_mb(name: str) -> float:
     raise ValueError(f"docker stats said {usage!r}")
 
 
-def watch(name: str, port: int, until: float, pings: list[tuple[float, float]], memory: list[tuple[float, float]]) -> None:
-    """/ping every 50 ms and the container's memory every 5 s, until ``until``."""
-    started, next_sample = time.perf_counter(), 0.0
+def watch_ping(port: int, until: float, started: float, pings: list[tuple[float, float]]) -> None:
+    """/ping every 50 ms until ``until``: (seconds since ``started``, latency; inf when not 200)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     while time.perf_counter() < until:
         sent = time.perf_counter()
@@ -107,10 +106,14 @@ def watch(name: str, port: int, until: float, pings: list[tuple[float, float]], 
         response = connection.getresponse()
         response.read()
         pings.append((sent - started, time.perf_counter() - sent if response.status == 200 else float("inf")))
-        if sent - started >= next_sample:
-            memory.append((sent - started, memory_mb(name)))
-            next_sample += 5
         time.sleep(0.05)
+
+
+def watch_memory(name: str, until: float, started: float, memory: list[tuple[float, float]]) -> None:
+    """The container's memory every 5 s until ``until`` (docker stats takes a second or two: its own thread)."""
+    while time.perf_counter() < until:
+        memory.append((time.perf_counter() - started, memory_mb(name)))
+        time.sleep(max(0.0, 5 - (time.perf_counter() - started - memory[-1][0])))
 
 
 def summarize(outcomes: list[Outcome], pings: list[tuple[float, float]], memory: list[tuple[float, float]], seconds: float) -> dict:
@@ -166,12 +169,18 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             pings: list[tuple[float, float]] = []
             memory: list[tuple[float, float]] = []
-            watcher = threading.Thread(target=watch, args=(name, port, time.perf_counter() + args.seconds, pings, memory), daemon=True)
             with concurrent.futures.ProcessPoolExecutor(1) as other:
                 loading = other.submit(load, port, args.seconds, args.good_clients, args.bad_clients)
-                watcher.start()
+                started = time.perf_counter()
+                watchers = [
+                    threading.Thread(target=watch_ping, args=(port, started + args.seconds, started, pings), daemon=True),
+                    threading.Thread(target=watch_memory, args=(name, started + args.seconds, started, memory), daemon=True),
+                ]
+                for watcher in watchers:
+                    watcher.start()
                 outcomes = loading.result()
-            watcher.join()
+            for watcher in watchers:
+                watcher.join()
             still_serving = post(port, jpeg_photos(1, 384)[0][0], "image/jpeg")[0] == 200
             oom_killed = '"OOMKilled":true' in subprocess.run(["docker", "inspect", name], capture_output=True, text=True).stdout.replace(" ", "")
         finally:
