@@ -87,14 +87,16 @@ def serve_http(r: dict):
 
 def bf16_agreement(r: dict):
     figure, axis = plt.subplots(figsize=(7, 3.5))
-    rows = [row for row in r["rows"] if row["margin"] is not None]
-    axis.plot([row["margin"] for row in rows], [row["agreement"] for row in rows], "o-", label="top-1 agreement")
-    axis.set_xlabel("re-check margin")
-    axis.set_ylabel("agreement with fp32")
     speed = axis.twinx()
-    speed.plot([row["margin"] for row in rows], [row["images_per_sec"] for row in rows], "s--", color="#dd8452", label="images/s")
-    speed.set_ylabel("images/s")
-    axis.set_title("OpenVINO bf16 against fp32")
+    for runtime, colour in (("openvino bf16", "#4c72b0"), ("openvino int8", "#55a868")):
+        rows = [row for row in r["rows"] if row["margin"] is not None and row["runtime"] == runtime]
+        axis.plot([row["margin"] for row in rows], [row["agreement"] for row in rows], "o-", color=colour, label=f"{runtime}: agreement")
+        speed.plot([row["margin"] for row in rows], [row["images_per_sec"] for row in rows], "s--", color=colour, alpha=0.5, label=f"{runtime}: images/s")
+    axis.set_xlabel("re-check margin")
+    axis.set_ylabel("top-1 agreement with fp32")
+    speed.set_ylabel("images/s (dashed)")
+    axis.legend(fontsize=7, loc="lower right")
+    axis.set_title("OpenVINO bf16 and int8 against fp32")
     return figure
 
 

@@ -187,24 +187,33 @@ def serve_section(r: dict) -> list[str]:
 
 def agreement_section(r: dict) -> list[str]:
     lines = [
-        "## bf16 serving: top-1 agreement with fp32 on real photos",
+        "## bf16 and int8 serving: top-1 agreement with fp32 on real photos",
         "",
         f"Machine: {_machine(r['machine'])}.",
         "",
         f"Method: `python -m bench agreement`: {r['model']} (fp32 test accuracy {r['fp32_test_accuracy']:.4f}); the first "
-        f"{r['photos']} real Fashion-MNIST t10k photos through ONNX Runtime fp32 (the reference) and OpenVINO with the bf16 "
-        "hint; with a re-check margin m, images whose top-1/top-2 probability gap is below m run again in fp32 "
-        "(`SERVE_BF16_RECHECK_MARGIN`, default 0.1). Inference only, batches of 16.",
+        f"{r['photos']} real Fashion-MNIST t10k photos through ONNX Runtime fp32 (the reference) and OpenVINO in bf16 "
+        "and in int8 (the artifact's NNCF-quantized model); with a re-check margin m, images whose top-1/top-2 probability "
+        "gap is below m run again in fp32 (`SERVE_BF16_RECHECK_MARGIN`, default 0.1). Inference only, batches of 16.",
         "",
-        "| runtime | re-check margin | top-1 agreement with fp32 | images re-checked | images/s | vs onnxruntime fp32 |",
-        "|---|---|---|---|---|---|",
+        "| runtime | re-check margin | top-1 agreement with fp32 | accuracy | images re-checked | images/s | vs onnxruntime fp32 |",
+        "|---|---|---|---|---|---|---|",
     ]
     reference = r["rows"][0]["images_per_sec"]
     for row in r["rows"]:
         margin = "-" if row["margin"] is None else row["margin"]
         lines.append(
-            f"| {row['runtime']} | {margin} | {row['agreement']:.4f} | {row['rechecked']} | {row['images_per_sec']} | {row['images_per_sec'] / reference:.2f}x |"
+            f"| {row['runtime']} | {margin} | {row['agreement']:.4f} | {row.get('accuracy', '-')} | {row['rechecked']} | {row['images_per_sec']} | "
+            f"{row['images_per_sec'] / reference:.2f}x |"
         )
+    gate = r.get("int8_gate")
+    if gate:
+        lines += [
+            "",
+            f"The training side's gate on its {gate['split']} split ({gate['images']} images): agreement {gate['agreement']:.4f} "
+            f"(needs >= {gate['gate']['min_agreement']}), accuracy {gate['accuracy_fp32']:.4f} fp32 against {gate['accuracy_int8']:.4f} int8 "
+            f"(may drop <= {100 * gate['gate']['max_accuracy_drop']:.1f} points): **{'passed' if gate['passed_gate'] else 'failed'}** ({gate['reason']}).",
+        ]
     return lines
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import http.client
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             pings: list[tuple[float, float]] = []
             memory: list[tuple[float, float]] = []
-            with concurrent.futures.ProcessPoolExecutor(1) as other:
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as other:  # no fork of a threaded process
                 loading = other.submit(load, port, args.seconds, args.good_clients, args.bad_clients)
                 started = time.perf_counter()
                 watchers = [

@@ -23,6 +23,7 @@ class ModelSpec:
     input_name: str
     output_name: str
     architecture: str
+    int8_file: Path | None = None  # OpenVINO IR, written by training when it passed the accuracy gate
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -49,6 +50,7 @@ def load_spec(directory: Path) -> ModelSpec:
             input_name=onnx["input"],
             output_name=onnx["output"],
             architecture=info.get("architecture", "unknown"),
+            int8_file=directory / info["int8"]["file"] if (info.get("int8") or {}).get("shipped") else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path} is not a byoc-vision model description ({type(exc).__name__}: {exc}).") from exc

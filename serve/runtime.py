@@ -76,22 +76,28 @@ class OnnxRuntimeModel(Runtime):
 
 
 class OpenVinoModel(Runtime):
-    """model.onnx compiled by OpenVINO for the CPU; ``bf16`` asks for bfloat16 kernels where the CPU has them.
+    """model.onnx compiled by OpenVINO for the CPU in ``fp32`` or ``bf16`` (where the CPU has bf16 kernels), or the
+    artifact's INT8 model (``model_int8.xml``, quantized by training past its accuracy gate) in ``int8``.
 
-    bf16 rounds activations, which can swap the top two classes when they are nearly tied. With ``recheck_margin``
-    > 0, images whose top-1/top-2 probability gap is below it run again in fp32, so top-1 labels stay fp32's.
+    bf16 and int8 round activations, which can swap the top two classes when they are nearly tied. With
+    ``recheck_margin`` > 0, images whose top-1/top-2 probability gap is below it run again in fp32, so top-1
+    labels stay fp32's.
     """
 
     name = "openvino"
 
-    def __init__(self, spec: ModelSpec, threads: int, precision: str = "bf16", recheck_margin: float = 0.0):
+    def __init__(self, spec: ModelSpec, threads: int, precision: str = "auto", recheck_margin: float = 0.0):
         import openvino as ov
 
         super().__init__(spec)
         core, onnx = ov.Core(), str(model_file(spec, self.name))
+        precision = choose_precision(spec, precision, cpu_flags())
         self.lock = threading.Lock()  # one infer request per model; the batcher already runs one batch at a time
-        self.request, self.precision = _openvino_request(core, onnx, threads, precision)
-        self.recheck_margin = recheck_margin if self.precision == "bf16" else 0.0
+        if precision == "int8":
+            self.request, self.precision = _openvino_request(core, str(spec.int8_file), threads, "fp32")[0], "int8"
+        else:
+            self.request, self.precision = _openvino_request(core, onnx, threads, precision)
+        self.recheck_margin = recheck_margin if self.precision != "fp32" else 0.0
         self.fp32_request = _openvino_request(core, onnx, threads, "fp32")[0] if self.recheck_margin > 0 else None
         self.rechecked = 0
 
@@ -111,10 +117,37 @@ class OpenVinoModel(Runtime):
         return probabilities
 
 
-def _openvino_request(core, onnx: str, threads: int, precision: str) -> tuple[object, str]:
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+INT8_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
+BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def choose_precision(spec: ModelSpec, asked: str, flags: set[str]) -> str:
+    """``auto``: int8 when the artifact has an int8 model and the CPU has VNNI or AMX, else bf16 where the CPU has
+    bf16 kernels, else fp32. ``int8`` without an int8 model in the artifact is an ArtifactError."""
+    if asked == "int8" and spec.int8_file is None:
+        raise ArtifactError(f"{spec.directory} has no int8 model (train with --quantize, or run python -m train.quantize); use SERVE_PRECISION=auto or bf16.")
+    if asked != "auto":
+        return asked
+    if spec.int8_file is not None and flags & INT8_FLAGS:
+        return "int8"
+    return "bf16" if flags & BF16_FLAGS else "fp32"
+
+
+def _openvino_request(core, path: str, threads: int, precision: str) -> tuple[object, str]:
     """An infer request of the model compiled for ``precision``, and the precision the CPU actually grants."""
     config = {"INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp32": "f32"}[precision], "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
-    compiled = core.compile_model(onnx, "CPU", config)
+    compiled = core.compile_model(path, "CPU", config)
     granted = {"bf16": "bf16", "f32": "fp32"}.get(compiled.get_property("INFERENCE_PRECISION_HINT").to_string(), "fp32")
     if granted != precision:
         log.warning("this CPU has no %s kernels; OpenVINO runs in %s", precision, granted)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RUNTIMES = ("openvino", "onnxruntime", "torch")  # the default first: measured fastest (docs/benchmarks.md)
+PRECISIONS = ("auto", "int8", "bf16", "fp32")  # auto: int8 when the artifact has it and the CPU has VNNI/AMX, else bf16 where it can, else fp32
 
 
 class SettingsError(ValueError):
@@ -80,9 +81,9 @@ class Settings:
         runtime = env.get("SERVE_RUNTIME", RUNTIMES[0])
         if runtime not in RUNTIMES:
             raise SettingsError(f"SERVE_RUNTIME={runtime!r}: choose one of {', '.join(RUNTIMES)}")
-        precision = env.get("SERVE_PRECISION", "bf16" if runtime == "openvino" else "fp32")
-        if precision not in ("bf16", "fp32") or (precision == "bf16" and runtime != "openvino"):
-            raise SettingsError(f"SERVE_PRECISION={precision!r}: use fp32, or bf16 with SERVE_RUNTIME=openvino")
+        precision = env.get("SERVE_PRECISION", "auto")
+        if precision not in PRECISIONS or (precision in ("int8", "bf16") and runtime != "openvino"):
+            raise SettingsError(f"SERVE_PRECISION={precision!r}: use auto or fp32, or int8 / bf16 with SERVE_RUNTIME=openvino")
         settings = cls(
             model_dir=Path(env.get("SAGEMAKER_MODEL_DIR", "/opt/ml/model")),
             port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080),

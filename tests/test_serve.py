@@ -188,7 +188,7 @@ def test_ping_is_503_with_the_reason_when_the_model_cannot_load(tmp_path):
     "env,message",
     [({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "six"}, "not a whole number"), ({"SAGEMAKER_MODEL_SERVER_WORKERS": "0"}, "at least 1"),
      ({"SERVE_RUNTIME": "tensorrt"}, "choose one of openvino, onnxruntime, torch"),
-     ({"SERVE_RUNTIME": "onnxruntime", "SERVE_PRECISION": "bf16"}, "bf16 with SERVE_RUNTIME=openvino"), ({"SERVE_PRECISION": "int4"}, "use fp32"),
+     ({"SERVE_RUNTIME": "onnxruntime", "SERVE_PRECISION": "bf16"}, "bf16 with SERVE_RUNTIME=openvino"), ({"SERVE_PRECISION": "int4"}, "use auto or fp32"), ({"SERVE_RUNTIME": "onnxruntime", "SERVE_PRECISION": "int8"}, "int8 / bf16 with SERVE_RUNTIME=openvino"),
      ({"SERVE_BF16_RECHECK_MARGIN": "lots"}, "not a number"), ({"SERVE_BF16_RECHECK_MARGIN": "2"}, "between 0 and 1")],
 )  # fmt: skip
 def test_settings_errors(env, message):

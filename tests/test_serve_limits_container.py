@@ -2,8 +2,10 @@
 too many images, a flood of large JPEGs (503 with Retry-After, /ping still fast), one deadline, deep nesting."""
 import base64
 import concurrent.futures
+import http.client
 import io
 import json
+import multiprocessing
 import socket
 import subprocess
 import time
@@ -95,9 +97,14 @@ def flood(port: int, jpegs: list[bytes], requests: int) -> list[tuple[int, str |
     """``requests`` concurrent large-JPEG requests, one connection each; (status, Retry-After) for each."""
 
     def send(i: int) -> tuple[int, str | None]:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as own:
-            response = own.post("/invocations", content=jpegs[i % len(jpegs)], headers={"Content-Type": "image/jpeg"})
-            return response.status_code, response.headers.get("retry-after")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            connection.request("POST", "/invocations", body=jpegs[i % len(jpegs)], headers={"Content-Type": "image/jpeg"})
+            response = connection.getresponse()
+            response.read()
+            return response.status, response.getheader("Retry-After")
+        finally:
+            connection.close()
 
     with concurrent.futures.ThreadPoolExecutor(requests) as pool:
         return list(pool.map(send, range(requests)))
@@ -106,7 +113,7 @@ def flood(port: int, jpegs: list[bytes], requests: int) -> list[tuple[int, str |
 def test_a_flood_of_large_jpegs_gets_503s_and_ping_stays_fast(limited, png):
     """32 concurrent 24-megapixel JPEGs from another process (so the client's own threads do not delay the pings)."""
     client, name, port = limited
-    with concurrent.futures.ProcessPoolExecutor(1) as other:
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as other:  # no fork of a threaded process
         flooding = other.submit(flood, port, [large_jpeg(seed) for seed in range(4)], 32)
         pings = []
         while not flooding.done():

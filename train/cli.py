@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--output-data-dir", type=str, default=str(sagemaker_env.output_data_dir()), help="reports and metrics")
     out.add_argument("--checkpoint-dir", type=str, default=str(sagemaker_env.checkpoint_dir()), help="checkpoints, resumed from on start")
     out.add_argument("--tensorboard-dir", type=str, default=str(sagemaker_env.tensorboard_dir()))
+    out.add_argument(
+        "--quantize", choices=("auto", "off", "force"), default="auto",
+        help="int8 serving model (NNCF, OpenVINO IR) next to model.onnx: auto = ship it when it agrees with fp32 on >= 99%% of the test "
+        "images and loses <= 0.5 accuracy points; force = ship it anyway; off = none",
+    )  # fmt: skip
     out.add_argument("--debugger-out", type=str, default=None, help="save the smdebug hook's tensors here too (the in-job rules read them from here then)")
     out.add_argument("--debugger-interval", type=int, default=10, help="save tensors every N steps (for the in-job rules and --debugger-out)")
     out.add_argument("--profiler-interval", type=float, default=0.5, help="seconds between system samples for the profiling report (0: no profiling)")

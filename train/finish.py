@@ -10,6 +10,7 @@ import numpy as np
 from torch import nn
 
 from train.data import ImageDataset, collate_skipping
+from train.errors import TrainingError
 from train.export import write_artifact
 from train.report import draw_confusion_matrix, write_class_report
 from train.sources import Splits
@@ -40,6 +41,29 @@ def export(model_dir: Path, model: nn.Module, arch: str, splits: Splits, preproc
         hyperparameters=hyperparameters, data=data,
     )
     log.info("artifact written to %s", model_dir)
+
+
+def quantize(model_dir: Path, splits: Splits, preprocess: Preprocess, mode: str) -> None:
+    """The int8 serving model, past its accuracy gate (``train.quantize``); ``auto`` never fails the finished job."""
+    if mode == "off":
+        return
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        if mode == "force":
+            raise TrainingError("--quantize force needs nncf and openvino: pip install nncf openvino (the training image has them).") from None
+        log.info("no int8 model: nncf and openvino are not installed (--quantize off says you do not want one)")
+        return
+    from train.quantize import quantize_artifact
+
+    evaluation, name = (splits.test, "test") if splits.test else (splits.valid, "valid")
+    try:
+        quantize_artifact(model_dir, splits.valid, evaluation, name, preprocess, mode)
+    except Exception:
+        if mode == "force":
+            raise
+        log.exception("int8 quantization failed; the fp32 model is saved and serves as before")
 
 
 def write_profiling_report(out: Path) -> None:

@@ -283,6 +283,7 @@ def run(args: argparse.Namespace) -> dict:
     print(format_line({k: v for k, v in final.items() if k.startswith("test_")} | {"skipped_images": len(state.skipped)}), flush=True)
     finish.write_reports(out, split, splits.classes, probabilities, targets, args.model, final, state.history)
     finish.export(Path(args.model_dir), net.model, args.model, splits, preprocess, final, vars(args))
+    finish.quantize(Path(args.model_dir), splits, preprocess, args.quantize)
     if rules is not None:
         rules.evaluate(final=True)
         rules.write(out)

@@ -1,0 +1,135 @@
+"""INT8 serving models with an accuracy gate: NNCF post-training quantization of the artifact's ``model.onnx``
+(read by OpenVINO), calibrated on up to 300 ``valid`` images with the eval transform, written next to it as
+OpenVINO IR (``model_int8.xml`` + ``.bin``) and kept only when, on the ``test`` split (``valid`` without one), its
+top-1 labels agree with fp32's on >= 99 % of the images and its accuracy is at most 0.5 points lower.
+
+The result (agreement, both accuracies, shipped or why not) goes into ``model.json`` under ``int8``.
+``python -m train.quantize MODEL_DIR --data DIR`` does the same for an artifact trained earlier.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from train.data import ImageDataset, collate_skipping
+from train.errors import TrainingError
+from train.sources import Split, load_splits
+from train.transforms import Preprocess, eval_transform
+
+log = logging.getLogger("train")
+INT8_FILE = "model_int8.xml"
+MODES = ("auto", "off", "force")
+CALIBRATION_IMAGES = 300
+MIN_AGREEMENT = 0.99
+MAX_ACCURACY_DROP = 0.005
+
+
+def batches(split: Split, preprocess: Preprocess, limit: int, size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(float32 NCHW images, labels) of the first ``limit`` readable images of ``split``, with the eval transform."""
+    dataset = ImageDataset(split, eval_transform(preprocess), strict=False)
+    count = min(len(dataset), limit)
+    for start in range(0, count, size):
+        images, labels, _ = collate_skipping([dataset[i] for i in range(start, min(start + size, count))])
+        if len(images):
+            yield images.numpy(), labels.numpy()
+
+
+def compiled(core, path: Path):
+    """An infer request of ``path`` for the CPU in fp32 (the quantized layers run in int8 whatever the hint)."""
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_NUM_THREADS": len(os.sched_getaffinity(0))}
+    return core.compile_model(str(path), "CPU", config).create_infer_request()
+
+
+def measure(core, model_dir: Path, split: Split, preprocess: Preprocess, limit: int) -> dict:
+    """Top-1 agreement of int8 with fp32 and the accuracy of both on ``split``."""
+    fp32, int8 = compiled(core, model_dir / "model.onnx"), compiled(core, model_dir / INT8_FILE)
+    agree = right32 = right8 = seen = 0
+    for images, labels in batches(split, preprocess, limit):
+        top32 = fp32.infer({0: images})[0].argmax(axis=1)
+        top8 = int8.infer({0: images})[0].argmax(axis=1)
+        agree += int((top32 == top8).sum())
+        right32, right8, seen = right32 + int((top32 == labels).sum()), right8 + int((top8 == labels).sum()), seen + len(labels)
+    if not seen:
+        raise TrainingError("no readable image to measure the int8 model on")
+    return {"images": seen, "agreement": round(agree / seen, 4), "accuracy_fp32": round(right32 / seen, 4), "accuracy_int8": round(right8 / seen, 4)}
+
+
+def verdict(measured: dict) -> tuple[bool, str]:
+    """Whether the int8 model passes the gate, and why (not)."""
+    drop = measured["accuracy_fp32"] - measured["accuracy_int8"]
+    if measured["agreement"] < MIN_AGREEMENT:
+        return False, f"top-1 agreement with fp32 {measured['agreement']:.2%} is below {MIN_AGREEMENT:.0%}"
+    if drop > MAX_ACCURACY_DROP:
+        return False, f"accuracy drops by {100 * drop:.2f} points ({measured['accuracy_fp32']:.4f} -> {measured['accuracy_int8']:.4f}), more than {100 * MAX_ACCURACY_DROP:.1f}"
+    return True, f"agreement {measured['agreement']:.2%}, accuracy {measured['accuracy_fp32']:.4f} -> {measured['accuracy_int8']:.4f}"
+
+
+def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, split_name: str, preprocess: Preprocess, mode: str, limit: int = 5000) -> dict:
+    """Quantize, measure on ``evaluation`` (at most ``limit`` images) and keep the int8 model past the gate (always
+    with ``mode="force"``); model.json records the outcome. Returns that record."""
+    import nncf
+    import openvino as ov
+
+    started, core = time.perf_counter(), ov.Core()
+    samples = [image[None] for images, _ in batches(calibration, preprocess, CALIBRATION_IMAGES) for image in images]
+    if not samples:
+        raise TrainingError("no readable valid image to calibrate the int8 model with")
+    quantized = nncf.quantize(core.read_model(str(model_dir / "model.onnx")), nncf.Dataset(samples), subset_size=len(samples))
+    ov.save_model(quantized, str(model_dir / INT8_FILE), compress_to_fp16=False)
+    measured = measure(core, model_dir, evaluation, preprocess, limit)
+    passed, reason = verdict(measured)
+    shipped = passed or mode == "force"
+    if not shipped:
+        for path in (model_dir / INT8_FILE, (model_dir / INT8_FILE).with_suffix(".bin")):
+            path.unlink(missing_ok=True)
+    record = {
+        "file": INT8_FILE if shipped else None, "format": "openvino-ir", "shipped": shipped, "passed_gate": passed, "reason": reason,
+        "split": split_name, **measured, "calibration_images": len(samples), "seconds": round(time.perf_counter() - started, 1),
+        "gate": {"min_agreement": MIN_AGREEMENT, "max_accuracy_drop": MAX_ACCURACY_DROP},
+    }  # fmt: skip
+    description = json.loads((model_dir / "model.json").read_text())
+    (model_dir / "model.json").write_text(json.dumps({**description, "int8": record}, indent=2, default=str))
+    if shipped:
+        log.info("int8 model %s shipped%s: %s", INT8_FILE, "" if passed else " (--quantize force, though it failed the gate)", reason)
+    else:
+        log.warning("no int8 model shipped: %s (the gate: >= %.0f%% agreement, <= %.1f points accuracy drop)", reason, 100 * MIN_AGREEMENT, 100 * MAX_ACCURACY_DROP)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.quantize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", type=Path, help="the artifact folder (model.json + model.onnx)")
+    parser.add_argument("--data", type=Path, required=True, help="the training data: valid/ (calibration) and test/ (measurement) class folders, or a train channel they are split from")
+    parser.add_argument("--force", action="store_true", help="ship the int8 model even when it fails the gate")
+    parser.add_argument("--max-images", type=int, default=5000, help="measure on at most this many test images")
+    parser.add_argument("--seed", type=int, default=0, help="the seed of the training run, when valid/test were split from train")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        description = json.loads((args.model_dir / "model.json").read_text())
+        pre = description["preprocess"]
+        preprocess = Preprocess(pre["resize"], pre["crop"], tuple(pre["mean"]), tuple(pre["std"]), pre.get("interpolation", "bilinear"))
+        splits = load_splits(args.data, args.data / "valid", args.data / "test", 0.1, 0.1, args.seed)
+        if splits.classes != description["classes"]:
+            raise TrainingError(f"{args.data} has classes {splits.classes[:5]}..., the model {description['classes'][:5]}...: give the data it was trained on")
+        evaluation, name = (splits.test, "test") if splits.test else (splits.valid, "valid")
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is for the record alone
+            record = quantize_artifact(args.model_dir, splits.valid, evaluation, name, preprocess, "force" if args.force else "auto", args.max_images)
+    except (OSError, KeyError, ValueError, TrainingError) as exc:
+        print(f"python -m train.quantize: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
