@@ -1,4 +1,4 @@
-"""python -m bench {all,input,gpu,train,serve,agreement,rules,soak,path,report} [args]
+"""python -m bench {all,input,gpu,train,serve,agreement,rules,soak,ceiling,path,report} [args]
 
 ``all`` runs every benchmark one after the other (building the images first unless given), writes each
 one's raw JSON to bench/results/ and regenerates docs/benchmarks.md with its plots; ``--smoke`` runs the same
@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from bench import bf16_agreement, input_pipeline, report, rules_overhead, serve_http, serve_path, soak, train_finetune, train_gpu
+from bench import bf16_agreement, http_ceiling, input_pipeline, report, rules_overhead, serve_http, serve_path, soak, train_finetune, train_gpu
 
 COMMANDS = {  # `all` runs them in this order: the training benchmarks (child processes) before the serving ones
     "input": input_pipeline.main,
@@ -23,6 +23,7 @@ COMMANDS = {  # `all` runs them in this order: the training benchmarks (child pr
     "serve": serve_http.main,
     "agreement": bf16_agreement.main,
     "soak": soak.main,
+    "ceiling": http_ceiling.main,
 }
 
 SMOKE = {
@@ -33,6 +34,7 @@ SMOKE = {
     "agreement": ["--photos", "32", "--image-size", "32", "--margins", "0.0", "0.1"],
     "rules": ["--per-class", "4", "2", "2", "--image-size", "32", "--epochs", "1", "--reps", "1"],
     "soak": ["--seconds", "6", "--good-clients", "2", "--bad-clients", "1"],
+    "ceiling": ["--seconds", "1", "--rounds", "1", "--jpeg-size", "64"],
 }
 
 
@@ -49,7 +51,7 @@ def run_all(argv: list[str]) -> None:
     from sagemaker_launch import images
 
     torch_index = {"TORCH_INDEX_URL": os.environ["TORCH_INDEX_URL"]} if os.environ.get("TORCH_INDEX_URL") else {}  # as the tests do
-    if "serve" in args.only or "soak" in args.only:
+    if {"serve", "soak", "ceiling"} & set(args.only):
         args.serve_image = args.serve_image or images.build("serve", "bench", report.REPO)
         args.torch_serve_image = args.torch_serve_image or images.build("serve", "bench-torch", report.REPO, build_args={"FLAVOUR": "torch", **torch_index})
     if "train" in args.only:
@@ -58,7 +60,7 @@ def run_all(argv: list[str]) -> None:
         extra = SMOKE[name] if args.smoke else []
         if name == "serve":
             extra = [*extra, "--image", args.serve_image, "--torch-image", args.torch_serve_image]
-        if name == "soak":
+        if name in ("soak", "ceiling"):
             extra = [*extra, "--image", args.serve_image]
         if name == "train":
             extra = [*extra, "--docker", args.train_image]

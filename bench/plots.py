@@ -120,6 +120,12 @@ def soak(r: dict):
     return figure
 
 
+def http_ceiling(r: dict):
+    figure, axis = plt.subplots(figsize=(7, 2.8))
+    _bars(axis, [run["label"] for run in r["runs"]], [run["images_per_sec"] for run in r["runs"]], f"ResNet-50 int8 against the path alone, concurrency {r['concurrency']}", "images/s")
+    return figure
+
+
 def serve_path(r: dict):
     figure, axis = plt.subplots(figsize=(7, 2.8))
     _bars(axis, [run["label"] for run in r["runs"]], [run["images_per_sec"] for run in r["runs"]], f"ResNet-50, concurrency {r['concurrency']}, same run", "images/s")
@@ -134,5 +140,6 @@ PAINTERS = {
     "bf16_agreement.json": bf16_agreement,
     "rules_overhead.json": rules_overhead,
     "serve_path.json": serve_path,
+    "http_ceiling.json": http_ceiling,
     "soak.json": soak,
 }

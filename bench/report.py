@@ -271,6 +271,28 @@ def path_section(r: dict) -> list[str]:
     ]
 
 
+def ceiling_section(r: dict) -> list[str]:
+    model, path = r["runs"]
+    return [
+        "## The HTTP ceiling: what the path costs per image",
+        "",
+        f"Machine: {_machine(r['machine'])}.",
+        "",
+        "Method: `python -m bench ceiling`: the serving image on the ResNet-50 artifact of `bench serve` (quantized with "
+        "`--quantize force`), as it ships with `SERVE_PRECISION=int8`, and with a `code/inference.py` whose model answers "
+        "fixed probabilities at once, so only our HTTP, decode, batching and encode path is left. "
+        f"{r['jpeg_px']} px JPEG bodies, concurrency {r['concurrency']}, {r['seconds']:.0f} s per measurement, the two taking "
+        f"turns {r['rounds']} times; median (min-max).",
+        "",
+        "| server | images/s | p50 (ms) |",
+        "|---|---|---|",
+        *(f"| {run['label']} | {spread(run['images_per_sec'])} | {run['p50_ms']} |" for run in (model, path)),
+        "",
+        f"The path's share of an int8 image's time at concurrency {r['concurrency']}: **{r['path_share_of_int8_image_time']:.1%}** "
+        f"(limit {r['limit']:.0%}).",
+    ]
+
+
 def soak_section(r: dict) -> list[str]:
     ping, memory, rate = r["ping"], r["memory_mb"], r["good_images_per_sec"]
     return [
@@ -305,6 +327,7 @@ SECTIONS = {
     "bf16_agreement.json": agreement_section,
     "rules_overhead.json": rules_section,
     "serve_path.json": path_section,
+    "http_ceiling.json": ceiling_section,
     "soak.json": soak_section,
 }
 

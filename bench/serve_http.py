@@ -28,10 +28,10 @@ from bench.report import save
 BASELINE_COMMAND = 'from sagemaker_inference import model_server; model_server.start_model_server(handler_service="bench.baseline_service:handle")'
 
 
-def make_artifact(work: Path) -> Path:
-    """A ResNet-50 artifact from our trainer (model.onnx, model.json, weights.safetensors)."""
+def make_artifact(work: Path, extra: tuple[str, ...] = ()) -> Path:
+    """A ResNet-50 artifact from our trainer (model.onnx, model.json, weights.safetensors; ``extra`` flags added)."""
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(work / "opt_ml")}
-    args = ["--model", "resnet50", "--pretrained", "none", "--finetune", "head", "--augment", "none", "--epochs", "1", "--train", str(REPO / "demo" / "data")]
+    args = ["--model", "resnet50", "--pretrained", "none", "--finetune", "head", "--augment", "none", "--epochs", "1", "--train", str(REPO / "demo" / "data"), *extra]
     result = subprocess.run([sys.executable, "-m", "train", *args, "--workers", "2"], cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"training the ResNet-50 artifact failed:\n{result.stderr[-3000:]}")

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     bodies = [body for body, _ in jpeg_photos(64, args.jpeg_size)]
     results: dict[str, list[dict]] = {before: [], after: []}
     with tempfile.TemporaryDirectory() as tmp:
-        model = make_artifact(Path(tmp))
+        model = make_artifact(Path(tmp), ("--quantize", "off"))  # both servers run the same bf16 model
         for _ in range(args.rounds):
             for image in (before, after):
                 name, port, _ = start(image, model, {}, ["serve"])

@@ -22,6 +22,7 @@ SECTIONS = {
     "bf16_agreement.json": "## bf16 serving",
     "rules_overhead.json": "## In-job Debugger rules",
     "soak.json": "## Soak: 10 minutes at saturation",
+    "http_ceiling.json": "## The HTTP ceiling",
 }
 
 

@@ -1,0 +1,82 @@
+"""``python -m bench ceiling``: what the HTTP, decode, batching and encode path costs per image, against the model.
+
+The same serving image runs twice on the ResNet-50 artifact of ``bench serve`` (quantized: ``--quantize force``):
+once as it ships (``SERVE_PRECISION=int8``), once with a ``code/inference.py`` whose ``model_fn`` returns a model that
+answers fixed probabilities at once (the rest of the path is ours: decode, dynamic batching, encode). At concurrency
+16 the no-op server's images/s bounds what the path allows; its share of the int8 server's per-image time is the cost.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import tempfile
+import textwrap
+from pathlib import Path
+
+from bench.machine import describe
+from bench.photos import jpeg_photos
+from bench.report import save
+from bench.serve_http import drive, make_artifact, start, stop
+from bench.stats import summary
+
+NO_OP = """
+import json, os
+
+import numpy as np
+
+
+class FixedProbabilities:
+    def __init__(self, classes):
+        self.row = np.full((1, classes), 1.0 / classes, dtype=np.float32)
+
+    def predict(self, batch):
+        return np.repeat(self.row, len(batch), axis=0)
+
+
+def model_fn(model_dir):
+    return FixedProbabilities(len(json.load(open(os.path.join(model_dir, "model.json")))["classes"]))
+"""
+LIMIT = 0.2
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench ceiling", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", default="byoc-vision-serve:bench")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jpeg-size", type=int, default=384)
+    args = parser.parse_args(argv)
+    bodies = [body for body, _ in jpeg_photos(64, args.jpeg_size)]
+    with tempfile.TemporaryDirectory() as tmp:
+        model = make_artifact(Path(tmp), ("--quantize", "force"))
+        no_op = Path(tmp) / "no_op"
+        shutil.copytree(model, no_op)
+        (no_op / "code").mkdir()
+        (no_op / "code" / "inference.py").write_text(textwrap.dedent(NO_OP))
+        subprocess.run(["chmod", "-R", "a+rX", tmp], check=True)
+        servers = {"ours, int8": (model, {"SERVE_PRECISION": "int8"}), "ours, no-op model (the path alone)": (no_op, {})}
+        points: dict[str, list[dict]] = {label: [] for label in servers}
+        for _ in range(args.rounds):
+            for label, (folder, env) in servers.items():
+                name, port, _ = start(args.image, folder, env, ["serve"])
+                try:
+                    drive(port, bodies, 4, 3)  # warm-up
+                    points[label].append(drive(port, bodies, args.concurrency, args.seconds))
+                    print(f"{label}: {points[label][-1]}", flush=True)
+                finally:
+                    stop(name)
+    runs = [{"label": label, "images_per_sec": summary([p["images_per_sec"] for p in rows]), "p50_ms": sorted(p["p50_ms"] for p in rows)[len(rows) // 2]} for label, rows in points.items()]
+    model_rate, path_rate = runs[0]["images_per_sec"]["median"], runs[1]["images_per_sec"]["median"]
+    report = {
+        "machine": describe(), "concurrency": args.concurrency, "seconds": args.seconds, "rounds": args.rounds, "jpeg_px": args.jpeg_size, "runs": runs,
+        "path_share_of_int8_image_time": round(model_rate / path_rate, 3), "limit": LIMIT,
+    }  # fmt: skip
+    save("http_ceiling.json", report)
+    print(f"the path costs {report['path_share_of_int8_image_time']:.1%} of an int8 image's time at concurrency {args.concurrency} (limit {LIMIT:.0%})")
+    return report
+
+
+if __name__ == "__main__":
+    main()
