@@ -2,6 +2,7 @@
 the profiling report, all under the job's output folders."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -47,12 +48,9 @@ def quantize(model_dir: Path, splits: Splits, preprocess: Preprocess, mode: str)
     """The int8 serving model, past its accuracy gate (``train.quantize``); ``auto`` never fails the finished job."""
     if mode == "off":
         return
-    try:
-        import nncf  # noqa: F401
-        import openvino  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("nncf") is None or importlib.util.find_spec("openvino") is None:
         if mode == "force":
-            raise TrainingError("--quantize force needs nncf and openvino: pip install nncf openvino (the training image has them).") from None
+            raise TrainingError("--quantize force needs nncf and openvino: pip install nncf openvino (the training image has them).")
         log.info("no int8 model: nncf and openvino are not installed (--quantize off says you do not want one)")
         return
     from train.quantize import quantize_artifact
