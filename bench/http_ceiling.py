@@ -17,8 +17,7 @@ from pathlib import Path
 from bench.machine import describe
 from bench.photos import jpeg_photos
 from bench.report import save
-from bench.serve_http import drive, make_artifact, start, stop
-from bench.stats import summary
+from bench.serve_http import make_artifact, take_turns
 
 NO_OP = """
 import json, os
@@ -56,18 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
         (no_op / "code").mkdir()
         (no_op / "code" / "inference.py").write_text(textwrap.dedent(NO_OP))
         subprocess.run(["chmod", "-R", "a+rX", tmp], check=True)
-        servers = {"ours, int8": (model, {"SERVE_PRECISION": "int8"}), "ours, no-op model (the path alone)": (no_op, {})}
-        points: dict[str, list[dict]] = {label: [] for label in servers}
-        for _ in range(args.rounds):
-            for label, (folder, env) in servers.items():
-                name, port, _ = start(args.image, folder, env, ["serve"])
-                try:
-                    drive(port, bodies, 4, 3)  # warm-up
-                    points[label].append(drive(port, bodies, args.concurrency, args.seconds))
-                    print(f"{label}: {points[label][-1]}", flush=True)
-                finally:
-                    stop(name)
-    runs = [{"label": label, "images_per_sec": summary([p["images_per_sec"] for p in rows]), "p50_ms": sorted(p["p50_ms"] for p in rows)[len(rows) // 2]} for label, rows in points.items()]
+        servers = {"ours, int8": (args.image, model, {"SERVE_PRECISION": "int8"}), "ours, no-op model (the path alone)": (args.image, no_op, {})}
+        runs = take_turns(servers, bodies, args.concurrency, args.seconds, args.rounds)
     model_rate, path_rate = runs[0]["images_per_sec"]["median"], runs[1]["images_per_sec"]["median"]
     report = {
         "machine": describe(), "concurrency": args.concurrency, "seconds": args.seconds, "rounds": args.rounds, "jpeg_px": args.jpeg_size, "runs": runs,

@@ -24,6 +24,7 @@ from pathlib import Path
 from bench.machine import describe
 from bench.photos import REPO, jpeg_photos
 from bench.report import save
+from bench.stats import summary
 
 BASELINE_COMMAND = 'from sagemaker_inference import model_server; model_server.start_model_server(handler_service="bench.baseline_service:handle")'
 
@@ -119,6 +120,26 @@ def measure(label: str, image: str, model: Path, env: dict, command: list[str], 
     finally:
         stop(name)
     return {"name": label, "image": image, "env": env, "cold_start_seconds": round(cold, 2), "points": points}
+
+
+def take_turns(servers: dict[str, tuple[str, Path, dict]], bodies: list[bytes], concurrency: int, seconds: float, rounds: int) -> list[dict]:
+    """Each server (label: (image, model folder, env)) started, warmed up and driven at ``concurrency`` in turn,
+    ``rounds`` times; per label: images/s over the rounds, and the p50/p99 of its median round."""
+    points: dict[str, list[dict]] = {label: [] for label in servers}
+    for _ in range(rounds):
+        for label, (image, folder, env) in servers.items():
+            name, port, _ = start(image, folder, env, ["serve"])
+            try:
+                drive(port, bodies, 4, 3)  # warm-up
+                points[label].append(drive(port, bodies, concurrency, seconds))
+                print(f"{label}: {points[label][-1]}", flush=True)
+            finally:
+                stop(name)
+    runs = []
+    for label, rows in points.items():
+        middle = sorted(rows, key=lambda p: p["images_per_sec"])[(len(rows) - 1) // 2]
+        runs.append({"label": label, "image": servers[label][0], "images_per_sec": summary([p["images_per_sec"] for p in rows]), "p50_ms": middle["p50_ms"], "p99_ms": middle["p99_ms"]})
+    return runs
 
 
 def median_points(rounds: list[dict]) -> dict:

@@ -12,8 +12,7 @@ from pathlib import Path
 from bench.machine import describe
 from bench.photos import REPO, jpeg_photos
 from bench.report import save
-from bench.serve_http import drive, make_artifact, start, stop
-from bench.stats import summary
+from bench.serve_http import make_artifact, take_turns
 
 
 def image_at(ref: str, tag: str) -> str:
@@ -42,23 +41,10 @@ def main(argv: list[str] | None = None) -> dict:
     before = image_at(args.before, "bench-before")
     after = args.image or images.build("serve", "bench", REPO)
     bodies = [body for body, _ in jpeg_photos(64, args.jpeg_size)]
-    results: dict[str, list[dict]] = {before: [], after: []}
     with tempfile.TemporaryDirectory() as tmp:
         model = make_artifact(Path(tmp), ("--quantize", "off"))  # both servers run the same bf16 model
-        for _ in range(args.rounds):
-            for image in (before, after):
-                name, port, _ = start(image, model, {}, ["serve"])
-                try:
-                    drive(port, bodies, 4, 3)  # warm-up
-                    results[image].append(drive(port, bodies, args.concurrency, args.seconds))
-                    print(f"{image}: {results[image][-1]}", flush=True)
-                finally:
-                    stop(name)
-    runs = []
-    for label, image in ((f"before ({args.before})", before), ("after (working tree)", after)):
-        points = sorted(results[image], key=lambda p: p["images_per_sec"])
-        middle = points[(len(points) - 1) // 2]
-        runs.append({"label": label, "image": image, "images_per_sec": summary([p["images_per_sec"] for p in points]), "p50_ms": middle["p50_ms"], "p99_ms": middle["p99_ms"]})
+        servers = {f"before ({args.before})": (before, model, {}), "after (working tree)": (after, model, {})}
+        runs = take_turns(servers, bodies, args.concurrency, args.seconds, args.rounds)
     report = {
         "machine": describe(), "before_ref": args.before, "concurrency": args.concurrency, "seconds": args.seconds, "rounds": args.rounds,
         "jpeg_px": args.jpeg_size, "runs": runs, "ratio": round(runs[1]["images_per_sec"]["median"] / runs[0]["images_per_sec"]["median"], 3),
