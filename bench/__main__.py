@@ -1,6 +1,6 @@
 """python -m bench {all,input,gpu,train,serve,agreement,rules,soak,ceiling,path,report} [args]
 
-``all`` runs every benchmark one after the other (building the images first unless given), writes each
+``all`` runs every benchmark one after the other, each in its own process (building the images first unless given), writes each
 one's raw JSON to bench/results/ and regenerates docs/benchmarks.md with its plots; ``--smoke`` runs the same
 code on tiny inputs (the test suite's check that the suite works; its numbers mean nothing). With $BENCH_OUT
 set, results and the document go there instead.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import os
+import subprocess
 import sys
 import time
 
@@ -66,7 +67,10 @@ def run_all(argv: list[str]) -> None:
             extra = [*extra, "--docker", args.train_image]
         started = time.perf_counter()
         print(f"== bench {name} {' '.join(extra)}", flush=True)
-        COMMANDS[name](extra)
+        # each in a process of its own: no benchmark's threads, loaded libraries or memory reach the next one's numbers
+        done = subprocess.run([sys.executable, "-m", "bench", name, *extra], cwd=report.REPO)
+        if done.returncode != 0:
+            raise SystemExit(f"bench {name} failed with exit code {done.returncode}")
         print(f"== bench {name}: {time.perf_counter() - started:.0f} s", flush=True)
     print(f"wrote {report.write_markdown()}")
 
