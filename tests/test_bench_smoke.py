@@ -19,7 +19,7 @@ SECTIONS = {
     "train_gpu.json": "## GPU training throughput",
     "train_finetune.json": "## Fine-tuning EfficientNet-Lite0",
     "serve_http.json": "## Serving ResNet-50 over HTTP",
-    "bf16_agreement.json": "## bf16 serving",
+    "bf16_agreement.json": "## bf16 and int8 serving",
     "rules_overhead.json": "## In-job Debugger rules",
     "soak.json": "## Soak: 10 minutes at saturation",
     "http_ceiling.json": "## The HTTP ceiling",
