@@ -16,7 +16,7 @@ from types import ModuleType
 
 import numpy as np
 
-from serve.artifact import load_spec
+from serve.artifact import ModelSpec, load_spec
 from serve.batching import Batcher, run_together
 from serve.decode import JSONLINES_TYPES, Decoder, media_type
 from serve.encode import choose_accept, encode, parse_top_k
@@ -50,9 +50,9 @@ class RequestContext:
         return cls(headers.get("content-type"), headers.get("accept"), headers, Deadline(timeout), **kwargs)
 
 
-def load_model(settings: Settings) -> Runtime:
+def load_model(settings: Settings, spec: ModelSpec) -> Runtime:
     """Our model_fn: the artifact in the runtime and precision the settings choose, warmed up by one inference."""
-    model = load_runtime(load_spec(settings.model_dir), settings.runtime, settings.threads, settings.precision, settings.recheck_margin)
+    model = load_runtime(spec, settings.runtime, settings.threads, settings.precision, settings.recheck_margin)
     model.warm_up()
     return model
 
@@ -64,12 +64,12 @@ class Transformer:
         self.settings = settings
         self.model_dir = str(settings.model_dir)
         self.user = {name: getattr(module, name) for name in HANDLER_FUNCTIONS if hasattr(module, name)}
+        has_spec = "model_fn" not in self.user or (settings.model_dir / "model.json").is_file()  # ours needs model.json
+        self.spec = load_spec(settings.model_dir) if has_spec else None  # read once: loading, decoding and encoding share it
         if "model_fn" in self.user:
             self.model = call(self.user["model_fn"], self.model_dir, context=Context(self.model_dir))
         else:
-            self.model = load_model(settings)
-        has_spec = (settings.model_dir / "model.json").is_file()
-        self.spec = load_spec(settings.model_dir) if has_spec else None
+            self.model = load_model(settings, self.spec)
         fetch = Fetcher(settings.max_payload_bytes, settings.image_url_timeout_seconds, settings.allow_private_image_urls) if settings.allow_image_urls else None
         self.decoder = Decoder(self.spec, settings.max_pixels, settings.max_images_per_request, fetch, settings.max_image_urls) if has_spec else None
 
