@@ -1,4 +1,4 @@
-"""python -m bench {all,input,gpu,train,serve,agreement,rules,soak,ceiling,path,report} [args]
+"""python -m bench {all,input,gpu,train,scale,serve,agreement,rules,soak,ceiling,path,report} [args]
 
 ``all`` runs every benchmark one after the other, each in its own process (building the images first unless given), writes each
 one's raw JSON to bench/results/ and regenerates docs/benchmarks.md with its plots; ``--smoke`` runs the same
@@ -14,12 +14,13 @@ import subprocess
 import sys
 import time
 
-from bench import bf16_agreement, http_ceiling, input_pipeline, report, rules_overhead, serve_http, serve_path, soak, train_finetune, train_gpu
+from bench import bf16_agreement, http_ceiling, input_pipeline, report, rules_overhead, serve_http, serve_path, soak, train_finetune, train_gpu, train_scale
 
 COMMANDS = {  # `all` runs them in this order: the training benchmarks (child processes) before the serving ones
     "input": input_pipeline.main,
     "gpu": train_gpu.main,
     "train": train_finetune.main,
+    "scale": train_scale.main,
     "rules": rules_overhead.main,
     "serve": serve_http.main,
     "agreement": bf16_agreement.main,
@@ -33,6 +34,7 @@ SMOKE = {
     "train": ["--per-class", "3", "2", "2", "--image-size", "32", "--epochs", "1", "--head-epochs", "2"],
     "serve": ["--seconds", "1", "--rounds", "1", "--levels", "1", "2", "--jpeg-size", "64"],
     "agreement": ["--photos", "32", "--image-size", "32", "--margins", "0.0", "0.1"],
+    "scale": ["--sizes", "200", "400", "--side", "32", "--batch-size", "16"],
     "rules": ["--per-class", "4", "2", "2", "--image-size", "32", "--epochs", "1", "--reps", "1"],
     "soak": ["--seconds", "6", "--good-clients", "2", "--bad-clients", "1"],
     "ceiling": ["--seconds", "1", "--rounds", "1", "--jpeg-size", "64"],

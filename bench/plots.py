@@ -72,6 +72,25 @@ def train_finetune(r: dict):
     return figure
 
 
+def train_scale(r: dict):
+    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
+    photos = [run["images"] for run in r["runs"]]
+    time_axis.plot(photos, [run["epoch_seconds"] for run in r["runs"]], "o-", label="epoch")
+    time_axis.plot(photos, [run["cache_build_seconds"] for run in r["runs"]], "s-", label="decoded-image cache build")
+    time_axis.set_xlabel("photos")
+    time_axis.set_ylabel("seconds")
+    time_axis.set_title("time grows linearly")
+    time_axis.legend(fontsize=8)
+    memory_axis.plot(photos, [run["peak_private_mb"] for run in r["runs"]], "o-", label="private (anonymous + shm)")
+    memory_axis.plot(photos, [run["peak_file_backed_mb"] for run in r["runs"]], "s--", label="file-backed (mapped cache, libraries)")
+    memory_axis.set_xlabel("photos")
+    memory_axis.set_ylabel("peak MB, trainer + workers")
+    memory_axis.set_ylim(bottom=0)
+    memory_axis.set_title("memory stays flat")
+    memory_axis.legend(fontsize=8)
+    return figure
+
+
 def serve_http(r: dict):
     figure, axis = plt.subplots(figsize=(8, 4))
     for run in r["runs"]:
@@ -136,6 +155,7 @@ PAINTERS = {
     "input_pipeline.json": input_pipeline,
     "train_gpu.json": train_gpu,
     "train_finetune.json": train_finetune,
+    "train_scale.json": train_scale,
     "serve_http.json": serve_http,
     "bf16_agreement.json": bf16_agreement,
     "rules_overhead.json": rules_overhead,

@@ -319,10 +319,47 @@ def soak_section(r: dict) -> list[str]:
     ]
 
 
+def scale_section(r: dict) -> list[str]:
+    runs, head, ratio = r["runs"], r["head_only_cached"], r["per_image_cost_ratio"]
+    lines = [
+        "## Training cost as the data grows (Fashion-MNIST, CPU)",
+        "",
+        f"Machine: {_machine(r['machine'])}.",
+        "",
+        f"Method: `python -m bench scale` writes the 70,000 real Fashion-MNIST photos once as an ImageFolder of "
+        f"{r['png_side_px']} px PNGs and runs `python -m train` on balanced subsets of it, one after the other in one "
+        f"invocation ({r['model']}; one epoch, the `light` augmentation read from the decoded-image cache, valid and test "
+        "carved out of the photos, a fresh cache folder per run). Cache build time is the trainer's own log line; epoch time "
+        "and images/s are its metric line. Memory is the trainer's process tree (workers included), sampled every 0.2 s "
+        "from `/proc`: *private* is anonymous + shared memory, what the processes hold; *file-backed* is the "
+        "memory-mapped cache and libraries, page cache the kernel can drop and read again.",
+        "",
+        "| photos | cache build (s) | cache (GB) | epoch (s) | train images/s | peak private memory (MB) | peak file-backed (MB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        lines.append(
+            f"| {run['images']:,} | {run['cache_build_seconds']} | {run['images'] * r['png_side_px'] ** 2 * 3 / 1e9:.2f} | "
+            f"{run['epoch_seconds']} | {run['images_per_sec']} | {run['peak_private_mb']:,} | {run['peak_file_backed_mb']:,} |"
+        )
+    lines += [
+        "",
+        f"From {runs[0]['images']:,} to {runs[-1]['images']:,} photos ({runs[-1]['images'] / runs[0]['images']:.1f}x), the cost "
+        f"per photo changes by **{ratio['cache_build_seconds']}x** for the cache build and **{ratio['epoch_seconds']}x** for "
+        f"the epoch (1.0 is exactly linear), and peak private memory by **{r['private_memory_ratio']}x** (1.0 is flat).",
+        "",
+        f"Head-only on all {head['images']:,} photos with the frozen-backbone feature cache: features of "
+        f"{head['feature_images']:,} training photos computed once in **{head['feature_seconds']} s**, then an epoch of the head "
+        f"in **{head['epoch_seconds']} s** ({head['images_per_sec']:,.0f} images/s); peak private memory {head['peak_private_mb']:,} MB.",
+    ]
+    return lines
+
+
 SECTIONS = {
     "input_pipeline.json": input_section,
     "train_gpu.json": gpu_section,
     "train_finetune.json": train_section,
+    "train_scale.json": scale_section,
     "serve_http.json": serve_section,
     "bf16_agreement.json": agreement_section,
     "rules_overhead.json": rules_section,
