@@ -1,10 +1,17 @@
-"""End-to-end HTTP serving of a ResNet-50 artifact: our serving image against the AWS default stack.
+"""End-to-end HTTP serving of a ResNet-50 artifact: our serving image against the servers a user would pick instead.
 
 One invocation, one machine, one after the other: the ResNet-50 artifact is trained here (``python -m train``,
-head only on the demo photos; the backbone weights are random because ImageNet downloads are unreachable, which
-changes no timing), then each server runs in its container with the artifact mounted and is driven with JPEG
-bodies at concurrency 1, 4 and 16 (keep-alive connections, one request per connection at a time). Also measured:
-the image size and the cold start (``docker run`` -> first 200 on ``/ping``, median of three).
+head only on the demo photos, ``--quantize force`` so that it carries the int8 model; the backbone weights are
+random because ImageNet downloads are unreachable, which changes no timing). Then each server runs in its container
+with the artifact mounted and is driven with JPEG bodies at concurrency 1, 4, 16 and 64 (keep-alive connections, one
+request per connection at a time, a warm-up at each level first):
+
+- ours at int8 (``SERVE_PRECISION=auto``), bf16 and fp32;
+- TorchServe 0.12 and Ray Serve 2.60 (bench/peers/), each at its documented default (torch eager fp32, its batching
+  on) and at the best CPU setting its docs offer, picked by timing every mode first (``bench.peers.backends``);
+- the sagemaker-inference + MMS stack of AWS's PyTorch containers before 2.6 (the historical baseline).
+
+Also measured: each image's size and each server's cold start (``docker run`` -> its first prediction).
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.machine import describe
@@ -41,8 +49,9 @@ def make_artifact(work: Path, extra: tuple[str, ...] = ()) -> Path:
     return model
 
 
-def start(image: str, model: Path, env: dict[str, str], command: list[str], extra: tuple[str, ...] = ()) -> tuple[str, int, float]:
-    """Run ``image`` detached with the model mounted; returns (name, port, seconds to the first 200 on /ping)."""
+def start(image: str, model: Path, env: dict[str, str], command: list[str], extra: tuple[str, ...] = (), probe: tuple[str, bytes] | None = None) -> tuple[str, int, float]:
+    """Run ``image`` detached with the model mounted; returns (name, port, seconds until it is ready): the first 200
+    on ``/ping``, or with ``probe`` (path, JPEG body) the first 200 to that body posted to that path."""
     name, port = f"byoc-bench-{uuid.uuid4().hex[:8]}", 18000 + int(uuid.uuid4().int % 2000)
     options = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
     started = time.perf_counter()
@@ -52,24 +61,27 @@ def start(image: str, model: Path, env: dict[str, str], command: list[str], extr
     )  # fmt: skip
     while True:
         try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/ping")
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            if probe:
+                connection.request("POST", probe[0], body=probe[1], headers={"Content-Type": "image/jpeg", "Accept": "application/json"})
+            else:
+                connection.request("GET", "/ping")
             if connection.getresponse().status == 200:
                 return name, port, time.perf_counter() - started
         except OSError:
             pass
-        if time.perf_counter() - started > 300:
+        if time.perf_counter() - started > 600:
             logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
             stop(name)
-            raise SystemExit(f"{image} did not answer /ping within 300 s:\n{(logs.stdout + logs.stderr)[-3000:]}")
-        time.sleep(0.02)
+            raise SystemExit(f"{image} was not ready within 600 s:\n{(logs.stdout + logs.stderr)[-3000:]}")
+        time.sleep(0.05)
 
 
 def stop(name: str) -> None:
     subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 
-def drive(port: int, bodies: list[bytes], concurrency: int, seconds: float) -> dict:
+def drive(port: int, bodies: list[bytes], concurrency: int, seconds: float, path: str = "/invocations") -> dict:
     """``concurrency`` clients posting JPEGs back to back for ``seconds``; throughput and latency percentiles."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -82,7 +94,7 @@ def drive(port: int, bodies: list[bytes], concurrency: int, seconds: float) -> d
             body = bodies[n % len(bodies)]
             n += concurrency
             sent = time.perf_counter()
-            connection.request("POST", "/invocations", body=body, headers={"Content-Type": "image/jpeg", "Accept": "application/json"})
+            connection.request("POST", path, body=body, headers={"Content-Type": "image/jpeg", "Accept": "application/json"})
             response = connection.getresponse()
             payload = response.read()
             if response.status != 200:
@@ -109,17 +121,30 @@ def drive(port: int, bodies: list[bytes], concurrency: int, seconds: float) -> d
     }
 
 
-def measure(label: str, image: str, model: Path, env: dict, command: list[str], bodies: list[bytes], levels: list[int], seconds: float, extra=()) -> dict:
-    name, port, cold = start(image, model, env, command, extra)
+@dataclass(frozen=True)
+class Server:
+    """One server of the comparison: its image, environment, command, invocation path and extra ``docker run`` options."""
+
+    label: str
+    image: str
+    env: dict = field(default_factory=dict)
+    command: tuple[str, ...] = ("serve",)
+    path: str = "/invocations"
+    extra: tuple[str, ...] = ()
+
+
+def measure(server: Server, model: Path, bodies: list[bytes], levels: list[int], seconds: float) -> dict:
+    """Start ``server`` (cold start: until its first prediction), then at each level a short warm-up and a measurement."""
+    name, port, cold = start(server.image, model, server.env, list(server.command), server.extra, probe=(server.path, bodies[0]))
     try:
-        drive(port, bodies, 4, 3)  # warm-up: first batches of each size, connection set-up
         points = []
         for level in levels:
-            points.append(drive(port, bodies, level, seconds))
-            print(f"{label}: {points[-1]}", flush=True)
+            drive(port, bodies, level, 3, server.path)  # warm-up: this level's batch sizes (and a compiling peer's shapes)
+            points.append(drive(port, bodies, level, seconds, server.path))
+            print(f"{server.label}: {points[-1]}", flush=True)
     finally:
         stop(name)
-    return {"name": label, "image": image, "env": env, "cold_start_seconds": round(cold, 2), "points": points}
+    return {"name": server.label, "image": server.image, "env": server.env, "cold_start_seconds": round(cold, 2), "points": points}
 
 
 def take_turns(servers: dict[str, tuple[str, Path, dict]], bodies: list[bytes], concurrency: int, seconds: float, rounds: int) -> list[dict]:
@@ -148,7 +173,8 @@ def median_points(rounds: list[dict]) -> dict:
     for i in range(len(rounds[0]["points"])):
         candidates = sorted((r["points"][i] for r in rounds), key=lambda p: p["images_per_sec"])
         points.append(candidates[(len(candidates) - 1) // 2])
-    return {**rounds[0], "points": points, "rounds": [r["points"] for r in rounds]}
+    colds = sorted(r["cold_start_seconds"] for r in rounds)
+    return {**rounds[0], "points": points, "rounds": [r["points"] for r in rounds], "cold_start_seconds": colds[(len(colds) - 1) // 2], "cold_starts": colds}
 
 
 def image_size_mb(image: str) -> int:
@@ -156,50 +182,97 @@ def image_size_mb(image: str) -> int:
     return round(inspect["Size"] / 1e6)
 
 
+def build_peer(target: str) -> str:
+    """Build one target of bench/peers/Dockerfile (its layers cached after the first time); returns the image name."""
+    image = f"byoc-vision-peer:{target}"
+    index = ["--build-arg", f"TORCH_INDEX_URL={os.environ['TORCH_INDEX_URL']}"] if os.environ.get("TORCH_INDEX_URL") else []
+    command = ["docker", "buildx", "build", "--load", "-f", str(REPO / "bench" / "peers" / "Dockerfile"), "--target", target, "-t", image, *index, str(REPO / "bench")]
+    if subprocess.run(command).returncode != 0:
+        raise SystemExit(f"building {image} failed (see the build log above)")
+    return image
+
+
+def pick_best_mode(image: str) -> dict:
+    """Run ``bench.peers.backends`` in a peer image: inference-only images/s of each torch mode, and the best."""
+    result = subprocess.run(["docker", "run", "--rm", image, "python", "-m", "bench.peers.backends"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"timing the peers' torch modes failed:\n{result.stderr[-3000:]}")
+    print(result.stdout, flush=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def servers(args: argparse.Namespace, best_mode: str) -> list[Server]:
+    """Ours (int8 picked by SERVE_PRECISION=auto, bf16, fp32), the peers at their default and best, the old AWS stack."""
+    ours = [
+        Server("ours: OpenVINO int8 (auto)", args.image),
+        Server("ours: OpenVINO bf16", args.image, {"SERVE_PRECISION": "bf16"}),
+        Server("ours: OpenVINO fp32", args.image, {"SERVE_PRECISION": "fp32"}),
+    ]
+    peers = []
+    if args.peers == "all":
+        ts, ray = build_peer("torchserve"), build_peer("rayserve")
+        best = {"PEER_CONFIG": "best", "PEER_MODE": best_mode}
+        peers = [
+            Server("TorchServe 0.12 default: eager fp32, 2 workers, batch 8 / 50 ms", ts, command=(), path="/predictions/model"),
+            Server(f"TorchServe 0.12 best: {best_mode}, 1 worker, batch 8 / 50 ms", ts, best, command=(), path="/predictions/model"),
+            Server("Ray Serve 2.60 default: eager fp32, @serve.batch()", ray, command=(), extra=("--shm-size", "1g")),
+            Server(f"Ray Serve 2.60 best: {best_mode}, all cores, batch 16 / 10 ms", ray, best, command=(), extra=("--shm-size", "1g")),
+        ]  # fmt: skip
+    baseline = Server(
+        "AWS before 2.6: sagemaker-inference + MMS, torch eager fp32", args.torch_image, {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "PYTHONPATH": "/opt/bench"},
+        ("python", "-c", BASELINE_COMMAND), extra=("-v", f"{REPO / 'bench'}:/opt/bench/bench:ro"),
+    )  # fmt: skip
+    return [*ours, *peers, baseline]
+
+
+def at(run: dict, concurrency: int) -> dict:
+    return next(p for p in run["points"] if p["concurrency"] == concurrency)
+
+
+def ratios(runs: list[dict], top: int) -> dict:
+    """Ours int8 at concurrency ``top`` against ours bf16 and the best peer at its default and at its best."""
+    rate = {run["name"]: at(run, top)["images_per_sec"] for run in runs}
+    int8 = rate[runs[0]["name"]]
+    out = {"int8_images_per_sec": int8, "int8_vs_bf16": round(int8 / rate[runs[1]["name"]], 2), "int8_p50_ms_at_1": runs[0]["points"][0]["p50_ms"]}
+    for kind in ("default", "best"):
+        peers = {name: r for name, r in rate.items() if f" {kind}:" in name}
+        if peers:
+            name = max(peers, key=peers.get)
+            out[f"best_peer_{kind}"] = name
+            out[f"int8_vs_best_peer_{kind}"] = round(int8 / peers[name], 2)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", default="byoc-vision-serve:bench", help="our serving image (default flavour)")
-    parser.add_argument("--torch-image", default="byoc-vision-serve:bench-torch", help="the torch flavour, which runs the baseline stack")
-    parser.add_argument("--seconds", type=float, default=15, help="duration of each measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="the servers take turns this many times; each point reports the median round")
+    parser.add_argument("--torch-image", default="byoc-vision-serve:bench-torch", help="the torch flavour, which runs the old AWS stack")
+    parser.add_argument("--peers", choices=("all", "none"), default="all", help="build and run TorchServe and Ray Serve (bench/peers/)")
+    parser.add_argument("--seconds", type=float, default=10, help="duration of each measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="the servers take turns this many times; each point reports the median round")
     parser.add_argument("--jpeg-size", type=int, default=384, help="side of the JPEG bodies in px")
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16], help="client concurrency levels")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64], help="client concurrency levels")
     args = parser.parse_args(argv)
     bodies = [body for body, _ in jpeg_photos(64, args.jpeg_size)]
-    levels = args.levels
+    modes = pick_best_mode(build_peer("torchserve")) if args.peers == "all" else None
+    lineup = servers(args, modes["best"] if modes else "eager")
     with tempfile.TemporaryDirectory() as tmp:
-        model = make_artifact(Path(tmp))
-        colds = []
-        for _ in range(3):
-            name, _port, cold = start(args.image, model, {}, ["serve"])
-            stop(name)
-            colds.append(cold)
-        servers = [
-            ("ours: OpenVINO bf16 (default)", args.image, {}, ["serve"], ()),
-            ("ours: OpenVINO fp32", args.image, {"SERVE_PRECISION": "fp32"}, ["serve"], ()),
-            ("ours: ONNX Runtime fp32", args.image, {"SERVE_RUNTIME": "onnxruntime"}, ["serve"], ()),
-            (
-                "AWS default: sagemaker-inference + MMS, torch eager fp32", args.torch_image,
-                {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "PYTHONPATH": "/opt/bench"}, ["python", "-c", BASELINE_COMMAND],
-                ("-v", f"{REPO / 'bench'}:/opt/bench/bench:ro"),
-            ),
-        ]  # fmt: skip
-        rounds = [[measure(label, image, model, env, command, bodies, levels, args.seconds, extra) for label, image, env, command, extra in servers] for _ in range(args.rounds)]
-        runs = [median_points([r[i] for r in rounds]) for i in range(len(servers))]
-    ours, baseline = runs[0]["points"], runs[-1]["points"]
+        model = make_artifact(Path(tmp), ("--quantize", "force"))
+        rounds = [[measure(server, model, bodies, args.levels, args.seconds) for server in lineup] for _ in range(args.rounds)]
+        runs = [median_points([r[i] for r in rounds]) for i in range(len(lineup))]
     report = {
         "machine": describe(),
         "model": "resnet50 (224 px crop of a 256 px resize), 10 classes",
         "jpeg": {"count": len(bodies), "side_px": args.jpeg_size, "mean_bytes": round(statistics.mean(map(len, bodies)))},
         "seconds_per_point": args.seconds,
         "rounds": args.rounds,
+        "peer_modes": modes,
         "runs": runs,
-        "image_size_mb": {"default": image_size_mb(args.image), "torch": image_size_mb(args.torch_image), "base python:3.11-slim": image_size_mb("python:3.11-slim")},
-        "cold_start_seconds": sorted(round(c, 2) for c in colds),
-        "speedup_vs_baseline_at_top": round(ours[-1]["images_per_sec"] / baseline[0]["images_per_sec"], 1),
+        "image_size_mb": {**{s.image: image_size_mb(s.image) for s in lineup}, "python:3.11-slim": image_size_mb("python:3.11-slim")},
+        "targets": ratios(runs, 16 if 16 in args.levels else args.levels[-1]),
     }
     save("serve_http.json", report)
-    print(f"ours at concurrency {levels[-1]}: {ours[-1]['images_per_sec']} images/s = {report['speedup_vs_baseline_at_top']}x the baseline's one-at-a-time rate")
+    print(json.dumps(report["targets"], indent=2))
     return report
 
 

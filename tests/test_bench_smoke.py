@@ -18,6 +18,7 @@ SECTIONS = {
     "input_pipeline.json": "## CPU input pipeline",
     "train_gpu.json": "## GPU training throughput",
     "train_finetune.json": "## Fine-tuning EfficientNet-Lite0",
+    "train_scale.json": "## Training cost as the data grows",
     "serve_http.json": "## Serving ResNet-50 over HTTP",
     "bf16_agreement.json": "## bf16 and int8 serving",
     "rules_overhead.json": "## In-job Debugger rules",
