@@ -170,7 +170,10 @@ def serve_section(r: dict) -> list[str]:
             "",
             "| torch mode | warm-up incl. compiling (s) | images/s, batch 1 | images/s, batch 8 |",
             "|---|---|---|---|",
-            *(f"| {name} | {m['warm_up_seconds']} | {m['batch_1']} | {m['batch_8']} |" for name, m in modes["modes"].items()),
+            *(
+                f"| {name} | did not run: `{m['error']}` | - | - |" if "error" in m else f"| {name} | {m['warm_up_seconds']} | {m['batch_1']} | {m['batch_8']} |"
+                for name, m in modes["modes"].items()
+            ),
         ]
     lines += [
         "",

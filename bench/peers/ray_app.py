@@ -5,8 +5,8 @@
 ``PEER_CONFIG=default`` keeps Ray's defaults (one replica with ``num_cpus=1``, so Ray pins torch to one thread;
 ``@serve.batch()`` with its default size and wait), ``best`` gives the replica every core and batches of up to 16.
 """
-from __future__ import annotations
 
+# no `from __future__ import annotations`: FastAPI must see the real `Request` class through Ray's ingress wrapper
 import io
 import json
 import os
