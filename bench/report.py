@@ -25,6 +25,11 @@ def _machine(m: dict) -> str:
     return f"{m['date']}; {m['cpu']}, {m['cores']} cores ({' '.join(m['isa'])}); GPU: {m.get('gpu', 'none')}; Python {m['python']}; {versions}"
 
 
+def _heading(title: str, r: dict) -> list[str]:
+    """A section's title and the machine it was measured on."""
+    return [f"## {title}", "", f"Machine: {_machine(r['machine'])}.", ""]
+
+
 def input_section(r: dict) -> list[str]:
     d, e = r["dataset"], r["epochs"]
     lines = [
@@ -143,11 +148,7 @@ def train_section(r: dict) -> list[str]:
 
 def serve_section(r: dict) -> list[str]:
     jpeg, sizes, targets = r["jpeg"], r["image_size_mb"], r["targets"]
-    lines = [
-        "## Serving ResNet-50 over HTTP: ours against TorchServe, Ray Serve and the old AWS stack",
-        "",
-        f"Machine: {_machine(r['machine'])}.",
-        "",
+    lines = _heading("Serving ResNet-50 over HTTP: ours against TorchServe, Ray Serve and the old AWS stack", r) + [
         f"Method: `python -m bench serve` ({r['model']}; the artifact is trained by `python -m train --quantize force`, head "
         "only, so the backbone weights are random: ImageNet downloads are unreachable here, and weights do not change "
         "timings). Every server runs in its own container with the same artifact mounted, on the same 2 cores as the load "
@@ -341,11 +342,7 @@ def soak_section(r: dict) -> list[str]:
 
 def scale_section(r: dict) -> list[str]:
     runs, head, ratio = r["runs"], r["head_only_cached"], r["per_image_cost_ratio"]
-    lines = [
-        "## Training cost as the data grows (Fashion-MNIST, CPU)",
-        "",
-        f"Machine: {_machine(r['machine'])}.",
-        "",
+    lines = _heading("Training cost as the data grows (Fashion-MNIST, CPU)", r) + [
         f"Method: `python -m bench scale` writes the 70,000 real Fashion-MNIST photos once as an ImageFolder of "
         f"{r['png_side_px']} px PNGs and runs `python -m train` on balanced subsets of it, one after the other in one "
         f"invocation ({r['model']}; one epoch, the `light` augmentation read from the decoded-image cache, valid and test "

@@ -46,11 +46,11 @@ def prepare(model: torch.nn.Module, mode: str) -> Callable[[torch.Tensor], torch
     if autocast:
         model = model.to(memory_format=torch.channels_last)
     if mode == "inductor-bf16":
-        model = torch.compile(model)
+        model = torch.compile(model, dynamic=True)  # one graph for every batch size the server forms
     if mode == "openvino":
         import openvino.torch  # noqa: F401  (registers the backend)
 
-        model = torch.compile(model, backend="openvino")
+        model = torch.compile(model, backend="openvino", dynamic=True)
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
         if autocast:
