@@ -48,12 +48,10 @@ def test_the_gate():
     assert (MIN_AGREEMENT, MAX_ACCURACY_DROP) == (0.99, 0.005)
 
 
-@pytest.fixture(scope="module")
-def near_random(tmp_path_factory):
+def test_a_model_that_fails_the_gate_ships_no_int8_and_says_why(tmp_path, fashion):
     """One epoch on 10 photos: near-random logits whose int8 top-1 labels often differ from fp32's."""
     import fashion_mnist
 
-    tmp_path = tmp_path_factory.mktemp("near-random")
     data = tmp_path / "data"
     for split, offset in (("train", 0), ("valid", 10), ("test", 20)):
         fashion_mnist.write_imagefolder(data / split, "train", 6, offset=offset)
@@ -61,43 +59,12 @@ def near_random(tmp_path_factory):
             "--debugger-rules", "none", "--profiler-interval", "0", "--train", str(data / "train"), "--valid", str(data / "valid"), "--test", str(data / "test")]  # fmt: skip
     result = run_trainer(args, tmp_path / "opt_ml")
     assert result.returncode == 0, result.stderr[-3000:]
-    return tmp_path / "opt_ml" / "model", data, result
-
-
-def test_a_model_that_fails_the_gate_ships_no_int8_and_says_why(near_random):
-    model_dir, _, result = near_random
-    record = json.loads((model_dir / "model.json").read_text())["int8"]
-    if record["passed_gate"]:
+    record = json.loads((tmp_path / "opt_ml" / "model" / "model.json").read_text())["int8"]
+    if record["agreement"] >= MIN_AGREEMENT and record["accuracy_fp32"] - record["accuracy_int8"] <= MAX_ACCURACY_DROP:
         pytest.skip(f"this tiny model happened to pass the gate: {record}")
-    assert not record["shipped"] and record["file"] is None and not (model_dir / INT8_FILE).exists()
+    assert not record["shipped"] and record["file"] is None and not (tmp_path / "opt_ml" / "model" / INT8_FILE).exists()
     assert f"no int8 model shipped: {record['reason']}" in result.stderr
-    assert load_spec(model_dir).int8_file is None
-
-
-def test_accuracy_control_keeps_the_layers_that_cost_agreement_in_floating_point(near_random):
-    """Where plain quantization misses 99 % agreement on the calibration images, NNCF's accuracy control runs with that
-    agreement as its metric and leaves quantizers out until it is met (or nothing is left to give back)."""
-    import openvino as ov
-
-    from train.quantize import batches, compiled, quantize_model, top1
-    from train.sources import load_splits
-    from train.transforms import Preprocess
-
-    model_dir, data, _ = near_random
-    pre = json.loads((model_dir / "model.json").read_text())["preprocess"]
-    preprocess = Preprocess(pre["resize"], pre["crop"], tuple(pre["mean"]), tuple(pre["std"]))
-    splits = load_splits(data, data / "valid", data / "test", 0.1, 0.1, 0)
-    samples = [image[None] for images, _ in batches(splits.valid, preprocess, 300) for image in images]
-    core = ov.Core()
-    model, how = quantize_model(core, model_dir / "model.onnx", samples)
-    if how["method"] == "post-training":
-        assert how["calibration_agreement"] >= MIN_AGREEMENT
-        pytest.skip(f"plain quantization of this tiny model met the agreement: {how}")
-    assert how["method"] == "accuracy-control" and how["calibration_agreement"] < MIN_AGREEMENT
-    assert how["quantizers_kept"] < how["quantizers"]
-    reference = top1(compiled(core, model_dir / "model.onnx"), samples)
-    restored = top1(core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request(), samples)
-    assert (restored == reference).mean() > how["calibration_agreement"]
+    assert load_spec(tmp_path / "opt_ml" / "model").int8_file is None
 
 
 def test_quantize_command_for_an_artifact_trained_earlier(fine_tuned, fashion, tmp_path):
