@@ -201,7 +201,7 @@ def pick_best_mode(image: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def servers(args: argparse.Namespace, best_mode: str) -> list[Server]:
+def servers(args: argparse.Namespace, peer_images: dict[str, str], best_mode: str) -> list[Server]:
     """Ours (int8 picked by SERVE_PRECISION=auto, bf16, fp32), the peers at their default and best, the old AWS stack."""
     ours = [
         Server("ours: OpenVINO int8 (auto)", args.image),
@@ -209,8 +209,8 @@ def servers(args: argparse.Namespace, best_mode: str) -> list[Server]:
         Server("ours: OpenVINO fp32", args.image, {"SERVE_PRECISION": "fp32"}),
     ]
     peers = []
-    if args.peers == "all":
-        ts, ray = build_peer("torchserve"), build_peer("rayserve")
+    if peer_images:
+        ts, ray = peer_images["torchserve"], peer_images["rayserve"]
         best = {"PEER_CONFIG": "best", "PEER_MODE": best_mode}
         peers = [
             Server("TorchServe 0.12 default: eager fp32, 2 workers, batch 8 / 50 ms", ts, command=(), path="/predictions/model"),
@@ -254,8 +254,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64], help="client concurrency levels")
     args = parser.parse_args(argv)
     bodies = [body for body, _ in jpeg_photos(64, args.jpeg_size)]
-    modes = pick_best_mode(build_peer("torchserve")) if args.peers == "all" else None
-    lineup = servers(args, modes["best"] if modes else "eager")
+    peer_images = {target: build_peer(target) for target in ("torchserve", "rayserve")} if args.peers == "all" else {}
+    modes = pick_best_mode(peer_images["torchserve"]) if peer_images else None
+    lineup = servers(args, peer_images, modes["best"] if modes else "eager")
     with tempfile.TemporaryDirectory() as tmp:
         model = make_artifact(Path(tmp), ("--quantize", "force"))
         rounds = [[measure(server, model, bodies, args.levels, args.seconds) for server in lineup] for _ in range(args.rounds)]
