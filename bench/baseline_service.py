@@ -8,31 +8,25 @@ from __future__ import annotations
 
 import io
 import json
-import os
+from pathlib import Path
 
 import torch
-import torchvision
 from PIL import Image
-from safetensors.torch import load_file
 from sagemaker_inference.default_handler_service import DefaultHandlerService
 from sagemaker_inference.default_inference_handler import DefaultInferenceHandler
 from sagemaker_inference.transformer import Transformer
-from torchvision import transforms
+
+from bench.peers.torch_model import eval_transform, load
 
 
 class TorchEagerHandler(DefaultInferenceHandler):
     """model_fn / input_fn / predict_fn / output_fn as the toolkit's default PyTorch handler would run them."""
 
     def default_model_fn(self, model_dir, context=None):
-        info = json.load(open(os.path.join(model_dir, "model.json")))
-        model = torchvision.models.get_model(info["architecture"], num_classes=info["num_classes"])
-        model.load_state_dict(load_file(os.path.join(model_dir, "weights.safetensors")))
-        pre = info["preprocess"]
+        model, info = load(Path(model_dir))
         self.classes = info["classes"]
-        self.transform = transforms.Compose(
-            [transforms.Resize(pre["resize"]), transforms.CenterCrop(pre["crop"]), transforms.ToTensor(), transforms.Normalize(pre["mean"], pre["std"])]
-        )
-        return model.eval()
+        self.transform = eval_transform(info)
+        return model
 
     def default_input_fn(self, input_data, content_type, context=None):
         return self.transform(Image.open(io.BytesIO(input_data)).convert("RGB"))[None]

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
+from typing import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,19 +163,23 @@ def take_turns(servers: dict[str, tuple[str, Path, dict]], bodies: list[bytes], 
                 stop(name)
     runs = []
     for label, rows in points.items():
-        middle = sorted(rows, key=lambda p: p["images_per_sec"])[(len(rows) - 1) // 2]
+        middle = lower_median(rows, key=lambda p: p["images_per_sec"])
         runs.append({"label": label, "image": servers[label][0], "images_per_sec": summary([p["images_per_sec"] for p in rows]), "p50_ms": middle["p50_ms"], "p99_ms": middle["p99_ms"]})
     return runs
+
+
+def lower_median(items: list, key: Callable | None = None):
+    """The middle item by ``key`` (the lower one of an even count: a real measurement, never an average)."""
+    return sorted(items, key=key)[(len(items) - 1) // 2]
 
 
 def median_points(rounds: list[dict]) -> dict:
     """One run per server: each point the round with the median images/s (all rounds kept under ``rounds``)."""
     points = []
     for i in range(len(rounds[0]["points"])):
-        candidates = sorted((r["points"][i] for r in rounds), key=lambda p: p["images_per_sec"])
-        points.append(candidates[(len(candidates) - 1) // 2])
+        points.append(lower_median([r["points"][i] for r in rounds], key=lambda p: p["images_per_sec"]))
     colds = sorted(r["cold_start_seconds"] for r in rounds)
-    return {**rounds[0], "points": points, "rounds": [r["points"] for r in rounds], "cold_start_seconds": colds[(len(colds) - 1) // 2], "cold_starts": colds}
+    return {**rounds[0], "points": points, "rounds": [r["points"] for r in rounds], "cold_start_seconds": lower_median(colds), "cold_starts": colds}
 
 
 def image_size_mb(image: str) -> int:

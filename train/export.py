@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from train.models import build_network
 from train.transforms import Preprocess
 
 log = logging.getLogger(__name__)
@@ -34,20 +35,22 @@ def framework_versions() -> dict[str, str]:
     return versions
 
 
-def plain_copy(model: nn.Module) -> nn.Module:
-    """A float32 CPU copy in eval mode without the hooks tools attached (smdebug's would break export)."""
-    model = copy.deepcopy(model).float().eval().to("cpu", memory_format=torch.contiguous_format)
-    for module in model.modules():
-        for hooks in (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks):
-            hooks.clear()
-    return model
+def plain_copy(model: nn.Module, arch: str, num_classes: int) -> nn.Module:
+    """A float32 CPU network in eval mode with ``model``'s weights and none of the hooks tools attached to it.
+
+    The architecture is built afresh and loaded from the state dict, so smdebug's and the rules' hooks (which would
+    break the ONNX export) stay on the training copy.
+    """
+    plain = build_network(arch, num_classes, "none").model
+    plain.load_state_dict({name: value.detach().float().cpu() for name, value in model.state_dict().items()})
+    return plain.eval()
 
 
 def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path) -> float:
-    """Export with a dynamic batch axis and check onnxruntime agrees with torch; returns the max abs difference."""
+    """Export ``model`` (a :func:`plain_copy`) with a dynamic batch axis and check onnxruntime agrees with torch;
+    returns the max abs difference."""
     import onnxruntime as ort
 
-    model = plain_copy(model)
     sample = sample.float().cpu().contiguous()
     batch = torch.export.Dim("batch", min=1, max=4096)
     onnx_program = torch.onnx.export(
@@ -88,7 +91,7 @@ def write_artifact(
     from safetensors.torch import save_model
 
     model_dir.mkdir(parents=True, exist_ok=True)
-    model = plain_copy(model)
+    model = plain_copy(model, arch, len(classes))
     difference = export_onnx(model, sample, model_dir / "model.onnx")
     save_model(model, str(model_dir / "weights.safetensors"))
     (model_dir / "weights.safetensors").chmod(0o644)  # safetensors writes 0600; servers may run as another user
