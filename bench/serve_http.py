@@ -41,7 +41,7 @@ BASELINE_COMMAND = 'from sagemaker_inference import model_server; model_server.s
 def make_artifact(work: Path, extra: tuple[str, ...] = ()) -> Path:
     """A ResNet-50 artifact from our trainer (model.onnx, model.json, weights.safetensors; ``extra`` flags added)."""
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(work / "opt_ml")}
-    args = ["--model", "resnet50", "--pretrained", "none", "--finetune", "head", "--augment", "none", "--epochs", "1", "--train", str(REPO / "demo" / "data"), *extra]
+    args = ["--model", "resnet50", "--pretrained", "none", "--finetune", "head", "--augment", "none", "--epochs", "1", "--train", str(REPO / "demo" / "data" / "valid"), *extra]
     result = subprocess.run([sys.executable, "-m", "train", *args, "--workers", "2"], cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"training the ResNet-50 artifact failed:\n{result.stderr[-3000:]}")

@@ -1,4 +1,5 @@
-"""The single-model server (FastAPI): SageMaker's /ping and /invocations over the request pipeline."""
+"""The single-model server (FastAPI): SageMaker's /ping and /invocations, and the Open Inference Protocol's /v2
+routes (``serve.v2``), over the one request pipeline."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +12,8 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from serve import front
+from serve import front, v2
+from serve.artifact import ModelSpec
 from serve.limits import Admission
 from serve.metrics import Metrics
 from serve.pipeline import Pipeline, RequestContext, Transformer
@@ -53,6 +55,32 @@ class ModelState:
         if self.pipeline is None:
             raise RequestError(503, "not ready", self.error or "The model is still loading; retry when /ping answers 200.", {"Retry-After": "5"})
         return self.pipeline
+
+
+class SingleModel:
+    """The Open Inference Protocol's view of this server (``serve.v2.Repository``): one model, ``SERVE_MODEL_NAME``."""
+
+    def __init__(self, model: ModelState, name: str):
+        self.model, self.name = model, name
+
+    async def index(self) -> list[dict]:
+        state = "READY" if self.model.pipeline else "UNAVAILABLE" if self.model.error else "LOADING"
+        return [{"name": self.name, "version": "1", "state": state, "reason": self.model.error or ""}]
+
+    async def ready(self) -> str | None:
+        return None if self.model.pipeline else self.model.error or "The model is still loading."
+
+    async def spec(self, name: str) -> ModelSpec:
+        return self.pipeline(name).transformer.spec_for_protocol()
+
+    async def infer(self, name: str, body: bytes, ctx: RequestContext) -> Response:
+        content, media_type = await self.pipeline(name).transform(body, ctx)
+        return v2.inference_response(content, media_type)
+
+    def pipeline(self, name: str) -> Pipeline:
+        if name != self.name:
+            raise RequestError(404, "model not found", f"This server serves the model {self.name!r} (SERVE_MODEL_NAME), not {name!r}.")
+        return self.model.ready_pipeline()
 
 
 @asynccontextmanager
@@ -101,7 +129,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.admission = Admission(settings.max_concurrent_requests, settings.max_queued_images)
     app.state.model = ModelState(settings, app.state.metrics)
+    app.state.repository = SingleModel(app.state.model, settings.model_name)
     add_error_handlers(app)
     app.include_router(router)
     app.include_router(front.router)
+    app.include_router(v2.router)
     return app

@@ -15,8 +15,9 @@ Answer = Callable[[bytes, RequestContext], Awaitable[Response]]
 router = APIRouter()
 
 
-async def invocation(request: Request, answer: Answer, top_k: str | None = None) -> Response:
-    """``answer(body, context)`` for an admitted request; every refusal is a JSON error, every outcome is counted."""
+async def invocation(request: Request, answer: Answer, top_k: str | None = None, on_error: Callable[[RequestError], Response] = error_response) -> Response:
+    """``answer(body, context)`` for an admitted request; every refusal is a JSON error (``on_error``'s form), every
+    outcome is counted."""
     state, started = request.app.state, time.perf_counter()
     settings = state.settings
     try:
@@ -25,7 +26,7 @@ async def invocation(request: Request, answer: Answer, top_k: str | None = None)
             body = await read_body(request, settings.max_payload_bytes, min(settings.body_timeout_seconds, ctx.deadline.remaining()))
             response = await answer(body, ctx)
     except RequestError as exc:
-        response = error_response(exc)
+        response = on_error(exc)
     except Exception:
         state.metrics.observe_request(500, request.headers.get("content-type"), time.perf_counter() - started)
         raise

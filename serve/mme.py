@@ -23,19 +23,18 @@ import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from serve import front
-from serve.artifact import ArtifactError, load_spec
+from serve import front, oip, v2
+from serve.artifact import ArtifactError, ModelSpec, load_spec
 from serve.limits import Admission
 from serve.metrics import Metrics
-from serve.mms_service import ORIGINAL_CONTENT_TYPE
-from serve.pipeline import RequestContext
+from serve.mms_service import ORIGINAL_CONTENT_TYPE, PROTOCOL
+from serve.pipeline import OPEN_INFERENCE, RequestContext
 from serve.runtime import model_file
-from serve.settings import Settings
+from serve.settings import MODEL_NAME, Settings
 from serve.user_code import RequirementsError, install_requirements
 from serve.web import RequestError, add_error_handlers, error_response, read_body
 
 log = logging.getLogger("serve")
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 FORWARDED_HEADERS = ("content-type", "accept", "x-amzn-sagemaker-custom-attributes")
 LOAD_TIMEOUT_SECONDS = 600.0
 router = APIRouter()
@@ -61,19 +60,19 @@ def relay_log(stream: IO[bytes]) -> None:
             sys.stderr.flush()
 
 
-def backend_error(response: httpx.Response) -> Response | None:
-    """MMS's own errors (``{"code", "type", "message"}``) in our shape; None when the response is a success."""
+def backend_error(response: httpx.Response) -> RequestError | None:
+    """MMS's own errors (``{"code", "type", "message"}``) and our handler service's, as a RequestError; None on success."""
     if response.status_code < 400:
         return None
     try:
         body = response.json()
     except ValueError:
         body = {"message": response.text.strip()}
-    if isinstance(body, dict) and "error" in body:  # already ours (from the handler service)
-        return JSONResponse(body, status_code=response.status_code)
     body = body if isinstance(body, dict) else {}
+    if isinstance(body.get("error"), str):  # already ours (from the handler service)
+        return RequestError(response.status_code, body["error"], str(body.get("detail", "")))
     kind = re.sub(r"(?<!^)(?=[A-Z])", " ", body.get("type", "error")).lower().removesuffix(" exception")
-    return error_response(RequestError(response.status_code, kind, body.get("message", response.reason_phrase)))
+    return RequestError(response.status_code, kind, body.get("message", response.reason_phrase))
 
 
 def check_name(name: str) -> str:
@@ -118,21 +117,83 @@ def check_artifact(folder: Path, runtime: str) -> None:
         raise RequestError(422, "invalid model", str(exc)) from None
 
 
-async def forward(request: Request, method: str, path: str, timeout: float | None = None, **kwargs) -> Response:
-    """The request to multi-model-server; its errors in our shape, its absence a 503."""
-    state = request.app.state
+async def call_backend(state, method: str, path: str, timeout: float | None = None, **kwargs) -> httpx.Response:
+    """The request to multi-model-server; its absence a 503, its slowness a 504, its errors as they are."""
     try:
-        response = await state.client.request(method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs)
+        return await state.client.request(method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs)
     except httpx.TimeoutException:
         raise RequestError(504, "timeout", f"The model server took longer than {timeout or state.settings.timeout_seconds} s.") from None
     except httpx.TransportError as exc:
         exit_code = state.process.poll()
         reason = f"it exited with code {exit_code}" if exit_code is not None else f"{type(exc).__name__}: {exc}"
         raise RequestError(503, "model server unavailable", f"multi-model-server is not answering ({reason}).") from None
+
+
+async def forward(request: Request, method: str, path: str, timeout: float | None = None, **kwargs) -> Response:
+    """The request to multi-model-server, its answer in our shape."""
+    response = await call_backend(request.app.state, method, path, timeout, **kwargs)
     error = backend_error(response)
     if error is not None:
-        return error
+        return error_response(error)
     return Response(response.content, status_code=response.status_code, media_type=response.headers.get("content-type"))
+
+
+def invoke_headers(ctx: RequestContext, top_k: str | None = None) -> dict[str, str]:
+    """What the handler service needs of a request: its type (MMS parses forms, so the body goes as opaque bytes),
+    Accept, custom attributes (``top_k`` from the query last: it wins, as on /invocations) and its protocol."""
+    headers = {k: ctx.headers[k] for k in FORWARDED_HEADERS if k in ctx.headers}
+    headers.update({ORIGINAL_CONTENT_TYPE: headers.pop("content-type", ""), "content-type": "application/octet-stream", PROTOCOL: ctx.protocol})
+    if top_k is not None:
+        headers["x-amzn-sagemaker-custom-attributes"] = ", ".join(filter(None, [headers.get("x-amzn-sagemaker-custom-attributes"), f"top_k={top_k}"]))
+    return headers
+
+
+class MultiModel:
+    """The Open Inference Protocol's view of a multi-model endpoint (``serve.v2.Repository``): the models loaded
+    in multi-model-server, each under its own name."""
+
+    def __init__(self, state):
+        self.state = state
+
+    async def index(self) -> list[dict]:
+        models, token = [], None
+        while True:
+            params = {"limit": 100, **({"next_page_token": token} if token else {})}
+            page = self.checked(await call_backend(self.state, "GET", "/models", params=params)).json()
+            models += [{"name": m["modelName"], "version": "1", "state": "READY", "reason": ""} for m in page.get("models", [])]
+            token = page.get("nextPageToken")
+            if not token:
+                return models
+
+    async def ready(self) -> str | None:
+        exit_code = self.state.process.poll()
+        return None if exit_code is None else f"multi-model-server exited with code {exit_code}."
+
+    async def spec(self, name: str) -> ModelSpec:
+        response = await call_backend(self.state, "GET", f"/models/{check_name(name)}")
+        if response.status_code == 404:
+            raise RequestError(404, "model not found", f"No model {name!r} is loaded; load it with POST /models first.")
+        described = self.checked(response).json()
+        model = described[0] if isinstance(described, list) and described else {}
+        if not any(w.get("status") == "READY" for w in model.get("workers", [])):
+            raise RequestError(503, "not ready", f"The model {name!r} has no worker ready yet.", {"Retry-After": "5"})
+        try:
+            return load_spec(Path(model["modelUrl"]))
+        except (ArtifactError, KeyError) as exc:
+            raise RequestError(400, "not served by the Open Inference Protocol", f"The model {name!r} has no byoc-vision model.json ({exc}).") from None
+
+    async def infer(self, name: str, body: bytes, ctx: RequestContext) -> Response:
+        headers = {**invoke_headers(ctx), **({oip.HEADER_LENGTH: ctx.headers[oip.HEADER_LENGTH]} if oip.HEADER_LENGTH in ctx.headers else {})}
+        path = f"/models/{check_name(name)}/invoke"
+        response = self.checked(await call_backend(self.state, "POST", path, timeout=max(ctx.deadline.remaining(), 0.001), content=body, headers=headers))
+        return v2.inference_response(response.content, response.headers.get("content-type", "application/json"))
+
+    @staticmethod
+    def checked(response: httpx.Response) -> httpx.Response:
+        error = backend_error(response)
+        if error is not None:
+            raise error
+        return response
 
 
 @router.get("/ping")
@@ -184,11 +245,7 @@ async def invoke(name: str, request: Request, top_k: str | None = None) -> Respo
     path = f"/models/{check_name(name)}/invoke"
 
     async def answer(body: bytes, ctx: RequestContext) -> Response:
-        headers = {k: ctx.headers[k] for k in FORWARDED_HEADERS if k in ctx.headers}
-        headers.update({ORIGINAL_CONTENT_TYPE: headers.pop("content-type", ""), "content-type": "application/octet-stream"})  # MMS parses forms
-        if top_k is not None:  # the query wins, as on /invocations: it goes last in the custom attributes
-            headers["x-amzn-sagemaker-custom-attributes"] = ", ".join(filter(None, [headers.get("x-amzn-sagemaker-custom-attributes"), f"top_k={top_k}"]))
-        return await forward(request, "POST", path, timeout=max(ctx.deadline.remaining(), 0.001), content=body, headers=headers)
+        return await forward(request, "POST", path, timeout=max(ctx.deadline.remaining(), 0.001), content=body, headers=invoke_headers(ctx, top_k))
 
     return await front.invocation(request, answer)
 
@@ -205,13 +262,16 @@ async def lifespan(app: FastAPI):
 
 
 def create_mme_app(settings: Settings) -> FastAPI:
-    """The multi-model front: /ping, POST/GET /models, GET/DELETE /models/{name}, POST /models/{name}/invoke."""
+    """The multi-model front: /ping, POST/GET /models, GET/DELETE /models/{name}, POST /models/{name}/invoke, and
+    the Open Inference Protocol's /v2 routes for every loaded model."""
     app = FastAPI(title="byoc-vision (multi-model)", summary="SageMaker multi-model endpoint API", lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.admission = Admission(settings.max_concurrent_requests, settings.max_queued_images)
     app.state.backend_up = False
+    app.state.repository = MultiModel(app.state)
     add_error_handlers(app)
     app.include_router(router)
     app.include_router(front.router)
+    app.include_router(v2.router)
     return app

@@ -10,13 +10,14 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from serve.pipeline import RequestContext, Transformer
+from serve.pipeline import OPEN_INFERENCE, SAGEMAKER, RequestContext, Transformer
 from serve.settings import Settings
 from serve.user_code import user_module
 from serve.web import RequestError
 
 log = logging.getLogger(__name__)
 ORIGINAL_CONTENT_TYPE = "x-byoc-content-type"  # the front sends bodies as opaque bytes (MMS parses forms), their type here
+PROTOCOL = "x-byoc-protocol"  # the front's route: SageMaker's invoke or the Open Inference Protocol's infer
 
 
 class HandlerService:
@@ -47,7 +48,9 @@ class HandlerService:
             headers = {k.lower(): v for k, v in context.get_all_request_header(index).items() if isinstance(v, str)}
             headers["content-type"] = headers.pop(ORIGINAL_CONTENT_TYPE, headers.get("content-type", ""))
             body = request.get("body") or request.get("data") or b""
-            requests.append((bytes(body), RequestContext.from_headers(headers, self.settings.timeout_seconds)))
+            protocol = OPEN_INFERENCE if headers.get(PROTOCOL) == OPEN_INFERENCE else SAGEMAKER
+            ctx = RequestContext.from_headers(headers, self.settings.timeout_seconds, protocol=protocol, model_name=context.model_name)
+            requests.append((bytes(body), ctx))
         try:
             if self.transformer is None:
                 raise RequestError(500, "model failed to load", self.error)

@@ -16,6 +16,7 @@ from types import ModuleType
 
 import numpy as np
 
+from serve import oip
 from serve.artifact import ModelSpec, load_spec
 from serve.batching import Batcher, run_together
 from serve.decode import JSONLINES_TYPES, Decoder, media_type
@@ -29,6 +30,8 @@ from serve.web import RequestError
 
 log = logging.getLogger("serve")
 UTF8_TYPES = ("application/json", "text/csv")  # bodies the toolkit hands to a user's input_fn as str
+SAGEMAKER, OPEN_INFERENCE = "sagemaker", "v2"
+OWN_STEPS = ("input_fn", "output_fn", "transform_fn")  # the Open Inference Protocol needs our decoding and encoding
 
 
 @dataclass
@@ -41,8 +44,11 @@ class RequestContext:
     deadline: Deadline
     top_k: str | None = None  # the ?top_k= query value; the custom attributes header is read from ``headers``
     reserve: Callable[[int], None] = lambda count: None
+    protocol: str = SAGEMAKER  # or OPEN_INFERENCE: the body and response are the Open Inference Protocol's
+    model_name: str = "model"
     jsonlines: bool = field(init=False, default=False)
     k: int = field(init=False, default=0)
+    inference: oip.InferRequest | None = field(init=False, default=None)
 
     @classmethod
     def from_headers(cls, headers: dict[str, str], timeout: float, **kwargs) -> RequestContext:
@@ -83,8 +89,19 @@ class Transformer:
             log.exception("%s in code/%s failed", name, self.settings.program)
             raise RequestError(500, "handler error", f"{type(exc).__name__}: {exc}") from exc
 
+    def spec_for_protocol(self) -> ModelSpec:
+        """The spec, for a model the Open Inference Protocol can serve: with model.json, our decoding and encoding."""
+        replaced = [name for name in OWN_STEPS if name in self.user]
+        if replaced or self.spec is None:
+            detail = f"code/{self.settings.program} replaces {', '.join(replaced)}" if replaced else "folder has no model.json"
+            raise RequestError(400, "not served by the Open Inference Protocol", f"This model's {detail}; send its requests to /invocations.")
+        return self.spec
+
     def check(self, ctx: RequestContext) -> None:
         """What can be refused before any work: the Accept type and top_k, when encoding is ours."""
+        if ctx.protocol == OPEN_INFERENCE:
+            self.spec_for_protocol()
+            return
         if "output_fn" in self.user or "transform_fn" in self.user or self.spec is None:
             return
         ctx.jsonlines = media_type(ctx.content_type) in JSONLINES_TYPES
@@ -105,6 +122,10 @@ class Transformer:
             return self.run_user("input_fn", self.payload(body, ctx), ctx.content_type or "", ctx=ctx)
         if self.decoder is None:
             raise RequestError(500, "handler error", "The model folder has no model.json, so code/inference.py must define input_fn.")
+        if ctx.protocol == OPEN_INFERENCE:
+            ctx.inference = oip.parse_request(body, ctx.headers.get(oip.HEADER_LENGTH), self.spec, self.decoder.check_count)
+            ctx.k = parse_top_k(ctx.inference.top_k, ctx.headers.get("x-amzn-sagemaker-custom-attributes"), self.settings.default_top_k, len(self.spec.classes))
+            return self.decoder.inference_batch(ctx.inference, ctx.deadline, ctx.reserve)
         batch, _ = self.decoder.decode(body, ctx.content_type, ctx.deadline, ctx.reserve)
         return batch
 
@@ -125,6 +146,8 @@ class Transformer:
             return self.response(self.run_user("output_fn", prediction, self.user_accept(ctx), ctx=ctx), ctx)
         if self.spec is None:
             raise RequestError(500, "handler error", "The model folder has no model.json, so code/inference.py must define output_fn.")
+        if ctx.inference is not None:
+            return oip.encode_response(np.asarray(prediction), self.spec.classes, ctx.inference, ctx.model_name, ctx.k)
         return encode(prediction, self.spec.classes, ctx.k, ctx.accept), ctx.accept
 
     def transform_whole(self, body: bytes, ctx: RequestContext) -> tuple[bytes, str]:

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 RUNTIMES = ("openvino", "onnxruntime", "torch")  # the default first: measured fastest (docs/benchmarks.md)
 PRECISIONS = ("auto", "int8", "bf16", "fp32")  # auto: int8 when the artifact has it and the CPU has VNNI/AMX, else bf16 where it can, else fp32
+
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")  # SageMaker's multi-model names; also SERVE_MODEL_NAME
 
 
 class SettingsError(ValueError):
@@ -75,6 +79,7 @@ class Settings:
     max_image_urls: int
     image_url_timeout_seconds: int
     allow_private_image_urls: bool
+    model_name: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -113,7 +118,10 @@ class Settings:
             max_image_urls=_int(env, "SERVE_MAX_IMAGE_URLS_PER_REQUEST", 8),
             image_url_timeout_seconds=_int(env, "SERVE_IMAGE_URL_TIMEOUT_SECONDS", 5),
             allow_private_image_urls=_bool(env, "SERVE_IMAGE_URL_ALLOW_PRIVATE"),
+            model_name=env.get("SERVE_MODEL_NAME", "model"),
         )
+        if not MODEL_NAME.match(settings.model_name):
+            raise SettingsError(f"SERVE_MODEL_NAME={settings.model_name!r}: use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit")
         if settings.max_images_per_request > settings.max_queued_images:
             raise SettingsError(
                 f"SERVE_MAX_IMAGES_PER_REQUEST={settings.max_images_per_request} exceeds SERVE_MAX_QUEUED_IMAGES={settings.max_queued_images}: no such request could ever run"

@@ -188,3 +188,31 @@ def test_requirements_install_per_model_from_shipped_wheels_and_a_failure_answer
     failed = assert_error(load(client, "unmet"), 422, "cannot install requirements")
     assert "requirements.txt" in failed["detail"]
     assert "unmet" not in [m["modelName"] for m in client.get("/models").json()["models"]]
+
+
+def test_open_inference_protocol_serves_every_loaded_model_under_its_own_name(mme, fashion):
+    """Triton's client against the multi-model endpoint: the repository index lists the loaded models, each answers
+    metadata and inference under its name, through the same pipeline as /models/{name}/invoke."""
+    triton = pytest.importorskip("tritonclient.http")
+    from tritonclient.utils import InferenceServerException
+
+    client, _ = mme
+    for name in ("fashion", "custom"):
+        if client.get(f"/models/{name}").status_code != 200:
+            assert load(client, name).status_code == 200
+    url = str(client.base_url).removeprefix("http://").rstrip("/")
+    with triton.InferenceServerClient(url=url, network_timeout=120) as v2:
+        assert v2.is_server_ready() and v2.is_model_ready("fashion") and not v2.is_model_ready("nothing")
+        assert {m["name"] for m in v2.get_model_repository_index()} >= {"fashion", "custom"}
+        assert v2.get_model_metadata("fashion")["outputs"][0] == {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}
+        png = next((fashion / "test" / "Sneaker").iterdir()).read_bytes()
+        image = triton.InferInput("image", [2], "BYTES")
+        image.set_data_from_numpy(np.array([png, png], dtype=np.object_), binary_data=True)
+        result = v2.infer("fashion", [image], outputs=[triton.InferRequestedOutput("probabilities", binary_data=True), triton.InferRequestedOutput("labels")])
+        invoked = client.post("/models/fashion/invoke", content=png, headers={"Content-Type": "image/png"}).json()["predictions"][0]
+        assert result.as_numpy("labels")[0][0].decode() == invoked["label"]
+        assert abs(float(result.as_numpy("probabilities")[0].max()) - invoked["probability"]) < 1e-5
+        with pytest.raises(InferenceServerException, match="replaces output_fn"):  # its own output_fn: /invocations only
+            v2.infer("custom", [image])
+        with pytest.raises(InferenceServerException, match="No model 'nothing' is loaded"):
+            v2.get_model_metadata("nothing")

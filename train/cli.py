@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--finetune", choices=POLICIES, default="full", help="train the head only, the last K stages + head, or everything")
     model.add_argument("--unfreeze-stages", type=int, default=1, help="K for --finetune last-k")
+    model.add_argument("--head-epochs", type=float, default=0.0, help="with last-k or full: train the head alone for this many epochs first")
     model.add_argument("--feature-cache", choices=("auto", "off"), default="auto", help="cache frozen-backbone features (head-only with --augment none)")
 
     optim = parser.add_argument_group("optimisation")

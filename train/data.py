@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from train.cores import auto_workers, core_share
 from train.errors import TrainingError
 from train.sources import Split
 
@@ -42,19 +42,14 @@ class ImageDataset(Dataset):
         return self.transform(image), source.labels[index], position
 
 
-def core_share(ranks_on_node: int = 1) -> int:
-    """Usable cores per rank (the process's CPU affinity split between the node's ranks)."""
-    return max(len(os.sched_getaffinity(0)) // max(ranks_on_node, 1), 1)
-
-
 def loader_settings(workers: int | None, ranks_on_node: int = 1) -> tuple[int, int | None]:
     """(DataLoader workers, prefetch factor) per rank; ``workers=None`` picks them from the usable cores.
 
-    Auto: every core of the rank's share but one, which the training loop itself keeps (at most 16);
-    no worker processes on a single core. Two batches in flight per worker: 4 measured slower (bench/input_pipeline.py).
+    Auto: ``train.cores.auto_workers`` of the rank's core share. Two batches in flight per worker: 4 measured slower
+    (bench/input_pipeline.py).
     """
     if workers is None:
-        workers = min(core_share(ranks_on_node) - 1, 16)
+        workers = auto_workers(core_share(ranks_on_node))
     return workers, (None if workers == 0 else 2)
 
 

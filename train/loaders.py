@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from train import distributed, sagemaker_env
-from train.data import ImageDataset, ResumableSampler, balanced_weights, collate_skipping, core_share, loader_settings
+from train.cores import core_share
+from train.data import ImageDataset, ResumableSampler, balanced_weights, collate_skipping, loader_settings
 from train.decoded_cache import CachedImageDataset, DecodedImages, open_or_build
 from train.engine import DeviceInput, Precision
 from train.errors import TrainingError

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -131,8 +130,8 @@ class StepTimer:
         self.rows = []
 
 
-def write_run_info(folder: Path, device: torch.device, workers: int, batch_size: int, model: str) -> None:
-    """``run.json``: the facts the profiler rules weigh the samples against."""
+def write_run_info(folder: Path, device: torch.device, workers: int, cores: int, batch_size: int, model: str) -> None:
+    """``run.json``: the facts the profiler rules weigh the samples against (``cores``: the rank's share)."""
     folder.mkdir(parents=True, exist_ok=True)
-    info = {"device": str(device), "workers": workers, "cores": os.cpu_count() or 1, "batch_size": batch_size, "model": model}
+    info = {"device": str(device), "workers": workers, "cores": cores, "batch_size": batch_size, "model": model}
     (folder / "run.json").write_text(json.dumps(info, indent=2))

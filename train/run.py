@@ -22,6 +22,7 @@ from torch import nn
 from byoc_contract.metric_log import format_line
 from byoc_contract.rules import StopRuleNotJudged, selection
 from train import distributed, finish, sagemaker_env
+from train.cores import core_share
 from train.data import class_loss_weights, loader_settings
 from train.debugger import create_hook, record, set_mode
 from train.engine import DeviceInput, Precision, cross_entropy, predict, resolve_precision, softmax, train_one_epoch
@@ -86,6 +87,17 @@ def lr_factor(step: int, steps_per_epoch: int, args: argparse.Namespace) -> floa
     return 1.0
 
 
+def group_schedules(optimizer: torch.optim.Optimizer, steps_per_epoch: int, args: argparse.Namespace) -> list:
+    """One learning-rate factor per parameter group: the unfrozen backbone stages wait at 0 for --head-epochs
+    (the new head learns first, so its random gradients never reach the pretrained stages), then follow the schedule."""
+    head_steps = args.head_epochs * steps_per_epoch
+
+    def backbone(step: int) -> float:
+        return 0.0 if step < head_steps else lr_factor(step, steps_per_epoch, args)
+
+    return [backbone if group["part"] == "backbone" else partial(lr_factor, steps_per_epoch=steps_per_epoch, args=args) for group in optimizer.param_groups]
+
+
 def build_optimizer(args: argparse.Namespace, head: list[nn.Parameter], backbone: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
     """Head at --lr, unfrozen backbone at --backbone-lr; no weight decay on biases and norm weights.
     On CUDA, AdamW runs fused (one kernel for every parameter)."""
@@ -94,7 +106,8 @@ def build_optimizer(args: argparse.Namespace, head: list[nn.Parameter], backbone
     for params, lr in ((head, args.lr), (backbone, backbone_lr)):
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
-        groups += [{"params": decay, "lr": lr, "weight_decay": args.weight_decay}, {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+        part = "backbone" if params is backbone else "head"
+        groups += [{"params": decay, "lr": lr, "weight_decay": args.weight_decay, "part": part}, {"params": no_decay, "lr": lr, "weight_decay": 0.0, "part": part}]
     groups = [g for g in groups if g["params"]]
     if args.optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=args.momentum, nesterov=True)
@@ -250,7 +263,7 @@ def run(args: argparse.Namespace) -> dict:
 
     optimizer = build_optimizer(args, head_params, backbone_params, ctx.device)
     steps_per_epoch = len(loaders.train)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, args))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, group_schedules(optimizer, steps_per_epoch, args))
     parts = Trainables(net.model, optimizer, scheduler, torch.amp.GradScaler(ctx.device.type, enabled=precision.dtype == torch.float16))
     resumed = TrainingState.restore(Path(args.checkpoint_dir), parts)
     state = resumed or TrainingState()
@@ -263,7 +276,8 @@ def run(args: argparse.Namespace) -> dict:
     if profiling:
         if resumed is None:
             shutil.rmtree(out / "profiler", ignore_errors=True)
-        write_run_info(out / "profiler", ctx.device, loader_settings(args.workers, ctx.local_world_size)[0], args.batch_size, args.model)
+        workers = loader_settings(args.workers, ctx.local_world_size)[0]
+        write_run_info(out / "profiler", ctx.device, workers, core_share(ctx.local_world_size), args.batch_size, args.model)
     timer = StepTimer(out / "profiler" / "steps.jsonl" if profiling else None, ctx.device)
     with SystemSampler(out / "profiler" / "system.jsonl", args.profiler_interval) if profiling else nullcontext():
         fit(args, ctx, loaders, parts, state, precision=precision, inputs=inputs, loss_fn=loss_fn, hook=hook, rules=rules, timer=timer)

@@ -7,9 +7,13 @@ as ``sagemaker_launch tune``, each trial a run of ``python -m train``.
 Each trial is a separate ``python -m train`` process, the command the training container runs: trials get
 their own memory and threads, run truly in parallel, one crash does not take the study down, and a pruned
 trial is stopped with SIGTERM like SageMaker stops a job. Its metric lines are read as SageMaker's metric
-definitions read them. The study lives in ``<study-dir>/study.db`` (SQLite): stop the tuner at any time and
-run the same command again; trials cut short are run again from their last epoch checkpoint, under the
-same trial slot, and no finished trial is run twice.
+definitions read them.
+
+The study lives in ``<study-dir>/study.db`` (SQLite), or in any database Optuna's RDB storage takes
+(``--storage postgresql://...``): tuners on several machines then share one study and stop together at
+``--max-jobs``. Each tuner beats a heartbeat for its running trials; a trial whose tuner stopped (Ctrl-C, a kill,
+a lost machine) is run again by whichever tuner is still or next running, from its last epoch checkpoint when the
+trial folder is on that machine, under the same trial slot. No finished trial is run twice.
 """
 from __future__ import annotations
 
@@ -17,12 +21,15 @@ import argparse
 import csv
 import logging
 import os
+import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-import threading
+import time
+import warnings
 from pathlib import Path
 
 from byoc_contract import search_space
@@ -36,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train.tune", description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--search-space", required=True, help="YAML search space (the one sagemaker_launch tune takes)")
     parser.add_argument("--study-dir", type=Path, required=True, help="study.db, one folder per trial, results.csv and best/")
+    parser.add_argument("--storage", default=None, help="Optuna RDB URL shared by tuners on several machines (default: sqlite:///STUDY_DIR/study.db)")
+    parser.add_argument("--study-name", default="byoc-vision", help="the study's name in the storage")
+    parser.add_argument("--heartbeat-seconds", type=int, default=10, help="a running trial's heartbeat; 3 missed beats hand it to another tuner")
     parser.add_argument("--strategy", choices=STRATEGIES, default="Bayesian", help="Bayesian: TPE; Hyperband: TPE + Hyperband pruning")
     parser.add_argument("--objective", default="valid_acc", choices=[m for m in METRIC_NAMES if m.startswith("valid_")], help="per-epoch metric to optimise")
     parser.add_argument("--direction", choices=("Maximize", "Minimize"), default=None, help="default: Minimize for losses, Maximize otherwise")
@@ -76,56 +86,70 @@ def suggest(trial, space: list[search_space.Range]) -> dict[str, object]:
 
 
 class Tuner:
-    """Runs the study: trial processes, pruning from their metric lines, resume of interrupted trials."""
+    """Runs the study: trial processes, pruning from their metric lines, trials of stopped tuners run again."""
 
     def __init__(self, args: argparse.Namespace, space: list[search_space.Range]):
         import optuna
+        import sqlalchemy
 
         self.args, self.space = args, space
         self.maximize = (args.direction or ("Minimize" if args.objective.endswith("loss") else "Maximize")) == "Maximize"
         self.metric = re.compile(rf"^epoch=(\d+) .*\b{args.objective}={NUMBER}")
         self.threads = max(1, (os.cpu_count() or 1) // args.max_parallel_jobs)
-        self.lock = threading.Lock()
         pruner = optuna.pruners.NopPruner()
         if args.strategy == "Hyperband" or args.early_stopping == "Auto":
             low, high = args.hyperband_resource
             pruner = optuna.pruners.HyperbandPruner(min_resource=low, max_resource=high, reduction_factor=3)
         args.study_dir.mkdir(parents=True, exist_ok=True)
-        self.study = optuna.create_study(
-            study_name="byoc-vision", storage=f"sqlite:///{args.study_dir / 'study.db'}", load_if_exists=True,
-            direction="maximize" if self.maximize else "minimize", sampler=sampler(args.strategy, space, args.seed), pruner=pruner,
-        )  # fmt: skip
+        url = args.storage or f"sqlite:///{args.study_dir / 'study.db'}"
+        for attempt in range(5):  # tuners started together race to create the schema: the losers find it made
+            try:
+                self.study = optuna.create_study(
+                    study_name=args.study_name, storage=storage(url, args.heartbeat_seconds), load_if_exists=True,
+                    direction="maximize" if self.maximize else "minimize", sampler=sampler(args.strategy, space, args.seed), pruner=pruner,
+                )  # fmt: skip
+                break
+            except sqlalchemy.exc.IntegrityError:
+                if attempt == 4:
+                    raise
+                time.sleep(1 + random.random())
 
-    def requeue_interrupted(self) -> None:
-        """Trials left RUNNING by a tuner that is gone: marked superseded, their parameters queued again."""
-        from optuna.trial import TrialState
-
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            pid = trial.user_attrs.get("tuner_pid")
-            if pid is not None and _alive(pid):
-                continue
-            self.study._storage.set_trial_user_attr(trial._trial_id, "superseded", True)
-            self.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            slot = trial.user_attrs.get("slot", trial.number)
-            self.study.enqueue_trial(trial.params, user_attrs={"slot": slot, "resumed": True})
-            log.info("trial slot %s was cut short by an earlier run: queued again, it resumes from its last checkpoint", slot)
+    def counted(self) -> list:
+        """The study's trials that count towards --max-jobs, in order: all but those run again under a later trial
+        (interrupted, or stale and retried) and those a tuner started past the limit."""
+        trials = self.study.get_trials(deepcopy=False)
+        retried = {n for t in trials for n in retry_history(t)}
+        return [t for t in trials if t.number not in retried and not t.user_attrs.get("superseded") and not t.user_attrs.get("surplus")]
 
     def finished(self) -> list:
         from optuna.trial import TrialState
 
-        return [t for t in self.study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) and not t.user_attrs.get("superseded")]
+        return [t for t in self.counted() if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
 
     def objective(self, trial) -> float:
         import optuna
 
-        slot = trial.user_attrs.get("slot")
-        if slot is None:
-            with self.lock:
-                slot = self.next_slot
-                self.next_slot += 1
+        position = sum(t.number < trial.number for t in self.counted())
+        if position >= self.args.max_jobs:  # another tuner took the last trial in the meantime
+            trial.set_user_attr("surplus", True)
+            self.study.stop()
+            raise optuna.TrialPruned("the study reached --max-jobs")
+        again = "slot" in trial.user_attrs  # a trial run again (after Ctrl-C, or its tuner's heartbeat stopped) keeps its slot
+        slot = trial.user_attrs.get("slot", trial.number)
         trial.set_user_attr("slot", slot)
-        trial.set_user_attr("tuner_pid", os.getpid())
+        trial.set_user_attr("host", socket.gethostname())
         params = suggest(trial, self.space)
+        try:
+            return self.train(trial, slot, params, again)
+        except KeyboardInterrupt:  # Ctrl-C: the next run of a tuner takes the trial up where its checkpoint left it
+            trial.set_user_attr("superseded", True)
+            self.study.enqueue_trial(params, user_attrs={"slot": slot, "resumed": True}, skip_if_exists=False)
+            raise
+
+    def train(self, trial, slot: int, params: dict, again: bool) -> float:
+        """One trial: ``python -m train`` in the slot's folder, reported and pruned epoch by epoch."""
+        import optuna
+
         folder = self.args.study_dir / "trials" / f"{slot:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         flags = [f"--{name}={value}" for name, value in params.items()]
@@ -135,19 +159,24 @@ class Tuner:
         # each trial gets its own /opt/ml tree: model, output/data, output/failure, checkpoints, tensorboard
         env = {k: v for k, v in os.environ.items() if k not in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR")}
         env.update({"SAGEMAKER_BASE_DIR": str(folder), "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"})
-        log.info("trial slot %d: %s", slot, " ".join(flags))
-        last, pruned = None, False
+        log.info("trial slot %d: %s%s", slot, " ".join(flags), " (run again: resumes from its last checkpoint)" if again else "")
+        last, epoch, pruned = None, 0, False
         with (folder / "train.log").open("a") as logfile:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=logfile, text=True, env=env)
-            for line in process.stdout:
-                logfile.write(line)
-                match = self.metric.match(line)
-                if match:
-                    epoch, last = int(match.group(1)), float(match.group(2))
-                    trial.report(last, epoch)
-                    if trial.should_prune() and not pruned:
-                        pruned = True
-                        process.send_signal(signal.SIGTERM)
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=logfile, text=True, env=env, preexec_fn=stop_with_parent)
+            try:
+                for line in process.stdout:
+                    logfile.write(line)
+                    match = self.metric.match(line)
+                    if match:
+                        epoch, last = int(match.group(1)), float(match.group(2))
+                        trial.report(last, epoch)
+                        if trial.should_prune() and not pruned:
+                            pruned = True
+                            process.send_signal(signal.SIGTERM)
+            except KeyboardInterrupt:
+                process.send_signal(signal.SIGTERM)  # the trainer saves a checkpoint and exits
+                process.wait()
+                raise
             code = process.wait()
         if pruned:
             trial.set_user_attr("epochs", epoch)
@@ -161,25 +190,68 @@ class Tuner:
         return last
 
     def run(self) -> None:
-        self.requeue_interrupted()
-        slots = [t.user_attrs["slot"] for t in self.study.get_trials(deepcopy=False) if "slot" in t.user_attrs]
-        self.next_slot = max(slots, default=-1) + 1
-        remaining = self.args.max_jobs - len(self.finished())
-        if remaining > 0:
-            log.info("running %d trial(s), %d at a time, %d thread(s) each", remaining, self.args.max_parallel_jobs, self.threads)
-            self.study.optimize(self.objective, n_trials=remaining, n_jobs=self.args.max_parallel_jobs, catch=(RuntimeError,))
-        else:
-            log.info("the study already has %d finished trials (--max-jobs %d): nothing to run", len(self.finished()), self.args.max_jobs)
+        """Trials until the study has --max-jobs finished ones, waiting out other tuners' running trials (a stopped
+        tuner's trial goes stale after 3 missed heartbeats and is run again here)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        waiting_said = False
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
+            counted = self.counted()
+            finished = len(self.finished())
+            running = [t for t in counted if t.state == TrialState.RUNNING]
+            if finished >= self.args.max_jobs:
+                log.info("the study has %d finished trials (--max-jobs %d): done", finished, self.args.max_jobs)
+                return
+            if len(counted) - sum(t.state == TrialState.WAITING for t in counted) >= self.args.max_jobs:
+                if not waiting_said:
+                    log.info("waiting for %d trial(s) running elsewhere (a stopped tuner's trial is taken over after %d s without a heartbeat)", len(running), 3 * self.args.heartbeat_seconds)
+                    waiting_said = True
+                time.sleep(self.args.heartbeat_seconds)
+                continue
+            log.info("running up to %d trial(s), %d at a time, %d thread(s) each", self.args.max_jobs - finished, self.args.max_parallel_jobs, self.threads)
+            self.study.optimize(self.objective, n_jobs=self.args.max_parallel_jobs, catch=(RuntimeError,), callbacks=[self.stop_when_full])
+            waiting_said = False
+
+    def stop_when_full(self, study, _trial) -> None:
+        """Optuna's callback: no new trial once the trials started or finished reach --max-jobs."""
+        from optuna.trial import TrialState
+
+        if sum(t.state != TrialState.WAITING for t in self.counted()) >= self.args.max_jobs:
+            study.stop()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid != os.getpid()
+def storage(url: str, heartbeat_seconds: int):
+    """Optuna's RDB storage at ``url`` with heartbeats: a trial silent for 3 beats fails and is queued again."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=heartbeat_seconds, grace_period=3 * heartbeat_seconds,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
+        )  # fmt: skip
+
+
+def retry_history(trial) -> list[int]:
+    """The numbers of the stale trials this one runs again (Optuna's retry callback records them)."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial)
+
+
+def stop_with_parent() -> None:
+    """In the trial's process before it runs: SIGTERM when the tuner dies (Linux), so a killed tuner leaves no
+    trainer behind; the trainer saves a checkpoint on SIGTERM for the tuner that takes the trial over."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -188,14 +260,14 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 def report(tuner: Tuner) -> list[dict]:
     """The results table (printed) and ``results.csv``; the best trial's artifact copied to ``best/``."""
-    trials = sorted(tuner.finished(), key=lambda t: t.user_attrs["slot"])
+    trials = sorted(tuner.finished(), key=slot_of)
     rows = [
-        {"slot": t.user_attrs["slot"], "state": t.state.name, tuner.args.objective: t.value, "epochs": t.user_attrs.get("epochs"),
-         "seconds": round(t.duration.total_seconds(), 1) if t.duration else None, "resumed": bool(t.user_attrs.get("resumed")), **t.params}  # fmt: skip
+        {"slot": slot_of(t), "host": t.user_attrs.get("host"), "state": t.state.name, tuner.args.objective: t.value, "epochs": t.user_attrs.get("epochs"),
+         "seconds": round(t.duration.total_seconds(), 1) if t.duration else None, "resumed": bool(t.user_attrs.get("resumed") or retry_history(t)), **t.params}  # fmt: skip
         for t in trials
     ]
     names = [r.name for r in tuner.space]
-    columns = ["slot", "state", tuner.args.objective, "epochs", "seconds", "resumed", *names]
+    columns = ["slot", "host", "state", tuner.args.objective, "epochs", "seconds", "resumed", *names]
     with (tuner.args.study_dir / "results.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -205,25 +277,33 @@ def report(tuner: Tuner) -> list[dict]:
         print(" ".join(f"{_cell(row.get(c)):>12}" for c in columns))
     for t in trials:
         if t.state.name == "FAIL":
-            print(f"slot {t.user_attrs['slot']} failed: {t.user_attrs.get('failure', 'see its train.log').strip()}")
+            print(f"slot {slot_of(t)} failed: {t.user_attrs.get('failure', 'see its train.log').strip()}")
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     if not complete:
         print("no trial completed: see trials/*/train.log")
         return rows
     best = max(complete, key=lambda t: t.value if tuner.maximize else -t.value)
-    slot_dir = tuner.args.study_dir / "trials" / f"{best.user_attrs['slot']:03d}"
+    summary = f"best: slot {slot_of(best)} {tuner.args.objective}={best.value:.4f} " + " ".join(f"{k}={v}" for k, v in best.params.items())
+    slot_dir = tuner.args.study_dir / "trials" / f"{slot_of(best):03d}"
+    if not (slot_dir / "model").is_dir():
+        print(f"{summary}\nits artifact is on {best.user_attrs.get('host')}, in that tuner's --study-dir/trials/{slot_of(best):03d}/model")
+        return rows
     target = tuner.args.study_dir / "best"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(slot_dir / "model", target / "model")
-    (target / "trial.txt").write_text(f"slot {best.user_attrs['slot']}\n{tuner.args.objective}={best.value}\n" + "".join(f"{k}={v}\n" for k, v in best.params.items()))
+    (target / "trial.txt").write_text(f"slot {slot_of(best)}\n{tuner.args.objective}={best.value}\n" + "".join(f"{k}={v}\n" for k, v in best.params.items()))
     if not tuner.args.keep_all:
         for t in trials:
             if t is not best:
                 for name in ("model", "checkpoints"):
-                    shutil.rmtree(tuner.args.study_dir / "trials" / f"{t.user_attrs['slot']:03d}" / name, ignore_errors=True)
-    print(f"best: slot {best.user_attrs['slot']} {tuner.args.objective}={best.value:.4f} " + " ".join(f"{k}={v}" for k, v in best.params.items()))
+                    shutil.rmtree(tuner.args.study_dir / "trials" / f"{slot_of(t):03d}" / name, ignore_errors=True)
+    print(summary)
     print(f"best artifact: {target / 'model'}")
     return rows
+
+
+def slot_of(trial) -> int:
+    return trial.user_attrs.get("slot", trial.number)
 
 
 def _cell(value) -> str:

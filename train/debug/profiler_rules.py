@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from train.cores import auto_workers
 from train.debug.parameters import typed
 from byoc_contract.rules import ISSUES, NO_ISSUES
 from train.debug.verdicts import Verdict
@@ -56,10 +57,11 @@ class Profile:
                 found.append(sample)
         return found
 
-    def during_waits(self, key: str) -> float:
-        """Median of a system metric over the samples taken while a step waited for its batch."""
+    def during_waits(self, key: str) -> float | None:
+        """Median of a system metric over the samples taken while a step waited for its batch; None when no sample
+        fell within a wait (short waits, or none)."""
         values = [x[key] for x in self.samples_while_waiting]
-        return float(np.median(values)) if values else float("nan")
+        return float(np.median(values)) if values else None
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -150,7 +152,9 @@ class _Bottleneck(ProfilerRule):
         else:
             share = 100 * profile.data_share()
             level = profile.during_waits(self.metric)
-            if not level > limit:
+            if level is None:
+                return self.verdict(None, f"steps waited for data {share:.0f}% of step time, too briefly for a system sample to fall within a wait: no {self.label} to judge")
+            if level <= limit:
                 return self.verdict(None, f"{self.label} {level:.0f}% while steps waited for data ({share:.0f}% of step time), not above {limit:g}%")
             what = f"steps waited for data {share:.0f}% of the time with {self.label} at {level:.0f}% (> {limit:g}%)"
         return self.verdict(what if share > self.params["threshold"] else None, what)
@@ -183,10 +187,12 @@ class StepOutlier(ProfilerRule):
 
 
 class Dataloader(ProfilerRule):
-    """SageMaker's check of the loader processes against the cores, plus (ours) how long steps wait for data."""
+    """SageMaker's check of the loader processes against the cores, plus (ours) how long steps wait for data. Too few
+    workers means fewer than ``--workers auto`` picks for the rank's cores (``train.cores.auto_workers``), so the
+    default is never flagged."""
 
-    SUMMARY = "too few/many data loader workers for the cores, or steps waiting on the loader more than wait_threshold %"
-    DEFAULTS = {"min_threshold": 70.0, "max_threshold": 200.0, "wait_threshold": 50.0}
+    SUMMARY = "fewer loader workers than --workers auto picks, more than max_threshold % of the cores, or steps waiting on the loader more than wait_threshold %"
+    DEFAULTS = {"max_threshold": 200.0, "wait_threshold": 50.0}
 
     def evaluate(self, profile: Profile) -> Verdict:
         workers, cores = profile.run["workers"], profile.run["cores"]
@@ -195,8 +201,8 @@ class Dataloader(ProfilerRule):
         if share > self.params["wait_threshold"]:
             cause = self._cause(profile)
             found.append(f"data bottleneck: steps waited for data {share:.0f}% of the time (> {self.params['wait_threshold']:g}%); {cause}")
-        if 100 * workers / cores < self.params["min_threshold"]:
-            found.append(f"{workers} loader workers for {cores} cores (< {self.params['min_threshold']:g}%): raise --workers")
+        if workers < auto_workers(cores):
+            found.append(f"{workers} loader workers for {cores} cores: raise --workers to {auto_workers(cores)} (what --workers auto picks)")
         if 100 * workers / cores > self.params["max_threshold"]:
             found.append(f"{workers} loader workers for {cores} cores (> {self.params['max_threshold']:g}%): lower --workers")
         return self.verdict("; ".join(found), f"steps waited for data {share:.0f}% of the time; {workers} workers for {cores} cores")
@@ -204,6 +210,8 @@ class Dataloader(ProfilerRule):
     @staticmethod
     def _cause(profile: Profile) -> str:
         cpu, io = profile.during_waits("cpu"), profile.during_waits("iowait")
+        if cpu is None or io is None:
+            return "no system sample fell within a wait, so CPU and I/O load are unknown: the waits are short and many"
         if cpu > 90:
             return f"the CPUs were busy ({cpu:.0f}%): decoding/augmenting is the limit, add workers or cores, or cache decoded images"
         if io > 50:
