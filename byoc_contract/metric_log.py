@@ -14,6 +14,7 @@ METRIC_NAMES = (
     ("train_loss", "train_acc", "lr", "epoch_seconds", "images_per_sec")
     + tuple(f"valid_{m}" for m in EVAL_METRICS)
     + tuple(f"test_{m}" for m in EVAL_METRICS)
+    + ("temperature", "test_nll_before", "test_nll_after", "test_ece_before", "test_ece_after")  # calibration (train.calibration)
     + ("skipped_images",)
 )
 

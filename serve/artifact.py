@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ class ModelSpec:
     output_name: str
     architecture: str
     int8_file: Path | None = None  # OpenVINO IR, written by training when it passed the accuracy gate
+    temperature: float = 1.0  # temperature scaling fitted by training (model.json "calibration"); 1: none
+    threshold: float | None = None  # two classes: the operating point on class 1's probability ("positive")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -51,9 +54,24 @@ def load_spec(directory: Path) -> ModelSpec:
             output_name=onnx["output"],
             architecture=info.get("architecture", "unknown"),
             int8_file=directory / info["int8"]["file"] if (info.get("int8") or {}).get("shipped") else None,
+            temperature=float((info.get("calibration") or {}).get("temperature", 1.0)),
+            threshold=operating_threshold(info),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path} is not a byoc-vision model description ({type(exc).__name__}: {exc}).") from exc
+    if not (math.isfinite(spec.temperature) and 0.01 <= spec.temperature <= 100):
+        raise ArtifactError(f"{path}: calibration temperature {spec.temperature} is not between 0.01 and 100")
     if pre.get("channel_order", "RGB") != "RGB" or pre.get("layout", "NCHW") != "NCHW":
         raise ArtifactError(f"{path}: only RGB, NCHW inputs are supported")
     return spec
+
+
+def operating_threshold(info: dict) -> float | None:
+    """The two-class operating point's threshold on class 1's probability, when training stored one."""
+    point = (info.get("calibration") or {}).get("operating_point")
+    if point is None or len(info["classes"]) != 2:
+        return None
+    threshold = float(point["threshold"])
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"operating point threshold {threshold} is not a probability")
+    return threshold

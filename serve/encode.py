@@ -12,11 +12,15 @@ from serve.web import RequestError
 ACCEPTED = ("application/json", "application/jsonlines", "application/x-npy")
 
 
-def top_k(probabilities: np.ndarray, classes: list[str], k: int) -> dict:
-    """``{"label", "probability", "top_k": [{"label", "probability"}, ...]}`` for one image."""
+def top_k(probabilities: np.ndarray, classes: list[str], k: int, threshold: float | None = None) -> dict:
+    """``{"label", "probability", "top_k": [{"label", "probability"}, ...]}`` for one image; with a two-class
+    operating point, ``"positive"``: whether class 1's probability reaches its threshold."""
     order = np.argsort(-probabilities, kind="stable")[:k]
     ranked = [{"label": classes[i], "probability": round(float(probabilities[i]), 6)} for i in order]
-    return {**ranked[0], "top_k": ranked}
+    result = {**ranked[0], "top_k": ranked}
+    if threshold is not None:
+        result["positive"] = bool(probabilities[1] >= threshold)
+    return result
 
 
 def choose_accept(header: str | None, jsonlines_input: bool) -> str:
@@ -31,12 +35,12 @@ def choose_accept(header: str | None, jsonlines_input: bool) -> str:
     raise RequestError(406, "unsupported accept type", f"Accept {header!r} cannot be produced; ask for one of {', '.join(ACCEPTED)}.")
 
 
-def encode(probabilities: np.ndarray, classes: list[str], k: int, accept: str) -> bytes:
+def encode(probabilities: np.ndarray, classes: list[str], k: int, accept: str, threshold: float | None = None) -> bytes:
     if accept == "application/x-npy":
         buffer = io.BytesIO()
         np.save(buffer, probabilities.astype(np.float32))
         return buffer.getvalue()
-    results = [top_k(row, classes, k) for row in probabilities]
+    results = [top_k(row, classes, k, threshold) for row in probabilities]
     if accept == "application/jsonlines":
         return "".join(json.dumps(r) + "\n" for r in results).encode()
     return json.dumps({"predictions": results}).encode()

@@ -174,7 +174,7 @@ class MultiModel:
         if response.status_code == 404:
             raise RequestError(404, "model not found", f"No model {name!r} is loaded; load it with POST /models first.")
         described = self.checked(response).json()
-        model = described[0] if isinstance(described, list) and described else {}
+        model = (described[0] if described else {}) if isinstance(described, list) else described  # MMS answers an object; TorchServe a list
         if not any(w.get("status") == "READY" for w in model.get("workers", [])):
             raise RequestError(503, "not ready", f"The model {name!r} has no worker ready yet.", {"Retry-After": "5"})
         try:

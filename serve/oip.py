@@ -32,6 +32,15 @@ def bad(detail: str) -> RequestError:
 
 
 @dataclass(frozen=True)
+class Output:
+    """How one output is wanted: in binary form or JSON, and as Triton's classification (the top ``classification``
+    entries as ``"score:index:label"`` strings) or as it is."""
+
+    binary: bool = False
+    classification: int = 0
+
+
+@dataclass(frozen=True)
 class InferRequest:
     """A parsed ``/v2/models/{name}/infer`` body: the one input tensor, and how the outputs are wanted."""
 
@@ -41,7 +50,7 @@ class InferRequest:
     shape: tuple[int, ...]
     images: list[bytes] = field(default_factory=list)  # BYTES input: the encoded images
     tensor: np.ndarray | None = None  # FP32 input: the preprocessed NCHW batch
-    binary: dict[str, bool] = field(default_factory=dict)  # output name -> in binary form
+    outputs: dict[str, Output] = field(default_factory=dict)
     top_k: str | None = None
 
     @property
@@ -89,7 +98,7 @@ def parse_request(body: bytes, header_length: str | None, spec: ModelSpec, check
     if size is None and binary:
         raise bad("The body has bytes after the JSON header but the input has no binary_data_size.")
     data = binary if size is not None else tensor.get("data")
-    request = dict(id=request_id(document), input_name=name, datatype=datatype, shape=shape, binary=outputs_wanted(document), top_k=top_k(document))
+    request = dict(id=request_id(document), input_name=name, datatype=datatype, shape=shape, outputs=outputs_wanted(document), top_k=top_k(document))
     if datatype == "BYTES":
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or shape[0] < 1:
             raise bad(f"The {IMAGE_INPUT!r} tensor has shape {list(shape)}; send [N] or [N, 1] images.")
@@ -123,13 +132,13 @@ def top_k(document: dict) -> str | None:
     return None if value is None else str(value)
 
 
-def outputs_wanted(document: dict) -> dict[str, bool]:
-    """Output name -> binary form, for the outputs asked for (all of them when ``outputs`` is absent)."""
+def outputs_wanted(document: dict) -> dict[str, Output]:
+    """Output name -> how it is wanted, for the outputs asked for (all of them when ``outputs`` is absent)."""
     parameters = document.get("parameters") if isinstance(document.get("parameters"), dict) else {}
     default = parameters.get("binary_data_output") is True
     outputs = document.get("outputs")
     if outputs is None:
-        return {name: default for name in OUTPUTS}
+        return {name: Output(default) for name in OUTPUTS}
     if not isinstance(outputs, list) or not outputs:
         raise bad(f"outputs must be a non-empty list of {{\"name\": ...}} naming {' or '.join(OUTPUTS)}.")
     wanted = {}
@@ -138,7 +147,10 @@ def outputs_wanted(document: dict) -> dict[str, bool]:
         if name not in OUTPUTS:
             raise bad(f"Unknown output {name!r}; the model answers {', '.join(OUTPUTS)}.")
         own = output.get("parameters") if isinstance(output.get("parameters"), dict) else {}
-        wanted[name] = own.get("binary_data", default) is True
+        classification = own.get("classification", 0)
+        if not isinstance(classification, int) or isinstance(classification, bool) or classification < 0:
+            raise bad(f"classification {classification!r} of output {name!r} must be a whole number of at least 0.")
+        wanted[name] = Output(own.get("binary_data", default) is True, classification)
     return wanted
 
 
@@ -185,17 +197,11 @@ def float_tensor(data: object, shape: tuple[int, ...]) -> np.ndarray:
 
 def encode_response(probabilities: np.ndarray, classes: list[str], request: InferRequest, model_name: str, k: int) -> tuple[bytes, str]:
     """(body, media type): JSON, or the JSON header followed by the binary outputs when any is asked in binary."""
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    labels = [classes[i] for row in order for i in row]
-    tensors = {
-        PROBABILITIES: ("FP32", list(probabilities.shape), probabilities.astype("<f4")),
-        LABELS: ("BYTES", [len(probabilities), k], labels),
-    }
     outputs, blobs = [], []
-    for name, binary in request.binary.items():
-        datatype, shape, value = tensors[name]
+    for name, wanted in request.outputs.items():
+        datatype, shape, value = output_tensor(name, wanted, probabilities, classes, k)
         output = {"name": name, "datatype": datatype, "shape": shape}
-        if binary:
+        if wanted.binary:
             blob = value.tobytes() if datatype == "FP32" else b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in value)
             output["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
@@ -207,6 +213,17 @@ def encode_response(probabilities: np.ndarray, classes: list[str], request: Infe
         header = {"id": request.id, **header}
     text = json.dumps(header).encode()  # ASCII: json.dumps escapes every other character
     return (text + b"".join(blobs), "application/octet-stream") if blobs else (text, "application/json")
+
+
+def output_tensor(name: str, wanted: Output, probabilities: np.ndarray, classes: list[str], k: int) -> tuple[str, list[int], object]:
+    """(datatype, shape, values: a float32 array or a flat list of strings) of one output."""
+    count = min(wanted.classification or k, len(classes))
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :count]
+    if wanted.classification:  # Triton's classification extension
+        return "BYTES", [len(probabilities), count], [f"{row[i]:f}:{i}:{classes[i]}" for row, top in zip(probabilities, order) for i in top]
+    if name == PROBABILITIES:
+        return "FP32", list(probabilities.shape), probabilities.astype("<f4")
+    return "BYTES", [len(probabilities), count], [classes[i] for top in order for i in top]
 
 
 def response_headers(body: bytes, media_type: str) -> dict[str, str]:

@@ -58,7 +58,7 @@ class RequestContext:
 
 def load_model(settings: Settings, spec: ModelSpec) -> Runtime:
     """Our model_fn: the artifact in the runtime and precision the settings choose, warmed up by one inference."""
-    model = load_runtime(spec, settings.runtime, settings.threads, settings.precision, settings.recheck_margin)
+    model = load_runtime(spec, settings.runtime, settings.threads, settings.precision, settings.recheck_margin, settings.calibrated)
     model.warm_up()
     return model
 
@@ -148,7 +148,7 @@ class Transformer:
             raise RequestError(500, "handler error", "The model folder has no model.json, so code/inference.py must define output_fn.")
         if ctx.inference is not None:
             return oip.encode_response(np.asarray(prediction), self.spec.classes, ctx.inference, ctx.model_name, ctx.k)
-        return encode(prediction, self.spec.classes, ctx.k, ctx.accept), ctx.accept
+        return encode(prediction, self.spec.classes, ctx.k, ctx.accept, self.spec.threshold), ctx.accept
 
     def transform_whole(self, body: bytes, ctx: RequestContext) -> tuple[bytes, str]:
         """The user's transform_fn in place of all three steps."""

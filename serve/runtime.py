@@ -29,6 +29,7 @@ class Runtime(ABC):
     name = "runtime"
     precision = "fp32"
     load_seconds = 0.0
+    temperature = 1.0  # the artifact's calibration (load_runtime sets it): probabilities are softmax(logits / T)
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
@@ -37,8 +38,11 @@ class Runtime(ABC):
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw class scores for a float32 NCHW batch."""
 
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return softmax(logits / self.temperature if self.temperature != 1.0 else logits)
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(batch))
+        return self.probabilities(self.logits(batch))
 
     def warm_up(self) -> None:
         self.predict(np.zeros((1, *self.spec.input_shape), dtype=np.float32))
@@ -106,13 +110,13 @@ class OpenVinoModel(Runtime):
             return (request or self.request).infer({0: batch})[0].copy()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        probabilities = softmax(self.logits(batch))
+        probabilities = self.probabilities(self.logits(batch))
         if self.fp32_request is None:
             return probabilities
         top2 = np.sort(probabilities, axis=1)[:, -2:]
         close = np.flatnonzero(top2[:, 1] - top2[:, 0] < self.recheck_margin) if probabilities.shape[1] > 1 else []
         if len(close):
-            probabilities[close] = softmax(self.logits(np.ascontiguousarray(batch[close]), self.fp32_request))
+            probabilities[close] = self.probabilities(self.logits(np.ascontiguousarray(batch[close]), self.fp32_request))
             self.rechecked += len(close)
         return probabilities
 
@@ -199,10 +203,15 @@ def _architecture(name: str, num_classes: int):
 RUNTIMES = {"openvino": OpenVinoModel, "onnxruntime": OnnxRuntimeModel, "torch": TorchModel}
 
 
-def load_runtime(spec: ModelSpec, name: str, threads: int, precision: str = "fp32", recheck_margin: float = 0.0) -> Runtime:
-    """Load ``spec``'s model with runtime ``name`` (a key of RUNTIMES); ``recheck_margin``: see OpenVinoModel."""
+def load_runtime(spec: ModelSpec, name: str, threads: int, precision: str = "fp32", recheck_margin: float = 0.0, calibrated: bool = True) -> Runtime:
+    """Load ``spec``'s model with runtime ``name`` (a key of RUNTIMES); ``recheck_margin``: see OpenVinoModel;
+    ``calibrated``: apply the artifact's temperature (``SERVE_CALIBRATION``)."""
     started = time.perf_counter()
     model = RUNTIMES[name](spec, threads, precision, recheck_margin)
     model.load_seconds = time.perf_counter() - started
-    log.info("loaded %s (%s, %d classes) with %s %s in %.2f s", spec.directory, spec.architecture, len(spec.classes), name, model.precision, model.load_seconds)
+    model.temperature = spec.temperature if calibrated else 1.0
+    calibration = f", temperature {model.temperature:.3f}" if spec.temperature != 1.0 and calibrated else " (raw softmax: SERVE_CALIBRATION=off)" if spec.temperature != 1.0 else ""
+    log.info(
+        "loaded %s (%s, %d classes) with %s %s in %.2f s%s", spec.directory, spec.architecture, len(spec.classes), name, model.precision, model.load_seconds, calibration
+    )  # fmt: skip
     return model

@@ -49,6 +49,13 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     return raw == "true"
 
 
+def _on_off(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "on").strip().lower()
+    if raw not in ("on", "off"):
+        raise SettingsError(f"{name}={raw!r}: use on or off")
+    return raw == "on"
+
+
 @dataclass(frozen=True)
 class Settings:
     model_dir: Path
@@ -80,6 +87,7 @@ class Settings:
     image_url_timeout_seconds: int
     allow_private_image_urls: bool
     model_name: str
+    calibrated: bool
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -119,6 +127,7 @@ class Settings:
             image_url_timeout_seconds=_int(env, "SERVE_IMAGE_URL_TIMEOUT_SECONDS", 5),
             allow_private_image_urls=_bool(env, "SERVE_IMAGE_URL_ALLOW_PRIVATE"),
             model_name=env.get("SERVE_MODEL_NAME", "model"),
+            calibrated=_on_off(env, "SERVE_CALIBRATION"),
         )
         if not MODEL_NAME.match(settings.model_name):
             raise SettingsError(f"SERVE_MODEL_NAME={settings.model_name!r}: use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit")

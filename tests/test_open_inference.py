@@ -107,6 +107,10 @@ def test_json_bytes_and_a_float_tensor_give_the_same_probabilities(client, photo
     tensor.set_data_from_numpy(batch)
     only_labels = client.infer(NAME, [tensor], outputs=outputs()[1:], parameters={"top_k": 2})
     assert only_labels.as_numpy("probabilities") is None and only_labels.as_numpy("labels").shape == (3, 2)
+    classified = client.infer(NAME, [tensor], outputs=[httpclient.InferRequestedOutput("probabilities", class_count=3)]).as_numpy("probabilities")
+    assert classified.shape == (3, 3)  # Triton's classification extension: "score:index:label", best first
+    score, index, label = classified[0, 0].decode().split(":")
+    assert abs(float(score) - by_bytes[0].max()) < 1e-5 and int(index) == by_bytes[0].argmax() and label == spec.classes[int(index)]
 
 
 @pytest.mark.parametrize(

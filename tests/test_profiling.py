@@ -7,7 +7,8 @@ import pytest
 
 from conftest import REPO
 from train.debug.html_report import render
-from train.debug.profiler_rules import Profile, StepOutlier, load_profile
+from train.cores import auto_workers
+from train.debug.profiler_rules import RULES, Dataloader, Profile, StepOutlier, load_profile
 
 
 def verdicts_by_rule(output):
@@ -96,3 +97,24 @@ def test_report_command_and_missing_profile(trained_run, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "train.debug", "report", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "holds no profile" in missing.stderr
     assert json.loads((output / "metrics.json").read_text())["history"]
+
+
+def test_no_verdict_prints_nan_when_no_sample_falls_within_a_wait():
+    """Short waits between system samples (an ordinary CPU run): the rules say so instead of 'CPU nan%'."""
+    steps = [{"epoch": 1, "time": 100.0 + i, "data": 0.6, "forward": 0.2, "backward": 0.1, "optimizer": 0.01} for i in range(50)]
+    samples = [{"time": 100.0 + i + 0.2, "cpu": 50.0, "iowait": 0.0, "cores": [50.0], "gpus": []} for i in range(50)]  # never within a wait
+    profile = Profile(samples, steps, {"workers": 1, "cores": 2, "batch_size": 32, "device": "cpu", "model": "m"})
+    verdicts = [rule().evaluate(profile) for rule in RULES.values()]
+    assert all("nan" not in v.evidence.lower() for v in verdicts), [v.evidence for v in verdicts]
+    by_rule = {v.rule: v for v in verdicts}
+    assert "no CPU to judge" in by_rule["CPUBottleneck"].evidence and "no I/O wait to judge" in by_rule["IOBottleneck"].evidence
+    assert "CPU and I/O load are unknown" in by_rule["Dataloader"].evidence  # steps waited 60 % of the time: a bottleneck, cause unknown
+
+
+@pytest.mark.parametrize("cores", [1, 2, 4, 8, 64])
+def test_the_dataloader_rule_never_flags_what_workers_auto_picks(cores):
+    steps = [{"epoch": 1, "time": float(i), "data": 0.0, "forward": 0.2, "backward": 0.1, "optimizer": 0.01} for i in range(20)]
+    run = {"workers": auto_workers(cores), "cores": cores, "batch_size": 32, "device": "cpu", "model": "m"}
+    assert Dataloader().evaluate(Profile([], steps, run)).status == "NoIssuesFound"
+    fewer = Dataloader().evaluate(Profile([], steps, {**run, "workers": auto_workers(cores) - 1}))
+    assert cores == 1 or (fewer.status == "IssuesFound" and f"raise --workers to {auto_workers(cores)}" in fewer.evidence)

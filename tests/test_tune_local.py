@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO
 
 optuna = pytest.importorskip("optuna", reason="optuna is part of the train extra")
+import sqlalchemy  # noqa: E402  (optuna's dependency)
 
 
 def trainer_args(fashion, epochs):
@@ -72,24 +73,33 @@ def retried(trials) -> set[int]:
     return {n for t in trials for n in optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
 
+def second_trial_mid_epoch(db, timeout: float = 600) -> tuple[list, list]:
+    """(finished trials, running ones with an epoch reported), once a trial is done and the next has finished an epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            trials = study_state(db)
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # the tuner is still creating the study
+            trials = []
+        done = [t for t in trials if t.state.name == "COMPLETE"]
+        running = [t for t in trials if t.state.name == "RUNNING" and t.intermediate_values]
+        if done and running:
+            return done, running
+        time.sleep(0.5)
+    pytest.fail("the tuner never reached its second trial")
+
+
 def test_killed_tuner_resumes_without_losing_or_repeating_a_trial(tmp_path, fashion):
     space = tmp_path / "space.yaml"
     space.write_text("lr: {type: continuous, min: 1e-4, max: 1e-2, scaling: Logarithmic}\nbatch-size: {type: categorical, values: [16, 32]}\n")
     study = tmp_path / "study"
     command = tuner(study, space, "--max-jobs", "3", "--max-parallel-jobs", "1", "--seed", "3", "--heartbeat-seconds", "2", fashion=fashion, epochs=3)
-    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:  # kill once a trial is done and the next has finished an epoch
-        trials = study_state(study / "study.db") if (study / "study.db").is_file() else []
-        done = [t for t in trials if t.state.name == "COMPLETE"]
-        running = [t for t in trials if t.state.name == "RUNNING" and t.intermediate_values]
-        if done and running:
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail("the tuner never reached its second trial")
-    os.killpg(first.pid, signal.SIGKILL)  # the tuner and its trainer, as a machine loss would
-    first.wait()
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        done, running = second_trial_mid_epoch(study / "study.db")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the tuner and its trainer, as a machine loss would (or as the test fails)
+        first.wait()
     cut = running[0].user_attrs["slot"]
     finished_before = {t.user_attrs["slot"]: t.datetime_complete for t in done}
 

@@ -16,6 +16,7 @@ from test_tune_local import tuner
 
 optuna = pytest.importorskip("optuna", reason="optuna is part of the train extra")
 pytest.importorskip("psycopg2", reason="psycopg2-binary is part of the train extra")
+import sqlalchemy  # noqa: E402  (optuna's dependency)
 BINARIES = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
 
 
@@ -76,25 +77,30 @@ def test_two_tuners_share_one_study_and_stop_together_at_max_jobs(tmp_path, fash
         assert log.count("epoch=1 ") == 1 and log.count("epoch=2 ") == 1
 
 
+def trial_mid_epoch(url: str, timeout: float = 600) -> list:
+    """The running trials with an epoch reported, once there is one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            mid = [t for t in counted(url) if t.state.name == "RUNNING" and t.intermediate_values]
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # the tuner has not created the study yet
+            mid = []
+        if mid:
+            return mid
+        time.sleep(0.5)
+    pytest.fail("the first tuner never finished an epoch")
+
+
 def test_a_killed_tuner_s_trial_is_finished_by_the_other_and_a_restart_has_nothing_left(tmp_path, fashion, postgres):
     study = tmp_path / "study"
     command = tuner(study, space_file(tmp_path), "--storage", postgres, "--max-jobs", "3", "--heartbeat-seconds", "2", fashion=fashion, epochs=3)
     victim = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:  # kill it once its trial has finished an epoch
-        try:
-            trials = counted(postgres)
-        except KeyError:  # the tuner has not created the study yet
-            trials = []
-        mid = [t for t in trials if t.state.name == "RUNNING" and t.intermediate_values]
-        if mid:
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail("the first tuner never finished an epoch")
-    survivor = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    os.killpg(victim.pid, signal.SIGKILL)  # the tuner and its trainer, as a machine loss would
-    victim.wait()
+    try:
+        mid = trial_mid_epoch(postgres)
+        survivor = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)  # the tuner and its trainer, as a machine loss would (or as the test fails)
+        victim.wait()
     cut = mid[0].user_attrs["slot"]
     _, stderr = survivor.communicate(timeout=900)
     assert survivor.returncode == 0, stderr[-3000:]

@@ -40,6 +40,17 @@ class Parser(argparse.ArgumentParser):
         raise TrainingError(f"Bad hyperparameter or flag: {message}. `python -m train --help` lists every flag.")
 
 
+def _fraction(raw: str) -> float:
+    """A number strictly between 0 and 1, for argparse."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1 (exclusive)")
+    return value
+
+
 def _flag(group: argparse._ArgumentGroup, name: str, help: str) -> None:
     group.add_argument(name, type=str2bool, nargs="?", const=True, default=False, help=help + " (true/false)")
 
@@ -115,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantize", choices=("auto", "off", "force"), default="auto",
         help="int8 serving model (NNCF, OpenVINO IR) next to model.onnx: auto = ship it when it agrees with fp32 on >= 99%% of the test "
         "images and loses <= 0.5 accuracy points; force = ship it anyway; off = none",
+    )  # fmt: skip
+    out.add_argument(
+        "--target-sensitivity", type=_fraction, default=0.95,
+        help="two classes (e.g. ISIC): the operating point, the threshold on class 1's calibrated probability that reaches this sensitivity on valid",
     )  # fmt: skip
     out.add_argument("--debugger-out", type=str, default=None, help="save the smdebug hook's tensors here too (the in-job rules read them from here then)")
     out.add_argument("--debugger-interval", type=int, default=10, help="save tensors every N steps (for the in-job rules and --debugger-out)")

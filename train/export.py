@@ -86,6 +86,7 @@ def write_artifact(
     metrics: dict,
     hyperparameters: dict,
     data: dict,
+    calibration: dict | None = None,
 ) -> dict:
     """Write everything serving needs; returns model.json's content."""
     from safetensors.torch import save_model
@@ -105,6 +106,7 @@ def write_artifact(
         "weights": {"file": "weights.safetensors", "format": "safetensors", "library": "timm" if arch.startswith("timm/") else "torchvision"},
         "framework": framework_versions(),
         "metrics": metrics,
+        **({"calibration": calibration} if calibration else {}),
         "hyperparameters": hyperparameters,
         "data": data,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

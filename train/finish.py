@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from train.calibration import BINS, Calibration
 from train.data import ImageDataset, collate_skipping
 from train.errors import TrainingError
 from train.export import write_artifact
+from train.debug.plots import reliability_diagram
 from train.report import draw_confusion_matrix, write_class_report
 from train.sources import Splits
 from train.transforms import Preprocess, eval_transform
@@ -20,16 +22,28 @@ from train.transforms import Preprocess, eval_transform
 log = logging.getLogger("train")
 
 
-def write_reports(out: Path, split: str, classes: list[str], probabilities: np.ndarray, targets: np.ndarray, model_name: str, final: dict, history: list[dict]) -> None:
-    """Per-class report and confusion matrix of the report split, and ``metrics.json`` (final + per epoch)."""
+def write_reports(
+    out: Path, split: str, classes: list[str], probabilities: np.ndarray, targets: np.ndarray, model_name: str, final: dict, history: list[dict],
+    calibration: Calibration,
+) -> None:
+    """Per-class report, confusion matrix and reliability diagram of the report split, and ``metrics.json`` (final,
+    per epoch, and the calibration with its reliability bins)."""
     out.mkdir(parents=True, exist_ok=True)
     predicted = probabilities.argmax(axis=1)
     write_class_report(out / f"{split}_report", classes, predicted, targets)
     draw_confusion_matrix(out / f"{split}_confusion_matrix.png", classes, predicted, targets, f"{model_name} on {split}")
-    (out / "metrics.json").write_text(json.dumps({"final": final, "history": history}, indent=2))
+    detail = {**calibration.to_json(), "reliability_before": calibration.before["bins"], "reliability_after": calibration.after["bins"]}
+    reliability_diagram(detail, out / "reliability_diagram.png", f"{model_name} on {split}")
+    log.info(
+        "calibration: temperature %.3f fitted on valid; %s NLL %.4f -> %.4f, ECE (%d bins) %.4f -> %.4f",
+        calibration.temperature, split, calibration.before["nll"], calibration.after["nll"], BINS, calibration.before["ece"], calibration.after["ece"],
+    )  # fmt: skip
+    (out / "metrics.json").write_text(json.dumps({"final": final, "history": history, "calibration": detail}, indent=2))
 
 
-def export(model_dir: Path, model: nn.Module, arch: str, splits: Splits, preprocess: Preprocess, final: dict, hyperparameters: dict) -> None:
+def export(
+    model_dir: Path, model: nn.Module, arch: str, splits: Splits, preprocess: Preprocess, final: dict, hyperparameters: dict, calibration: Calibration
+) -> None:
     """The serving artifact, with a sample batch of validation images fed as serving feeds them (float input)."""
     valid_images = ImageDataset(splits.valid, eval_transform(preprocess), strict=False)
     sample = collate_skipping([valid_images[i] for i in range(min(4, len(valid_images)))])[0]
@@ -39,7 +53,7 @@ def export(model_dir: Path, model: nn.Module, arch: str, splits: Splits, preproc
     }  # fmt: skip
     write_artifact(
         model_dir, model, arch=arch, classes=splits.classes, preprocess=preprocess, sample=sample, metrics=final,
-        hyperparameters=hyperparameters, data=data,
+        hyperparameters=hyperparameters, data=data, calibration=calibration.to_json(),
     )
     log.info("artifact written to %s", model_dir)
 

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from byoc_contract.metric_log import format_line
-from byoc_contract.rules import StopRuleNotJudged, selection
+from byoc_contract.rules import DEFAULT_RULES, StopRuleNotJudged, selection
 from train import distributed, finish, sagemaker_env
+from train.calibration import calibrate
 from train.cores import core_share
 from train.data import class_loss_weights, loader_settings
 from train.debugger import create_hook, record, set_mode
@@ -115,7 +116,7 @@ def build_optimizer(args: argparse.Namespace, head: list[nn.Parameter], backbone
 
 
 def evaluate(forward, loader, precision: Precision, inputs: DeviceInput, ctx: distributed.Context, prefix: str, hook, loss_fn: nn.Module):
-    """Metrics of one split, gathered over ranks: (metrics with ``prefix_``, probabilities, targets, skipped).
+    """Metrics of one split, gathered over ranks: (metrics with ``prefix_``, logits, targets, skipped).
 
     With a Debugger hook, the loss and the labels/predictions of each batch go through it.
     """
@@ -126,19 +127,26 @@ def evaluate(forward, loader, precision: Precision, inputs: DeviceInput, ctx: di
     logits = np.concatenate([p[0] for p in parts if len(p[1])]) if any(len(p[1]) for p in parts) else logits
     targets = np.concatenate([p[1] for p in parts])
     skipped = [s for p in parts for s in p[2]]
-    probabilities = softmax(logits) if len(targets) else logits
-    metrics = {"loss": cross_entropy(logits, targets), **(classification_metrics(probabilities, targets) if len(targets) else {})}
-    return {f"{prefix}_{k}": v for k, v in metrics.items()}, probabilities, targets, skipped
+    metrics = {"loss": cross_entropy(logits, targets), **(classification_metrics(softmax(logits), targets) if len(targets) else {})}
+    return {f"{prefix}_{k}": v for k, v in metrics.items()}, logits, targets, skipped
 
 
-def rule_settings(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """The in-job rules to judge and those that stop training, checked before any work."""
+POOR_INIT = "PoorWeightInitialization"
+
+
+def rule_settings(args: argparse.Namespace, pretrained: bool) -> tuple[list[str], list[str]]:
+    """The in-job rules to judge and those that stop training, checked before any work. PoorWeightInitialization
+    judges a network's random initialisation: by default it is left out when the network starts from trained weights."""
     try:
-        return selection(args.debugger_rules, " ".join(args.stop_on_rule), "--debugger-rules")
+        names, stop_on = selection(args.debugger_rules, " ".join(args.stop_on_rule), "--debugger-rules")
     except StopRuleNotJudged as exc:
         raise TrainingError(f"{exc}.") from None
     except ValueError as exc:
         raise TrainingError(f"Bad --debugger-rules or --stop-on-rule: {exc}.") from None
+    if pretrained and args.debugger_rules == ",".join(DEFAULT_RULES) and POOR_INIT not in stop_on:
+        log.info("%s is not judged: the network starts from pretrained weights (name it in --debugger-rules to judge it anyway)", POOR_INIT)
+        names = [n for n in names if n != POOR_INIT]
+    return names, stop_on
 
 
 def attach_rules(
@@ -235,13 +243,14 @@ def run(args: argparse.Namespace) -> dict:
     ctx = distributed.setup()
     configure_logging(ctx.is_main)
     seed_everything(args.seed, args.deterministic)
-    rule_names, stop_on = rule_settings(args)
+    pretrained = resolve_pretrained(args.pretrained)
+    rule_names, stop_on = rule_settings(args, pretrained != "none")
     splits = load_splits(Path(args.train), Path(args.valid), Path(args.test), args.valid_fraction, args.test_fraction, args.seed)
     log.info(
         "data: %s layout, %d classes, %d train / %d valid / %s test images",
         splits.layout, len(splits.classes), len(splits.train), len(splits.valid), len(splits.test) if splits.test else "no",
     )
-    net = build_network(args.model, len(splits.classes), resolve_pretrained(args.pretrained))
+    net = build_network(args.model, len(splits.classes), pretrained)
     preprocess = Preprocess(
         resize=args.resize_size or round(args.image_size / 0.875), crop=args.image_size, mean=net.mean, std=net.std, interpolation=net.interpolation
     )
@@ -286,17 +295,21 @@ def run(args: argparse.Namespace) -> dict:
         final = dict(state.history[-1]) if state.history else {}
         final.update({"best_epoch": state.best["epoch"], f"best_{args.early_stopping_metric}": state.best["value"]})
         split, loader = ("test", loaders.test) if loaders.test is not None else ("valid", loaders.valid)
-        metrics, probabilities, targets, bad = evaluate(loaders.eval_forward, loader, precision, inputs, ctx, split, hook, loss_fn)
+        metrics, logits, targets, bad = evaluate(loaders.eval_forward, loader, precision, inputs, ctx, split, hook, loss_fn)
         state.skipped.update(f"{split}:{p}" for p in bad)
         final.update(metrics, skipped_images=len(state.skipped))
+        valid = (logits, targets) if split == "valid" else evaluate(loaders.eval_forward, loaders.valid, precision, inputs, ctx, "valid", None, loss_fn)[1:3]
+        calibration = calibrate(valid, (logits, targets), split, args.target_sensitivity if len(splits.classes) == 2 else None)
+        final.update(calibration.metrics())
         if hook is not None:
             hook.close()
     distributed.teardown(ctx)
     if not ctx.is_main:
         return final
-    print(format_line({k: v for k, v in final.items() if k.startswith("test_")} | {"skipped_images": len(state.skipped)}), flush=True)
-    finish.write_reports(out, split, splits.classes, probabilities, targets, args.model, final, state.history)
-    finish.export(Path(args.model_dir), net.model, args.model, splits, preprocess, final, vars(args))
+    shown = {k: v for k, v in final.items() if k.startswith("test_") or k == "temperature"}
+    print(format_line(shown | {"skipped_images": len(state.skipped)}), flush=True)
+    finish.write_reports(out, split, splits.classes, softmax(logits), targets, args.model, final, state.history, calibration)
+    finish.export(Path(args.model_dir), net.model, args.model, splits, preprocess, final, vars(args), calibration)
     finish.quantize(Path(args.model_dir), splits, preprocess, args.quantize)
     if rules is not None:
         rules.evaluate(final=True)

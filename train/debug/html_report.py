@@ -39,6 +39,21 @@ def _summary(profile) -> list[tuple[str, str]]:
     return rows
 
 
+def _calibration_rows(calibration: dict | None) -> list[tuple[str, str]]:
+    if not calibration:
+        return []
+    split, bins = calibration["evaluated_on"], calibration["bins"]
+    rows = [
+        ("temperature (fitted on valid)", f"{calibration['temperature']:.3f}"),
+        (f"{split} NLL before / after", f"{calibration['nll_before']:.4f} / {calibration['nll_after']:.4f}"),
+        (f"{split} ECE ({bins} bins) before / after", f"{calibration['ece_before']:.4f} / {calibration['ece_after']:.4f}"),
+    ]
+    point = calibration.get("operating_point")
+    if point:
+        rows.append(("operating point (valid)", f"threshold {point['threshold']:.4f} for sensitivity >= {point['target_sensitivity']:g}: sensitivity {point['sensitivity']:.3f}"))
+    return rows
+
+
 def _image(path: Path, title: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<h2>{html.escape(title)}</h2>\n<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
@@ -50,11 +65,14 @@ def render(output: Path, params: dict[str, dict[str, object]]) -> tuple[Path, li
     verdicts = evaluate(profile, params)
     figures = output / "profiler-report"
     figures.mkdir(parents=True, exist_ok=True)
-    metrics = output / "metrics.json"
-    history = json.loads(metrics.read_text())["history"] if metrics.is_file() else []
+    metrics = json.loads((output / "metrics.json").read_text()) if (output / "metrics.json").is_file() else {}
+    history, calibration = metrics.get("history", []), metrics.get("calibration")
     images = []
     if history:
         images.append((plots.training_curves(history, figures / "training_curves.png"), "Loss and accuracy"))
+    if calibration:
+        title = f"Reliability on {calibration['evaluated_on']}"
+        images.append((plots.reliability_diagram(calibration, figures / "reliability_diagram.png", title), f"{title}, before and after temperature scaling"))
     images += [
         (plots.utilisation(profile, figures / "system_utilisation.png"), "System utilisation"),
         (plots.step_histogram(profile, figures / "step_time_histogram.png"), "Step time histogram"),
@@ -66,7 +84,7 @@ def render(output: Path, params: dict[str, dict[str, object]]) -> tuple[Path, li
         f'<tr><td>{v.rule}</td><td class="{v.status}">{v.status}</td><td>{html.escape(RULES[v.rule].SUMMARY)}</td><td>{html.escape(v.evidence)}</td></tr>'
         for v in verdicts
     )
-    summary = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _summary(profile))
+    summary = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _summary(profile) + _calibration_rows(calibration))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Profiling report</title><style>{STYLE}</style></head>
 <body>

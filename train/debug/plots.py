@@ -89,3 +89,19 @@ def time_breakdown(profile: Profile, path: Path) -> Path:
     axis.set(xlabel="epoch", ylabel="seconds", title="Where the training time goes")
     axis.legend(ncol=4)
     return _save(fig, path)
+
+
+def reliability_diagram(calibration: dict, path: Path, title: str) -> Path:
+    """Accuracy against confidence per bin, before and after temperature scaling (``metrics.json``'s calibration)."""
+    fig, axis = plt.subplots(figsize=(5, 5))
+    axis.plot([0, 1], [0, 1], ls="--", color="grey", label="perfectly calibrated")
+    for when, colour in (("before", "tab:red"), ("after", "tab:blue")):
+        rows = [r for r in calibration[f"reliability_{when}"] if r["count"]]
+        label = f"{when} (ECE {calibration[f'ece_{when}']:.3f}, NLL {calibration[f'nll_{when}']:.3f})"
+        if when == "after":
+            label += f", T = {calibration['temperature']:.2f}"
+        axis.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", color=colour, label=label)
+    axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top-1 probability)", ylabel="accuracy", title=title)
+    axis.legend(loc="upper left", fontsize=8)
+    axis.grid(alpha=0.3)
+    return _save(fig, path)
