@@ -1,4 +1,4 @@
-"""python -m bench {all,input,gpu,train,scale,serve,agreement,rules,soak,ceiling,path,report} [args]
+"""python -m bench {all,input,gpu,train,scale,serve,agreement,rules,soak,ceiling,explain,path,report} [args]
 
 ``all`` runs every benchmark one after the other, each in its own process (building the images first unless given), writes each
 one's raw JSON to bench/results/ and regenerates docs/benchmarks.md with its plots; ``--smoke`` runs the same
@@ -14,7 +14,9 @@ import subprocess
 import sys
 import time
 
-from bench import bf16_agreement, http_ceiling, input_pipeline, report, rules_overhead, serve_http, serve_path, soak, train_finetune, train_gpu, train_scale
+from bench import (
+    bf16_agreement, explain_cost, http_ceiling, input_pipeline, report, rules_overhead, serve_http, serve_path, soak, train_finetune, train_gpu, train_scale,
+)
 
 COMMANDS = {  # `all` runs them in this order: the training benchmarks (child processes) before the serving ones
     "input": input_pipeline.main,
@@ -26,6 +28,7 @@ COMMANDS = {  # `all` runs them in this order: the training benchmarks (child pr
     "agreement": bf16_agreement.main,
     "soak": soak.main,
     "ceiling": http_ceiling.main,
+    "explain": explain_cost.main,
 }
 
 SMOKE = {
@@ -38,6 +41,7 @@ SMOKE = {
     "rules": ["--per-class", "4", "2", "2", "--image-size", "32", "--epochs", "1", "--reps", "1"],
     "soak": ["--seconds", "6", "--good-clients", "2", "--bad-clients", "1"],
     "ceiling": ["--seconds", "1", "--rounds", "1", "--jpeg-size", "64"],
+    "explain": ["--seconds", "1", "--rounds", "1", "--jpeg-size", "64"],
 }
 
 
@@ -54,7 +58,7 @@ def run_all(argv: list[str]) -> None:
     from sagemaker_launch import images
 
     torch_index = {"TORCH_INDEX_URL": os.environ["TORCH_INDEX_URL"]} if os.environ.get("TORCH_INDEX_URL") else {}  # as the tests do
-    if {"serve", "soak", "ceiling"} & set(args.only):
+    if {"serve", "soak", "ceiling", "explain"} & set(args.only):
         args.serve_image = args.serve_image or images.build("serve", "bench", report.REPO)
         args.torch_serve_image = args.torch_serve_image or images.build("serve", "bench-torch", report.REPO, build_args={"FLAVOUR": "torch", **torch_index})
     if "train" in args.only:
@@ -63,7 +67,7 @@ def run_all(argv: list[str]) -> None:
         extra = SMOKE[name] if args.smoke else []
         if name == "serve":
             extra = [*extra, "--image", args.serve_image, "--torch-image", args.torch_serve_image]
-        if name in ("soak", "ceiling"):
+        if name in ("soak", "ceiling", "explain"):
             extra = [*extra, "--image", args.serve_image]
         if name == "train":
             extra = [*extra, "--docker", args.train_image]

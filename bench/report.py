@@ -314,6 +314,26 @@ def ceiling_section(r: dict) -> list[str]:
     ]
 
 
+def explain_section(r: dict) -> list[str]:
+    return [
+        "## Explanations: what a class activation map costs, and what it costs requests without one",
+        "",
+        f"Machine: {_machine(r['machine'])}.",
+        "",
+        "Method: `python -m bench explain`: the serving image (fp32) on the ResNet-50 artifact of `bench serve`, whose ONNX model "
+        "has the last feature map as a second output; the same artifact with that output removed; and requests with "
+        f"`?explain=cam` (map + PNG overlay per image). {r['jpeg_px']} px JPEG bodies, concurrency {r['concurrency']}, "
+        f"{r['seconds']:.0f} s per measurement, the three taking turns {r['rounds']} times; median (min-max).",
+        "",
+        "| requests | images/s | p50 (ms) | p99 (ms) |",
+        "|---|---|---|---|",
+        *(f"| {run['label']} | {spread(run['images_per_sec'])} | {run['p50_ms']} | {run['p99_ms']} |" for run in r["runs"]),
+        "",
+        f"Requests without an explanation on the model with the feature-map output: **{r['plain_with_output_vs_without']:.3f}x** "
+        f"the rate without it; with `explain=cam` on every request: **{r['explained_vs_plain']:.3f}x** the plain rate.",
+    ]
+
+
 def soak_section(r: dict) -> list[str]:
     ping, memory, rate = r["ping"], r["memory_mb"], r["good_images_per_sec"]
     return [
@@ -382,6 +402,7 @@ SECTIONS = {
     "rules_overhead.json": rules_section,
     "serve_path.json": path_section,
     "http_ceiling.json": ceiling_section,
+    "explain_cost.json": explain_section,
     "soak.json": soak_section,
 }
 

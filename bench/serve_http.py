@@ -148,16 +148,16 @@ def measure(server: Server, model: Path, bodies: list[bytes], levels: list[int],
     return {"name": server.label, "image": server.image, "env": server.env, "cold_start_seconds": round(cold, 2), "points": points}
 
 
-def take_turns(servers: dict[str, tuple[str, Path, dict]], bodies: list[bytes], concurrency: int, seconds: float, rounds: int) -> list[dict]:
-    """Each server (label: (image, model folder, env)) started, warmed up and driven at ``concurrency`` in turn,
-    ``rounds`` times; per label: images/s over the rounds, and the p50/p99 of its median round."""
+def take_turns(servers: dict[str, tuple], bodies: list[bytes], concurrency: int, seconds: float, rounds: int) -> list[dict]:
+    """Each server (label: (image, model folder, env[, invocation path])) started, warmed up and driven at
+    ``concurrency`` in turn, ``rounds`` times; per label: images/s over the rounds, and the p50/p99 of its median round."""
     points: dict[str, list[dict]] = {label: [] for label in servers}
     for _ in range(rounds):
-        for label, (image, folder, env) in servers.items():
+        for label, (image, folder, env, *path) in servers.items():
             name, port, _ = start(image, folder, env, ["serve"])
             try:
-                drive(port, bodies, 4, 3)  # warm-up
-                points[label].append(drive(port, bodies, concurrency, seconds))
+                drive(port, bodies, 4, 3, *path)  # warm-up
+                points[label].append(drive(port, bodies, concurrency, seconds, *path))
                 print(f"{label}: {points[label][-1]}", flush=True)
             finally:
                 stop(name)

@@ -105,7 +105,7 @@ async def ping(request: Request) -> Response:
 
 
 @router.post("/invocations")
-async def invocations(request: Request, top_k: str | None = None) -> Response:
+async def invocations(request: Request, top_k: str | None = None, explain: str | None = None) -> Response:
     """Classify the image(s) in the body; see the README for content and Accept types and the limits."""
     pipeline = request.app.state.model.ready_pipeline()
 
@@ -113,13 +113,34 @@ async def invocations(request: Request, top_k: str | None = None) -> Response:
         content, media_type = await pipeline.transform(body, ctx)
         return Response(content, media_type=media_type)
 
-    return await front.invocation(request, answer, top_k)
+    return await front.invocation(request, answer, top_k, explain=explain)
+
+
+@router.get("/model")
+async def model_description(request: Request) -> JSONResponse:
+    """What is loaded, for the web page: architecture, classes, test accuracy, calibration, training date."""
+    transformer = request.app.state.model.ready_pipeline().transformer
+    if transformer.spec is None:
+        raise RequestError(404, "no model description", "This model is loaded by code/inference.py's model_fn without model.json.")
+    return JSONResponse(describe(transformer.spec, transformer.cam is not None and getattr(transformer.model, "explains", False)))
 
 
 @router.get("/", response_class=HTMLResponse)
 async def index() -> str:
     """A page where a person picks or drops an image and sees the top-5 labels and the latency."""
     return PAGE.read_text()
+
+
+def describe(spec: ModelSpec, explains: bool) -> dict:
+    """The page's summary of ``model.json``."""
+    info = spec.info or {}
+    metrics, calibration = info.get("metrics") or {}, info.get("calibration")
+    accuracy = metrics.get("test_acc", metrics.get("valid_acc"))
+    return {
+        "architecture": spec.architecture, "classes": spec.classes, "test_accuracy": accuracy if isinstance(accuracy, (int, float)) else None,
+        "calibration": {k: calibration[k] for k in ("temperature", "ece_before", "ece_after")} if calibration else None,
+        "trained": str(info.get("created", ""))[:10] or None, "explanations": explains, "explain_reason": spec.explain_reason if spec.cam_file is None else "this runtime does not compute them",
+    }  # fmt: skip
 
 
 def create_app(settings: Settings) -> FastAPI:

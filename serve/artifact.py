@@ -27,6 +27,9 @@ class ModelSpec:
     int8_file: Path | None = None  # OpenVINO IR, written by training when it passed the accuracy gate
     temperature: float = 1.0  # temperature scaling fitted by training (model.json "calibration"); 1: none
     threshold: float | None = None  # two classes: the operating point on class 1's probability ("positive")
+    cam_file: Path | None = None  # the head's arrays for class activation maps (the ONNX model's second output)
+    explain_reason: str = "the artifact was exported without class activation map outputs; train it again to get them"
+    info: dict | None = None  # model.json as read, for what the web page shows
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -56,6 +59,9 @@ def load_spec(directory: Path) -> ModelSpec:
             int8_file=directory / info["int8"]["file"] if (info.get("int8") or {}).get("shipped") else None,
             temperature=float((info.get("calibration") or {}).get("temperature", 1.0)),
             threshold=operating_threshold(info),
+            cam_file=directory / plain_name(info["explain"]["head"]) if (info.get("explain") or {}).get("available") else None,
+            explain_reason=(info.get("explain") or {}).get("reason") or ModelSpec.explain_reason,
+            info=info,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path} is not a byoc-vision model description ({type(exc).__name__}: {exc}).") from exc
@@ -75,3 +81,10 @@ def operating_threshold(info: dict) -> float | None:
     if not 0 <= threshold <= 1:
         raise ValueError(f"operating point threshold {threshold} is not a probability")
     return threshold
+
+
+def plain_name(name: str) -> str:
+    """A file name inside the model folder (no path: the folder's description cannot point outside it)."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"{name!r} is not a file name inside the model folder")
+    return name

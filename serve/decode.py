@@ -60,19 +60,20 @@ class Decoder:
     fetch: Fetch | None = None
     max_urls: int = 0
 
-    def decode(self, body: bytes, content_type: str | None, deadline: Deadline, reserve: Reserve) -> tuple[np.ndarray, bool]:
-        """(batch, one result per line?) from a request body of the given content type."""
+    def decode(self, body: bytes, content_type: str | None, deadline: Deadline, reserve: Reserve, pictures: list | None = None) -> tuple[np.ndarray, bool]:
+        """(batch, one result per line?) from a request body of the given content type; with ``pictures``, each
+        decoded picture is appended to it too (for explanations; a preprocessed array has none)."""
         kind = media_type(content_type)
         if not body:
             raise RequestError(400, "empty body", "The request has no body; send an image or a JSON document.")
         if kind in IMAGE_TYPES or kind in MULTIPART_TYPES:
             reserve(1)
             data = multipart_file(body, content_type) if kind in MULTIPART_TYPES else body
-            return self.image(data)[None], False
+            return self.image(data, pictures)[None], False
         if kind in NPY_TYPES:
             return self.npy(body, reserve), False
         if kind in JSON_TYPES:
-            return self.images(json_items(parse_json(body, "the body"), "body", self.check_count), deadline, reserve), False
+            return self.images(json_items(parse_json(body, "the body"), "body", self.check_count), deadline, reserve, pictures), False
         if kind in JSONLINES_TYPES:
             lines = [line for line in body.splitlines() if line.strip()]
             if not lines:
@@ -84,7 +85,7 @@ class Decoder:
                 if len(found) != 1:
                     raise RequestError(400, "bad JSON line", f"line {n} holds {len(found)} images; put one image on each line.")
                 items += found
-            return self.images(items, deadline, reserve), True
+            return self.images(items, deadline, reserve, pictures), True
         shown = content_type or "none"
         raise RequestError(415, "unsupported content type", f"Content-Type {shown!r} is not served; use one of {', '.join(SUPPORTED)}.")
 
@@ -93,7 +94,7 @@ class Decoder:
             detail = f"The request holds {count} images; at most {self.max_images} are served per request (SERVE_MAX_IMAGES_PER_REQUEST). Split it."
             raise RequestError(413, "too many images", detail)
 
-    def images(self, items: list[Item], deadline: Deadline, reserve: Reserve) -> np.ndarray:
+    def images(self, items: list[Item], deadline: Deadline, reserve: Reserve, pictures: list | None = None) -> np.ndarray:
         """Counts, reserves, then fetches and decodes ``items`` one by one, stopping at the deadline."""
         self.check_count(len(items))
         urls = sum(item.is_url for item in items)
@@ -109,7 +110,7 @@ class Decoder:
         for item in items:
             deadline.check()
             data = self.fetch(str(item.value), deadline) if item.is_url else b64(item.value, item.where)
-            arrays.append(self.image(data))
+            arrays.append(self.image(data, pictures))
         return np.stack(arrays)
 
     def inference_batch(self, request: InferRequest, deadline: Deadline, reserve: Reserve) -> np.ndarray:
@@ -123,8 +124,11 @@ class Decoder:
             arrays.append(self.image(data))
         return np.stack(arrays)
 
-    def image(self, data: bytes) -> np.ndarray:
-        return decode_image(data, self.spec, self.max_pixels)
+    def image(self, data: bytes, pictures: list | None = None) -> np.ndarray:
+        picture = open_picture(data, self.max_pixels)
+        if pictures is not None:
+            pictures.append(picture)
+        return to_input(picture, self.spec)
 
     def npy(self, body: bytes, reserve: Reserve) -> np.ndarray:
         """An already preprocessed float tensor, (3, H, W) or (N, 3, H, W); its header is checked before the data."""
@@ -150,11 +154,12 @@ class Decoder:
         return array.reshape(count, *self.spec.input_shape).astype(np.float32, copy=False)
 
 
-def decode_image(data: bytes, spec: ModelSpec, max_pixels: int) -> np.ndarray:
+def open_picture(data: bytes, max_pixels: int):
+    """The upright RGB picture in ``data``; every way it can fail is a 4xx."""
     if not data:
         raise RequestError(400, "empty image", "The image is empty; send the bytes of a JPEG, PNG or WebP file.")
     try:
-        return to_input(open_rgb(data, max_pixels=max_pixels), spec)
+        return open_rgb(data, max_pixels=max_pixels)
     except ImageTooLarge as exc:
         raise RequestError(413, "image too large", f"{exc}; resize the image before sending it.") from exc
     except Exception as exc:  # PIL raises many types for corrupt or truncated data

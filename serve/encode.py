@@ -35,12 +35,14 @@ def choose_accept(header: str | None, jsonlines_input: bool) -> str:
     raise RequestError(406, "unsupported accept type", f"Accept {header!r} cannot be produced; ask for one of {', '.join(ACCEPTED)}.")
 
 
-def encode(probabilities: np.ndarray, classes: list[str], k: int, accept: str, threshold: float | None = None) -> bytes:
+def encode(probabilities: np.ndarray, classes: list[str], k: int, accept: str, threshold: float | None = None, explanations: list[dict] | None = None) -> bytes:
     if accept == "application/x-npy":
         buffer = io.BytesIO()
         np.save(buffer, probabilities.astype(np.float32))
         return buffer.getvalue()
     results = [top_k(row, classes, k, threshold) for row in probabilities]
+    for result, explanation in zip(results, explanations or []):
+        result["explanation"] = explanation
     if accept == "application/jsonlines":
         return "".join(json.dumps(r) + "\n" for r in results).encode()
     return json.dumps({"predictions": results}).encode()

@@ -15,14 +15,16 @@ Answer = Callable[[bytes, RequestContext], Awaitable[Response]]
 router = APIRouter()
 
 
-async def invocation(request: Request, answer: Answer, top_k: str | None = None, on_error: Callable[[RequestError], Response] = error_response) -> Response:
+async def invocation(
+    request: Request, answer: Answer, top_k: str | None = None, on_error: Callable[[RequestError], Response] = error_response, explain: str | None = None
+) -> Response:
     """``answer(body, context)`` for an admitted request; every refusal is a JSON error (``on_error``'s form), every
     outcome is counted."""
     state, started = request.app.state, time.perf_counter()
     settings = state.settings
     try:
         with state.admission.enter() as ticket:
-            ctx = RequestContext.from_headers(dict(request.headers), settings.timeout_seconds, top_k=top_k, reserve=ticket.reserve)
+            ctx = RequestContext.from_headers(dict(request.headers), settings.timeout_seconds, top_k=top_k, explain_query=explain, reserve=ticket.reserve)
             body = await read_body(request, settings.max_payload_bytes, min(settings.body_timeout_seconds, ctx.deadline.remaining()))
             response = await answer(body, ctx)
     except RequestError as exc:

@@ -138,13 +138,14 @@ async def forward(request: Request, method: str, path: str, timeout: float | Non
     return Response(response.content, status_code=response.status_code, media_type=response.headers.get("content-type"))
 
 
-def invoke_headers(ctx: RequestContext, top_k: str | None = None) -> dict[str, str]:
+def invoke_headers(ctx: RequestContext, top_k: str | None = None, explain: str | None = None) -> dict[str, str]:
     """What the handler service needs of a request: its type (MMS parses forms, so the body goes as opaque bytes),
     Accept, custom attributes (``top_k`` from the query last: it wins, as on /invocations) and its protocol."""
     headers = {k: ctx.headers[k] for k in FORWARDED_HEADERS if k in ctx.headers}
     headers.update({ORIGINAL_CONTENT_TYPE: headers.pop("content-type", ""), "content-type": "application/octet-stream", PROTOCOL: ctx.protocol})
-    if top_k is not None:
-        headers["x-amzn-sagemaker-custom-attributes"] = ", ".join(filter(None, [headers.get("x-amzn-sagemaker-custom-attributes"), f"top_k={top_k}"]))
+    queried = [f"{key}={value}" for key, value in (("top_k", top_k), ("explain", explain)) if value is not None]
+    if queried:
+        headers["x-amzn-sagemaker-custom-attributes"] = ", ".join(filter(None, [headers.get("x-amzn-sagemaker-custom-attributes"), *queried]))
     return headers
 
 
@@ -240,12 +241,12 @@ async def unload(name: str, request: Request) -> Response:
 
 
 @router.post("/models/{name}/invoke")
-async def invoke(name: str, request: Request, top_k: str | None = None) -> Response:
+async def invoke(name: str, request: Request, top_k: str | None = None, explain: str | None = None) -> Response:
     """Run model ``name`` on the body: the same bodies, Accept types, top_k and limits as /invocations."""
     path = f"/models/{check_name(name)}/invoke"
 
     async def answer(body: bytes, ctx: RequestContext) -> Response:
-        return await forward(request, "POST", path, timeout=max(ctx.deadline.remaining(), 0.001), content=body, headers=invoke_headers(ctx, top_k))
+        return await forward(request, "POST", path, timeout=max(ctx.deadline.remaining(), 0.001), content=body, headers=invoke_headers(ctx, top_k, explain))
 
     return await front.invocation(request, answer)
 

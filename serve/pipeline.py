@@ -16,11 +16,12 @@ from types import ModuleType
 
 import numpy as np
 
-from serve import oip
+from serve import explain, oip
 from serve.artifact import ModelSpec, load_spec
 from serve.batching import Batcher, run_together
 from serve.decode import JSONLINES_TYPES, Decoder, media_type
 from serve.encode import choose_accept, encode, parse_top_k
+from serve.explain import CamHead
 from serve.fetch import Fetcher
 from serve.limits import Deadline, worker_pool
 from serve.runtime import Runtime, load_runtime
@@ -43,12 +44,17 @@ class RequestContext:
     headers: dict[str, str]
     deadline: Deadline
     top_k: str | None = None  # the ?top_k= query value; the custom attributes header is read from ``headers``
+    explain_query: str | None = None  # the ?explain= query value
     reserve: Callable[[int], None] = lambda count: None
     protocol: str = SAGEMAKER  # or OPEN_INFERENCE: the body and response are the Open Inference Protocol's
     model_name: str = "model"
     jsonlines: bool = field(init=False, default=False)
     k: int = field(init=False, default=0)
     inference: oip.InferRequest | None = field(init=False, default=None)
+    explain: str | None = field(init=False, default=None)  # the explanation asked for ("cam"), once checked
+    pictures: list = field(init=False, default_factory=list)  # the decoded pictures, kept for explanations
+    features: np.ndarray | None = field(init=False, default=None)  # their feature maps, from the model run
+    network_input: np.ndarray | None = field(init=False, default=None)  # the batch the explained model run saw
 
     @classmethod
     def from_headers(cls, headers: dict[str, str], timeout: float, **kwargs) -> RequestContext:
@@ -76,6 +82,7 @@ class Transformer:
             self.model = call(self.user["model_fn"], self.model_dir, context=Context(self.model_dir))
         else:
             self.model = load_model(settings, self.spec)
+        self.cam = CamHead.load(self.spec.cam_file, len(self.spec.classes)) if self.spec is not None and self.spec.cam_file else None
         fetch = Fetcher(settings.max_payload_bytes, settings.image_url_timeout_seconds, settings.allow_private_image_urls) if settings.allow_image_urls else None
         self.decoder = Decoder(self.spec, settings.max_pixels, settings.max_images_per_request, fetch, settings.max_image_urls) if has_spec else None
 
@@ -106,7 +113,20 @@ class Transformer:
             return
         ctx.jsonlines = media_type(ctx.content_type) in JSONLINES_TYPES
         ctx.accept = choose_accept(ctx.accept, ctx.jsonlines)
-        ctx.k = parse_top_k(ctx.top_k, ctx.headers.get("x-amzn-sagemaker-custom-attributes"), self.settings.default_top_k, len(self.spec.classes))
+        attributes = ctx.headers.get("x-amzn-sagemaker-custom-attributes")
+        ctx.k = parse_top_k(ctx.top_k, attributes, self.settings.default_top_k, len(self.spec.classes))
+        ctx.explain = explain.requested(ctx.explain_query, attributes)
+        if ctx.explain:
+            self.check_explainable(ctx)
+
+    def check_explainable(self, ctx: RequestContext) -> None:
+        """An explanation is refused (4xx, before any work) for a model, runtime or answer type that cannot carry it."""
+        if self.cam is None:
+            raise RequestError(422, "explanations not available", f"{self.spec.explain_reason}.")
+        if not getattr(self.model, "explains", False) or "predict_fn" in self.user:
+            raise RequestError(400, "explanations not available", "This server's runtime or code/inference.py predict_fn does not compute them; use SERVE_RUNTIME=openvino or onnxruntime.")
+        if ctx.accept != "application/json" and ctx.accept != "application/jsonlines":
+            raise RequestError(406, "explanations are JSON", f"Accept {ctx.accept!r} cannot carry an explanation; ask for application/json.")
 
     def payload(self, body: bytes, ctx: RequestContext) -> bytes | str:
         """The body as a user's function receives it: text for JSON and CSV (as the toolkit does), else bytes."""
@@ -126,12 +146,13 @@ class Transformer:
             ctx.inference = oip.parse_request(body, ctx.headers.get(oip.HEADER_LENGTH), self.spec, self.decoder.check_count)
             ctx.k = parse_top_k(ctx.inference.top_k, ctx.headers.get("x-amzn-sagemaker-custom-attributes"), self.settings.default_top_k, len(self.spec.classes))
             return self.decoder.inference_batch(ctx.inference, ctx.deadline, ctx.reserve)
-        batch, _ = self.decoder.decode(body, ctx.content_type, ctx.deadline, ctx.reserve)
+        batch, _ = self.decoder.decode(body, ctx.content_type, ctx.deadline, ctx.reserve, ctx.pictures if ctx.explain else None)
         return batch
 
-    def batchable(self, data) -> bool:
-        """Whether ``data`` can share a model run with other requests' (our predict on an NCHW float batch)."""
-        return "predict_fn" not in self.user and isinstance(data, np.ndarray) and data.ndim == 4 and hasattr(self.model, "predict")
+    def batchable(self, data, ctx: RequestContext) -> bool:
+        """Whether ``data`` can share a model run with other requests' (our predict on an NCHW float batch; an
+        explanation runs on its own, so requests without one never wait for it)."""
+        return not ctx.explain and "predict_fn" not in self.user and isinstance(data, np.ndarray) and data.ndim == 4 and hasattr(self.model, "predict")
 
     def predict_rows(self, batch: np.ndarray) -> np.ndarray:
         return self.model.predict(batch)
@@ -139,6 +160,10 @@ class Transformer:
     def predict(self, data, ctx: RequestContext):
         if "predict_fn" in self.user:
             return self.run_user("predict_fn", data, self.model, ctx=ctx)
+        if ctx.explain:
+            probabilities, ctx.features = self.model.explain_batch(data)
+            ctx.network_input = data
+            return probabilities
         return self.model.predict(data)
 
     def encode(self, prediction, ctx: RequestContext) -> tuple[bytes, str]:
@@ -148,7 +173,21 @@ class Transformer:
             raise RequestError(500, "handler error", "The model folder has no model.json, so code/inference.py must define output_fn.")
         if ctx.inference is not None:
             return oip.encode_response(np.asarray(prediction), self.spec.classes, ctx.inference, ctx.model_name, ctx.k)
-        return encode(prediction, self.spec.classes, ctx.k, ctx.accept, self.spec.threshold), ctx.accept
+        return encode(prediction, self.spec.classes, ctx.k, ctx.accept, self.spec.threshold, self.explanations(prediction, ctx)), ctx.accept
+
+    def explanations(self, prediction: np.ndarray, ctx: RequestContext) -> list[dict] | None:
+        """Each image's class activation map for its top class, over its picture (or, for a preprocessed array,
+        over the picture the network saw)."""
+        if not ctx.explain:
+            return None
+        if ctx.pictures:
+            views = [(picture, explain.crop_box(picture.size, self.spec)) for picture in ctx.pictures]
+        else:
+            views = [(view, (0, 0, *view.size)) for view in (explain.network_view(row, self.spec) for row in ctx.network_input)]
+        return [
+            explain.explanation(picture, features, self.cam, int(row.argmax()), self.spec.classes[int(row.argmax())], box)
+            for (picture, box), features, row in zip(views, ctx.features, prediction)
+        ]
 
     def transform_whole(self, body: bytes, ctx: RequestContext) -> tuple[bytes, str]:
         """The user's transform_fn in place of all three steps."""
@@ -176,7 +215,7 @@ class Transformer:
                     decoded[i] = self.decode(body, ctx)
             except RequestError as exc:
                 results[i] = exc
-        together = [i for i, data in decoded.items() if self.batchable(data)]
+        together = [i for i, data in decoded.items() if self.batchable(data, requests[i][1])]
         predictions = dict(zip(together, run_together(self.predict_rows, [decoded[i] for i in together]))) if together else {}
         for i, data in decoded.items():
             ctx = requests[i][1]
@@ -216,7 +255,7 @@ class Pipeline:
         if "transform_fn" in t.user:
             return await self.in_worker(t.transform_whole, body, ctx)
         data = await self.in_worker(t.decode, body, ctx)
-        prediction = await self.batcher.submit(data) if t.batchable(data) else await self.in_worker(t.predict, data, ctx)
+        prediction = await self.batcher.submit(data) if t.batchable(data, ctx) else await self.in_worker(t.predict, data, ctx)
         return await self.in_worker(t.encode, prediction, ctx)
 
     async def in_worker(self, step, *args):

@@ -15,6 +15,7 @@ import numpy as np
 from serve.artifact import ArtifactError, ModelSpec
 
 log = logging.getLogger(__name__)
+EXPLAIN_OUTPUT = "features"  # the second output of an artifact exported with class activation maps (train.cam)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -29,6 +30,7 @@ class Runtime(ABC):
     name = "runtime"
     precision = "fp32"
     load_seconds = 0.0
+    explains = False  # computes class activation maps (explain_batch)
     temperature = 1.0  # the artifact's calibration (load_runtime sets it): probabilities are softmax(logits / T)
 
     def __init__(self, spec: ModelSpec):
@@ -43,6 +45,10 @@ class Runtime(ABC):
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self.probabilities(self.logits(batch))
+
+    def explain_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, the last feature maps) for a batch, from the model's second output."""
+        raise ArtifactError(f"the {self.name} runtime does not compute explanations; use SERVE_RUNTIME=openvino or onnxruntime")
 
     def warm_up(self) -> None:
         self.predict(np.zeros((1, *self.spec.input_shape), dtype=np.float32))
@@ -64,6 +70,7 @@ class OnnxRuntimeModel(Runtime):
     """model.onnx in an ONNX Runtime session (fp32; the portable choice)."""
 
     name = "onnxruntime"
+    explains = True
 
     def __init__(self, spec: ModelSpec, threads: int, precision: str = "fp32", recheck_margin: float = 0.0):
         import onnxruntime as ort
@@ -78,6 +85,10 @@ class OnnxRuntimeModel(Runtime):
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.spec.output_name], {self.spec.input_name: batch})[0]
 
+    def explain_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, features = self.session.run([self.spec.output_name, EXPLAIN_OUTPUT], {self.spec.input_name: batch})
+        return self.probabilities(logits), features
+
 
 class OpenVinoModel(Runtime):
     """model.onnx compiled by OpenVINO for the CPU in ``fp32`` or ``bf16`` (where the CPU has bf16 kernels), or the
@@ -89,6 +100,7 @@ class OpenVinoModel(Runtime):
     """
 
     name = "openvino"
+    explains = True
 
     def __init__(self, spec: ModelSpec, threads: int, precision: str = "auto", recheck_margin: float = 0.0):
         import openvino as ov
@@ -109,8 +121,17 @@ class OpenVinoModel(Runtime):
         with self.lock:
             return (request or self.request).infer({0: batch})[0].copy()
 
+    def explain_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            outputs = self.request.infer({0: batch})
+            logits, features = outputs[0].copy(), outputs[1].copy()
+        return self.recheck(batch, self.probabilities(logits)), features
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        probabilities = self.probabilities(self.logits(batch))
+        return self.recheck(batch, self.probabilities(self.logits(batch)))
+
+    def recheck(self, batch: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+        """Near ties of bf16 or int8 (top-1/top-2 gap below the margin) run again in fp32."""
         if self.fp32_request is None:
             return probabilities
         top2 = np.sort(probabilities, axis=1)[:, -2:]

@@ -24,6 +24,7 @@ SECTIONS = {
     "rules_overhead.json": "## In-job Debugger rules",
     "soak.json": "## Soak: 10 minutes at saturation",
     "http_ceiling.json": "## The HTTP ceiling",
+    "explain_cost.json": "## Explanations",
 }
 
 

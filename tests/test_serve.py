@@ -109,7 +109,8 @@ def test_served_prediction_equals_the_training_side_prediction(runtime, model_di
     client = ready_client(settings_for(model_dir, runtime=runtime, precision="fp32"))
     for _, png in photos:
         with torch.no_grad():
-            expected = torch.softmax(net.model.eval()(transform(open_rgb(png))[None]), dim=1).numpy()
+            logits = net.model.eval()(transform(open_rgb(png))[None])
+            expected = torch.softmax(logits / info["calibration"]["temperature"], dim=1).numpy()  # calibrated, as served
         response = client.post("/invocations", content=png, headers={"Content-Type": "image/png", "Accept": "application/x-npy"})
         assert response.status_code == 200 and response.headers["content-type"] == "application/x-npy"
         served = np.load(io.BytesIO(response.content))

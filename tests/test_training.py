@@ -36,7 +36,7 @@ def test_artifact_describes_the_model(trained, fashion):
     model_dir = base / "model"
     info = json.loads((model_dir / "model.json").read_text())
     int8 = {"model_int8.xml", "model_int8.bin"} if info["int8"]["shipped"] else set()
-    assert {p.name for p in model_dir.iterdir()} == {"model.onnx", "model.json", "weights.safetensors", "metrics.json"} | int8
+    assert {p.name for p in model_dir.iterdir()} == {"model.onnx", "model.json", "weights.safetensors", "metrics.json", "cam_head.npz"} | int8
     assert info["classes"] == sorted(p.name for p in (fashion / "train").iterdir())
     assert info["num_classes"] == 10 and info["architecture"] == "resnet18"
     assert info["preprocess"] == {

@@ -1,4 +1,5 @@
-"""The web page in headless Chromium: upload a real photo, the top-5 list and the latency appear."""
+"""The web page in headless Chromium: upload a real photo, the top-5 list, the latency, the model's description
+and the class activation map overlay appear."""
 import os
 import subprocess
 import sys
@@ -43,4 +44,11 @@ def test_upload_shows_top5_and_latency(server, fashion, tmp_path, browser):
         assert label in classes and share.endswith("%")
     assert driver.find_element(By.ID, "latency").text.endswith("ms round trip")
     assert driver.find_element(By.ID, "error").text == ""
+    # what is loaded, from model.json, and where the model looked (the class activation map over the photo)
+    described = driver.find_element(By.ID, "model").text
+    assert described.startswith("resnet18, 10 classes") and "test accuracy" in described and "calibration error (ECE)" in described
+    overlay = driver.find_element(By.ID, "overlay")
+    WebDriverWait(driver, 10).until(lambda d: overlay.is_displayed() and overlay.get_attribute("naturalWidth") not in (None, "0"))
+    assert overlay.get_attribute("src").startswith("data:image/png;base64,") and int(overlay.get_attribute("naturalWidth")) == 28
+    assert driver.find_element(By.ID, "overlay-caption").text.startswith('where the model saw "')
     driver.save_screenshot(str(tmp_path / "page.png"))

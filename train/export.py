@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from train.cam import FEATURES, HEAD_FILE, explainable, save_head
 from train.models import build_network
 from train.transforms import Preprocess
 
@@ -46,9 +47,9 @@ def plain_copy(model: nn.Module, arch: str, num_classes: int) -> nn.Module:
     return plain.eval()
 
 
-def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path) -> float:
-    """Export ``model`` (a :func:`plain_copy`) with a dynamic batch axis and check onnxruntime agrees with torch;
-    returns the max abs difference."""
+def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, outputs: tuple[str, ...] = (OUTPUT_NAME,)) -> float:
+    """Export ``model`` (a :func:`plain_copy`, or its ``train.cam.TwoOutputs``) with a dynamic batch axis and check
+    onnxruntime's logits agree with torch's; returns the max abs difference."""
     import onnxruntime as ort
 
     sample = sample.float().cpu().contiguous()
@@ -57,7 +58,7 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path) -> float:
         model,
         (sample,),
         input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
+        output_names=list(outputs),
         opset_version=OPSET,
         dynamo=True,
         dynamic_shapes=({0: batch},),
@@ -66,7 +67,8 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path) -> float:
     onnx_program.save(str(path), external_data=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        expected = model(sample).numpy()
+        expected = model(sample)
+    expected = (expected[0] if isinstance(expected, tuple) else expected).numpy()
     got = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})[0]
     difference = float(np.abs(expected - got).max())
     if difference > TOLERANCE:
@@ -93,7 +95,16 @@ def write_artifact(
 
     model_dir.mkdir(parents=True, exist_ok=True)
     model = plain_copy(model, arch, len(classes))
-    difference = export_onnx(model, sample, model_dir / "model.onnx")
+    sample = sample.float().cpu().contiguous()
+    network, head, reason = explainable(model, arch, sample)
+    if network is None:
+        log.info("no class activation maps for this model: %s", reason)
+        difference = export_onnx(model, sample, model_dir / "model.onnx")
+        explain = {"available": False, "reason": reason}
+    else:
+        difference = export_onnx(network, sample, model_dir / "model.onnx", (OUTPUT_NAME, FEATURES))
+        save_head(head, model_dir / HEAD_FILE)
+        explain = {"available": True, "method": "cam", "output": FEATURES, "head": HEAD_FILE}
     save_model(model, str(model_dir / "weights.safetensors"))
     (model_dir / "weights.safetensors").chmod(0o644)  # safetensors writes 0600; servers may run as another user
     description = {
@@ -103,6 +114,7 @@ def write_artifact(
         "classes": classes,
         "preprocess": preprocess.to_json(),
         "onnx": {"file": "model.onnx", "opset": OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME, "output_kind": "logits", "max_abs_diff_vs_torch": difference},
+        "explain": explain,
         "weights": {"file": "weights.safetensors", "format": "safetensors", "library": "timm" if arch.startswith("timm/") else "torchvision"},
         "framework": framework_versions(),
         "metrics": metrics,
