@@ -7,7 +7,6 @@ with ``?explain=cam`` (the map and a PNG overlay at the JPEG's size for every im
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 from bench.machine import describe
 from bench.photos import jpeg_photos
 from bench.report import save
-from bench.serve_http import make_artifact, take_turns
+from bench.serve_http import make_artifact, take_turns, turns_parser
 
 
 def without_explanations(model: Path, target: Path) -> Path:
@@ -38,12 +37,7 @@ def without_explanations(model: Path, target: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m bench explain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", default="byoc-vision-serve:bench")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--jpeg-size", type=int, default=384)
+    parser = turns_parser("python -m bench explain", __doc__)
     args = parser.parse_args(argv)
     bodies = [body for body, _ in jpeg_photos(64, args.jpeg_size)]
     with tempfile.TemporaryDirectory() as tmp:

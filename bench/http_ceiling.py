@@ -7,7 +7,6 @@ answers fixed probabilities at once (the rest of the path is ours: decode, dynam
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import tempfile
@@ -17,7 +16,7 @@ from pathlib import Path
 from bench.machine import describe
 from bench.photos import jpeg_photos
 from bench.report import save
-from bench.serve_http import make_artifact, take_turns
+from bench.serve_http import make_artifact, take_turns, turns_parser
 
 NO_OP = """
 import json, os
@@ -40,12 +39,7 @@ LIMIT = 0.2
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m bench ceiling", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", default="byoc-vision-serve:bench")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--jpeg-size", type=int, default=384)
+    parser = turns_parser("python -m bench ceiling", __doc__)
     args = parser.parse_args(argv)
     bodies = [body for body, _ in jpeg_photos(64, args.jpeg_size)]
     with tempfile.TemporaryDirectory() as tmp:

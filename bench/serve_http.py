@@ -168,6 +168,17 @@ def take_turns(servers: dict[str, tuple], bodies: list[bytes], concurrency: int,
     return runs
 
 
+def turns_parser(prog: str, doc: str, rounds: int = 3) -> argparse.ArgumentParser:
+    """The options of a benchmark whose servers take turns (``take_turns``) on our serving image."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", default="byoc-vision-serve:bench")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--jpeg-size", type=int, default=384)
+    return parser
+
+
 def lower_median(items: list, key: Callable | None = None):
     """The middle item by ``key`` (the lower one of an even count: a real measurement, never an average)."""
     return sorted(items, key=key)[(len(items) - 1) // 2]

@@ -48,14 +48,20 @@ def encode(probabilities: np.ndarray, classes: list[str], k: int, accept: str, t
     return json.dumps({"predictions": results}).encode()
 
 
-def parse_top_k(query: str | None, custom_attributes: str | None, default: int, num_classes: int) -> int:
-    """k from ``?top_k=`` or ``X-Amzn-SageMaker-Custom-Attributes: top_k=3``; capped at the class count."""
+def query_or_attribute(query: str | None, custom_attributes: str | None, name: str) -> str | None:
+    """A request option from the query (``?name=``), else from ``X-Amzn-SageMaker-Custom-Attributes: name=value, ...``."""
     raw = query
     if raw is None and custom_attributes:
         for item in custom_attributes.split(","):
             key, _, value = item.strip().partition("=")
-            if key.strip() == "top_k":
+            if key.strip() == name:
                 raw = value.strip()
+    return raw
+
+
+def parse_top_k(query: str | None, custom_attributes: str | None, default: int, num_classes: int) -> int:
+    """k from ``?top_k=`` or ``X-Amzn-SageMaker-Custom-Attributes: top_k=3``; capped at the class count."""
+    raw = query_or_attribute(query, custom_attributes, "top_k")
     if raw is None:
         return min(default, num_classes)
     try:

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from serve.artifact import ArtifactError, ModelSpec
+from serve.encode import query_or_attribute
 from serve.web import RequestError
 
 EXPLAIN_METHODS = ("cam",)
@@ -56,12 +57,7 @@ class CamHead:
 
 def requested(query: str | None, custom_attributes: str | None) -> str | None:
     """The explanation asked for by ``?explain=`` or the custom attributes header's ``explain=``; None for none."""
-    raw = query
-    if raw is None and custom_attributes:
-        for item in custom_attributes.split(","):
-            key, _, value = item.strip().partition("=")
-            if key.strip() == "explain":
-                raw = value.strip()
+    raw = query_or_attribute(query, custom_attributes, "explain")
     if raw in (None, "", "none"):
         return None
     if raw not in EXPLAIN_METHODS:

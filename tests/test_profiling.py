@@ -34,7 +34,7 @@ def test_report_renders_its_plots_in_chromium(trained_run, browser, tmp_path):
     browser.get(report.as_uri())
     assert browser.title == "Profiling report"
     images = browser.find_elements(By.TAG_NAME, "img")
-    assert [i.get_attribute("alt") for i in images] == ["Loss and accuracy", "System utilisation", "Step time histogram", "Where the time goes"]
+    assert [i.get_attribute("alt") for i in images] == ["Loss and accuracy", "Reliability on test, before and after temperature scaling", "System utilisation", "Step time histogram", "Where the time goes"]
     for image in images:
         assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) >= 600
     rows = browser.find_elements(By.CSS_SELECTOR, "#rules tr")[1:]

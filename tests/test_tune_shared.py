@@ -67,6 +67,7 @@ def test_two_tuners_share_one_study_and_stop_together_at_max_jobs(tmp_path, fash
     for process, (_, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr[-3000:]
     per_process = [started_slots(stderr) for _, stderr in outputs]
+    print(f"trial slots started by each tuner: {per_process}")
     assert all(per_process), per_process  # both tuners ran trials
     assert sorted(per_process[0] + per_process[1]) == sorted(set(per_process[0] + per_process[1]))  # no slot run twice
     kept = counted(postgres)
@@ -109,6 +110,7 @@ def test_a_killed_tuner_s_trial_is_finished_by_the_other_and_a_restart_has_nothi
     slots = [t.user_attrs["slot"] for t in kept]
     assert len(slots) == len(set(slots)) == 3 and cut in slots and all(t.state.name == "COMPLETE" for t in kept)
     [again] = [t for t in kept if t.user_attrs["slot"] == cut]
+    print(f"killed mid-trial: slot {cut} (trial {mid[0].number}); run again as trial {again.number} by the other tuner; finished slots {sorted(slots)}")
     assert again.system_attrs["retry_history"] == [mid[0].number] and again.params == mid[0].params
     assert "resuming from" in (study / "trials" / f"{cut:03d}" / "train.log").read_text()
 

@@ -93,7 +93,7 @@ def time_breakdown(profile: Profile, path: Path) -> Path:
 
 def reliability_diagram(calibration: dict, path: Path, title: str) -> Path:
     """Accuracy against confidence per bin, before and after temperature scaling (``metrics.json``'s calibration)."""
-    fig, axis = plt.subplots(figsize=(5, 5))
+    fig, axis = plt.subplots(figsize=(6.5, 5))
     axis.plot([0, 1], [0, 1], ls="--", color="grey", label="perfectly calibrated")
     for when, colour in (("before", "tab:red"), ("after", "tab:blue")):
         rows = [r for r in calibration[f"reliability_{when}"] if r["count"]]
