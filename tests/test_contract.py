@@ -56,3 +56,13 @@ def test_the_trainer_refuses_a_bad_rule_hyperparameter_with_a_failure_reason(tmp
     assert result.returncode == 1
     reason = (tmp_path / "ml" / "output" / "failure").read_text()
     assert reason.startswith("--stop-on-rule VanishingGradient: not among the evaluated rules (Overfit); add it to --debugger-rules.")
+
+
+def test_poor_weight_initialization_is_not_judged_by_default_for_pretrained_networks():
+    from train.run import rule_settings
+
+    default = argparse.Namespace(debugger_rules=",".join(rules.DEFAULT_RULES), stop_on_rule=[])
+    assert "PoorWeightInitialization" in rule_settings(default, pretrained=False)[0]
+    assert "PoorWeightInitialization" not in rule_settings(default, pretrained=True)[0]
+    asked = argparse.Namespace(debugger_rules="PoorWeightInitialization,Overfit", stop_on_rule=[])
+    assert rule_settings(asked, pretrained=True)[0] == ["PoorWeightInitialization", "Overfit"]  # named: judged anyway

@@ -105,7 +105,7 @@ def record(hook, labels: torch.Tensor, logits: torch.Tensor) -> None:
 
 
 def set_mode(hook, mode: str) -> None:
-    """TRAIN or EVAL, so rules see the two phases apart."""
+    """TRAIN, EVAL (validation) or PREDICT (the final test pass), so rules see the phases apart."""
     if hook is not None:
         import smdebug.pytorch as smd
 

@@ -134,7 +134,7 @@ def evaluate(forward, loader, precision: Precision, inputs: DeviceInput, ctx: di
 POOR_INIT = "PoorWeightInitialization"
 
 
-def rule_settings(args: argparse.Namespace, pretrained: bool) -> tuple[list[str], list[str]]:
+def rule_settings(args: argparse.Namespace, pretrained: bool = False) -> tuple[list[str], list[str]]:
     """The in-job rules to judge and those that stop training, checked before any work. PoorWeightInitialization
     judges a network's random initialisation: by default it is left out when the network starts from trained weights."""
     try:
@@ -295,6 +295,7 @@ def run(args: argparse.Namespace) -> dict:
         final = dict(state.history[-1]) if state.history else {}
         final.update({"best_epoch": state.best["epoch"], f"best_{args.early_stopping_metric}": state.best["value"]})
         split, loader = ("test", loaders.test) if loaders.test is not None else ("valid", loaders.valid)
+        set_mode(hook, "PREDICT")  # recorded for Debugger, but not a validation pass: the rules' EVAL curves stay validation's
         metrics, logits, targets, bad = evaluate(loaders.eval_forward, loader, precision, inputs, ctx, split, hook, loss_fn)
         state.skipped.update(f"{split}:{p}" for p in bad)
         final.update(metrics, skipped_images=len(state.skipped))

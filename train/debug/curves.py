@@ -35,15 +35,26 @@ def points(trial, name: str, mode) -> list[Point]:
     return [Point(trial.global_step(mode, s), float(np.mean(tensor.value(s, mode=mode)))) for s in saved]
 
 
-def passes(eval_points: list[Point]) -> list[Point]:
-    """Group EVAL values whose global steps are consecutive into passes: (last step, mean loss)."""
+def eval_batch_sizes(trial) -> dict[int, int]:
+    """Global step -> images in that EVAL batch, from the saved ``labels`` (empty when they were not saved)."""
+    if "labels" not in trial.tensor_names():
+        return {}
+    tensor = trial.tensor("labels")
+    return {trial.global_step(modes.EVAL, s): int(np.size(tensor.value(s, mode=modes.EVAL))) for s in tensor.steps(mode=modes.EVAL)}
+
+
+def passes(eval_points: list[Point], sizes: dict[int, int] | None = None) -> list[Point]:
+    """Group EVAL values whose global steps are consecutive into passes: (last step, mean loss). With ``sizes``
+    (images per step), each batch's loss weighs by its images, so a pass's loss is the validation loss the trainer
+    prints (a short last batch counts for what it holds)."""
     groups: list[list[Point]] = []
     for p in eval_points:
         if groups and p.step == groups[-1][-1].step + 1:
             groups[-1].append(p)
         else:
             groups.append([p])
-    return [Point(g[-1].step, float(np.mean([p.value for p in g])), g[0].step) for g in groups]
+    sizes = sizes or {}
+    return [Point(g[-1].step, float(np.average([p.value for p in g], weights=[sizes.get(p.step, 1) for p in g])), g[0].step) for g in groups]
 
 
 def segments(train_points: list[Point], eval_passes: list[Point]) -> list[tuple[Point | None, Point]]:
@@ -61,5 +72,5 @@ def curve(trial, name: str, mode_name: str | None) -> tuple[str, list[Point]]:
     for candidate in [mode_name] if mode_name else ["EVAL", "TRAIN", "GLOBAL"]:
         raw = points(trial, name, MODES[candidate])
         if raw:
-            return candidate, passes(raw) if candidate == "EVAL" else raw
+            return candidate, passes(raw, eval_batch_sizes(trial)) if candidate == "EVAL" else raw
     return mode_name or "EVAL", []

@@ -12,7 +12,7 @@ from smdebug.rules import Rule
 
 from byoc_contract.rules import RULE_NAMES
 from train.debug.parameters import typed
-from train.debug.curves import Point, curve, loss_names, passes, points, segments
+from train.debug.curves import Point, curve, eval_batch_sizes, loss_names, passes, points, segments
 
 
 class BuiltinRule(Rule):
@@ -207,7 +207,7 @@ class Overfit(LossCurveRule):
     def follow(self, name: str) -> list[tuple[int, str]]:
         train = points(self.base_trial, name, modes.TRAIN)
         found, streak = [], 0
-        for train_mean, valid in segments(train, passes(points(self.base_trial, name, modes.EVAL))):
+        for train_mean, valid in segments(train, passes(points(self.base_trial, name, modes.EVAL), eval_batch_sizes(self.base_trial))):
             if train_mean is None or valid.step < self.params["start_step"]:
                 continue
             ratio = (valid.value - train_mean.value) / abs(train_mean.value or 1e-12)
@@ -236,7 +236,7 @@ class Overtraining(LossCurveRule):
 
     def follow(self, name: str) -> list[tuple[int, str]]:
         train = points(self.base_trial, name, modes.TRAIN)
-        valid = passes(points(self.base_trial, name, modes.EVAL))
+        valid = passes(points(self.base_trial, name, modes.EVAL), eval_batch_sizes(self.base_trial))
         train_curve = [t for t, _ in segments(train, valid) if t is not None] if valid else train
         found = []
         for label, series, patience in (("training", train_curve, "patience_train"), ("validation", valid, "patience_validation")):
