@@ -109,13 +109,15 @@ class OpenVinoModel(Runtime):
         core, onnx = ov.Core(), str(model_file(spec, self.name))
         precision = choose_precision(spec, precision, cpu_flags())
         self.lock = threading.Lock()  # one infer request per model; the batcher already runs one batch at a time
-        if precision == "int8":
-            self.request, self.precision = _openvino_request(core, str(spec.int8_file), threads, "fp32")[0], "int8"
-        else:
-            self.request, self.precision = _openvino_request(core, onnx, threads, precision)
+        # requests without an explanation run the network with its logits as the only output (the feature map is
+        # not copied out); the whole model is compiled for the first explanation asked for
+        served, hint = (str(spec.int8_file), "fp32") if precision == "int8" else (onnx, precision)
+        self.request, granted = _openvino_request(core, logits_only(core, served), threads, hint)
+        self.precision = "int8" if precision == "int8" else granted
         self.recheck_margin = recheck_margin if self.precision != "fp32" else 0.0
-        self.fp32_request = _openvino_request(core, onnx, threads, "fp32")[0] if self.recheck_margin > 0 else None
+        self.fp32_request = _openvino_request(core, logits_only(core, onnx), threads, "fp32")[0] if self.recheck_margin > 0 else None
         self.rechecked = 0
+        self.explain_request, self.compile_whole = None, lambda: _openvino_request(core, served, threads, hint)[0]
 
     def logits(self, batch: np.ndarray, request=None) -> np.ndarray:
         with self.lock:
@@ -123,7 +125,9 @@ class OpenVinoModel(Runtime):
 
     def explain_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:
-            outputs = self.request.infer({0: batch})
+            if self.explain_request is None:
+                self.explain_request = self.compile_whole()
+            outputs = self.explain_request.infer({0: batch})
             logits, features = outputs[0].copy(), outputs[1].copy()
         return self.recheck(batch, self.probabilities(logits)), features
 
@@ -169,8 +173,18 @@ def choose_precision(spec: ModelSpec, asked: str, flags: set[str]) -> str:
     return "bf16" if flags & BF16_FLAGS else "fp32"
 
 
-def _openvino_request(core, path: str, threads: int, precision: str) -> tuple[object, str]:
-    """An infer request of the model compiled for ``precision``, and the precision the CPU actually grants."""
+def logits_only(core, path: str):
+    """The model at ``path`` with its first output (the logits) as its only one."""
+    import openvino as ov
+
+    model = core.read_model(path)
+    results = model.get_results()
+    return model if len(results) == 1 else ov.Model([results[0]], model.get_parameters(), "logits")
+
+
+def _openvino_request(core, path, threads: int, precision: str) -> tuple[object, str]:
+    """An infer request of the model (a path or an ``ov.Model``) compiled for ``precision``, and the precision the
+    CPU actually grants."""
     config = {"INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp32": "f32"}[precision], "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
     compiled = core.compile_model(path, "CPU", config)
     granted = {"bf16": "bf16", "f32": "fp32"}.get(compiled.get_property("INFERENCE_PRECISION_HINT").to_string(), "fp32")

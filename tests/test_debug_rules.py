@@ -104,3 +104,14 @@ def test_a_folder_without_tensors_is_refused(tmp_path):
 def test_rule_without_its_tensors_is_an_error(tensors):
     [verdict] = evaluate(open_trial(tensors["healthy"]), ["ClassImbalance"], {"ClassImbalance": {"labels_regex": "^nothing$"}})
     assert verdict.status == "Error" and "were not saved" in verdict.evidence
+
+
+def test_a_validation_pass_weighs_each_batch_by_its_images():
+    """The rules' validation loss is the one the trainer prints: a short last batch counts for the images it holds."""
+    from train.debug.curves import Point, passes
+
+    batches = [Point(10, 1.0), Point(11, 1.0), Point(12, 0.1), Point(40, 0.5)]  # two passes: steps 10-12 and 40
+    first, second = passes(batches, {10: 32, 11: 32, 12: 12})
+    assert first.value == pytest.approx((32 + 32 + 0.1 * 12) / 76) and (first.first_step, first.step) == (10, 12)
+    assert second.value == 0.5
+    assert passes(batches)[0].value == pytest.approx(0.7)  # without sizes: the plain mean of the batches
