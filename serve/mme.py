@@ -28,7 +28,7 @@ from serve.artifact import ArtifactError, ModelSpec, load_spec
 from serve.limits import Admission
 from serve.metrics import Metrics
 from serve.mms_service import ORIGINAL_CONTENT_TYPE, PROTOCOL
-from serve.pipeline import OPEN_INFERENCE, RequestContext
+from serve.pipeline import RequestContext
 from serve.runtime import model_file
 from serve.settings import MODEL_NAME, Settings
 from serve.user_code import RequirementsError, install_requirements

@@ -1,7 +1,6 @@
 """The model artifact (the contract with serving): model.onnx, model.json, weights.safetensors, metrics.json."""
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import json
 import logging
