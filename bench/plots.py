@@ -139,16 +139,15 @@ def soak(r: dict):
     return figure
 
 
-def http_ceiling(r: dict):
-    figure, axis = plt.subplots(figsize=(7, 2.8))
-    _bars(axis, [run["label"] for run in r["runs"]], [run["images_per_sec"] for run in r["runs"]], f"ResNet-50 int8 against the path alone, concurrency {r['concurrency']}", "images/s")
-    return figure
+def runs_bars(title: str):
+    """A painter for results whose ``runs`` each have images/s: median bars, titled ``title`` (formatted with the result)."""
 
+    def paint(r: dict):
+        figure, axis = plt.subplots(figsize=(7, 2.8))
+        _bars(axis, [run["label"] for run in r["runs"]], [run["images_per_sec"] for run in r["runs"]], title.format(**r), "images/s")
+        return figure
 
-def serve_path(r: dict):
-    figure, axis = plt.subplots(figsize=(7, 2.8))
-    _bars(axis, [run["label"] for run in r["runs"]], [run["images_per_sec"] for run in r["runs"]], f"ResNet-50, concurrency {r['concurrency']}, same run", "images/s")
-    return figure
+    return paint
 
 
 PAINTERS = {
@@ -159,7 +158,8 @@ PAINTERS = {
     "serve_http.json": serve_http,
     "bf16_agreement.json": bf16_agreement,
     "rules_overhead.json": rules_overhead,
-    "serve_path.json": serve_path,
-    "http_ceiling.json": http_ceiling,
+    "serve_path.json": runs_bars("ResNet-50, concurrency {concurrency}, same run"),
+    "http_ceiling.json": runs_bars("ResNet-50 int8 against the path alone, concurrency {concurrency}"),
+    "explain_cost.json": runs_bars("ResNet-50 fp32, requests with and without explain=cam, concurrency {concurrency}"),
     "soak.json": soak,
 }
