@@ -48,7 +48,9 @@ def models_root(trained_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mme(serve_image, models_root):
-    name, port = start_server(serve_image, models_root, env=("SAGEMAKER_MULTI_MODEL=true",), mount="/opt/ml/models")
+    # fp32, as the single-model server it is compared with: bf16's rounding, scaled by a calibration temperature
+    # below 1, would exceed the comparison's 1e-3
+    name, port = start_server(serve_image, models_root, env=("SAGEMAKER_MULTI_MODEL=true", "SERVE_PRECISION=fp32"), mount="/opt/ml/models")
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:

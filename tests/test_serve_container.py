@@ -148,11 +148,12 @@ def test_torch_flavour_serves_weights_and_user_code_that_needs_torch(torch_serve
                 info = json.load(open(os.path.join(model_dir, "model.json")))
                 net = torchvision.models.get_model(info["architecture"], num_classes=info["num_classes"])
                 net.load_state_dict(load_file(os.path.join(model_dir, "weights.safetensors")))
+                net.temperature = info["calibration"]["temperature"]  # a predict_fn replaces ours: it calibrates itself
                 return net.eval()
 
             def predict_fn(batch, model):
                 with torch.no_grad():
-                    return torch.softmax(model(torch.from_numpy(batch)), dim=1).numpy()
+                    return torch.softmax(model(torch.from_numpy(batch)) / model.temperature, dim=1).numpy()
             """
         )
     )
