@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -117,3 +118,22 @@ def test_a_killed_tuner_s_trial_is_finished_by_the_other_and_a_restart_has_nothi
     restart = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert restart.returncode == 0 and "the study has 3 finished trials" in restart.stderr
     assert len(counted(postgres)) == 3 and "trial slot" not in restart.stderr
+
+
+OPEN_AT = """
+import sys, time
+import optuna, psycopg2, sqlalchemy.dialects.postgresql  # imported before the wait: the opening itself is what races
+from train.tune import open_study
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # every process opens at the same instant
+study = open_study(sys.argv[1], "byoc-vision", heartbeat_seconds=2, maximize=True)
+print(study.study_name)
+"""
+
+
+def test_tuners_started_together_on_a_fresh_database_all_open_the_one_study(postgres):
+    at = time.time() + 6  # after every interpreter has imported optuna
+    processes = [subprocess.Popen([sys.executable, "-c", OPEN_AT, postgres, str(at)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(12)]
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0 and stdout.strip() == "byoc-vision", stderr[-2000:]
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage=postgres)] == ["byoc-vision"]

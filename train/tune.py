@@ -90,7 +90,6 @@ class Tuner:
 
     def __init__(self, args: argparse.Namespace, space: list[search_space.Range]):
         import optuna
-        import sqlalchemy
 
         self.args, self.space = args, space
         self.maximize = (args.direction or ("Minimize" if args.objective.endswith("loss") else "Maximize")) == "Maximize"
@@ -102,17 +101,10 @@ class Tuner:
             pruner = optuna.pruners.HyperbandPruner(min_resource=low, max_resource=high, reduction_factor=3)
         args.study_dir.mkdir(parents=True, exist_ok=True)
         url = args.storage or f"sqlite:///{args.study_dir / 'study.db'}"
-        for attempt in range(5):  # tuners started together race to create the schema: the losers find it made
-            try:
-                self.study = optuna.create_study(
-                    study_name=args.study_name, storage=storage(url, args.heartbeat_seconds), load_if_exists=True,
-                    direction="maximize" if self.maximize else "minimize", sampler=sampler(args.strategy, space, args.seed), pruner=pruner,
-                )  # fmt: skip
-                break
-            except sqlalchemy.exc.IntegrityError:
-                if attempt == 4:
-                    raise
-                time.sleep(1 + random.random())
+        self.study = open_study(
+            url, args.study_name, heartbeat_seconds=args.heartbeat_seconds, maximize=self.maximize,
+            sampler=sampler(args.strategy, space, args.seed), pruner=pruner,
+        )  # fmt: skip
 
     def counted(self) -> list:
         """The study's trials that count towards --max-jobs, in order: all but those run again under a later trial
@@ -222,6 +214,25 @@ class Tuner:
 
         if sum(t.state != TrialState.WAITING for t in self.counted()) >= self.args.max_jobs:
             study.stop()
+
+
+def open_study(url: str, name: str, *, heartbeat_seconds: int, maximize: bool, sampler=None, pruner=None):
+    """Creates the study at ``url`` or loads it. Tuners started together race to create the schema and the study;
+    the losers see a taken key (SQLite) or a made table (PostgreSQL) and try again, finding them made."""
+    import optuna
+    import sqlalchemy
+
+    for attempt in range(5):
+        try:
+            return optuna.create_study(
+                study_name=name, storage=storage(url, heartbeat_seconds), load_if_exists=True,
+                direction="maximize" if maximize else "minimize", sampler=sampler, pruner=pruner,
+            )  # fmt: skip
+        except sqlalchemy.exc.DatabaseError as error:
+            raced = isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in str(error.orig)
+            if attempt == 4 or not raced:
+                raise
+            time.sleep(1 + random.random())
 
 
 def storage(url: str, heartbeat_seconds: int):
