@@ -51,6 +51,14 @@ class Item:
 
 
 @dataclass(frozen=True)
+class Source:
+    """One decoded image's encoded bytes and its upright size (width, height)."""
+
+    data: bytes
+    size: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class Decoder:
     """Decodes request bodies for one model, within the per-request limits."""
 
@@ -60,20 +68,21 @@ class Decoder:
     fetch: Fetch | None = None
     max_urls: int = 0
 
-    def decode(self, body: bytes, content_type: str | None, deadline: Deadline, reserve: Reserve, pictures: list | None = None) -> tuple[np.ndarray, bool]:
-        """(batch, one result per line?) from a request body of the given content type; with ``pictures``, each
-        decoded picture is appended to it too (for explanations; a preprocessed array has none)."""
+    def decode(self, body: bytes, content_type: str | None, deadline: Deadline, reserve: Reserve, sources: list | None = None) -> tuple[np.ndarray, bool]:
+        """(batch, one result per line?) from a request body of the given content type; with ``sources``, each
+        image's encoded bytes and size are appended to it too (for explanations; a preprocessed array has none):
+        the bytes, not the decoded pictures, are kept, so a request's pictures never sit in memory all at once."""
         kind = media_type(content_type)
         if not body:
             raise RequestError(400, "empty body", "The request has no body; send an image or a JSON document.")
         if kind in IMAGE_TYPES or kind in MULTIPART_TYPES:
             reserve(1)
             data = multipart_file(body, content_type) if kind in MULTIPART_TYPES else body
-            return self.image(data, pictures)[None], False
+            return self.image(data, sources)[None], False
         if kind in NPY_TYPES:
             return self.npy(body, reserve), False
         if kind in JSON_TYPES:
-            return self.images(json_items(parse_json(body, "the body"), "body", self.check_count), deadline, reserve, pictures), False
+            return self.images(json_items(parse_json(body, "the body"), "body", self.check_count), deadline, reserve, sources), False
         if kind in JSONLINES_TYPES:
             lines = [line for line in body.splitlines() if line.strip()]
             if not lines:
@@ -85,7 +94,7 @@ class Decoder:
                 if len(found) != 1:
                     raise RequestError(400, "bad JSON line", f"line {n} holds {len(found)} images; put one image on each line.")
                 items += found
-            return self.images(items, deadline, reserve, pictures), True
+            return self.images(items, deadline, reserve, sources), True
         shown = content_type or "none"
         raise RequestError(415, "unsupported content type", f"Content-Type {shown!r} is not served; use one of {', '.join(SUPPORTED)}.")
 
@@ -94,7 +103,7 @@ class Decoder:
             detail = f"The request holds {count} images; at most {self.max_images} are served per request (SERVE_MAX_IMAGES_PER_REQUEST). Split it."
             raise RequestError(413, "too many images", detail)
 
-    def images(self, items: list[Item], deadline: Deadline, reserve: Reserve, pictures: list | None = None) -> np.ndarray:
+    def images(self, items: list[Item], deadline: Deadline, reserve: Reserve, sources: list | None = None) -> np.ndarray:
         """Counts, reserves, then fetches and decodes ``items`` one by one, stopping at the deadline."""
         self.check_count(len(items))
         urls = sum(item.is_url for item in items)
@@ -110,7 +119,7 @@ class Decoder:
         for item in items:
             deadline.check()
             data = self.fetch(str(item.value), deadline) if item.is_url else b64(item.value, item.where)
-            arrays.append(self.image(data, pictures))
+            arrays.append(self.image(data, sources))
         return np.stack(arrays)
 
     def inference_batch(self, request: InferRequest, deadline: Deadline, reserve: Reserve) -> np.ndarray:
@@ -124,10 +133,10 @@ class Decoder:
             arrays.append(self.image(data))
         return np.stack(arrays)
 
-    def image(self, data: bytes, pictures: list | None = None) -> np.ndarray:
+    def image(self, data: bytes, sources: list | None = None) -> np.ndarray:
         picture = open_picture(data, self.max_pixels)
-        if pictures is not None:
-            pictures.append(picture)
+        if sources is not None:
+            sources.append(Source(data, picture.size))
         return to_input(picture, self.spec)
 
     def npy(self, body: bytes, reserve: Reserve) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 from serve import explain, oip
 from serve.artifact import ModelSpec, load_spec
 from serve.batching import Batcher, run_together
-from serve.decode import JSONLINES_TYPES, Decoder, media_type
+from serve.decode import JSONLINES_TYPES, Decoder, Source, media_type, open_picture
 from serve.encode import choose_accept, encode, parse_top_k
 from serve.explain import CamHead
 from serve.fetch import Fetcher
@@ -52,7 +52,7 @@ class RequestContext:
     k: int = field(init=False, default=0)
     inference: oip.InferRequest | None = field(init=False, default=None)
     explain: str | None = field(init=False, default=None)  # the explanation asked for ("cam"), once checked
-    pictures: list = field(init=False, default_factory=list)  # the decoded pictures, kept for explanations
+    sources: list[Source] = field(init=False, default_factory=list)  # the images' bytes, kept for explanations
     features: np.ndarray | None = field(init=False, default=None)  # their feature maps, from the model run
     network_input: np.ndarray | None = field(init=False, default=None)  # the batch the explained model run saw
 
@@ -146,7 +146,13 @@ class Transformer:
             ctx.inference = oip.parse_request(body, ctx.headers.get(oip.HEADER_LENGTH), self.spec, self.decoder.check_count)
             ctx.k = parse_top_k(ctx.inference.top_k, ctx.headers.get("x-amzn-sagemaker-custom-attributes"), self.settings.default_top_k, len(self.spec.classes))
             return self.decoder.inference_batch(ctx.inference, ctx.deadline, ctx.reserve)
-        batch, _ = self.decoder.decode(body, ctx.content_type, ctx.deadline, ctx.reserve, ctx.pictures if ctx.explain else None)
+        batch, _ = self.decoder.decode(body, ctx.content_type, ctx.deadline, ctx.reserve, ctx.sources if ctx.explain else None)
+        pixels = sum(width * height for width, height in (source.size for source in ctx.sources))
+        if pixels > self.settings.max_explain_pixels:
+            raise RequestError(
+                413, "too many pixels to explain",
+                f"The request's overlays would hold {pixels} pixels; at most {self.settings.max_explain_pixels} are drawn per request (SERVE_MAX_EXPLAIN_PIXELS). Send fewer or smaller images with explain=cam.",
+            )  # fmt: skip
         return batch
 
     def batchable(self, data, ctx: RequestContext) -> bool:
@@ -180,14 +186,22 @@ class Transformer:
         over the picture the network saw)."""
         if not ctx.explain:
             return None
-        if ctx.pictures:
-            views = [(picture, explain.crop_box(picture.size, self.spec)) for picture in ctx.pictures]
-        else:
-            views = [(view, (0, 0, *view.size)) for view in (explain.network_view(row, self.spec) for row in ctx.network_input)]
-        return [
-            explain.explanation(picture, features, self.cam, int(row.argmax()), self.spec.classes[int(row.argmax())], box)
-            for (picture, box), features, row in zip(views, ctx.features, prediction)
-        ]
+        results = []
+        for i, (features, row) in enumerate(zip(ctx.features, prediction)):
+            picture, box = self.explained_picture(ctx, i)
+            top = int(row.argmax())
+            results.append(explain.explanation(picture, features, self.cam, top, self.spec.classes[top], box))
+            del picture  # one full-size picture at a time
+        return results
+
+    def explained_picture(self, ctx: RequestContext, i: int) -> tuple:
+        """The picture image ``i``'s map is drawn on and where the network's crop lies in it: the request's image,
+        decoded again (so one full-size picture is held at a time), or the picture a preprocessed array shows."""
+        if ctx.sources:
+            picture = open_picture(ctx.sources[i].data, self.settings.max_pixels)
+            return picture, explain.crop_box(picture.size, self.spec)
+        view = explain.network_view(ctx.network_input[i], self.spec)
+        return view, (0, 0, *view.size)
 
     def transform_whole(self, body: bytes, ctx: RequestContext) -> tuple[bytes, str]:
         """The user's transform_fn in place of all three steps."""

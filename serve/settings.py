@@ -88,6 +88,7 @@ class Settings:
     allow_private_image_urls: bool
     model_name: str
     calibrated: bool
+    max_explain_pixels: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -128,6 +129,7 @@ class Settings:
             allow_private_image_urls=_bool(env, "SERVE_IMAGE_URL_ALLOW_PRIVATE"),
             model_name=env.get("SERVE_MODEL_NAME", "model"),
             calibrated=_on_off(env, "SERVE_CALIBRATION"),
+            max_explain_pixels=_int(env, "SERVE_MAX_EXPLAIN_PIXELS", 40_000_000),
         )
         if not MODEL_NAME.match(settings.model_name):
             raise SettingsError(f"SERVE_MODEL_NAME={settings.model_name!r}: use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit")

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import run_trainer
+from serve import explain
 from test_serve import ready_client, settings_for
 
 SIDE = 128
@@ -110,5 +111,34 @@ def test_a_network_without_a_pooled_linear_head_answers_explain_with_a_clear_4xx
         assert answer.status_code == 422 and answer.json()["error"] == "explanations not available"
         assert "global-average-pool + linear head" in answer.json()["detail"]
         assert client.post("/invocations", content=photo, headers={"Content-Type": "image/png"}).status_code == 200
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_the_overlay_blends_the_map_over_the_network_s_crop_only():
+    picture = Image.new("RGB", (300, 200), (100, 100, 100))
+    box = (50, 0, 250, 200)
+    hot = np.ones((4, 4), np.float32)  # the whole crop at the top of the scale: red at OPACITY
+    drawn = np.asarray(Image.open(io.BytesIO(explain.overlay_png(picture.copy(), hot, box))))
+    assert drawn.shape == (200, 300, 3)
+    assert (drawn[:, :50] == 100).all() and (drawn[:, 250:] == 100).all()  # outside the crop: untouched
+    red = np.array(explain.colour(np.ones(1))[0], np.float32)
+    expected = np.round(100 * (1 - explain.OPACITY) + red * explain.OPACITY)
+    assert np.abs(drawn[:, 50:250].astype(np.float32) - expected).max() <= 1
+    cold = np.asarray(Image.open(io.BytesIO(explain.overlay_png(picture.copy(), np.zeros((4, 4), np.float32), box))))
+    assert (cold == 100).all()  # a map at zero leaves the picture as it was
+
+
+def test_explain_requests_are_bounded_by_the_pixels_their_overlays_would_hold(shapes_model):
+    client = ready_client(settings_for(shapes_model, max_explain_pixels=300 * 200))
+    try:
+        one = png(Image.new("RGB", (300, 200)))
+        body = json.dumps({"instances": [base64.b64encode(one).decode()] * 2}).encode()
+        refused = client.post("/invocations?explain=cam", content=body, headers={"Content-Type": "application/json"})
+        assert refused.status_code == 413 and refused.json()["error"] == "too many pixels to explain"
+        assert "SERVE_MAX_EXPLAIN_PIXELS" in refused.json()["detail"]
+        assert client.post("/invocations", content=body, headers={"Content-Type": "application/json"}).status_code == 200  # no overlay: no bound
+        alone = client.post("/invocations?explain=cam", content=one, headers={"Content-Type": "image/png"})
+        assert alone.status_code == 200 and "overlay_png" in alone.json()["predictions"][0]["explanation"]
     finally:
         client.__exit__(None, None, None)
