@@ -54,6 +54,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && find scipy numpy -type d -name tests -prune -exec rm -rf {} +
 
 COPY byoc_images /src/byoc_images
+COPY byoc_contract /src/byoc_contract
 COPY serve /src/serve
 COPY pyproject.toml README.md /src/
 # `serve` is what SageMaker runs. sagemaker-inference writes the MMS configuration to /etc/sagemaker-mms.properties.

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from byoc_contract import recheck
+
 RUNTIMES = ("openvino", "onnxruntime", "torch")  # the default first: measured fastest (docs/benchmarks.md)
 PRECISIONS = ("auto", "int8", "bf16", "fp32")  # auto: int8 when the artifact has it and the CPU has VNNI/AMX, else bf16 where it can, else fp32
 
@@ -107,7 +109,7 @@ class Settings:
             max_pixels=_int(env, "SERVE_MAX_IMAGE_PIXELS", 40_000_000),
             runtime=runtime,
             precision=precision,
-            recheck_margin=_float(env, "SERVE_BF16_RECHECK_MARGIN", 0.1),
+            recheck_margin=_float(env, "SERVE_BF16_RECHECK_MARGIN", recheck.DEFAULT_MARGIN),
             threads=_int(env, "SERVE_THREADS", os.cpu_count() or 1),
             default_top_k=_int(env, "SERVE_TOP_K", 5),
             max_batch_images=_int(env, "SERVE_MAX_BATCH_SIZE", 16),

@@ -2,6 +2,7 @@
 import base64
 import io
 import json
+import shutil
 import time
 
 import numpy as np
@@ -10,6 +11,7 @@ from PIL import Image
 
 from hostile_inputs import BAD, as_format
 from serve.app import create_app
+from serve.artifact import ArtifactError, load_spec
 from serve.settings import Settings, SettingsError
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
@@ -183,6 +185,19 @@ def test_ping_is_503_with_the_reason_when_the_model_cannot_load(tmp_path):
         assert "model.json is missing" in ping.json()["detail"]
         response = client.post("/invocations", content=b"x", headers={"Content-Type": "image/png"})
         assert response.status_code == 503 and response.json()["error"] == "not ready"
+
+
+@pytest.mark.parametrize("field", [("onnx", "file"), ("int8", "file"), ("explain", "head")])
+@pytest.mark.parametrize("target", ["/etc/passwd", "../model.onnx", "sub/model.onnx"])
+def test_a_model_description_cannot_point_outside_its_folder(model_dir, tmp_path, field, target):
+    hostile = tmp_path / "model"
+    shutil.copytree(model_dir, hostile)
+    info = json.loads((hostile / "model.json").read_text())
+    info.setdefault("int8", {"shipped": True})
+    info[field[0]] = {**info[field[0]], field[1]: target, **({"shipped": True} if field[0] == "int8" else {}), **({"available": True} if field[0] == "explain" else {})}
+    (hostile / "model.json").write_text(json.dumps(info))
+    with pytest.raises(ArtifactError, match="not a file name inside the model folder"):
+        load_spec(hostile)
 
 
 @pytest.mark.parametrize(
