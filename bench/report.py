@@ -231,8 +231,9 @@ def agreement_section(r: dict) -> list[str]:
     if gate:
         lines += [
             "",
-            f"The training side's gate on its {gate['split']} split ({gate['images']} images): agreement {gate['agreement']:.4f} "
-            f"(needs >= {gate['gate']['min_agreement']}), accuracy {gate['accuracy_fp32']:.4f} fp32 against {gate['accuracy_int8']:.4f} int8 "
+            f"The training side's gate on its {gate['split']} split ({gate['images']} images), int8 as served (near ties re-checked at margin "
+            f"{gate.get('recheck_margin', 0)}: {gate.get('rechecked', 0):.1%} of them): agreement {gate['agreement']:.4f} (int8 alone "
+            f"{gate.get('agreement_int8_alone', gate['agreement']):.4f}; needs >= {gate['gate']['min_agreement']}), accuracy {gate['accuracy_fp32']:.4f} fp32 against {gate['accuracy_int8']:.4f} int8 "
             f"(may drop <= {100 * gate['gate']['max_accuracy_drop']:.1f} points): **{'passed' if gate['passed_gate'] else 'failed'}** ({gate['reason']}).",
         ]
     return lines

@@ -116,11 +116,12 @@ class OpenVinoModel(Runtime):
         self.precision = "int8" if precision == "int8" else granted
         self.recheck_margin = recheck_margin if self.precision != "fp32" else 0.0
         self.fp32_request = _openvino_request(core, logits_only(core, onnx), threads, "fp32")[0] if self.recheck_margin > 0 else None
-        gated = ((spec.info or {}).get("int8") or {}).get("recheck_margin", 0.0)
-        if self.precision == "int8" and self.recheck_margin < gated:
+        gate = (spec.info or {}).get("int8") or {}
+        if self.precision == "int8" and self.recheck_margin < gate.get("recheck_margin", 0.0):
+            alone = gate.get("agreement_int8_alone")
             log.warning(
-                "the int8 model passed its accuracy gate with near ties re-checked at margin %s; SERVE_BF16_RECHECK_MARGIN=%s re-checks fewer"
-                " (int8 alone agreed with fp32 on %s of the test images)", gated, self.recheck_margin, spec.info["int8"].get("agreement_int8_alone"),
+                "the int8 model's accuracy gate measured it with near ties re-checked at margin %s; SERVE_BF16_RECHECK_MARGIN=%s re-checks fewer"
+                " (int8 alone agreed with fp32 on %s of the gate's images)", gate["recheck_margin"], self.recheck_margin, "?" if alone is None else f"{alone:.2%}",
             )  # fmt: skip
         self.rechecked = 0
         self.explain_request, self.compile_whole = None, lambda: _openvino_request(core, served, threads, hint)[0]
