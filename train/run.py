@@ -238,6 +238,22 @@ def fit(
         writer.close()
 
 
+def final_pass(loaders, state: TrainingState, metric: str, target_sensitivity: float | None, *, precision: Precision, inputs: DeviceInput, ctx: distributed.Context, hook, loss_fn: nn.Module):
+    """The best weights on ``test`` (``valid`` without one): the final metrics, that split's name, logits and
+    targets, and the temperature (and operating point) fitted on ``valid``."""
+    final = dict(state.history[-1]) if state.history else {}
+    final.update({"best_epoch": state.best["epoch"], f"best_{metric}": state.best["value"]})
+    split, loader = ("test", loaders.test) if loaders.test is not None else ("valid", loaders.valid)
+    set_mode(hook, "PREDICT")  # recorded for Debugger, but not a validation pass: the rules' EVAL curves stay validation's
+    metrics, logits, targets, bad = evaluate(loaders.eval_forward, loader, precision, inputs, ctx, split, hook, loss_fn)
+    state.skipped.update(f"{split}:{p}" for p in bad)
+    final.update(metrics, skipped_images=len(state.skipped))
+    valid = (logits, targets) if split == "valid" else evaluate(loaders.eval_forward, loaders.valid, precision, inputs, ctx, "valid", None, loss_fn)[1:3]
+    calibration = calibrate(valid, (logits, targets), split, target_sensitivity)
+    final.update(calibration.metrics())
+    return final, split, logits, targets, calibration
+
+
 def run(args: argparse.Namespace) -> dict:
     """Train, evaluate and export; returns the final metrics. Raises TrainingError / Interrupted."""
     ctx = distributed.setup()
@@ -292,16 +308,10 @@ def run(args: argparse.Namespace) -> dict:
         fit(args, ctx, loaders, parts, state, precision=precision, inputs=inputs, loss_fn=loss_fn, hook=hook, rules=rules, timer=timer)
         state.load_best(net.model, args.early_stopping_metric)
         model.eval()
-        final = dict(state.history[-1]) if state.history else {}
-        final.update({"best_epoch": state.best["epoch"], f"best_{args.early_stopping_metric}": state.best["value"]})
-        split, loader = ("test", loaders.test) if loaders.test is not None else ("valid", loaders.valid)
-        set_mode(hook, "PREDICT")  # recorded for Debugger, but not a validation pass: the rules' EVAL curves stay validation's
-        metrics, logits, targets, bad = evaluate(loaders.eval_forward, loader, precision, inputs, ctx, split, hook, loss_fn)
-        state.skipped.update(f"{split}:{p}" for p in bad)
-        final.update(metrics, skipped_images=len(state.skipped))
-        valid = (logits, targets) if split == "valid" else evaluate(loaders.eval_forward, loaders.valid, precision, inputs, ctx, "valid", None, loss_fn)[1:3]
-        calibration = calibrate(valid, (logits, targets), split, args.target_sensitivity if len(splits.classes) == 2 else None)
-        final.update(calibration.metrics())
+        target_sensitivity = args.target_sensitivity if len(splits.classes) == 2 else None
+        final, split, logits, targets, calibration = final_pass(
+            loaders, state, args.early_stopping_metric, target_sensitivity, precision=precision, inputs=inputs, ctx=ctx, hook=hook, loss_fn=loss_fn
+        )
         if hook is not None:
             hook.close()
     distributed.teardown(ctx)
