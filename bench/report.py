@@ -236,6 +236,9 @@ def agreement_section(r: dict) -> list[str]:
             f"{gate.get('agreement_int8_alone', gate['agreement']):.4f}; needs >= {gate['gate']['min_agreement']}), accuracy {gate['accuracy_fp32']:.4f} fp32 against {gate['accuracy_int8']:.4f} int8 "
             f"(may drop <= {100 * gate['gate']['max_accuracy_drop']:.1f} points): **{'passed' if gate['passed_gate'] else 'failed'}** ({gate['reason']}).",
         ]
+        tried = [f"first {a['fp32_convolutions']} convolution(s) in fp32: agreement {a['agreement']:.4f} (alone {a['agreement_int8_alone']:.4f})" for a in gate.get("attempts", [])]
+        if tried:
+            lines += ["", f"Models tried, in order, the last one shipped: {'; '.join(tried)}."]
     return lines
 
 

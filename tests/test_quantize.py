@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, run_trainer
 from serve.artifact import load_spec
 from serve.runtime import choose_precision, load_runtime
-from train.quantize import INT8_FILE, MAX_ACCURACY_DROP, MIN_AGREEMENT, verdict
+from train.quantize import FP32_CONVOLUTIONS, INT8_FILE, MAX_ACCURACY_DROP, MIN_AGREEMENT, lower_bound, verdict
 
 
 def quantize_cli(model_dir, data, *extra) -> subprocess.CompletedProcess:
@@ -38,7 +38,18 @@ def test_export_quantizes_measures_and_records_the_gate(fine_tuned):
     assert 0 <= record["agreement"] <= 1 and record["passed_gate"] == verdict(record)[0]
     # the gate measures what the server answers: int8 with near ties re-checked in fp32, never worse than int8 alone
     assert record["recheck_margin"] == 0.1 and 0 <= record["rechecked"] <= 1 and record["agreement"] >= record["agreement_int8_alone"]
+    # the fastest model past the gate ships: attempts stop at the first that passes, each keeping more layers in fp32
+    attempts = record["attempts"]
+    assert [a["fp32_convolutions"] for a in attempts] == list(FP32_CONVOLUTIONS[: len(attempts)]) and attempts[-1]["fp32_convolutions"] == record["fp32_convolutions"]
+    surely = lambda a: verdict(a)[0] and lower_bound(a["agreement"], a["images"]) >= MIN_AGREEMENT  # noqa: E731
+    assert not any(surely(a) for a in attempts[:-1]) and (surely(attempts[-1]) or len(attempts) == len(FP32_CONVOLUTIONS))
     assert "int8 model model_int8.xml shipped" in result.stderr
+
+
+def test_a_faster_int8_model_must_be_surely_past_the_gate():
+    assert lower_bound(1.0, 100) < 0.97  # 100 of 100 agreeing does not show 99 %
+    assert lower_bound(0.995, 1000) < MIN_AGREEMENT <= lower_bound(0.998, 5000)
+    assert lower_bound(0.5, 10_000) == pytest.approx(0.5, abs=0.011)
 
 
 def test_the_gate():

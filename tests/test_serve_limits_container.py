@@ -95,13 +95,13 @@ def test_too_many_tiny_images_are_refused_at_once_and_cost_no_memory(limited, pn
     healthy(client, png)
 
 
-def flood(port: int, jpegs: list[bytes], requests: int) -> list[tuple[int, str | None]]:
-    """``requests`` concurrent large-JPEG requests, one connection each; (status, Retry-After) for each."""
+def flood(port: int, jpegs: list[bytes], requests: int, path: str = "/invocations") -> list[tuple[int, str | None]]:
+    """``requests`` concurrent large-JPEG requests to ``path``, one connection each; (status, Retry-After) for each."""
 
     def send(i: int) -> tuple[int, str | None]:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         try:
-            connection.request("POST", "/invocations", body=jpegs[i % len(jpegs)], headers={"Content-Type": "image/jpeg"})
+            connection.request("POST", path, body=jpegs[i % len(jpegs)], headers={"Content-Type": "image/jpeg"})
             response = connection.getresponse()
             response.read()
             return response.status, response.getheader("Retry-After")
@@ -130,6 +130,26 @@ def test_a_flood_of_large_jpegs_gets_503s_and_ping_stays_fast(limited, png):
     assert all(retry == "1" for status, retry in outcomes if status == 503)
     assert np.percentile(pings, 99) < 0.1 and max(pings) < 1
     assert memory_mb(name) < 2048 * 0.9
+    healthy(client, png)
+
+
+def test_a_flood_of_large_jpegs_asking_for_explanations_stays_inside_the_memory_limit(limited, png):
+    """Each explanation draws an overlay at the input's size (24 MP here): the pictures are decoded one at a time and
+    drawn in 8 bits, so 16 such requests at once stay well inside the container's 2 GB."""
+    client, name, port = limited
+    peak = 0.0
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as other:
+        flooding = other.submit(flood, port, [large_jpeg(seed) for seed in range(4)], 16, "/invocations?explain=cam")
+        while not flooding.done():
+            peak = max(peak, memory_mb(name))
+            assert client.get("/ping").status_code == 200
+        statuses = sorted(status for status, _ in flooding.result())
+    state = json.loads(subprocess.run(["docker", "inspect", "--format", "{{json .State}}", name], capture_output=True, text=True, check=True).stdout)
+    print(f"flood of 16 x 24 MP JPEGs with explain=cam: statuses {statuses}; peak memory {peak:.0f} MB")
+    assert state["Running"] and not state["OOMKilled"] and peak < 2048 * 0.9
+    assert set(statuses) <= {200, 503, 504} and 200 in statuses
+    answer = client.post("/invocations?explain=cam", content=large_jpeg(7), headers={"Content-Type": "image/jpeg"}, timeout=60)
+    assert answer.status_code in (200, 504)  # alone it may still outrun the 3 s deadline of these limits
     healthy(client, png)
 
 
