@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from byoc_contract import recheck
 from serve.artifact import ArtifactError, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,7 @@ class OpenVinoModel(Runtime):
         """Near ties of bf16 or int8 (top-1/top-2 gap below the margin) run again in fp32."""
         if self.fp32_request is None:
             return probabilities
-        top2 = np.sort(probabilities, axis=1)[:, -2:]
-        close = np.flatnonzero(top2[:, 1] - top2[:, 0] < self.recheck_margin) if probabilities.shape[1] > 1 else []
+        close = np.flatnonzero(recheck.near_ties(probabilities, self.recheck_margin))
         if len(close):
             probabilities[close] = self.probabilities(self.logits(np.ascontiguousarray(batch[close]), self.fp32_request))
             self.rechecked += len(close)

@@ -60,31 +60,30 @@ def compiled(core, path: Path):
 
 
 def top1(request, split: Split, preprocess: Preprocess, limit: int, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A compiled model's top-1 labels on the first ``limit`` readable images of ``split``, the gap between its top two
-    calibrated probabilities (what the server's re-check looks at), and the true labels."""
-    tops, gaps, truth = [], [], []
+    """A compiled model's top-1 labels on the first ``limit`` readable images of ``split``, which of them the server
+    would re-check (:func:`byoc_contract.recheck.near_ties` of the calibrated probabilities at the default margin),
+    and the true labels."""
+    tops, ties, truth = [], [], []
     for images, labels in batches(split, preprocess, limit):
         logits = request.infer({0: images})[0]
-        probabilities = np.sort(scaled_softmax(logits, temperature), axis=1)
         tops.append(logits.argmax(axis=1))
-        gaps.append(probabilities[:, -1] - probabilities[:, -2] if probabilities.shape[1] > 1 else np.ones(len(logits)))
+        ties.append(recheck.near_ties(scaled_softmax(logits, temperature), recheck.DEFAULT_MARGIN))
         truth.append(labels)
     if not truth:
         raise TrainingError("no readable image to measure the int8 model on")
-    top, gap, labels = (np.concatenate(parts) for parts in (tops, gaps, truth))
-    return top, gap, labels
+    top, near, labels = (np.concatenate(parts) for parts in (tops, ties, truth))
+    return top, near, labels
 
 
-def compare(reference: tuple, int8: tuple, margin: float) -> dict:
-    """Top-1 agreement with fp32 and accuracy of int8 as served (near ties re-checked in fp32 at ``margin``) and
-    alone, and fp32's accuracy; ``reference`` and ``int8`` are :func:`top1` results on the same images."""
-    (top32, _, labels), (top8, gap, _) = reference, int8
-    rechecked = gap < margin
+def compare(reference: tuple, int8: tuple) -> dict:
+    """Top-1 agreement with fp32 and accuracy of int8 as served (its near ties re-checked in fp32) and alone, and
+    fp32's accuracy; ``reference`` and ``int8`` are :func:`top1` results on the same images."""
+    (top32, _, labels), (top8, rechecked, _) = reference, int8
     served = np.where(rechecked, top32, top8)
     share = lambda hits: round(float(hits.mean()), 4)  # noqa: E731
     return {
         "images": len(labels), "agreement": share(served == top32), "accuracy_fp32": share(top32 == labels), "accuracy_int8": share(served == labels),
-        "recheck_margin": margin, "rechecked": share(rechecked), "agreement_int8_alone": share(top8 == top32), "accuracy_int8_alone": share(top8 == labels),
+        "recheck_margin": recheck.DEFAULT_MARGIN, "rechecked": share(rechecked), "agreement_int8_alone": share(top8 == top32), "accuracy_int8_alone": share(top8 == labels),
     }  # fmt: skip
 
 
@@ -108,6 +107,15 @@ def lower_bound(share: float, count: int, z: float = 1.96) -> float:
     centre = share + z * z / (2 * count)
     spread = z * np.sqrt(share * (1 - share) / count + z * z / (4 * count * count))
     return float((centre - spread) / (1 + z * z / count))
+
+
+def surely(measured: dict) -> tuple[bool, str]:
+    """:func:`verdict` for a faster model that a closer one can replace: its agreement must pass at the 95 % lower bound."""
+    passed, reason = verdict(measured)
+    bound = lower_bound(measured["agreement"], measured["images"])
+    if passed and bound < MIN_AGREEMENT:
+        return False, f"agreement {measured['agreement']:.2%} on {measured['images']} images is not surely >= {MIN_AGREEMENT:.0%} (95% lower bound {bound:.2%}); the faster model must be"
+    return passed, reason
 
 
 def quantization_options(model, fp32_convolutions: int) -> dict:
@@ -145,15 +153,10 @@ def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, sp
         model = core.read_model(str(model_dir / "model.onnx"))
         quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), **quantization_options(model, fp32_convolutions))
         ov.save_model(quantized, str(model_dir / INT8_FILE), compress_to_fp16=False)
-        measured = {"fp32_convolutions": fp32_convolutions, **compare(reference, top1(compiled(core, model_dir / INT8_FILE), evaluation, preprocess, limit, temperature), recheck.DEFAULT_MARGIN)}
+        measured = {"fp32_convolutions": fp32_convolutions, **compare(reference, top1(compiled(core, model_dir / INT8_FILE), evaluation, preprocess, limit, temperature))}
         attempts.append(measured)
-        passed, reason = verdict(measured)
         last = fp32_convolutions == FP32_CONVOLUTIONS[-1]
-        if passed and not last and lower_bound(measured["agreement"], measured["images"]) < MIN_AGREEMENT:
-            passed, reason = False, (
-                f"agreement {measured['agreement']:.2%} on {measured['images']} images is not surely >= {MIN_AGREEMENT:.0%} "
-                f"(95% lower bound {lower_bound(measured['agreement'], measured['images']):.2%}); the faster model must be"
-            )  # fmt: skip
+        passed, reason = verdict(measured) if last else surely(measured)
         log.info("int8 with the first %d convolutions in fp32: %s", fp32_convolutions, reason if passed else f"failed the gate, {reason}")
         if passed or last:
             break
