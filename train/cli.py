@@ -140,7 +140,7 @@ def add_output_flags(out) -> None:
     out.add_argument(
         "--quantize", choices=("auto", "off", "force"), default="auto",
         help="int8 serving model (NNCF, OpenVINO IR) next to model.onnx: auto = ship it when, served with the near-tie fp32 re-check, it "
-        "agrees with fp32 on >= 99%% of the test images, loses <= 0.5 accuracy points and re-checks <= 10%%; force = ship it anyway; off = none",
+        "agrees with fp32 on >= 99%% of the test images, loses <= 0.5 accuracy points and re-checks <= 10%%; force = ship one even when none passes (the fastest tried); off = none",
     )  # fmt: skip
     out.add_argument(
         "--target-sensitivity", type=_fraction, default=0.95,

@@ -135,8 +135,8 @@ def quantization_options(model, fp32_convolutions: int) -> dict:
 
 
 def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, split_name: str, preprocess: Preprocess, mode: str, limit: int = 5000) -> dict:
-    """Quantize, measure on ``evaluation`` (at most ``limit`` images) and keep the int8 model past the gate (always
-    with ``mode="force"``): the fastest of FP32_CONVOLUTIONS' models that passes, else the last one tried.
+    """Quantize, measure on ``evaluation`` (at most ``limit`` images) and keep the int8 model past the gate: the fastest
+    of FP32_CONVOLUTIONS' models that passes; with ``mode="force"`` and none passing, the fastest tried.
     model.json records the outcome and every attempt. Returns that record."""
     import nncf
     import openvino as ov
@@ -148,40 +148,61 @@ def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, sp
     description = json.loads((model_dir / "model.json").read_text())
     temperature = float((description.get("calibration") or {}).get("temperature", 1.0))
     reference = top1(compiled(core, model_dir / "model.onnx"), evaluation, preprocess, limit, temperature)
-    attempts = []
+    attempts, chosen = [], None
     for fp32_convolutions in FP32_CONVOLUTIONS:
         model = core.read_model(str(model_dir / "model.onnx"))
         quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), **quantization_options(model, fp32_convolutions))
-        ov.save_model(quantized, str(model_dir / INT8_FILE), compress_to_fp16=False)
-        measured = {"fp32_convolutions": fp32_convolutions, **compare(reference, top1(compiled(core, model_dir / INT8_FILE), evaluation, preprocess, limit, temperature))}
-        attempts.append(measured)
+        ov.save_model(quantized, str(attempt_file(model_dir, fp32_convolutions)), compress_to_fp16=False)
+        measured = {"fp32_convolutions": fp32_convolutions, **compare(reference, top1(compiled(core, attempt_file(model_dir, fp32_convolutions)), evaluation, preprocess, limit, temperature))}
         last = fp32_convolutions == FP32_CONVOLUTIONS[-1]
         passed, reason = verdict(measured) if last else surely(measured)
+        attempts.append({**measured, "passed": passed, "reason": reason})
         log.info("int8 with the first %d convolutions in fp32: %s", fp32_convolutions, reason if passed else f"failed the gate, {reason}")
-        if passed or last:
+        if passed:
+            chosen = attempts[-1]
             break
-    shipped = passed or mode == "force"
-    if not shipped:
-        for path in (model_dir / INT8_FILE, (model_dir / INT8_FILE).with_suffix(".bin")):
-            path.unlink(missing_ok=True)
+    if chosen is None and mode == "force":
+        chosen = attempts[0]
+    keep(model_dir, chosen["fp32_convolutions"] if chosen else None)
+    shown = chosen or attempts[-1]
     record = {
-        "file": INT8_FILE if shipped else None, "format": "openvino-ir", "shipped": shipped, "passed_gate": passed, "reason": reason,
-        "split": split_name, **measured, "calibration_images": len(samples), "seconds": round(time.perf_counter() - started, 1),
+        "file": INT8_FILE if chosen else None, "format": "openvino-ir", "shipped": chosen is not None, "passed_gate": shown["passed"],
+        "split": split_name, **{k: v for k, v in shown.items() if k != "passed"}, "calibration_images": len(samples),
+        "seconds": round(time.perf_counter() - started, 1),
         "gate": {"min_agreement": MIN_AGREEMENT, "max_accuracy_drop": MAX_ACCURACY_DROP, "max_rechecked": MAX_RECHECKED}, "attempts": attempts,
     }  # fmt: skip
     (model_dir / "model.json").write_text(json.dumps({**description, "int8": record}, indent=2, default=str))
-    if shipped:
-        log.info("int8 model %s shipped%s: %s", INT8_FILE, "" if passed else " (--quantize force, though it failed the gate)", reason)
+    if chosen:
+        log.info("int8 model %s shipped%s: %s", INT8_FILE, "" if chosen["passed"] else " (--quantize force, though it failed the gate; the fastest tried)", chosen["reason"])
     else:
-        log.warning("no int8 model shipped: %s (the gate: >= %.0f%% agreement, <= %.1f points accuracy drop)", reason, 100 * MIN_AGREEMENT, 100 * MAX_ACCURACY_DROP)
+        log.warning("no int8 model shipped: %s (the gate: >= %.0f%% agreement, <= %.1f points accuracy drop)", shown["reason"], 100 * MIN_AGREEMENT, 100 * MAX_ACCURACY_DROP)
     return record
+
+
+def attempt_file(model_dir: Path, fp32_convolutions: int) -> Path:
+    """Where the int8 model with the first ``fp32_convolutions`` convolutions in fp32 waits for the gate's verdict."""
+    return model_dir / f"model_int8_fp32conv{fp32_convolutions}.xml"
+
+
+def keep(model_dir: Path, fp32_convolutions: int | None) -> None:
+    """Move the chosen attempt (OpenVINO IR: .xml and .bin) to INT8_FILE and delete the others; None deletes them all."""
+    final = model_dir / INT8_FILE
+    for path in (final, final.with_suffix(".bin")):
+        path.unlink(missing_ok=True)
+    for tried in FP32_CONVOLUTIONS:
+        source = attempt_file(model_dir, tried)
+        for suffix in (".xml", ".bin"):
+            if tried == fp32_convolutions and source.with_suffix(suffix).exists():
+                source.with_suffix(suffix).replace(final.with_suffix(suffix))
+            else:
+                source.with_suffix(suffix).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.quantize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", type=Path, help="the artifact folder (model.json + model.onnx)")
     parser.add_argument("--data", type=Path, required=True, help="the training data: valid/ (calibration) and test/ (measurement) class folders, or a train channel they are split from")
-    parser.add_argument("--force", action="store_true", help="ship the int8 model even when it fails the gate")
+    parser.add_argument("--force", action="store_true", help="ship an int8 model even when none passes the gate (the fastest tried)")
     parser.add_argument("--max-images", type=int, default=5000, help="measure on at most this many test images")
     parser.add_argument("--seed", type=int, default=0, help="the seed of the training run, when valid/test were split from train")
     args = parser.parse_args(argv)
