@@ -27,14 +27,18 @@ class _Job:
 
 
 class Batcher:
-    """Collects requests for up to ``max_delay`` seconds or ``max_images`` images, then predicts once.
+    """Collects requests for up to ``max_delay`` seconds or ``max_images`` images, then predicts once; it stops
+    waiting early when ``coming()`` says no other request is on its way (a lone client pays no batching delay).
 
     A request larger than ``max_images`` runs on its own; results keep each request's order. The queue holds no
     more than the images the server admitted (``serve.limits.Admission``).
     """
 
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_images: int, max_delay: float, observe: Callable[[int], None]):
+    def __init__(
+        self, predict: Callable[[np.ndarray], np.ndarray], max_images: int, max_delay: float, observe: Callable[[int], None], coming: Callable[[], bool]
+    ):
         self.predict = predict
+        self.coming = coming
         self.max_images = max_images
         self.max_delay = max_delay
         self.observe = observe
@@ -64,7 +68,8 @@ class Batcher:
         while size < self.max_images:
             remaining = deadline - asyncio.get_running_loop().time()
             try:
-                job = self.queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self.queue.get(), remaining)
+                waiting = remaining > 0 and (not self.queue.empty() or self.coming())
+                job = await asyncio.wait_for(self.queue.get(), remaining) if waiting else self.queue.get_nowait()
             except (asyncio.TimeoutError, asyncio.QueueEmpty):
                 break
             if size + len(job.batch) > self.max_images:

@@ -247,7 +247,8 @@ class Pipeline:
     def __init__(self, transformer: Transformer, settings: Settings, observe_batch: Callable[[int], None]):
         self.transformer = transformer
         self.workers = worker_pool(settings.worker_threads, "decode")
-        self.batcher = Batcher(transformer.predict_rows, settings.max_batch_images, settings.max_batch_delay_ms / 1000, observe_batch)
+        self.decoding = 0  # requests between arrival and the batcher: the only ones a batch can still wait for
+        self.batcher = Batcher(transformer.predict_rows, settings.max_batch_images, settings.max_batch_delay_ms / 1000, observe_batch, lambda: self.decoding > 0)
 
     def start(self) -> None:
         self.batcher.start()
@@ -268,7 +269,11 @@ class Pipeline:
         t.check(ctx)
         if "transform_fn" in t.user:
             return await self.in_worker(t.transform_whole, body, ctx)
-        data = await self.in_worker(t.decode, body, ctx)
+        self.decoding += 1
+        try:
+            data = await self.in_worker(t.decode, body, ctx)
+        finally:
+            self.decoding -= 1
         prediction = await self.batcher.submit(data) if t.batchable(data, ctx) else await self.in_worker(t.predict, data, ctx)
         return await self.in_worker(t.encode, prediction, ctx)
 
