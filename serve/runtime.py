@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from byoc_contract import recheck
+from byoc_contract import int8, recheck
 from serve.artifact import ArtifactError, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,8 @@ class OnnxRuntimeModel(Runtime):
 
 class OpenVinoModel(Runtime):
     """model.onnx compiled by OpenVINO for the CPU in ``fp32`` or ``bf16`` (where the CPU has bf16 kernels), or the
-    artifact's INT8 model (``model_int8.xml``, quantized by training past its accuracy gate) in ``int8``.
+    artifact's INT8 model (``model_int8.xml``, quantized by training past its accuracy gate) in ``int8`` (the layers left
+    unquantized in ``byoc_contract.int8.UNQUANTIZED_PRECISION``).
 
     bf16 and int8 round activations, which can swap the top two classes when they are nearly tied. With
     ``recheck_margin`` > 0, images whose top-1/top-2 probability gap is below it run again in fp32, so top-1
@@ -112,8 +113,10 @@ class OpenVinoModel(Runtime):
         self.lock = threading.Lock()  # one infer request per model; the batcher already runs one batch at a time
         # requests without an explanation run the network with its logits as the only output (the feature map is
         # not copied out); the whole model is compiled for the first explanation asked for
-        served, hint = (str(spec.int8_file), "fp32") if precision == "int8" else (onnx, precision)
+        served, hint = (str(spec.int8_file), int8.UNQUANTIZED_PRECISION) if precision == "int8" else (onnx, precision)
         self.request, granted = _openvino_request(core, logits_only(core, served), threads, hint)
+        if precision != "int8" and granted != precision:
+            log.warning("this CPU has no %s kernels; OpenVINO runs in %s", precision, granted)
         self.precision = "int8" if precision == "int8" else granted
         self.recheck_margin = recheck_margin if self.precision != "fp32" else 0.0
         self.fp32_request = _openvino_request(core, logits_only(core, onnx), threads, "fp32")[0] if self.recheck_margin > 0 else None
@@ -195,8 +198,6 @@ def _openvino_request(core, path, threads: int, precision: str) -> tuple[object,
     config = {"INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp32": "f32"}[precision], "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
     compiled = core.compile_model(path, "CPU", config)
     granted = {"bf16": "bf16", "f32": "fp32"}.get(compiled.get_property("INFERENCE_PRECISION_HINT").to_string(), "fp32")
-    if granted != precision:
-        log.warning("this CPU has no %s kernels; OpenVINO runs in %s", precision, granted)
     return compiled.create_infer_request(), granted
 
 

@@ -38,7 +38,7 @@ def test_export_quantizes_measures_and_records_the_gate(fine_tuned):
     assert 0 <= record["agreement"] <= 1
     # the gate measures what the server answers: int8 with near ties re-checked in fp32, never worse than int8 alone
     assert record["recheck_margin"] == 0.1 and 0 <= record["rechecked"] <= 1 and record["agreement"] >= record["agreement_int8_alone"]
-    # attempts stop at the first that passes, each keeping more layers in fp32; the faster must pass surely
+    # attempts stop at the first that passes, each leaving more layers out of int8; the faster must pass surely
     attempts = record["attempts"]
     assert [a["fp32_convolutions"] for a in attempts] == list(FP32_CONVOLUTIONS[: len(attempts)])
     gates = [surely] * (len(FP32_CONVOLUTIONS) - 1) + [verdict]
@@ -48,6 +48,18 @@ def test_export_quantizes_measures_and_records_the_gate(fine_tuned):
     assert (record["fp32_convolutions"], record["agreement"], record["passed_gate"]) == (shipped["fp32_convolutions"], shipped["agreement"], shipped["passed"])
     assert sorted(p.name for p in model_dir.glob("model_int8*")) == ["model_int8.bin", "model_int8.xml"]  # the other attempts are gone
     assert "int8 model model_int8.xml shipped" in result.stderr
+
+
+def test_the_gate_runs_the_unquantized_layers_as_the_server_does(fine_tuned):
+    """The stem and classifier left out of int8 run in bf16 on CPUs with bf16 kernels, in the gate and in the server."""
+    from serve.runtime import cpu_flags
+
+    record = json.loads((fine_tuned[0] / "model.json").read_text())["int8"]
+    expected = "bf16" if {"avx512_bf16", "amx_bf16"} & cpu_flags() else "fp32"
+    assert record["unquantized_precision"] == expected and all(a["unquantized_precision"] == expected for a in record["attempts"])
+    served = load_runtime(load_spec(fine_tuned[0]), "openvino", 2, "int8")
+    hint = served.request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT").to_string()
+    assert served.precision == "int8" and {"bf16": "bf16", "f32": "fp32"}[hint] == expected
 
 
 def test_a_faster_int8_model_must_be_surely_past_the_gate():
