@@ -240,3 +240,29 @@ def test_same_seed_same_run(tmp_path, fashion):
         return [f for l in out.splitlines() if l.startswith(("epoch=", "test_")) for f in l.split() if not f.startswith(("epoch_seconds", "images_per_sec"))]
 
     assert values(first.stdout) == values(second.stdout)
+
+
+def test_the_export_check_scales_with_the_logits_and_catches_a_wrong_export(tmp_path, monkeypatch):
+    """Large logits (a confident head) differ by more than 1e-4 in fp32 rounding alone and still pass; an ONNX
+    program that computes something else fails."""
+    import torch
+
+    from train import export
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    with torch.no_grad():
+        net[-1].weight.mul_(1e5)
+    sample = torch.rand(4, 3, 32, 32)
+    difference = export.export_onnx(net, sample, tmp_path / "big.onnx")
+    assert difference <= export.TOLERANCE * float(net(sample).abs().max())
+    real_save = torch.onnx.ONNXProgram.save
+
+    def save_another(program, path, **kwargs):  # writes the export of a different network in place of this one's
+        other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)).eval()
+        names = {"input_names": [export.INPUT_NAME], "output_names": [export.OUTPUT_NAME]}
+        real_save(torch.onnx.export(other, (sample,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), **names), path, **kwargs)
+
+    monkeypatch.setattr(torch.onnx.ONNXProgram, "save", save_another)
+    with pytest.raises(RuntimeError, match="differs from torch"):
+        export.export_onnx(net, sample, tmp_path / "wrong.onnx")

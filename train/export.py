@@ -22,7 +22,7 @@ FORMAT_VERSION = 1
 OPSET = 18
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-TOLERANCE = 1e-4
+TOLERANCE = 1e-4  # relative to the largest logit: fp32 rounding grows with the logits (a head trained long on random features)
 
 
 def framework_versions() -> dict[str, str]:
@@ -48,7 +48,8 @@ def plain_copy(model: nn.Module, arch: str, num_classes: int) -> nn.Module:
 
 def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, outputs: tuple[str, ...] = (OUTPUT_NAME,)) -> float:
     """Export ``model`` (a :func:`plain_copy`, or its ``train.cam.TwoOutputs``) with a dynamic batch axis and check
-    onnxruntime's logits agree with torch's; returns the max abs difference."""
+    onnxruntime's logits agree with torch's (within TOLERANCE of the largest logit, at least 1); returns the max abs
+    difference."""
     import onnxruntime as ort
 
     sample = sample.float().cpu().contiguous()
@@ -69,9 +70,9 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, outputs: tup
         expected = model(sample)
     expected = (expected[0] if isinstance(expected, tuple) else expected).numpy()
     got = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})[0]
-    difference = float(np.abs(expected - got).max())
-    if difference > TOLERANCE:
-        raise RuntimeError(f"ONNX export of the model differs from torch by {difference:.2e} (> {TOLERANCE}); report this as a bug")
+    difference, scale = float(np.abs(expected - got).max()), max(1.0, float(np.abs(expected).max()))
+    if difference > TOLERANCE * scale:
+        raise RuntimeError(f"ONNX export of the model differs from torch by {difference:.2e} (> {TOLERANCE} x {scale:.3g}, the largest logit); report this as a bug")
     log.info("exported %s (%.1f MB); onnxruntime matches torch within %.1e", path.name, path.stat().st_size / 1e6, difference)
     return difference
 
