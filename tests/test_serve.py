@@ -127,7 +127,9 @@ def test_preprocessing_matches_torchvision_on_odd_sizes():
     from train.transforms import Preprocess, eval_transform
 
     rng = np.random.default_rng(0)
-    for size, resize, crop, interpolation in [((53, 31), 37, 32, "bilinear"), ((300, 400), 256, 224, "bicubic"), ((20, 20), 24, 28, "bilinear")]:
+    cases = [((53, 31), 37, 32, "bilinear"), ((300, 400), 256, 224, "bicubic"), ((20, 20), 24, 28, "bilinear"), ((384, 384), 256, 224, "bilinear")]
+    cases += [((640, 427), 256, 224, "bicubic"), ((256, 300), 256, 224, "bilinear"), ((97, 1000), 64, 64, "nearest")]
+    for size, resize, crop, interpolation in cases:
         image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
         spec = ModelSpec(None, [], resize, crop, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), interpolation, None, "input", "logits", "x")
         expected = eval_transform(Preprocess(resize, crop, spec.mean, spec.std, interpolation))(image).numpy()
