@@ -69,7 +69,7 @@ def make_artifact(work: Path, extra: tuple[str, ...] = ()) -> Path:
         raise SystemExit(f"training the ResNet-50 artifact failed:\n{result.stderr[-3000:]}")
     model = work / "opt_ml" / "model"
     # The backbone is random, so the temperature fitted on valid is the search's bound (20): every image would be a
-    # near tie that bf16 and int8 run again in fp32. Without it, 15 % are, as in the runs before calibration existed.
+    # near tie that bf16 and int8 run again in fp32. Without it, a few are (`near_tie_share`, reported).
     description = json.loads((model / "model.json").read_text())
     description.pop("calibration", None)
     (model / "model.json").write_text(json.dumps(description, indent=2))

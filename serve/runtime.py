@@ -193,12 +193,9 @@ def logits_only(core, path: str):
 
 
 def _openvino_request(core, path, threads: int, precision: str) -> tuple[object, str]:
-    """An infer request of the model (a path or an ``ov.Model``) compiled for ``precision``, and the precision the
-    CPU actually grants."""
-    config = {"INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp32": "f32"}[precision], "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
-    compiled = core.compile_model(path, "CPU", config)
-    granted = {"bf16": "bf16", "f32": "fp32"}.get(compiled.get_property("INFERENCE_PRECISION_HINT").to_string(), "fp32")
-    return compiled.create_infer_request(), granted
+    """An infer request of the model (a path or an ``ov.Model``) compiled for ``precision``, for latency, and the
+    precision the CPU actually grants."""
+    return int8.openvino_request(core, path, precision, "LATENCY", threads)
 
 
 class TorchModel(Runtime):

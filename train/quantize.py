@@ -57,11 +57,7 @@ def batches(split: Split, preprocess: Preprocess, limit: int, size: int = 32) ->
 def compiled(core, path: Path, precision: str = "fp32") -> tuple[object, str]:
     """An infer request of ``path`` for the CPU with its unquantized layers in ``precision`` (the quantized ones run in
     int8 whatever the hint), and the precision OpenVINO granted."""
-    hint = {"bf16": "bf16", "fp32": "f32"}[precision]
-    config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_NUM_THREADS": len(os.sched_getaffinity(0))}
-    model = core.compile_model(str(path), "CPU", config)
-    granted = "bf16" if model.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16" else "fp32"
-    return model.create_infer_request(), granted
+    return int8.openvino_request(core, str(path), precision, "THROUGHPUT", len(os.sched_getaffinity(0)))
 
 
 def top1(request, split: Split, preprocess: Preprocess, limit: int, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
