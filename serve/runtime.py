@@ -121,6 +121,11 @@ class OpenVinoModel(Runtime):
         self.recheck_margin = recheck_margin if self.precision != "fp32" else 0.0
         self.fp32_request = _openvino_request(core, logits_only(core, onnx), threads, "fp32")[0] if self.recheck_margin > 0 else None
         gate = (spec.info or {}).get("int8") or {}
+        if self.precision == "int8" and gate.get("rechecked", 0.0) > recheck.SLOW_SHARE:
+            log.warning(
+                "the int8 model's accuracy gate re-ran %.1f%% of its images in fp32 (near ties): int8 may serve slower than bf16 here;"
+                " compare with SERVE_PRECISION=bf16", 100 * gate["rechecked"],
+            )  # fmt: skip
         if self.precision == "int8" and self.recheck_margin < gate.get("recheck_margin", 0.0):
             alone = gate.get("agreement_int8_alone")
             log.warning(

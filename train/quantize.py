@@ -6,9 +6,9 @@ accurate. The server answers with int8 plus its near-tie re-check (``byoc_contra
 calibrated probabilities are closer than the margin run again in fp32), so that is what the gate measures; the
 agreement of int8 alone is recorded next to it. Quantization tries leaving the first convolution (the stem), then the
 first three out of int8 (the classifier always); they run as the server runs them (``byoc_contract.int8``: bf16 where
-the CPU has it, else fp32). The faster model ships only when its agreement is surely past the gate
+the CPU has it, else fp32). The faster model ships at once when its agreement is surely past the gate
 (the 95 % lower bound on the test images, so a small test split cannot wave it through); else the closer one is
-measured and gated as above.
+measured and ships when it passes (else the faster one, when it passed at all).
 
 The result (agreement, both accuracies, shipped or why not) goes into ``model.json`` under ``int8``.
 ``python -m train.quantize MODEL_DIR --data DIR`` does the same for an artifact trained earlier.
@@ -40,7 +40,6 @@ MODES = ("auto", "off", "force")
 CALIBRATION_IMAGES = 300
 MIN_AGREEMENT = 0.99
 MAX_ACCURACY_DROP = 0.005
-MAX_RECHECKED = 0.1  # past this share of images re-run in fp32, int8 would buy little speed
 FP32_CONVOLUTIONS = (1, 3)  # tried in turn, the stem alone out of int8 (ResNet-50: 1.83x bf16), then the first three (1.78x)
 
 
@@ -93,8 +92,6 @@ def verdict(measured: dict) -> tuple[bool, str]:
     drop = measured["accuracy_fp32"] - measured["accuracy_int8"]
     if measured["agreement"] < MIN_AGREEMENT:
         return False, f"top-1 agreement with fp32 {measured['agreement']:.2%} (near ties re-checked at margin {measured['recheck_margin']}) is below {MIN_AGREEMENT:.0%}"
-    if measured["rechecked"] > MAX_RECHECKED:
-        return False, f"{measured['rechecked']:.1%} of the images are near ties re-run in fp32 (more than {MAX_RECHECKED:.0%}): int8 would save little time"
     if drop > MAX_ACCURACY_DROP:
         return False, f"accuracy drops by {100 * drop:.2f} points ({measured['accuracy_fp32']:.4f} -> {measured['accuracy_int8']:.4f}), more than {100 * MAX_ACCURACY_DROP:.1f}"
     return True, (
@@ -110,13 +107,10 @@ def lower_bound(share: float, count: int, z: float = 1.96) -> float:
     return float((centre - spread) / (1 + z * z / count))
 
 
-def surely(measured: dict) -> tuple[bool, str]:
-    """:func:`verdict` for a faster model that a closer one can replace: its agreement must pass at the 95 % lower bound."""
-    passed, reason = verdict(measured)
-    bound = lower_bound(measured["agreement"], measured["images"])
-    if passed and bound < MIN_AGREEMENT:
-        return False, f"agreement {measured['agreement']:.2%} on {measured['images']} images is not surely >= {MIN_AGREEMENT:.0%} (95% lower bound {bound:.2%}); the faster model must be"
-    return passed, reason
+def surely(measured: dict) -> bool:
+    """Whether a model passes :func:`verdict` even at the 95 % lower bound of its agreement (a faster model that a
+    closer one can replace must; 100 of 100 agreeing images do not show 99 %)."""
+    return verdict(measured)[0] and lower_bound(measured["agreement"], measured["images"]) >= MIN_AGREEMENT
 
 
 def quantization_options(model, fp32_convolutions: int) -> dict:
@@ -149,36 +143,46 @@ def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, sp
     description = json.loads((model_dir / "model.json").read_text())
     temperature = float((description.get("calibration") or {}).get("temperature", 1.0))
     reference = top1(compiled(core, model_dir / "model.onnx")[0], evaluation, preprocess, limit, temperature)
-    attempts, chosen = [], None
+    attempts = []
     for fp32_convolutions in FP32_CONVOLUTIONS:
         model = core.read_model(str(model_dir / "model.onnx"))
         quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), **quantization_options(model, fp32_convolutions))
         ov.save_model(quantized, str(attempt_file(model_dir, fp32_convolutions)), compress_to_fp16=False)
         request, unquantized = compiled(core, attempt_file(model_dir, fp32_convolutions), int8.UNQUANTIZED_PRECISION)
         measured = {"fp32_convolutions": fp32_convolutions, "unquantized_precision": unquantized, **compare(reference, top1(request, evaluation, preprocess, limit, temperature))}
-        last = fp32_convolutions == FP32_CONVOLUTIONS[-1]
-        passed, reason = verdict(measured) if last else surely(measured)
-        attempts.append({**measured, "passed": passed, "reason": reason})
-        log.info("int8 with the first %d convolutions in fp32: %s", fp32_convolutions, reason if passed else f"failed the gate, {reason}")
-        if passed:
-            chosen = attempts[-1]
-            break
-    if chosen is None and mode == "force":
-        chosen = attempts[0]
+        (passed, reason), sure, last = verdict(measured), surely(measured), fp32_convolutions == FP32_CONVOLUTIONS[-1]
+        attempts.append({**measured, "passed": passed, "surely_passed": sure, "reason": reason})
+        doubt = "" if sure or not passed or last else f" (not surely, on {measured['images']} images: trying one closer to fp32)"
+        log.info("int8 with the first %d convolutions in fp32: %s%s", fp32_convolutions, reason if passed else f"failed the gate, {reason}", doubt)
+        if sure and not last:
+            break  # past the gate beyond doubt: no need for a model closer to fp32
+    chosen = choose(attempts, mode)
     keep(model_dir, chosen["fp32_convolutions"] if chosen else None)
     shown = chosen or attempts[-1]
     record = {
         "file": INT8_FILE if chosen else None, "format": "openvino-ir", "shipped": chosen is not None, "passed_gate": shown["passed"],
-        "split": split_name, **{k: v for k, v in shown.items() if k != "passed"}, "calibration_images": len(samples),
+        "split": split_name, **{k: v for k, v in shown.items() if k not in ("passed", "surely_passed")}, "calibration_images": len(samples),
         "seconds": round(time.perf_counter() - started, 1),
-        "gate": {"min_agreement": MIN_AGREEMENT, "max_accuracy_drop": MAX_ACCURACY_DROP, "max_rechecked": MAX_RECHECKED}, "attempts": attempts,
+        "gate": {"min_agreement": MIN_AGREEMENT, "max_accuracy_drop": MAX_ACCURACY_DROP}, "attempts": attempts,
     }  # fmt: skip
     (model_dir / "model.json").write_text(json.dumps({**description, "int8": record}, indent=2, default=str))
     if chosen:
         log.info("int8 model %s shipped%s: %s", INT8_FILE, "" if chosen["passed"] else " (--quantize force, though it failed the gate; the fastest tried)", chosen["reason"])
+        if chosen["rechecked"] > recheck.SLOW_SHARE:
+            log.warning(
+                "the int8 model re-runs %.1f%% of the images in fp32 (near ties): it may serve slower than bf16; compare with SERVE_PRECISION=bf16"
+                " or train longer (a surer model has fewer near ties)", 100 * chosen["rechecked"],
+            )  # fmt: skip
     else:
         log.warning("no int8 model shipped: %s (the gate: >= %.0f%% agreement, <= %.1f points accuracy drop)", shown["reason"], 100 * MIN_AGREEMENT, 100 * MAX_ACCURACY_DROP)
     return record
+
+
+def choose(attempts: list[dict], mode: str) -> dict | None:
+    """The attempt to ship: a faster one surely past the gate, else the closest to fp32 that passed; with
+    ``mode="force"`` and none passing, the fastest tried; else None."""
+    candidates = [a for a in attempts[:-1] if a["surely_passed"]] + [a for a in reversed(attempts) if a["passed"]]
+    return candidates[0] if candidates else attempts[0] if mode == "force" else None
 
 
 def attempt_file(model_dir: Path, fp32_convolutions: int) -> Path:
