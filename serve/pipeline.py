@@ -17,7 +17,7 @@ from types import ModuleType
 import numpy as np
 
 from serve import explain, oip
-from serve.artifact import ModelSpec, load_spec
+from serve.artifact import ArtifactError, ModelSpec, load_spec
 from serve.batching import Batcher, run_together
 from serve.decode import JSONLINES_TYPES, Decoder, Source, media_type, open_picture
 from serve.encode import choose_accept, encode, parse_top_k
@@ -64,9 +64,24 @@ class RequestContext:
 
 def load_model(settings: Settings, spec: ModelSpec) -> Runtime:
     """Our model_fn: the artifact in the runtime and precision the settings choose, warmed up by one inference."""
-    model = load_runtime(spec, settings.runtime, settings.threads, settings.precision, settings.recheck_margin, settings.calibrated)
-    model.warm_up()
+    try:
+        model = load_runtime(spec, settings.runtime, settings.threads, settings.precision, settings.recheck_margin, settings.calibrated)
+        model.warm_up()
+    except ArtifactError:
+        raise
+    except Exception as exc:  # the runtimes raise their own types for a corrupt, truncated or foreign model file
+        raise ArtifactError(unloadable(spec, settings.runtime, exc)) from exc
     return model
+
+
+def unloadable(spec: ModelSpec, runtime: str, exc: Exception) -> str:
+    """What to tell the user when ``runtime`` cannot load or run the artifact in ``spec.directory``."""
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return (
+        f"the {runtime} runtime cannot load or run the model in {spec.directory} ({reason[:400]}): a model file is corrupt, truncated or not"
+        " written by byoc-vision's trainer. Export the artifact again (python -m train.quantize MODEL_DIR --data DIR rewrites model_int8.xml),"
+        " or serve another of its models (SERVE_PRECISION=bf16, SERVE_RUNTIME=onnxruntime)."
+    )  # fmt: skip
 
 
 class Transformer:

@@ -3,12 +3,15 @@ import base64
 import io
 import json
 import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import REPO
 from hostile_inputs import BAD, as_format
 from serve.app import create_app
 from serve.artifact import ArtifactError, load_spec
@@ -34,6 +37,17 @@ def ready_client(settings: Settings):
 @pytest.fixture(scope="module")
 def model_dir(trained_run):
     return trained_run[0] / "model"
+
+
+@pytest.fixture(scope="module")
+def int8_model_dir(model_dir, fashion, tmp_path_factory):
+    """The trained artifact with an int8 model (``python -m train.quantize --force`` when training shipped none)."""
+    folder = tmp_path_factory.mktemp("int8") / "model"
+    shutil.copytree(model_dir, folder)
+    if load_spec(folder).int8_file is None:
+        done = subprocess.run([sys.executable, "-m", "train.quantize", str(folder), "--data", str(fashion), "--force"], cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -176,17 +190,37 @@ def test_multipart_upload(client, photos):
     assert_prediction(response.json()["predictions"][0])
 
 
-def test_ping_is_503_with_the_reason_when_the_model_cannot_load(tmp_path):
-    client = fastapi_testclient.TestClient(create_app(settings_for(tmp_path)))
+def failed_ping(settings: Settings) -> dict:
+    """/ping's JSON body once the model has failed to load (and /invocations' answer meanwhile is checked)."""
+    client = fastapi_testclient.TestClient(create_app(settings))
     with client:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while "failed" not in client.get("/ping").text and time.monotonic() < deadline:
             time.sleep(0.05)
         ping = client.get("/ping")
-        assert ping.status_code == 503 and ping.json()["error"] == "model failed to load"
-        assert "model.json is missing" in ping.json()["detail"]
+        assert ping.status_code == 503 and ping.json()["error"] == "model failed to load", ping.text
         response = client.post("/invocations", content=b"x", headers={"Content-Type": "image/png"})
         assert response.status_code == 503 and response.json()["error"] == "not ready"
+        return ping.json()
+
+
+def test_ping_is_503_with_the_reason_when_the_model_cannot_load(tmp_path):
+    assert "model.json is missing" in failed_ping(settings_for(tmp_path))["detail"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "precision"),
+    [("model.onnx", "fp32"), ("model_int8.xml", "int8"), ("model_int8.bin", "int8")],
+)
+@pytest.mark.parametrize("how", ["garbage", "truncated"])
+def test_a_corrupt_model_file_is_a_503_that_says_which_and_what_to_do(int8_model_dir, tmp_path, damage, precision, how):
+    hostile = tmp_path / "model"
+    shutil.copytree(int8_model_dir, hostile)
+    target = hostile / damage
+    target.write_bytes(b"<net>\x00\xff garbage" * 100 if how == "garbage" else target.read_bytes()[: target.stat().st_size // 3])
+    detail = failed_ping(settings_for(hostile, precision=precision))["detail"]
+    assert "the openvino runtime cannot load or run the model in" in detail and "corrupt, truncated" in detail
+    assert "python -m train.quantize" in detail and len(detail) < 1000
 
 
 @pytest.mark.parametrize("field", [("onnx", "file"), ("int8", "file"), ("explain", "head")])
@@ -241,7 +275,8 @@ def test_metrics_count_requests_batches_and_load_time(model_dir, photos):
 
 
 def test_openvino_bf16_keeps_top1_agreement_with_fp32_on_real_photos(model_dir):
-    """The default runtime (OpenVINO, bf16 hint, fp32 re-check of near ties) vs fp32 ONNX Runtime on 1,000 real photos."""
+    """The default runtime in bf16 (OpenVINO, fp32 re-check of near ties) vs fp32 ONNX Runtime on 1,000 real photos
+    (int8: test_quantize.py)."""
     import fashion_mnist
     from PIL import Image
 
@@ -255,7 +290,7 @@ def test_openvino_bf16_keeps_top1_agreement_with_fp32_on_real_photos(model_dir):
     fp32 = load_runtime(spec, "onnxruntime", 2).predict(batch).argmax(1)
     agreement = {}
     for margin in (0.0, defaults.recheck_margin):
-        model = load_runtime(spec, defaults.runtime, 2, defaults.precision, margin)
+        model = load_runtime(spec, defaults.runtime, 2, "bf16", margin)
         top1 = np.concatenate([model.predict(batch[i : i + 16]) for i in range(0, len(batch), 16)]).argmax(1)
         agreement[margin] = float((top1 == fp32).mean())
         print(f"{model.name} {model.precision}, re-check margin {margin}: top-1 agreement with fp32 {agreement[margin]:.4f}, {model.rechecked} re-checked")

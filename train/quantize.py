@@ -8,7 +8,7 @@ agreement of int8 alone is recorded next to it. Quantization tries leaving the f
 first three out of int8 (the classifier always); they run as the server runs them (``byoc_contract.int8``: bf16 where
 the CPU has it, else fp32). The faster model ships at once when its agreement is surely past the gate
 (the 95 % lower bound on the test images, so a small test split cannot wave it through); else the closer one is
-measured and ships when it passes (else the faster one, when it passed at all).
+measured and ships when it passes.
 
 The result (agreement, both accuracies, shipped or why not) goes into ``model.json`` under ``int8``.
 ``python -m train.quantize MODEL_DIR --data DIR`` does the same for an artifact trained earlier.
@@ -130,8 +130,8 @@ def quantization_options(model, fp32_convolutions: int) -> dict:
 
 
 def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, split_name: str, preprocess: Preprocess, mode: str, limit: int = 5000) -> dict:
-    """Quantize, measure on ``evaluation`` (at most ``limit`` images) and keep the int8 model past the gate: the fastest
-    of FP32_CONVOLUTIONS' models that passes; with ``mode="force"`` and none passing, the fastest tried.
+    """Quantize, measure on ``evaluation`` (at most ``limit`` images) and keep the int8 model past the gate
+    (:func:`choose`); with ``mode="force"`` and none passing, the fastest tried.
     model.json records the outcome and every attempt. Returns that record."""
     import nncf
     import openvino as ov
@@ -156,18 +156,19 @@ def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, sp
         log.info("int8 with the first %d convolutions in fp32: %s%s", fp32_convolutions, reason if passed else f"failed the gate, {reason}", doubt)
         if sure and not last:
             break  # past the gate beyond doubt: no need for a model closer to fp32
-    chosen = choose(attempts, mode)
+    passing = choose(attempts)
+    chosen = passing or (attempts[0] if mode == "force" else None)
     keep(model_dir, chosen["fp32_convolutions"] if chosen else None)
-    shown = chosen or attempts[-1]
+    shown = {**(chosen or attempts[-1]), "reason": (passing or attempts[-1])["reason"]}  # why it passed, or why the last failed
     record = {
-        "file": INT8_FILE if chosen else None, "format": "openvino-ir", "shipped": chosen is not None, "passed_gate": shown["passed"],
+        "file": INT8_FILE if chosen else None, "format": "openvino-ir", "shipped": chosen is not None, "passed_gate": passing is not None,
         "split": split_name, **{k: v for k, v in shown.items() if k not in ("passed", "surely_passed")}, "calibration_images": len(samples),
         "seconds": round(time.perf_counter() - started, 1),
         "gate": {"min_agreement": MIN_AGREEMENT, "max_accuracy_drop": MAX_ACCURACY_DROP}, "attempts": attempts,
     }  # fmt: skip
     (model_dir / "model.json").write_text(json.dumps({**description, "int8": record}, indent=2, default=str))
     if chosen:
-        log.info("int8 model %s shipped%s: %s", INT8_FILE, "" if chosen["passed"] else " (--quantize force, though it failed the gate; the fastest tried)", chosen["reason"])
+        log.info("int8 model %s shipped%s: %s", INT8_FILE, "" if passing else " (--quantize force, though it failed the gate; the fastest tried)", shown["reason"])
         if chosen["rechecked"] > recheck.SLOW_SHARE:
             log.warning(
                 "the int8 model re-runs %.1f%% of the images in fp32 (near ties): it may serve slower than bf16; compare with SERVE_PRECISION=bf16"
@@ -178,11 +179,11 @@ def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, sp
     return record
 
 
-def choose(attempts: list[dict], mode: str) -> dict | None:
-    """The attempt to ship: a faster one surely past the gate, else the closest to fp32 that passed; with
-    ``mode="force"`` and none passing, the fastest tried; else None."""
-    candidates = [a for a in attempts[:-1] if a["surely_passed"]] + [a for a in reversed(attempts) if a["passed"]]
-    return candidates[0] if candidates else attempts[0] if mode == "force" else None
+def choose(attempts: list[dict]) -> dict | None:
+    """The attempt past the gate: a faster one surely past it, else the closest to fp32 when it passed; else None (a
+    faster one that passed by a hair while the closer one failed is likely below the gate)."""
+    candidates = [a for a in attempts[:-1] if a["surely_passed"]] + [a for a in attempts[-1:] if a["passed"]]
+    return candidates[0] if candidates else None
 
 
 def attempt_file(model_dir: Path, fp32_convolutions: int) -> Path:
