@@ -27,15 +27,15 @@ def open_rgb(source: str | Path | bytes | BinaryIO, max_pixels: int | None = Non
         if max_pixels is not None and width * height > max_pixels:
             raise ImageTooLarge(f"{width}x{height} = {width * height} pixels is more than the {max_pixels} allowed")
         img.load()
+        ImageOps.exif_transpose(img, in_place=True)  # a no-op when upright (a copy otherwise: 0.5 ms for a 384 px photo)
         return to_rgb(img)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Upright 8-bit RGB: EXIF rotation applied; grey, palette, CMYK, 16-bit and alpha handled.
+    """8-bit RGB: grey, palette, CMYK, 16-bit and alpha handled (``img`` itself when it is RGB already).
 
     Transparent pixels are composited on white, the way image viewers show them.
     """
-    img = ImageOps.exif_transpose(img)
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         img = Image.fromarray(_scale_to_uint8(np.asarray(img), sixteen_bit=img.mode.startswith("I;16")))
     if img.mode == "P" and "transparency" in img.info:

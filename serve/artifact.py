@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+MAX_DESCRIPTION_BYTES = 16 * 1024 * 1024  # model.json: room for 100,000 class names
+
+
 class ArtifactError(RuntimeError):
     """The model folder does not hold a usable artifact; the message says what is wrong."""
 
@@ -41,6 +44,8 @@ def load_spec(directory: Path) -> ModelSpec:
     path = directory / "model.json"
     if not path.is_file():
         raise ArtifactError(f"{path} is missing: the model folder must hold the artifact written by the training image.")
+    if path.stat().st_size > MAX_DESCRIPTION_BYTES:  # bounded before it is read: ours is a few kB
+        raise ArtifactError(f"{path} is {path.stat().st_size} bytes, more than the {MAX_DESCRIPTION_BYTES} a model description may be: use the one training wrote.")
     try:
         info = json.loads(path.read_text())
         pre, onnx = info["preprocess"], info["onnx"]

@@ -208,6 +208,16 @@ def test_ping_is_503_with_the_reason_when_the_model_cannot_load(tmp_path):
     assert "model.json is missing" in failed_ping(settings_for(tmp_path))["detail"]
 
 
+def test_an_oversized_model_description_is_refused_before_it_is_read(model_dir, tmp_path):
+    from serve.artifact import MAX_DESCRIPTION_BYTES
+
+    hostile = tmp_path / "model"
+    shutil.copytree(model_dir, hostile)
+    info = json.loads((hostile / "model.json").read_text())
+    (hostile / "model.json").write_text(json.dumps({**info, "padding": "x" * MAX_DESCRIPTION_BYTES}))
+    assert "more than the 16777216 a model description may be" in failed_ping(settings_for(hostile))["detail"]
+
+
 @pytest.mark.parametrize(
     ("damage", "precision"),
     [("model.onnx", "fp32"), ("model_int8.xml", "int8"), ("model_int8.bin", "int8")],
