@@ -162,6 +162,14 @@ def serve_section(r: dict) -> list[str]:
         "*best* is the fastest CPU mode below with every core. The old AWS stack is sagemaker-inference + multi-model-server, "
         "one worker, torch eager fp32 (`bench/baseline_service.py`).",
     ]
+    if "int8_model" in r:
+        q = r["int8_model"]
+        lines += [
+            "",
+            f"The int8 model: NNCF with the first {q['fp32_convolutions']} convolution(s) and the classifier out of int8 (run in "
+            f"{q['unquantized_precision']}); training's gate on its {q['images']} {q['split']} images "
+            f"{'passed it' if q['passed_gate'] else 'failed it (shipped by --quantize force)'}: {q['reason']}.",
+        ]
     if "near_tie_share" in r:
         lines += [
             "",

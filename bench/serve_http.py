@@ -307,6 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model = make_artifact(Path(tmp), ("--quantize", "force"))
         near_ties = near_tie_share(model, bodies)
+        gate = json.loads((model / "model.json").read_text())["int8"]
         rounds = [[measure(server, model, bodies, args.levels, args.seconds) for server in lineup] for _ in range(args.rounds)]
         runs = [median_points([r[i] for r in rounds]) for i in range(len(lineup))]
     report = {
@@ -319,6 +320,7 @@ def main(argv: list[str] | None = None) -> dict:
         "runs": runs,
         "image_size_mb": {**{s.image: image_size_mb(s.image) for s in lineup}, "python:3.11-slim": image_size_mb("python:3.11-slim")},
         "near_tie_share": near_ties,
+        "int8_model": {key: gate[key] for key in ("fp32_convolutions", "unquantized_precision", "passed_gate", "reason", "split", "images")},
         "targets": ratios(runs, 16 if 16 in args.levels else args.levels[-1]),
         "targets_recheck_off": ratios(runs, 16 if 16 in args.levels else args.levels[-1], UNCHECKED),
     }
