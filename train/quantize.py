@@ -171,8 +171,8 @@ def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, sp
         log.info("int8 model %s shipped%s: %s", INT8_FILE, "" if passing else " (--quantize force, though it failed the gate; the fastest tried)", shown["reason"])
         if chosen["rechecked"] > recheck.SLOW_SHARE:
             log.warning(
-                "the int8 model re-runs %.1f%% of the images in fp32 (near ties): it may serve slower than bf16; compare with SERVE_PRECISION=bf16"
-                " or train longer (a surer model has fewer near ties)", 100 * chosen["rechecked"],
+                "the int8 model re-runs %.1f%% of the images in fp32 (near ties of an unsure model): it may serve slower than bf16;"
+                " compare with SERVE_PRECISION=bf16", 100 * chosen["rechecked"],
             )  # fmt: skip
     else:
         log.warning("no int8 model shipped: %s (the gate: >= %.0f%% agreement, <= %.1f points accuracy drop)", shown["reason"], 100 * MIN_AGREEMENT, 100 * MAX_ACCURACY_DROP)
