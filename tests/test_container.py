@@ -29,7 +29,8 @@ def test_training_job_writes_the_artifact_and_success(train_image, opt_ml):
     print(f"docker run ... train: {seconds:.1f} s")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert (root / "output" / "success").exists() and not (root / "output" / "failure").exists()
-    assert {p.name for p in (root / "model").iterdir()} == {"model.onnx", "model.json", "weights.safetensors", "metrics.json", "cam_head.npz"}
+    int8 = {"model_int8.xml", "model_int8.bin"} if json.loads((root / "model" / "model.json").read_text())["int8"]["shipped"] else set()
+    assert {p.name for p in (root / "model").iterdir()} == {"model.onnx", "model.json", "weights.safetensors", "metrics.json", "cam_head.npz"} | int8
     assert (root / "output" / "data" / "test_confusion_matrix.png").is_file()
     assert list((root / "output" / "tensorboard").iterdir())
     logs = result.stdout + result.stderr
