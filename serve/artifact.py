@@ -44,8 +44,9 @@ def load_spec(directory: Path) -> ModelSpec:
     path = directory / "model.json"
     if not path.is_file():
         raise ArtifactError(f"{path} is missing: the model folder must hold the artifact written by the training image.")
-    if path.stat().st_size > MAX_DESCRIPTION_BYTES:  # bounded before it is read: ours is a few kB
-        raise ArtifactError(f"{path} is {path.stat().st_size} bytes, more than the {MAX_DESCRIPTION_BYTES} a model description may be: use the one training wrote.")
+    size = path.stat().st_size
+    if size > MAX_DESCRIPTION_BYTES:  # bounded before it is read: ours is a few kB
+        raise ArtifactError(f"{path} is {size} bytes, more than the {MAX_DESCRIPTION_BYTES} a model description may be: use the one training wrote.")
     try:
         info = json.loads(path.read_text())
         pre, onnx = info["preprocess"], info["onnx"]
