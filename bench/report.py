@@ -193,6 +193,7 @@ def serve_section(r: dict) -> list[str]:
                 for name, m in modes["modes"].items()
             ),
         ]
+    lines += alone_lines(r)
     lines += [
         "",
         "| server | concurrency | images/s, median round (min-max) | ours int8 / this | p50 (ms) | p99 (ms) |",
@@ -217,6 +218,44 @@ def serve_section(r: dict) -> list[str]:
     if "targets_recheck_off" in r:
         lines += ["", "With the near-tie re-check off (int8 and bf16 alike): " + against_targets(r["targets_recheck_off"])]
     lines += ["", f"The base image, this machine's stand-in `python:3.11-slim`, is {sizes['python:3.11-slim']} MB."]
+    return lines
+
+
+ISSUE_ALONE = {"fp32": 55, "bf16": 115, "int8": 219}  # issue 14's inference-only images/s at batch 16, on the machine it was filed from
+
+
+def alone_lines(r: dict) -> list[str]:
+    """Ours without HTTP (``bench.inference_alone``) next to ours over HTTP at concurrency 16 and the issue's figures."""
+    if "ours_inference_alone" not in r:
+        return []
+    alone, rate = r["ours_inference_alone"], {run["name"]: run["points"] for run in r["runs"]}
+    top = max(p["concurrency"] for p in r["runs"][0]["points"] if p["concurrency"] <= 16)
+    lines = [
+        "",
+        f"Ours without HTTP (`bench.inference_alone` in our image: the same artifact loaded as the server loads it, OpenVINO on "
+        f"{alone['threads']} threads, re-check off, random inputs): no row over HTTP can pass these. The last column is what "
+        "issue 14 measured on the machine it was filed from.",
+        "",
+        f"| precision | batch 1: images/s (ms per call) | batch 16: images/s | over HTTP at concurrency {top} | HTTP / alone at batch 16 | the issue's, batch 16 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for precision, m in alone["precisions"].items():
+        row = alone["http_rows"][precision]
+        http = next((p["images_per_sec"] for p in rate.get(row, []) if p["concurrency"] == top), None)
+        ratio = f"{http / m['batch_16']['images_per_sec']:.0%}" if http else "-"
+        lines.append(
+            f"| {precision} | {m['batch_1']['images_per_sec']} ({m['batch_1']['ms_per_call']}) | {m['batch_16']['images_per_sec']} | "
+            f"{http or '-'} ({row}) | {ratio} | {ISSUE_ALONE[precision]} ({m['batch_16']['images_per_sec'] / ISSUE_ALONE[precision]:.2f}x here) |"
+        )
+    int8, bf16 = alone["precisions"]["int8"], alone["precisions"]["bf16"]
+    one = int8["batch_1"]["ms_per_call"]
+    room = f"leaves {12 - one:.1f} ms for HTTP, decoding and batching" if one < 12 else "is less than the model alone takes"
+    lines += [
+        "",
+        f"Alone, int8 is **{int8['batch_16']['images_per_sec'] / bf16['batch_16']['images_per_sec']:.2f}x** bf16 at batch 16 "
+        f"(the issue: {ISSUE_ALONE['int8'] / ISSUE_ALONE['bf16']:.2f}x, all layers int8) and takes **{one} ms** for one image: 160 images/s "
+        f"over HTTP is {160 / int8['batch_16']['images_per_sec']:.0%} of int8's own rate here, and a p50 of 12 ms {room}.",
+    ]
     return lines
 
 

@@ -13,7 +13,8 @@ request per connection at a time, a warm-up at each level first):
   on) and at the best CPU setting its docs offer, picked by timing every mode first (``bench.peers.backends``);
 - the sagemaker-inference + MMS stack of AWS's PyTorch containers before 2.6 (the historical baseline).
 
-Also measured: each image's size and each server's cold start (``docker run`` -> its first prediction).
+Also measured: each image's size, each server's cold start (``docker run`` -> its first prediction), and ours
+without HTTP (``bench.inference_alone``: the runtime's own images/s, the ceiling of the HTTP rows).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from bench.photos import REPO, jpeg_photos
 from bench.report import save
 from bench.stats import summary
 
-INT8, BF16 = "ours: OpenVINO int8 (auto)", "ours: OpenVINO bf16"
+INT8, BF16, FP32 = "ours: OpenVINO int8 (auto)", "ours: OpenVINO bf16", "ours: OpenVINO fp32"
 UNCHECKED = ", near-tie re-check off"  # the random backbone makes more near ties than a fine-tuned model: both are reported
 BASELINE_COMMAND = 'from sagemaker_inference import model_server; model_server.start_model_server(handler_service="bench.baseline_service:handle")'
 
@@ -202,6 +203,7 @@ def turns_parser(prog: str, doc: str, rounds: int = 3) -> argparse.ArgumentParse
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--alone-seconds", type=float, default=8, help="duration of each measurement of ours without HTTP")
     parser.add_argument("--jpeg-size", type=int, default=384)
     return parser
 
@@ -235,13 +237,24 @@ def build_peer(target: str) -> str:
     return image
 
 
-def pick_best_mode(image: str) -> dict:
-    """Run ``bench.peers.backends`` in a peer image: inference-only images/s of each torch mode, and the best."""
-    result = subprocess.run(["docker", "run", "--rm", image, "python", "-m", "bench.peers.backends"], capture_output=True, text=True)
+def run_json(image: str, module: str, what: str, options: tuple[str, ...] = (), args: tuple[str, ...] = ()) -> dict:
+    """``python -m module *args`` in a throwaway container of ``image``; returns the JSON object it prints last."""
+    result = subprocess.run(["docker", "run", "--rm", *options, image, "python", "-m", module, *args], capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"timing the peers' torch modes failed:\n{result.stderr[-3000:]}")
+        raise SystemExit(f"{what} failed:\n{result.stderr[-3000:]}")
     print(result.stdout, flush=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def pick_best_mode(image: str) -> dict:
+    """Run ``bench.peers.backends`` in a peer image: inference-only images/s of each torch mode, and the best."""
+    return run_json(image, "bench.peers.backends", "timing the peers' torch modes")
+
+
+def inference_alone(image: str, model: Path, seconds: float) -> dict:
+    """Run ``bench.inference_alone`` in our image on ``model``: the runtime's own images/s per precision and batch."""
+    mounts = ("-v", f"{model}:/opt/ml/model:ro", "-v", f"{REPO / 'bench'}:/opt/bench/bench:ro", "-e", "PYTHONPATH=/opt/bench")
+    return run_json(image, "bench.inference_alone", "timing our runtime alone", mounts, ("/opt/ml/model", "--seconds", str(seconds)))
 
 
 def servers(args: argparse.Namespace, peer_images: dict[str, str], best_mode: str) -> list[Server]:
@@ -249,7 +262,7 @@ def servers(args: argparse.Namespace, peer_images: dict[str, str], best_mode: st
     ours = [
         Server(INT8, args.image),
         Server(BF16, args.image, {"SERVE_PRECISION": "bf16"}),
-        Server("ours: OpenVINO fp32", args.image, {"SERVE_PRECISION": "fp32"}),
+        Server(FP32, args.image, {"SERVE_PRECISION": "fp32"}),
         Server(f"{INT8}{UNCHECKED}", args.image, {"SERVE_BF16_RECHECK_MARGIN": "0"}),
         Server(f"{BF16}{UNCHECKED}", args.image, {"SERVE_PRECISION": "bf16", "SERVE_BF16_RECHECK_MARGIN": "0"}),
     ]
@@ -297,6 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--peers", choices=("all", "none"), default="all", help="build and run TorchServe and Ray Serve (bench/peers/)")
     parser.add_argument("--seconds", type=float, default=10, help="duration of each measurement")
     parser.add_argument("--rounds", type=int, default=2, help="the servers take turns this many times; each point reports the median round")
+    parser.add_argument("--alone-seconds", type=float, default=8, help="duration of each measurement of ours without HTTP")
     parser.add_argument("--jpeg-size", type=int, default=384, help="side of the JPEG bodies in px")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64], help="client concurrency levels")
     args = parser.parse_args(argv)
@@ -308,6 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
         model = make_artifact(Path(tmp), ("--quantize", "force"))
         near_ties = near_tie_share(model, bodies)
         gate = json.loads((model / "model.json").read_text())["int8"]
+        alone = inference_alone(args.image, model, args.alone_seconds)
         rounds = [[measure(server, model, bodies, args.levels, args.seconds) for server in lineup] for _ in range(args.rounds)]
         runs = [median_points([r[i] for r in rounds]) for i in range(len(lineup))]
     report = {
@@ -317,6 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds_per_point": args.seconds,
         "rounds": args.rounds,
         "peer_modes": modes,
+        "ours_inference_alone": {**alone, "http_rows": {"int8": INT8 + UNCHECKED, "bf16": BF16 + UNCHECKED, "fp32": FP32}},
         "runs": runs,
         "image_size_mb": {**{s.image: image_size_mb(s.image) for s in lineup}, "python:3.11-slim": image_size_mb("python:3.11-slim")},
         "near_tie_share": near_ties,

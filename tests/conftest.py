@@ -64,6 +64,12 @@ def run_trainer(args: list[str], base_dir: Path, timeout: int = 600, env: dict |
     return subprocess.run([sys.executable, "-m", "train", *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def expected_artifact_files(model_dir: Path) -> set[str]:
+    """The files a CPU training run writes to ``model_dir``: the int8 model's two only when its gate shipped them."""
+    int8 = {"model_int8.xml", "model_int8.bin"} if json.loads((model_dir / "model.json").read_text())["int8"]["shipped"] else set()
+    return {"model.onnx", "model.json", "weights.safetensors", "metrics.json", "cam_head.npz"} | int8
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, fashion) -> tuple[Path, subprocess.CompletedProcess]:
     """One real 2-epoch resnet18 run at 32 px: (its /opt/ml folder, the finished process)."""

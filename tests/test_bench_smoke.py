@@ -45,6 +45,9 @@ def test_bench_all_smoke_writes_every_result_table_and_plot(tmp_path, serve_imag
         with Image.open(plot) as image:
             assert image.width >= 600
     assert "| decoded-image cache (uint8 memmap) |" in doc and "**auto**" in doc
+    alone = json.loads((tmp_path / "results" / "serve_http.json").read_text())["ours_inference_alone"]["precisions"]
+    assert all(alone[p][f"batch_{n}"]["images_per_sec"] > 0 for p in ("fp32", "bf16", "int8") for n in (1, 16))
+    assert "Ours without HTTP" in doc and "| int8 |" in doc  # the serving image timed its runtime alone
     assert "real JPEG, CPU decode" in doc  # the GPU benchmark's code ran (on the CPU, --allow-cpu)
     assert f"Training image `{train_image}`" in doc  # docker run ... train was timed
     assert {p: p.stat().st_mtime_ns for p in (REPO / "bench" / "results").glob("*.json")} == before  # BENCH_OUT kept the repo's results

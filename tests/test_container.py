@@ -8,6 +8,7 @@ import pytest
 
 from byoc_contract import rules as job_rules
 from byoc_contract.metric_log import metric_definitions
+from conftest import REPO, expected_artifact_files
 
 pytestmark = pytest.mark.container
 HYPER = {"model": "resnet18", "pretrained": "none", "epochs": 2, "batch_size": 32, "image_size": 32, "workers": 2}
@@ -29,8 +30,7 @@ def test_training_job_writes_the_artifact_and_success(train_image, opt_ml):
     print(f"docker run ... train: {seconds:.1f} s")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert (root / "output" / "success").exists() and not (root / "output" / "failure").exists()
-    int8 = {"model_int8.xml", "model_int8.bin"} if json.loads((root / "model" / "model.json").read_text())["int8"]["shipped"] else set()
-    assert {p.name for p in (root / "model").iterdir()} == {"model.onnx", "model.json", "weights.safetensors", "metrics.json", "cam_head.npz"} | int8
+    assert {p.name for p in (root / "model").iterdir()} == expected_artifact_files(root / "model")
     assert (root / "output" / "data" / "test_confusion_matrix.png").is_file()
     assert list((root / "output" / "tensorboard").iterdir())
     logs = result.stdout + result.stderr
@@ -143,8 +143,6 @@ def post(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
 def test_docker_compose_up_trains_serves_and_a_second_up_reuses_the_model(train_image):
     """The README's main command: build, fine-tune the pretrained EfficientNet-Lite0 on demo/data (its weights through
     the 'pretrained' channel), serve on 127.0.0.1, answer the README's JPEG; the job's log is for people."""
-    from conftest import REPO
-
     project, port = f"byoc-test-{int(time.time())}", "18181"
     compose = ["docker", "compose", "-p", project]
     env = {**__import__("os").environ, "SERVE_PORT": port}

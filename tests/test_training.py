@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_trainer
+from conftest import expected_artifact_files, run_trainer
 from byoc_contract.metric_log import metric_definitions
 
 SMALL = ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "32", "--workers", "0"]
@@ -35,8 +35,7 @@ def test_artifact_describes_the_model(trained, fashion):
     base, _ = trained
     model_dir = base / "model"
     info = json.loads((model_dir / "model.json").read_text())
-    int8 = {"model_int8.xml", "model_int8.bin"} if info["int8"]["shipped"] else set()
-    assert {p.name for p in model_dir.iterdir()} == {"model.onnx", "model.json", "weights.safetensors", "metrics.json", "cam_head.npz"} | int8
+    assert {p.name for p in model_dir.iterdir()} == expected_artifact_files(model_dir)
     assert info["classes"] == sorted(p.name for p in (fashion / "train").iterdir())
     assert info["num_classes"] == 10 and info["architecture"] == "resnet18"
     assert info["preprocess"] == {
