@@ -2,7 +2,21 @@
 int8, the layers quantization leaves out (the stem, the classifier) in bf16 on CPUs with bf16 kernels, else fp32
 (ResNet-50, this project's 2-core AVX512-BF16 machine: 4-10 % faster than fp32 there; docs/benchmarks.md)."""
 
+from pathlib import Path
+
 UNQUANTIZED_PRECISION = "bf16"  # asked of OpenVINO as INFERENCE_PRECISION_HINT; CPUs without bf16 fall back to fp32
+FRONTENDS = {".onnx": "onnx", ".xml": "ir"}  # the model files an artifact holds, by suffix
+
+
+def read_model(core, path: str | Path):
+    """The model at ``path``, read by OpenVINO's frontend for its suffix. A file that frontend does not recognise is a
+    ValueError at once: OpenVINO would try every other frontend on it, and one logs the file's bytes to stderr."""
+    from openvino.frontend import FrontEndManager
+
+    kind = FRONTENDS.get(Path(path).suffix)
+    if kind is None or not FrontEndManager().load_by_framework(kind).supported(str(path)):
+        raise ValueError(f"{path} is not {'an OpenVINO IR' if kind == 'ir' else 'an ONNX'} model")
+    return core.read_model(str(path))
 
 
 def openvino_request(core, model, precision: str, performance: str, threads: int) -> tuple[object, str]:

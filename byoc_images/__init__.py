@@ -11,14 +11,23 @@ from PIL import Image, ImageOps
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
+MAX_ASPECT = 50  # longer side / shorter side: resizing the shorter side to the model's makes the longer one this much longer
+
+
 class ImageTooLarge(ValueError):
     """The header announces more pixels than allowed (a decompression bomb, or just too big)."""
+
+
+class ImageTooElongated(ValueError):
+    """One side is more than MAX_ASPECT times the other: a 1 x 40,000 strip, resized to a 224 px shorter side,
+    would take 6 GB."""
 
 
 def open_rgb(source: str | Path | bytes | BinaryIO, max_pixels: int | None = None) -> Image.Image:
     """Decode an image fully (raising on corrupt or truncated data) and convert it to 8-bit RGB.
 
-    ``max_pixels`` is checked against the header before any pixel is decoded.
+    ``max_pixels`` and the aspect ratio (at most ``MAX_ASPECT``) are checked against the header before any pixel
+    is decoded.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
@@ -26,6 +35,8 @@ def open_rgb(source: str | Path | bytes | BinaryIO, max_pixels: int | None = Non
         width, height = img.size
         if max_pixels is not None and width * height > max_pixels:
             raise ImageTooLarge(f"{width}x{height} = {width * height} pixels is more than the {max_pixels} allowed")
+        if max(width, height) > MAX_ASPECT * min(width, height):
+            raise ImageTooElongated(f"{width}x{height} is longer than {MAX_ASPECT}:1, which the resize to the model's input would blow up")
         img.load()
         ImageOps.exif_transpose(img, in_place=True)  # a no-op when upright (a copy otherwise: 0.5 ms for a 384 px photo)
         return to_rgb(img)

@@ -1,13 +1,11 @@
 """Reading the model artifact (model.json + model.onnx) written by training."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-
-MAX_DESCRIPTION_BYTES = 16 * 1024 * 1024  # model.json: room for 100,000 class names
+from byoc_contract import description
 
 
 class ArtifactError(RuntimeError):
@@ -40,24 +38,15 @@ class ModelSpec:
 
 
 def load_spec(directory: Path) -> ModelSpec:
-    """Parse ``model.json``; every field serving depends on must be there."""
+    """Parse ``model.json`` (``byoc_contract.description``); every field serving depends on must be there."""
     path = directory / "model.json"
-    if not path.is_file():
-        raise ArtifactError(f"{path} is missing: the model folder must hold the artifact written by the training image.")
-    size = path.stat().st_size
-    if size > MAX_DESCRIPTION_BYTES:  # bounded before it is read: ours is a few kB
-        raise ArtifactError(f"{path} is {size} bytes, more than the {MAX_DESCRIPTION_BYTES} a model description may be: use the one training wrote.")
     try:
-        info = json.loads(path.read_text())
-        pre, onnx = info["preprocess"], info["onnx"]
+        info = description.read(path)
+        onnx = info["onnx"]
         spec = ModelSpec(
             directory=directory,
-            classes=list(info["classes"]),
-            resize=int(pre["resize"]),
-            crop=int(pre["crop"]),
-            mean=tuple(float(v) for v in pre["mean"]),
-            std=tuple(float(v) for v in pre["std"]),
-            interpolation=pre.get("interpolation", "bilinear"),
+            classes=description.classes(info, path),
+            **description.preprocessing(info, path),
             onnx_file=directory / plain_name(onnx["file"]),
             input_name=onnx["input"],
             output_name=onnx["output"],
@@ -69,12 +58,12 @@ def load_spec(directory: Path) -> ModelSpec:
             explain_reason=(info.get("explain") or {}).get("reason") or ModelSpec.explain_reason,
             info=info,
         )
+    except description.DescriptionError as exc:
+        raise ArtifactError(str(exc)) from None
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path} is not a byoc-vision model description ({type(exc).__name__}: {exc}).") from exc
     if not (math.isfinite(spec.temperature) and 0.01 <= spec.temperature <= 100):
         raise ArtifactError(f"{path}: calibration temperature {spec.temperature} is not between 0.01 and 100")
-    if pre.get("channel_order", "RGB") != "RGB" or pre.get("layout", "NCHW") != "NCHW":
-        raise ArtifactError(f"{path}: only RGB, NCHW inputs are supported")
     return spec
 
 

@@ -192,7 +192,7 @@ def logits_only(core, path: str):
     """The model at ``path`` with its first output (the logits) as its only one."""
     import openvino as ov
 
-    model = core.read_model(path)
+    model = int8.read_model(core, path)
     results = model.get_results()
     return model if len(results) == 1 else ov.Model([results[0]], model.get_parameters(), "logits")
 

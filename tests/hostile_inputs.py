@@ -22,6 +22,13 @@ def bomb() -> bytes:
     return buffer.getvalue()
 
 
+def strip() -> bytes:
+    """2 x 40,000 px, 80,000 pixels in all: resized to a 224 px shorter side it would take 3 GB."""
+    buffer = io.BytesIO()
+    Image.new("L", (2, 40_000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def npy(array) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
@@ -34,6 +41,7 @@ BAD = [
     ("truncated jpeg", None, "image/jpeg", 400, "cannot decode image"),
     ("not an image", b"hello", "image/png", 400, "cannot decode image"),
     ("decompression bomb", bomb(), "image/png", 413, "image too large"),
+    ("a 1:20,000 strip", strip(), "image/png", 400, "image too elongated"),
     ("wrong content type", b"abc", "text/plain", 415, "unsupported content type"),
     ("missing content type", b"abc", None, 415, "unsupported content type"),
     ("bad base64", json.dumps({"image": "%%%"}).encode(), "application/json", 400, "bad base64"),

@@ -71,6 +71,14 @@ def test_corrupt_or_truncated_data_raises(payload):
         open_rgb(payload)
 
 
+def test_an_image_longer_than_50_to_1_is_refused_before_decoding():
+    from byoc_images import MAX_ASPECT, ImageTooElongated
+
+    with pytest.raises(ImageTooElongated, match="2x40000 is longer than 50:1"):
+        open_rgb(encode(Image.new("L", (2, 40_000)), "PNG"))
+    assert open_rgb(encode(Image.new("L", (MAX_ASPECT * 3, 3)), "PNG")).size == (150, 3)  # 50:1 itself decodes
+
+
 def test_pixel_limit_is_checked_before_decoding():
     from byoc_images import ImageTooLarge
 

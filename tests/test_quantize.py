@@ -16,7 +16,7 @@ from train.quantize import FP32_CONVOLUTIONS, INT8_FILE, MAX_ACCURACY_DROP, MIN_
 
 
 def quantize_cli(model_dir, data, *extra) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "train.quantize", str(model_dir), "--data", str(data), *extra], cwd=REPO, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "train.quantize", str(model_dir), "--data", str(data), *extra], cwd=REPO, capture_output=True, text=True, errors="replace", timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_a_model_that_fails_the_gate_ships_no_int8_and_says_why(unsure, tmp_path
     model_dir = tmp_path / "model"
     shutil.copytree(unsure[0], model_dir)
     code = "import sys, train.quantize as q; q.MIN_AGREEMENT = 1.01; sys.exit(q.main(sys.argv[1:]))"
-    done = subprocess.run([sys.executable, "-c", code, str(model_dir), "--data", str(unsure[1])], cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", code, str(model_dir), "--data", str(unsure[1])], cwd=REPO, capture_output=True, text=True, errors="replace", timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads(done.stdout)
     assert not record["shipped"] and not record["passed_gate"] and record["file"] is None and "below 101%" in record["reason"]
@@ -170,6 +170,30 @@ def test_quantize_command_for_an_artifact_trained_earlier(fine_tuned, fashion, t
     assert failed.returncode == 1 and "give the data it was trained on" in failed.stderr
     missing = quantize_cli(tmp_path / "nowhere", fashion)
     assert missing.returncode == 1 and "model.json" in missing.stderr
+
+
+HOSTILE_FOLDERS = {
+    "a resize of 100,000 px": ("model.json", lambda info: {**info, "preprocess": {**info["preprocess"], "resize": 100_000}}, "preprocess.resize is 100000"),
+    "model.json that is a list": ("model.json", lambda info: [info], "holds a JSON list"),
+    "model.json that is not JSON": ("model.json", None, "is not JSON"),
+    "a garbage model.onnx": ("model.onnx", None, "is not a model OpenVINO can read"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_FOLDERS), ids=list(HOSTILE_FOLDERS))
+def test_quantize_command_refuses_a_hostile_model_folder_and_says_why(fine_tuned, fashion, tmp_path, case):
+    name, change, expected = HOSTILE_FOLDERS[case]
+    model_dir = tmp_path / "model"
+    shutil.copytree(fine_tuned[0], model_dir)
+    target = model_dir / name
+    if change is None:
+        target.write_bytes(b"\x00\xff not a model " * 64)
+    else:
+        target.write_text(json.dumps(change(json.loads(target.read_text()))))
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    result = quantize_cli(model_dir, fashion)
+    assert result.returncode == 1 and expected in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before  # nothing written, nothing lost
 
 
 def test_auto_precision_picks_int8_only_with_the_model_and_the_cpu_for_it(fine_tuned, trained_run):

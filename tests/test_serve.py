@@ -209,13 +209,41 @@ def test_ping_is_503_with_the_reason_when_the_model_cannot_load(tmp_path):
 
 
 def test_an_oversized_model_description_is_refused_before_it_is_read(model_dir, tmp_path):
-    from serve.artifact import MAX_DESCRIPTION_BYTES
+    from byoc_contract.description import MAX_BYTES
 
     hostile = tmp_path / "model"
     shutil.copytree(model_dir, hostile)
     info = json.loads((hostile / "model.json").read_text())
-    (hostile / "model.json").write_text(json.dumps({**info, "padding": "x" * MAX_DESCRIPTION_BYTES}))
+    (hostile / "model.json").write_text(json.dumps({**info, "padding": "x" * MAX_BYTES}))
     assert "more than the 16777216 a model description may be" in failed_ping(settings_for(hostile))["detail"]
+
+
+HOSTILE_DESCRIPTIONS = {
+    "a resize that would cost gigabytes per image": ({"preprocess": {"resize": 100_000}}, "preprocess.resize is 100000"),
+    "a crop of 0 px": ({"preprocess": {"crop": 0}}, "preprocess.crop is 0"),
+    "a crop that is text": ({"preprocess": {"crop": "224"}}, "preprocess.crop is '224'"),
+    "an unknown interpolation": ({"preprocess": {"interpolation": "lanczos9"}}, "preprocess.interpolation is 'lanczos9'"),
+    "a zero standard deviation": ({"preprocess": {"std": [0.2, 0, 0.2]}}, "each must be above 0"),
+    "two means": ({"preprocess": {"mean": [0.5, 0.5]}}, "three finite numbers"),
+    "BGR inputs": ({"preprocess": {"channel_order": "BGR"}}, "only those are supported"),
+    "classes that are not a list": ({"classes": "abc"}, "must be a list of class names"),
+    "a JSON list": (None, "holds a JSON list"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_DESCRIPTIONS), ids=list(HOSTILE_DESCRIPTIONS))
+def test_a_hostile_model_description_is_a_503_that_says_which_field(model_dir, tmp_path, case):
+    change, expected = HOSTILE_DESCRIPTIONS[case]
+    hostile = tmp_path / "model"
+    shutil.copytree(model_dir, hostile)
+    info = json.loads((hostile / "model.json").read_text())
+    if change is None:
+        info = [info]
+    else:
+        info.update({key: {**info[key], **value} if isinstance(value, dict) else value for key, value in change.items()})
+    (hostile / "model.json").write_text(json.dumps(info))
+    detail = failed_ping(settings_for(hostile))["detail"]
+    assert expected in detail and "model.json" in detail, detail
 
 
 @pytest.mark.parametrize(

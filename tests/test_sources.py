@@ -93,10 +93,11 @@ def test_unreadable_images_are_skipped_or_fatal(tmp_path, fashion):
     shutil.copytree(fashion / "valid", tmp_path / "train")
     (tmp_path / "train" / "Bag" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     Image.new("RGB", (10, 10)).save(tmp_path / "train" / "Bag" / "cmyk.jpg")
+    Image.new("L", (2, 40_000)).save(tmp_path / "train" / "Coat" / "strip.png")  # resized to a 32 px shorter side: 61 MB
     splits = splits_of(tmp_path / "train", fashion / "valid")
     dataset = ImageDataset(splits.train, eval_transform(PRE), strict=False)
     images, labels, skipped = collate_skipping([dataset[i] for i in range(len(dataset))])
-    assert len(skipped) == 1 and len(labels) == 101 and images.shape == (101, 3, 32, 32)
+    assert len(skipped) == 2 and len(labels) == 101 and images.shape == (101, 3, 32, 32)
     strict = ImageDataset(splits.train, eval_transform(PRE), strict=True)
     with pytest.raises(TrainingError, match="broken.jpg"):
         [strict[i] for i in range(len(strict))]

@@ -117,6 +117,7 @@ def test_underscore_hyperparameters_and_string_booleans():
         (["--model", "resnet05"], None, "Unknown model 'resnet05'. Did you mean: .*resnet50", 1),
         (["--optimizer", "sgd", "--lr", "1e30", "--amp", "none"], None, r"The training loss became (nan|inf) at epoch 1, step \d+\. Lower --lr", 1),
         (["--epochs", "many"], None, "Bad hyperparameter or flag: argument --epochs: invalid int value: 'many'", 2),
+        (["--image-size", "5000"], None, "argument --image-size: 5000 px must be from 1 to 4096", 2),
         (["--finetune", "last-k", "--unfreeze-stages", "0"], None, "needs --unfreeze-stages 1 or more", 1),
         ([], "valid", r"The class folders of 'valid' .* differ from 'train': only in valid: \['Handbag'\]; only in train: \['Bag'\]", 1),
     ],

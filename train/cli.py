@@ -51,6 +51,19 @@ def _fraction(raw: str) -> float:
     return value
 
 
+def _side(raw: str) -> int:
+    """A whole number of px from 1 to the largest side a model description may hold, for argparse."""
+    from byoc_contract.description import MAX_SIDE
+
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number of px") from None
+    if not 1 <= value <= MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"{value} px must be from 1 to {MAX_SIDE}")
+    return value
+
+
 def _flag(group, name: str, help: str) -> None:
     """A true/false flag on an argument group (SageMaker sends ``--name true``; ``--name`` alone also means true)."""
     group.add_argument(name, type=str2bool, nargs="?", const=True, default=False, help=help + " (true/false)")
@@ -86,8 +99,8 @@ def add_data_flags(data) -> None:
         help="decode each image once into a uint8 memory-mapped cache at --resize-size, reused by later epochs and runs: "
         f"'auto' ({sagemaker_env.decoded_cache_dir()}), 'off', or a folder (share one between tuning trials)",
     )
-    data.add_argument("--image-size", type=int, default=224, help="crop size fed to the network")
-    data.add_argument("--resize-size", type=int, default=None, help="shorter side before the center crop (default: image-size / 0.875)")
+    data.add_argument("--image-size", type=_side, default=224, help="crop size fed to the network")
+    data.add_argument("--resize-size", type=_side, default=None, help="shorter side before the center crop (default: image-size / 0.875)")
     data.add_argument("--augment", choices=AUGMENTATIONS, default="light", help="training augmentation preset")
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from byoc_contract import int8, recheck
+from byoc_contract import description, int8, recheck
 from train.calibration import scaled_softmax
 from train.data import ImageDataset, collate_skipping
 from train.errors import TrainingError
@@ -140,12 +140,13 @@ def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, sp
     samples = [image[None] for images, _ in batches(calibration, preprocess, CALIBRATION_IMAGES) for image in images]
     if not samples:
         raise TrainingError("no readable valid image to calibrate the int8 model with")
-    description = json.loads((model_dir / "model.json").read_text())
-    temperature = float((description.get("calibration") or {}).get("temperature", 1.0))
+    info = description.read(model_dir / "model.json")
+    temperature = float((info.get("calibration") or {}).get("temperature", 1.0))
+    readable(core, model_dir / "model.onnx")
     reference = top1(compiled(core, model_dir / "model.onnx")[0], evaluation, preprocess, limit, temperature)
     attempts = []
     for fp32_convolutions in FP32_CONVOLUTIONS:
-        model = core.read_model(str(model_dir / "model.onnx"))
+        model = int8.read_model(core, model_dir / "model.onnx")
         quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), **quantization_options(model, fp32_convolutions))
         ov.save_model(quantized, str(attempt_file(model_dir, fp32_convolutions)), compress_to_fp16=False)
         request, unquantized = compiled(core, attempt_file(model_dir, fp32_convolutions), int8.UNQUANTIZED_PRECISION)
@@ -166,7 +167,7 @@ def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, sp
         "seconds": round(time.perf_counter() - started, 1),
         "gate": {"min_agreement": MIN_AGREEMENT, "max_accuracy_drop": MAX_ACCURACY_DROP}, "attempts": attempts,
     }  # fmt: skip
-    (model_dir / "model.json").write_text(json.dumps({**description, "int8": record}, indent=2, default=str))
+    (model_dir / "model.json").write_text(json.dumps({**info, "int8": record}, indent=2, default=str))
     if chosen:
         log.info("int8 model %s shipped%s: %s", INT8_FILE, "" if passing else " (--quantize force, though it failed the gate; the fastest tried)", shown["reason"])
         if chosen["rechecked"] > recheck.SLOW_SHARE:
@@ -177,6 +178,15 @@ def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, sp
     else:
         log.warning("no int8 model shipped: %s (the gate: >= %.0f%% agreement, <= %.1f points accuracy drop)", shown["reason"], 100 * MIN_AGREEMENT, 100 * MAX_ACCURACY_DROP)
     return record
+
+
+def readable(core, path: Path) -> None:
+    """Raise TrainingError, saying what to do, when OpenVINO cannot read ``path`` as a model."""
+    try:
+        int8.read_model(core, path)
+    except Exception as exc:  # noqa: BLE001  (OpenVINO raises its own types for corrupt, truncated or foreign files)
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        raise TrainingError(f"{path} is not a model OpenVINO can read ({reason}): it is corrupt, truncated or not ONNX; export the artifact again with python -m train") from None
 
 
 def choose(attempts: list[dict]) -> dict | None:
@@ -215,12 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        description = json.loads((args.model_dir / "model.json").read_text())
-        pre = description["preprocess"]
-        preprocess = Preprocess(pre["resize"], pre["crop"], tuple(pre["mean"]), tuple(pre["std"]), pre.get("interpolation", "bilinear"))
+        path = args.model_dir / "model.json"
+        info = description.read(path)
+        preprocess, classes = Preprocess(**description.preprocessing(info, path)), description.classes(info, path)
+        if not (args.model_dir / "model.onnx").is_file():
+            raise TrainingError(f"{args.model_dir} has no model.onnx: give the folder training wrote (model.json + model.onnx)")
         splits = load_splits(args.data, args.data / "valid", args.data / "test", 0.1, 0.1, args.seed)
-        if splits.classes != description["classes"]:
-            raise TrainingError(f"{args.data} has classes {splits.classes[:5]}..., the model {description['classes'][:5]}...: give the data it was trained on")
+        if splits.classes != classes:
+            raise TrainingError(f"{args.data} has classes {splits.classes[:5]}..., the model {classes[:5]}...: give the data it was trained on")
         evaluation, name = (splits.test, "test") if splits.test else (splits.valid, "valid")
         with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is for the record alone
             record = quantize_artifact(args.model_dir, splits.valid, evaluation, name, preprocess, "force" if args.force else "auto", args.max_images)

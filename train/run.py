@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from byoc_contract.description import MAX_SIDE
 from byoc_contract.metric_log import format_line
 from byoc_contract.rules import DEFAULT_RULES, StopRuleNotJudged, selection
 from train import distributed, finish, sagemaker_env
@@ -268,7 +269,7 @@ def run(args: argparse.Namespace) -> dict:
     )
     net = build_network(args.model, len(splits.classes), pretrained)
     preprocess = Preprocess(
-        resize=args.resize_size or round(args.image_size / 0.875), crop=args.image_size, mean=net.mean, std=net.std, interpolation=net.interpolation
+        resize=args.resize_size or min(round(args.image_size / 0.875), MAX_SIDE), crop=args.image_size, mean=net.mean, std=net.std, interpolation=net.interpolation
     )
     head_params, backbone_params = set_policy(net, args.finetune, args.unfreeze_stages)
     model = net.model.to(ctx.device)
