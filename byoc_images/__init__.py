@@ -12,34 +12,61 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 
 MAX_ASPECT = 50  # longer side / shorter side: resizing the shorter side to the model's makes the longer one this much longer
+MAX_JPEG_SCANS = 100  # encoders write 1 (baseline) to about 10 (progressive); each scan is one more pass over every pixel
 
 
 class ImageTooLarge(ValueError):
     """The header announces more pixels than allowed (a decompression bomb, or just too big)."""
 
 
-class ImageTooElongated(ValueError):
+class ImageRefused(ValueError):
+    """An image whose header promises far more work than its pixels are worth; ``error`` names why in a few words."""
+
+    error = "image refused"
+
+
+class ImageTooElongated(ImageRefused):
     """One side is more than MAX_ASPECT times the other: a 1 x 40,000 strip, resized to a 224 px shorter side,
     would take 6 GB."""
+
+    error = "image too elongated"
+
+
+class TooManyScans(ImageRefused):
+    """A JPEG of more than MAX_JPEG_SCANS scans: 1,000 repeated scans of a 4,000 px square, 125 kB in all, take
+    10 s to decode."""
+
+    error = "too many JPEG scans"
 
 
 def open_rgb(source: str | Path | bytes | BinaryIO, max_pixels: int | None = None) -> Image.Image:
     """Decode an image fully (raising on corrupt or truncated data) and convert it to 8-bit RGB.
 
-    ``max_pixels`` and the aspect ratio (at most ``MAX_ASPECT``) are checked against the header before any pixel
-    is decoded.
+    ``max_pixels``, the aspect ratio (at most ``MAX_ASPECT``) and a JPEG's number of scans (at most
+    ``MAX_JPEG_SCANS``) are checked before any pixel is decoded.
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        source = io.BytesIO(source)
-    with Image.open(source) as img:
+    data = read_bytes(source)
+    with Image.open(io.BytesIO(data)) as img:
         width, height = img.size
         if max_pixels is not None and width * height > max_pixels:
             raise ImageTooLarge(f"{width}x{height} = {width * height} pixels is more than the {max_pixels} allowed")
         if max(width, height) > MAX_ASPECT * min(width, height):
-            raise ImageTooElongated(f"{width}x{height} is longer than {MAX_ASPECT}:1, which the resize to the model's input would blow up")
+            raise ImageTooElongated(f"{width}x{height} is longer than {MAX_ASPECT}:1, which the resize to the model's input would blow up; crop it")
+        scans = data.count(b"\xff\xda") if img.format in ("JPEG", "MPO") else 0  # start-of-scan markers (0xff is escaped in scan data)
+        if scans > MAX_JPEG_SCANS:
+            raise TooManyScans(f"the JPEG holds {scans} scans, more than the {MAX_JPEG_SCANS} any encoder writes; save it again as a plain JPEG")
         img.load()
         ImageOps.exif_transpose(img, in_place=True)  # a no-op when upright (a copy otherwise: 0.5 ms for a 384 px photo)
         return to_rgb(img)
+
+
+def read_bytes(source: str | Path | bytes | BinaryIO) -> bytes:
+    """The bytes of an image given as bytes, a path or an open binary file."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return source if isinstance(source, bytes) else bytes(source)
+    if isinstance(source, (str, Path)):
+        return Path(source).read_bytes()
+    return source.read()
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from byoc_images import ImageTooElongated, ImageTooLarge, open_rgb
+from byoc_images import ImageRefused, ImageTooLarge, open_rgb
 from serve.artifact import ModelSpec
 from serve.limits import Deadline
 from serve.preprocess import to_input
@@ -171,8 +171,8 @@ def open_picture(data: bytes, max_pixels: int):
         return open_rgb(data, max_pixels=max_pixels)
     except ImageTooLarge as exc:
         raise RequestError(413, "image too large", f"{exc}; resize the image before sending it.") from exc
-    except ImageTooElongated as exc:
-        raise RequestError(400, "image too elongated", f"{exc}; crop the image before sending it.") from exc
+    except ImageRefused as exc:
+        raise RequestError(400, exc.error, f"{exc}.") from exc
     except Exception as exc:  # PIL raises many types for corrupt or truncated data
         raise RequestError(400, "cannot decode image", f"{type(exc).__name__}: {exc}. Send a complete JPEG, PNG or WebP file.") from exc
 

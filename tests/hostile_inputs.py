@@ -29,6 +29,16 @@ def strip() -> bytes:
     return buffer.getvalue()
 
 
+def scan_bomb(side: int = 1000, scans: int = 2000) -> bytes:
+    """A progressive JPEG whose last scan is repeated ``scans`` times: each is one more pass over every pixel when
+    decoded (4,000 px square, 1,000 scans: 125 kB that take 10 s)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (120, 60, 200)).save(buffer, format="JPEG", progressive=True, quality=90)
+    data = buffer.getvalue()
+    last = data[data.rindex(b"\xff\xda") : -2]  # the last start-of-scan marker up to the end-of-image one
+    return data[:-2] + last * scans + b"\xff\xd9"
+
+
 def npy(array) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
@@ -42,6 +52,7 @@ BAD = [
     ("not an image", b"hello", "image/png", 400, "cannot decode image"),
     ("decompression bomb", bomb(), "image/png", 413, "image too large"),
     ("a 1:20,000 strip", strip(), "image/png", 400, "image too elongated"),
+    ("a JPEG of 2,000 scans", scan_bomb(), "image/jpeg", 400, "too many JPEG scans"),
     ("wrong content type", b"abc", "text/plain", 415, "unsupported content type"),
     ("missing content type", b"abc", None, 415, "unsupported content type"),
     ("bad base64", json.dumps({"image": "%%%"}).encode(), "application/json", 400, "bad base64"),

@@ -79,6 +79,19 @@ def test_an_image_longer_than_50_to_1_is_refused_before_decoding():
     assert open_rgb(encode(Image.new("L", (MAX_ASPECT * 3, 3)), "PNG")).size == (150, 3)  # 50:1 itself decodes
 
 
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding_and_a_progressive_one_decodes():
+    from byoc_images import MAX_JPEG_SCANS, TooManyScans
+    from hostile_inputs import scan_bomb
+
+    bomb = scan_bomb(side=1000, scans=2000)
+    with Image.open(io.BytesIO(bomb)) as image:  # a valid JPEG: Pillow would decode it, 2,000 passes over 1 megapixel
+        assert image.size == (1000, 1000) and image.info.get("progressive")
+    with pytest.raises(TooManyScans, match=f"holds 20(0[0-9]|1[0-9]) scans, more than the {MAX_JPEG_SCANS}"):
+        open_rgb(bomb)
+    assert open_rgb(scan_bomb(side=64, scans=MAX_JPEG_SCANS - 20)).size == (64, 64)  # many scans, within the limit
+    assert open_rgb(encode(Image.new("RGB", (64, 64)), "JPEG", progressive=True)).size == (64, 64)
+
+
 def test_pixel_limit_is_checked_before_decoding():
     from byoc_images import ImageTooLarge
 

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 import fashion_mnist
+from hostile_inputs import scan_bomb
 from train.data import ImageDataset, collate_skipping
 from train.errors import TrainingError
 from train.sources import load_splits, stratified_split
@@ -94,10 +95,11 @@ def test_unreadable_images_are_skipped_or_fatal(tmp_path, fashion):
     (tmp_path / "train" / "Bag" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     Image.new("RGB", (10, 10)).save(tmp_path / "train" / "Bag" / "cmyk.jpg")
     Image.new("L", (2, 40_000)).save(tmp_path / "train" / "Coat" / "strip.png")  # resized to a 32 px shorter side: 61 MB
+    (tmp_path / "train" / "Coat" / "scans.jpg").write_bytes(scan_bomb())
     splits = splits_of(tmp_path / "train", fashion / "valid")
     dataset = ImageDataset(splits.train, eval_transform(PRE), strict=False)
     images, labels, skipped = collate_skipping([dataset[i] for i in range(len(dataset))])
-    assert len(skipped) == 2 and len(labels) == 101 and images.shape == (101, 3, 32, 32)
+    assert len(skipped) == 3 and len(labels) == 101 and images.shape == (101, 3, 32, 32)
     strict = ImageDataset(splits.train, eval_transform(PRE), strict=True)
     with pytest.raises(TrainingError, match="broken.jpg"):
         [strict[i] for i in range(len(strict))]
