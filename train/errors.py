@@ -15,6 +15,16 @@ class TrainingError(Exception):
     """A failure caused by the input or the settings; the message says what to change."""
 
 
+def reason_of(exc: TrainingError) -> str:
+    """What a TrainingError says, also when a DataLoader worker raised it: torch then re-raises it in the main process
+    with the worker's whole traceback as its message, ours on the last line, and the traceback would fill the failure
+    reason's 1,024 characters before it."""
+    text, marker = str(exc), f"{TrainingError.__name__}: "
+    if text.startswith(f"Caught {TrainingError.__name__} in DataLoader worker") and marker in text:
+        return text.rsplit(marker, 1)[1].strip()
+    return text
+
+
 class Interrupted(Exception):
     """The job was stopped by a signal (spot interruption) after saving a checkpoint."""
 

@@ -28,7 +28,7 @@ from train.cores import core_share
 from train.data import class_loss_weights, loader_settings
 from train.debugger import create_hook, record, set_mode
 from train.engine import DeviceInput, Precision, cross_entropy, predict, resolve_precision, softmax, train_one_epoch
-from train.errors import Interrupted, TrainingError, write_failure
+from train.errors import Interrupted, TrainingError, reason_of, write_failure
 from train.loaders import Loaders, build_loaders
 from train.metrics import classification_metrics
 from train.models import build_network, set_policy, train_mode
@@ -339,7 +339,7 @@ def run_and_report(args: argparse.Namespace) -> int:
         run(args)
         return 0
     except TrainingError as exc:
-        reason, code = str(exc), 1
+        reason, code = reason_of(exc), 1
     except Interrupted as exc:
         reason, code = str(exc), 143
     except torch.OutOfMemoryError as exc:
