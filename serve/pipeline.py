@@ -16,6 +16,7 @@ from types import ModuleType
 
 import numpy as np
 
+from byoc_contract.messages import one_line
 from serve import explain, oip
 from serve.artifact import ArtifactError, ModelSpec, load_spec
 from serve.batching import Batcher, run_together
@@ -76,9 +77,8 @@ def load_model(settings: Settings, spec: ModelSpec) -> Runtime:
 
 def unloadable(spec: ModelSpec, runtime: str, exc: Exception) -> str:
     """What to tell the user when ``runtime`` cannot load or run the artifact in ``spec.directory``."""
-    reason = " ".join(f"{type(exc).__name__}: {exc}".split())
     return (
-        f"the {runtime} runtime cannot load or run the model in {spec.directory} ({reason[:400]}): a model file is corrupt, truncated or not"
+        f"the {runtime} runtime cannot load or run the model in {spec.directory} ({one_line(exc, 400)}): a model file is corrupt, truncated or not"
         " written by byoc-vision's trainer. Export the artifact again (python -m train.quantize MODEL_DIR --data DIR rewrites model_int8.xml),"
         " or serve another of its models (SERVE_PRECISION=bf16, SERVE_RUNTIME=onnxruntime)."
     )  # fmt: skip

@@ -112,27 +112,3 @@ def test_stratified_split_keeps_every_class_in_every_part():
         assert 1 in {labels[i] for i in part}
     assert sorted(valid + test + train) == list(range(103))
 
-
-class _Unreadable:
-    """A dataset whose every image fails as --strict-data makes it fail."""
-
-    def __len__(self) -> int:
-        return 2
-
-    def __getitem__(self, index: int):
-        try:
-            raise OSError("truncated file")
-        except OSError as exc:
-            raise TrainingError(f"Cannot read image zz-{index}.png: {exc}. Remove or replace the file.") from exc
-
-
-def test_a_training_error_from_a_loader_worker_keeps_its_own_message():
-    import torch
-
-    from train.errors import reason_of
-
-    with pytest.raises(TrainingError) as caught:
-        list(torch.utils.data.DataLoader(_Unreadable(), batch_size=1, num_workers=1))
-    assert str(caught.value).startswith("Caught TrainingError in DataLoader worker")  # torch's wrapper, traceback first
-    assert reason_of(caught.value) == "Cannot read image zz-0.png: truncated file. Remove or replace the file."
-    assert reason_of(TrainingError("plain")) == "plain"

@@ -92,14 +92,24 @@ def test_reports_tensorboard_and_checkpoints(trained):
     assert sorted(p.name for p in (base / "checkpoints").iterdir()) == ["checkpoint-e0001-s0000000.pt", "checkpoint-e0002-s0000000.pt"]
 
 
-def test_help_documents_every_flag():
-    from train.cli import build_parser
+def described_flags(help_text: str) -> dict[str, str]:
+    """Each option in argparse's help text and what it says about it: an entry starts with a flag on a line indented
+    two spaces; its description follows after two spaces or on the lines indented more."""
+    described = {}
+    for entry in re.findall(r"^  (-.*(?:\n {3,}.*)*)", help_text, re.M):
+        invocation, *text = re.split(r" {2,}|\n +", entry, maxsplit=1)
+        for flag in re.findall(r"(?:^|, )(-[\w-]+)", invocation):
+            described[flag] = " ".join(text[0].split()) if text else ""
+    return described
 
+
+def test_help_documents_every_flag():
     result = run_trainer(["--help"], base_dir=__import__("pathlib").Path("/nonexistent"))
     assert result.returncode == 0
-    for action in build_parser()._actions:
-        for flag in action.option_strings:
-            assert flag in result.stdout
+    in_usage = set(re.findall(r"\[(--?[\w-]+)", result.stdout.split("\n\n", 1)[0]))
+    described = described_flags(result.stdout)
+    assert len(in_usage) > 40 and set(described) - {"--help"} == in_usage
+    assert [flag for flag, text in described.items() if len(re.sub(r"\(default: .*?\)", "", text).strip()) < 8] == [], "flags without a description"
 
 
 def test_underscore_hyperparameters_and_string_booleans():

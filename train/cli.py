@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from train import sagemaker_env
+from byoc_contract.description import MAX_SIDE
 from byoc_contract.metric_log import METRIC_NAMES
 from byoc_contract.rules import DEFAULT_RULES, RULE_NAMES
 from train.models import POLICIES
@@ -53,8 +54,6 @@ def _fraction(raw: str) -> float:
 
 def _side(raw: str) -> int:
     """A whole number of px from 1 to the largest side a model description may hold, for argparse."""
-    from byoc_contract.description import MAX_SIDE
-
     try:
         value = int(raw)
     except ValueError:
@@ -121,18 +120,18 @@ def add_model_flags(model) -> None:
 
 def add_optimisation_flags(optim) -> None:
     """Optimiser, schedule, loss, precision and stopping."""
-    optim.add_argument("--epochs", type=int, default=10)
+    optim.add_argument("--epochs", type=int, default=10, help="passes over the train channel, --head-epochs included")
     optim.add_argument("--batch-size", type=int, default=32, help="per-device batch size")
-    optim.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    optim.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="weight update rule")
     optim.add_argument("--lr", type=float, default=1e-3, help="learning rate of the head")
     optim.add_argument("--backbone-lr", type=float, default=None, help="learning rate of unfrozen backbone stages (default: lr / 10)")
     optim.add_argument("--weight-decay", type=float, default=1e-4, help="not applied to biases and norm layers")
     optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    optim.add_argument("--scheduler", choices=("cosine", "step", "constant"), default="cosine")
+    optim.add_argument("--scheduler", choices=("cosine", "step", "constant"), default="cosine", help="learning-rate schedule after the warm-up")
     optim.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up length (fractions allowed)")
     optim.add_argument("--step-size", type=int, default=3, help="epochs between decays for --scheduler step")
     optim.add_argument("--gamma", type=float, default=0.1, help="decay factor for --scheduler step")
-    optim.add_argument("--label-smoothing", type=float, default=0.0)
+    optim.add_argument("--label-smoothing", type=float, default=0.0, help="share of the target spread over the other classes (0: off)")
     optim.add_argument("--imbalance", choices=("none", "weighted-loss", "balanced-sampler"), default="none", help="handling of imbalanced classes")
     optim.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), default="auto", help="autocast: auto = bf16 (fp16 on old GPUs) on CUDA, bf16 on CPUs with AVX512-BF16/AMX")
     _flag(optim, "--channels-last", "use the channels_last memory format")
@@ -140,7 +139,7 @@ def add_optimisation_flags(optim) -> None:
     optim.add_argument("--clip-grad-norm", type=float, default=0.0, help="max gradient norm (0: off)")
     optim.add_argument("--early-stopping-patience", type=int, default=0, help="epochs without improvement before stopping (0: off)")
     optim.add_argument("--early-stopping-metric", choices=[m for m in METRIC_NAMES if m.startswith("valid_")], default="valid_loss", help="metric to watch (loss: lower is better)")
-    optim.add_argument("--seed", type=int, default=42)
+    optim.add_argument("--seed", type=int, default=42, help="seed of the split, the shuffling, the augmentation and the initial weights")
     _flag(optim, "--deterministic", "deterministic algorithms (slower)")
 
 
@@ -149,11 +148,11 @@ def add_output_flags(out) -> None:
     out.add_argument("--model-dir", type=str, default=str(sagemaker_env.model_dir()), help="where the artifact goes")
     out.add_argument("--output-data-dir", type=str, default=str(sagemaker_env.output_data_dir()), help="reports and metrics")
     out.add_argument("--checkpoint-dir", type=str, default=str(sagemaker_env.checkpoint_dir()), help="checkpoints, resumed from on start")
-    out.add_argument("--tensorboard-dir", type=str, default=str(sagemaker_env.tensorboard_dir()))
+    out.add_argument("--tensorboard-dir", type=str, default=str(sagemaker_env.tensorboard_dir()), help="TensorBoard event files (SageMaker uploads them)")
     out.add_argument(
         "--quantize", choices=("auto", "off", "force"), default="auto",
         help="int8 serving model (NNCF, OpenVINO IR) next to model.onnx: auto = ship it when, served with the near-tie fp32 re-check, it "
-        "agrees with fp32 on >= 99%% of the test images, loses <= 0.5 accuracy points and re-checks <= 10%%; force = ship one even when none passes (the fastest tried); off = none",
+        "agrees with fp32 on >= 99%% of the test images and loses <= 0.5 accuracy points (a warning when it re-checks over 10%%); force = ship one even when none passes (the fastest tried); off = none",
     )  # fmt: skip
     out.add_argument(
         "--target-sensitivity", type=_fraction, default=0.95,

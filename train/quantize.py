@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from byoc_contract import description, int8, recheck
+from byoc_contract.messages import one_line
 from train.calibration import scaled_softmax
 from train.data import ImageDataset, collate_skipping
 from train.errors import TrainingError
@@ -53,10 +54,11 @@ def batches(split: Split, preprocess: Preprocess, limit: int, size: int = 32) ->
             yield images.numpy(), labels.numpy()
 
 
-def compiled(core, path: Path, precision: str = "fp32") -> tuple[object, str]:
-    """An infer request of ``path`` for the CPU with its unquantized layers in ``precision`` (the quantized ones run in
-    int8 whatever the hint), and the precision OpenVINO granted."""
-    return int8.openvino_request(core, str(path), precision, "THROUGHPUT", len(os.sched_getaffinity(0)))
+def compiled(core, model, precision: str = "fp32") -> tuple[object, str]:
+    """An infer request of ``model`` (a file or an ``ov.Model``) for the CPU with its unquantized layers in ``precision``
+    (the quantized ones run in int8 whatever the hint), and the precision OpenVINO granted."""
+    source = str(model) if isinstance(model, Path) else model
+    return int8.openvino_request(core, source, precision, "THROUGHPUT", len(os.sched_getaffinity(0)))
 
 
 def top1(request, split: Split, preprocess: Preprocess, limit: int, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -142,11 +144,11 @@ def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, sp
         raise TrainingError("no readable valid image to calibrate the int8 model with")
     info = description.read(model_dir / "model.json")
     temperature = float((info.get("calibration") or {}).get("temperature", 1.0))
-    readable(core, model_dir / "model.onnx")
-    reference = top1(compiled(core, model_dir / "model.onnx")[0], evaluation, preprocess, limit, temperature)
+    fp32_model = readable(core, model_dir / "model.onnx")
+    reference = top1(compiled(core, fp32_model)[0], evaluation, preprocess, limit, temperature)
     attempts = []
     for fp32_convolutions in FP32_CONVOLUTIONS:
-        model = int8.read_model(core, model_dir / "model.onnx")
+        model = fp32_model.clone()
         quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), **quantization_options(model, fp32_convolutions))
         ov.save_model(quantized, str(attempt_file(model_dir, fp32_convolutions)), compress_to_fp16=False)
         request, unquantized = compiled(core, attempt_file(model_dir, fp32_convolutions), int8.UNQUANTIZED_PRECISION)
@@ -180,13 +182,12 @@ def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, sp
     return record
 
 
-def readable(core, path: Path) -> None:
-    """Raise TrainingError, saying what to do, when OpenVINO cannot read ``path`` as a model."""
+def readable(core, path: Path):
+    """The model at ``path`` as OpenVINO reads it; a TrainingError saying what to do when it cannot."""
     try:
-        int8.read_model(core, path)
+        return int8.read_model(core, path)
     except Exception as exc:  # noqa: BLE001  (OpenVINO raises its own types for corrupt, truncated or foreign files)
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        raise TrainingError(f"{path} is not a model OpenVINO can read ({reason}): it is corrupt, truncated or not ONNX; export the artifact again with python -m train") from None
+        raise TrainingError(f"{path} is not a model OpenVINO can read ({one_line(exc, 300)}): it is corrupt, truncated or not ONNX; export the artifact again with python -m train") from None
 
 
 def choose(attempts: list[dict]) -> dict | None:
