@@ -17,6 +17,7 @@ from serve.artifact import ModelSpec
 from serve.limits import Admission
 from serve.metrics import Metrics
 from serve.pipeline import Pipeline, RequestContext, Transformer
+from serve.runtime import Runtime
 from serve.settings import Settings
 from serve.user_code import user_module
 from serve.web import RequestError, add_error_handlers, error_response
@@ -118,11 +119,12 @@ async def invocations(request: Request, top_k: str | None = None, explain: str |
 
 @router.get("/model")
 async def model_description(request: Request) -> JSONResponse:
-    """What is loaded, for the web page: architecture, classes, test accuracy, calibration, training date."""
+    """What is loaded, for the web page: architecture, classes, test accuracy, calibration, training date, the runtime
+    and precision serving it, and the int8 gate's measurements."""
     transformer = request.app.state.model.ready_pipeline().transformer
     if transformer.spec is None:
         raise RequestError(404, "no model description", "This model is loaded by code/inference.py's model_fn without model.json.")
-    return JSONResponse(describe(transformer.spec, transformer.cam is not None and getattr(transformer.model, "explains", False)))
+    return JSONResponse(describe(transformer.spec, transformer.cam is not None and getattr(transformer.model, "explains", False), transformer.model))
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -131,15 +133,21 @@ async def index() -> str:
     return PAGE.read_text()
 
 
-def describe(spec: ModelSpec, explains: bool) -> dict:
-    """The page's summary of ``model.json``."""
+INT8_SUMMARY = ("shipped", "passed_gate", "split", "images", "agreement", "accuracy_fp32", "accuracy_int8", "reason")
+
+
+def describe(spec: ModelSpec, explains: bool, model: object = None) -> dict:
+    """The page's summary of ``model.json``, with how the loaded ``model`` serves it: which runtime, in which
+    precision (SERVE_PRECISION=auto's choice), and what training's int8 gate measured."""
     info = spec.info or {}
-    metrics, calibration = info.get("metrics") or {}, info.get("calibration")
+    metrics, calibration, gate = info.get("metrics") or {}, info.get("calibration"), info.get("int8")
     accuracy = metrics.get("test_acc", metrics.get("valid_acc"))
     return {
         "architecture": spec.architecture, "classes": spec.classes, "test_accuracy": accuracy if isinstance(accuracy, (int, float)) else None,
         "calibration": {k: calibration[k] for k in ("temperature", "ece_before", "ece_after")} if calibration else None,
         "trained": str(info.get("created", ""))[:10] or None, "explanations": explains, "explain_reason": spec.explain_reason if spec.cam_file is None else "this runtime does not compute them",
+        "serving": {"runtime": model.name, "precision": model.precision, "recheck_margin": getattr(model, "recheck_margin", 0.0)} if isinstance(model, Runtime) else None,
+        "int8": {k: gate.get(k) for k in INT8_SUMMARY} if isinstance(gate, dict) else None,
     }  # fmt: skip
 
 

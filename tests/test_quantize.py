@@ -230,3 +230,20 @@ def test_served_int8_keeps_top1_agreement_with_fp32_on_real_photos(fine_tuned):
         agreement[margin] = float((served.argmax(1) == fp32.argmax(1)).mean())
         print(f"int8, re-check margin {margin}: top-1 agreement with fp32 {agreement[margin]:.4f}, {int8.rechecked} re-checked")
     assert agreement[0.0] < agreement[0.1] < agreement[0.3] and agreement[0.3] >= 0.99
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_the_model_description_says_how_the_server_serves_it(fine_tuned, precision):
+    """GET /model: the runtime and precision answering (what SERVE_PRECISION chose) and what the int8 gate measured."""
+    from test_serve import ready_client, settings_for
+
+    record = json.loads((fine_tuned[0] / "model.json").read_text())["int8"]
+    client = ready_client(settings_for(fine_tuned[0], precision=precision))
+    try:
+        described = client.get("/model").json()
+    finally:
+        client.__exit__(None, None, None)
+    margin = recheck.DEFAULT_MARGIN if precision == "int8" else 0.0
+    assert described["serving"] == {"runtime": "openvino", "precision": precision, "recheck_margin": margin}
+    assert described["int8"]["shipped"] is True and described["int8"]["agreement"] == record["agreement"]
+    assert described["int8"]["accuracy_int8"] == record["accuracy_int8"] and described["int8"]["reason"] == record["reason"]

@@ -1,6 +1,7 @@
 """The web page in headless Chromium: upload a real photo, the top-5 list, the latency, the model's description
 and the class activation map overlay appear."""
 import os
+import re
 import subprocess
 import sys
 
@@ -47,6 +48,7 @@ def test_upload_shows_top5_and_latency(server, fashion, tmp_path, browser):
     # what is loaded, from model.json, and where the model looked (the class activation map over the photo)
     described = driver.find_element(By.ID, "model").text
     assert described.startswith("resnet18, 10 classes") and "test accuracy" in described and "calibration error (ECE)" in described
+    assert re.search(r"served by openvino in (int8|bf16|fp32)", described), described  # what SERVE_PRECISION=auto chose
     overlay = driver.find_element(By.ID, "overlay")
     WebDriverWait(driver, 10).until(lambda d: overlay.is_displayed() and overlay.get_attribute("naturalWidth") not in (None, "0"))
     assert overlay.get_attribute("src").startswith("data:image/png;base64,") and int(overlay.get_attribute("naturalWidth")) == 28
