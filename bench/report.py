@@ -184,7 +184,8 @@ def serve_section(r: dict) -> list[str]:
         lines += [
             "",
             f"The peers' CPU modes, inference only in the peer image (torch {modes['torch']}, {modes['threads']} threads, random "
-            f"ResNet-50): the best at batch 8 is **{modes['best']}**, used by both peers' *best* configuration.",
+            f"ResNet-50): the best at batch 8 is **{modes['best']}**, used by both peers' *best* configuration"
+            + (f"; {modes['note']}." if modes.get("note") else "."),
             "",
             "| torch mode | warm-up incl. compiling (s) | images/s, batch 1 | images/s, batch 8 |",
             "|---|---|---|---|",

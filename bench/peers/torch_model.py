@@ -6,7 +6,9 @@ architecture, and runs it in one of these modes:
 - ``eager``: torch eager fp32, what every peer does by default;
 - ``bf16``: bf16 autocast + channels_last (torch's CPU performance guide);
 - ``inductor-bf16``: the same under ``torch.compile`` (default inductor backend);
-- ``openvino``: ``torch.compile(backend="openvino")`` (OpenVINO's torch.compile docs, TorchServe's pt2 example).
+- ``openvino``: ``torch.compile(backend="openvino")`` (OpenVINO's torch.compile docs, TorchServe's pt2 example) with
+  its ``aot_autograd`` option, which those docs recommend for dynamic shapes (a server's batches vary); without it,
+  torch 2.14+ fails in dynamo's guards ("sources must not be empty for symbol").
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ def prepare(model: torch.nn.Module, mode: str) -> Callable[[torch.Tensor], torch
     if mode == "openvino":
         import openvino.torch  # noqa: F401  (registers the backend)
 
-        model = torch.compile(model, backend="openvino", dynamic=True)
+        model = torch.compile(model, backend="openvino", dynamic=True, options={"aot_autograd": True})
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
         if autocast:
