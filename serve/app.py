@@ -136,7 +136,7 @@ async def index() -> str:
 INT8_SUMMARY = ("shipped", "passed_gate", "split", "images", "agreement", "accuracy_fp32", "accuracy_int8", "reason")
 
 
-def describe(spec: ModelSpec, explains: bool, model: object = None) -> dict:
+def describe(spec: ModelSpec, explains: bool, model: object) -> dict:
     """The page's summary of ``model.json``, with how the loaded ``model`` serves it: which runtime, in which
     precision (SERVE_PRECISION=auto's choice), and what training's int8 gate measured."""
     info = spec.info or {}

@@ -111,4 +111,3 @@ def test_stratified_split_keeps_every_class_in_every_part():
     for part in (valid, test, train):
         assert 1 in {labels[i] for i in part}
     assert sorted(valid + test + train) == list(range(103))
-
