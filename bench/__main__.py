@@ -12,6 +12,7 @@ import faulthandler
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 from bench import (
@@ -63,22 +64,30 @@ def run_all(argv: list[str]) -> None:
         args.torch_serve_image = args.torch_serve_image or images.build("serve", "bench-torch", report.REPO, build_args={"FLAVOUR": "torch", **torch_index})
     if "train" in args.only:
         args.train_image = args.train_image or images.build("train", "bench", report.REPO, build_args=torch_index)
-    for name in args.only:
-        extra = SMOKE[name] if args.smoke else []
-        if name == "serve":
-            extra = [*extra, "--image", args.serve_image, "--torch-image", args.torch_serve_image]
-        if name in ("soak", "ceiling", "explain"):
-            extra = [*extra, "--image", args.serve_image]
-        if name == "train":
-            extra = [*extra, "--docker", args.train_image]
-        started = time.perf_counter()
-        print(f"== bench {name} {' '.join(extra)}", flush=True)
-        # each in a process of its own: no benchmark's threads, loaded libraries or memory reach the next one's numbers
-        done = subprocess.run([sys.executable, "-m", "bench", name, *extra], cwd=report.REPO)
-        if done.returncode != 0:
-            raise SystemExit(f"bench {name} failed with exit code {done.returncode}")
-        print(f"== bench {name}: {time.perf_counter() - started:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-artifacts-") as shared:
+        os.chmod(shared, 0o755)  # our containers' non-root users read the artifacts in it
+        os.environ[serve_http.SHARED_ARTIFACTS] = shared  # the serving benchmarks train each ResNet-50 artifact once
+        for name in args.only:
+            run_one(name, args)
     print(f"wrote {report.write_markdown()}")
+
+
+def run_one(name: str, args: argparse.Namespace) -> None:
+    """Benchmark ``name`` in a process of its own, with ``bench all``'s images and, for ``--smoke``, tiny inputs."""
+    extra = SMOKE[name] if args.smoke else []
+    if name == "serve":
+        extra = [*extra, "--image", args.serve_image, "--torch-image", args.torch_serve_image]
+    if name in ("soak", "ceiling", "explain"):
+        extra = [*extra, "--image", args.serve_image]
+    if name == "train":
+        extra = [*extra, "--docker", args.train_image]
+    started = time.perf_counter()
+    print(f"== bench {name} {' '.join(extra)}", flush=True)
+    # each in a process of its own: no benchmark's threads, loaded libraries or memory reach the next one's numbers
+    done = subprocess.run([sys.executable, "-m", "bench", name, *extra], cwd=report.REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"bench {name} failed with exit code {done.returncode}")
+    print(f"== bench {name}: {time.perf_counter() - started:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

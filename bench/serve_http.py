@@ -42,6 +42,7 @@ from bench.stats import summary
 
 INT8, BF16, FP32 = "ours: OpenVINO int8 (auto)", "ours: OpenVINO bf16", "ours: OpenVINO fp32"
 UNCHECKED = ", near-tie re-check off"  # the random backbone makes more near ties than a fine-tuned model: both are reported
+SHARED_ARTIFACTS = "BENCH_ARTIFACTS"  # a folder `bench all` sets for the run: one artifact per set of trainer flags
 BASELINE_COMMAND = 'from sagemaker_inference import model_server; model_server.start_model_server(handler_service="bench.baseline_service:handle")'
 
 
@@ -62,7 +63,14 @@ def near_tie_share(model: Path, bodies: list[bytes]) -> float:
 
 
 def make_artifact(work: Path, extra: tuple[str, ...] = ()) -> Path:
-    """A ResNet-50 artifact from our trainer (model.onnx, model.json, weights.safetensors; ``extra`` flags added)."""
+    """A ResNet-50 artifact from our trainer (model.onnx, model.json, weights.safetensors; ``extra`` flags added),
+    trained under ``work``; or, when ``bench all`` set $BENCH_ARTIFACTS, the one trained there with the same flags by an
+    earlier benchmark of the run (the benchmarks copy a model folder before changing it, never change it in place)."""
+    if os.environ.get(SHARED_ARTIFACTS):
+        work = Path(os.environ[SHARED_ARTIFACTS]) / ("_".join(flag.strip("-") for flag in extra) or "default")
+        if (work / "done").is_file():
+            print(f"the ResNet-50 artifact trained with {' '.join(extra) or 'no extra flags'} earlier in this run is reused", flush=True)
+            return work / "opt_ml" / "model"
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(work / "opt_ml")}
     args = ["--model", "resnet50", "--pretrained", "none", "--finetune", "head", "--augment", "none", "--epochs", "1", "--train", str(REPO / "demo" / "data" / "valid"), *extra]
     result = subprocess.run([sys.executable, "-m", "train", *args, "--workers", "2"], cwd=REPO, env=env, capture_output=True, text=True)
@@ -75,6 +83,7 @@ def make_artifact(work: Path, extra: tuple[str, ...] = ()) -> Path:
     description.pop("calibration", None)
     (model / "model.json").write_text(json.dumps(description, indent=2))
     subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
+    (work / "done").touch()
     return model
 
 

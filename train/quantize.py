@@ -138,6 +138,7 @@ def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, sp
     import nncf
     import openvino as ov
 
+    nncf.set_log_level(logging.WARNING)  # its INFO records span lines each; ours below says what stayed out of int8
     started, core = time.perf_counter(), ov.Core()
     samples = [image[None] for images, _ in batches(calibration, preprocess, CALIBRATION_IMAGES) for image in images]
     if not samples:
