@@ -12,13 +12,15 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from byoc_contract.messages import one_line
 from serve import front, v2
-from serve.artifact import ModelSpec
-from serve.limits import Admission
+from serve.artifact import ModelSpec, load_failure
+from serve.limits import Admission, Uploads
 from serve.metrics import Metrics
 from serve.pipeline import Pipeline, RequestContext, Transformer
 from serve.runtime import Runtime
 from serve.settings import Settings
+from serve.shutdown import DRAIN
 from serve.user_code import user_module
 from serve.web import RequestError, add_error_handlers, error_response
 
@@ -33,16 +35,17 @@ class ModelState:
     def __init__(self, settings: Settings, metrics: Metrics):
         self.settings, self.metrics = settings, metrics
         self.pipeline: Pipeline | None = None
-        self.error: str | None = None
+        self.error: str | None = None  # what clients are told: no paths, no runtime text
+        self.cause: str | None = None  # what the log says
 
     def load(self, loop: asyncio.AbstractEventLoop) -> None:
         settings, started = self.settings, time.perf_counter()
         try:
             module = user_module(settings.model_dir, settings.program, settings.code_packages_dir, settings.requirements_timeout_seconds)
             pipeline = Pipeline(Transformer(settings, module), settings, self.metrics.batch.observe)
-        except Exception as exc:  # reported on /ping and in the log; the server stays up to say why
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.error("model failed to load: %s", self.error)
+        except Exception as exc:  # the log has the reason; /ping says it failed without paths; the server stays up
+            self.error, self.cause = load_failure(exc), one_line(exc, 2000)
+            log.error("model failed to load from %s: %s", settings.model_dir, self.cause)
             return
         self.metrics.load.set(time.perf_counter() - started)
         loop.call_soon_threadsafe(self.open, pipeline)
@@ -98,6 +101,8 @@ async def ping(request: Request) -> Response:
     """200 once the model is loaded and warmed up; 503 before, or with the reason it failed. Answered on the event
     loop from state, so it never waits behind decoding or prediction."""
     model: ModelState = request.app.state.model
+    if DRAIN.draining:
+        return error_response(RequestError(503, "shutting down", "This server is shutting down.", {"Retry-After": "1"}))
     if model.pipeline is not None:
         return JSONResponse({"status": "ready"})
     if model.error:
@@ -157,6 +162,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.admission = Admission(settings.max_concurrent_requests, settings.max_queued_images)
+    app.state.uploads = Uploads(settings.max_concurrent_uploads, settings.max_upload_buffer_bytes)
     app.state.model = ModelState(settings, app.state.metrics)
     app.state.repository = SingleModel(app.state.model, settings.model_name)
     add_error_handlers(app)

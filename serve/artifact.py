@@ -83,3 +83,10 @@ def plain_name(name: str) -> str:
     if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
         raise ValueError(f"{name!r} is not a file name inside the model folder")
     return name
+
+
+def load_failure(exc: Exception) -> str:
+    """What /ping and /v2 tell a client about a model that failed to load: the kind of failure, never a path or
+    the runtime's text (those are in the log)."""
+    kind = "the model folder or model.json is invalid" if isinstance(exc, ArtifactError) else f"{type(exc).__name__} while loading"
+    return f"The model failed to load ({kind}); the server's log says why. Fix the model folder and restart."

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
+from byoc_contract.messages import one_line
 from byoc_images import ImageRefused, ImageTooLarge, open_rgb
 from serve.artifact import ModelSpec
 from serve.limits import Deadline
@@ -67,6 +69,7 @@ class Decoder:
     max_images: int
     fetch: Fetch | None = None
     max_urls: int = 0
+    max_explain_pixels: int = 40_000_000
 
     def decode(self, body: bytes, content_type: str | None, deadline: Deadline, reserve: Reserve, sources: list | None = None) -> tuple[np.ndarray, bool]:
         """(batch, one result per line?) from a request body of the given content type; with ``sources``, each
@@ -134,10 +137,19 @@ class Decoder:
         return np.stack(arrays)
 
     def image(self, data: bytes, sources: list | None = None) -> np.ndarray:
+        if sources is not None:  # an explained request: its overlays' pixel budget is checked from the headers, before decoding
+            self.check_explain_budget(sum(w * h for w, h in (source.size for source in sources)) + header_pixels(data))
         picture = open_picture(data, self.max_pixels)
         if sources is not None:
             sources.append(Source(data, picture.size))
         return to_input(picture, self.spec)
+
+    def check_explain_budget(self, pixels: int) -> None:
+        if pixels > self.max_explain_pixels:
+            raise RequestError(
+                413, "too many pixels to explain",
+                f"The request's images hold over {pixels} pixels; at most {self.max_explain_pixels} are explained per request (SERVE_MAX_EXPLAIN_PIXELS). Send fewer or smaller images with explain=cam.",
+            )  # fmt: skip
 
     def npy(self, body: bytes, reserve: Reserve) -> np.ndarray:
         """An already preprocessed float tensor, (3, H, W) or (N, 3, H, W); its header is checked before the data."""
@@ -146,7 +158,7 @@ class Decoder:
             version = np.lib.format.read_magic(stream)
             shape, _, dtype = np.lib.format.read_array_header_2_0(stream) if version >= (2, 0) else np.lib.format.read_array_header_1_0(stream)
         except Exception as exc:
-            raise RequestError(400, "bad npy", f"The body is not a .npy array ({exc}); write it with numpy.save.") from exc
+            raise RequestError(400, "bad npy", f"The body is not a .npy array ({type(exc).__name__}); write it with numpy.save.") from exc
         if not np.issubdtype(dtype, np.floating):
             raise RequestError(400, "bad npy dtype", f"Expected a float array, got {dtype}.")
         if len(shape) not in (3, 4) or tuple(shape[-3:]) != self.spec.input_shape or (len(shape) == 4 and shape[0] == 0):
@@ -157,10 +169,20 @@ class Decoder:
         try:
             array = np.load(io.BytesIO(body), allow_pickle=False)
         except Exception as exc:
-            raise RequestError(400, "bad npy", f"The body is not a complete .npy array ({exc}).") from exc
+            raise RequestError(400, "bad npy", f"The body is not a complete .npy array ({type(exc).__name__}).") from exc
         if not np.isfinite(array).all():
             raise RequestError(400, "bad npy values", "The array holds NaN or infinite values.")
         return array.reshape(count, *self.spec.input_shape).astype(np.float32, copy=False)
+
+
+def header_pixels(data: bytes) -> int:
+    """The pixel count an image's header announces (nothing decoded); 0 when there is no readable header (decoding
+    then refuses it with the reason)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size[0] * img.size[1]
+    except Exception:
+        return 0
 
 
 def open_picture(data: bytes, max_pixels: int):
@@ -173,8 +195,8 @@ def open_picture(data: bytes, max_pixels: int):
         raise RequestError(413, "image too large", f"{exc}; resize the image before sending it.") from exc
     except ImageRefused as exc:
         raise RequestError(400, exc.error, f"{exc}.") from exc
-    except Exception as exc:  # PIL raises many types for corrupt or truncated data
-        raise RequestError(400, "cannot decode image", f"{type(exc).__name__}: {exc}. Send a complete JPEG, PNG or WebP file.") from exc
+    except Exception as exc:  # PIL raises many types for corrupt or truncated data; its texts can hold memory addresses
+        raise RequestError(400, "cannot decode image", f"The image is corrupt, truncated or of an unknown format ({type(exc).__name__}). Send a complete JPEG, PNG or WebP file.") from exc
 
 
 def b64(value: object, where: str) -> bytes:
@@ -191,6 +213,8 @@ def parse_json(text: bytes, where: str) -> object:
         return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, "bad JSON", f"{where} is not valid JSON: {exc}.") from exc
+    except ValueError as exc:  # an integer of more than 4,300 digits (Python's int conversion limit)
+        raise RequestError(400, "bad JSON", f"{where} holds a number Python refuses to convert ({one_line(exc, 120)}).") from None
     except RecursionError:
         raise RequestError(400, "bad JSON", f"{where} is nested too deeply; send {{\"instances\": [...]}} of images.") from None
 
@@ -223,7 +247,10 @@ def multipart_file(body: bytes, content_type: str | None) -> bytes:
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
     if not message.is_multipart():
         raise RequestError(400, "bad multipart body", "The multipart body has no boundary or parts; send the image as a form file field.")
-    for part in message.iter_parts():
-        if part.get_filename() is not None:
-            return part.get_payload(decode=True) or b""
+    try:
+        for part in message.iter_parts():
+            if part.get_filename() is not None:
+                return part.get_payload(decode=True) or b""
+    except Exception:  # the email package raises many types for odd headers (filename*=, bad encodings)
+        raise RequestError(400, "bad multipart body", "A part's headers cannot be read; send the image as a plain form file field (filename=\"photo.jpg\").") from None
     raise RequestError(400, "no file", "The multipart form has no file field; attach the image as a file.")

@@ -83,6 +83,18 @@ def colour(grid: np.ndarray) -> np.ndarray:
     return (stops[low] * (1 - mix) + stops[low + 1] * mix).astype(np.uint8)
 
 
+def bounded(picture: Image.Image, box: tuple[int, int, int, int], max_side: int) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """The picture shrunk in place to at most ``max_side`` px on its longer side (SERVE_EXPLAIN_MAX_SIDE), and
+    ``box`` scaled with it: an overlay's size, and the response's, no longer grows with the photo's."""
+    width, height = picture.size
+    if max(width, height) <= max_side:
+        return picture, box
+    picture.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    sx, sy = picture.size[0] / width, picture.size[1] / height
+    left, top, right, bottom = box
+    return picture, (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy))
+
+
 def overlay_png(picture: Image.Image, grid: np.ndarray, box: tuple[int, int, int, int]) -> bytes:
     """The picture at its own size with the map blended over ``box``, the part the network saw. Drawn in 8 bits
     with PIL, in place (the picture is the caller's to give up): about 4 bytes a pixel of ``box`` beyond the

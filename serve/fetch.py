@@ -28,10 +28,26 @@ class FetchRefused(Exception):
     """Why a URL was not fetched; logged, never shown to the caller."""
 
 
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix: the last 32 bits are an IPv4 address
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries and reaches (mapped, NAT64, 6to4, Teredo's client), or None."""
+    if address.ipv4_mapped:
+        return address.ipv4_mapped
+    if address in NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour:
+        return address.sixtofour
+    return address.teredo[1] if address.teredo else None
+
+
 def allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> bool:
-    """Public unicast addresses always; loopback, private and link-local ones only with ``allow_private``."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    """Public unicast addresses always; loopback, private and link-local ones only with ``allow_private``. An IPv6
+    address that carries an IPv4 one is judged by that one (a NAT64 or 6to4 address can reach a private IPv4 host)."""
+    inner = embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
+    if inner is not None:  # the host reached is the IPv4 one (through a NAT64 or 6to4 gateway)
+        return allowed(inner, allow_private)
     if address in METADATA_ADDRESSES or address.is_multicast or address.is_unspecified or address.is_reserved:
         return False
     return allow_private or address.is_global

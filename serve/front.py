@@ -1,5 +1,6 @@
-"""What every front does with an invocation, once: admit it (503 when full), read its body within limits, give it
-one request context and deadline, and count it in the metrics. Also the routes both servers have (/metrics)."""
+"""What every front does with an invocation, once: read its body within the upload limits, admit it (503 when
+full or shutting down), give it one request context and deadline, and count it in the metrics. Also the routes
+both servers have (/metrics)."""
 from __future__ import annotations
 
 import time
@@ -9,7 +10,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from serve.pipeline import RequestContext
-from serve.web import RequestError, error_response, read_body
+from serve.settings import Settings
+from serve.shutdown import DRAIN
+from serve.web import RequestError, error_response, internal_error, read_body
 
 Answer = Callable[[bytes, RequestContext], Awaitable[Response]]
 router = APIRouter()
@@ -19,21 +22,30 @@ async def invocation(
     request: Request, answer: Answer, top_k: str | None = None, on_error: Callable[[RequestError], Response] = error_response, explain: str | None = None
 ) -> Response:
     """``answer(body, context)`` for an admitted request; every refusal is a JSON error (``on_error``'s form), every
-    outcome is counted."""
+    outcome is counted. The body is read first, under the upload limits, and only then is the request admitted:
+    a client that stalls mid-body never holds an inference slot."""
     state, started = request.app.state, time.perf_counter()
     settings = state.settings
+    arrived = time.monotonic()
     try:
-        with state.admission.enter() as ticket:
-            ctx = RequestContext.from_headers(dict(request.headers), settings.timeout_seconds, top_k=top_k, explain_query=explain, reserve=ticket.reserve)
-            body = await read_body(request, settings.max_payload_bytes, min(settings.body_timeout_seconds, ctx.deadline.remaining()))
-            response = await answer(body, ctx)
+        with DRAIN.request():
+            body = await read_request_body(request, settings, settings.timeout_seconds)
+            with state.admission.enter() as ticket:
+                ctx = RequestContext.from_headers(dict(request.headers), settings.timeout_seconds, top_k=top_k, explain_query=explain, reserve=ticket.reserve, started=arrived)
+                response = await answer(body, ctx)
     except RequestError as exc:
         response = on_error(exc)
     except Exception:
-        state.metrics.observe_request(500, request.headers.get("content-type"), time.perf_counter() - started)
-        raise
+        response = on_error(internal_error(f"{request.method} {request.url.path}"))
     state.metrics.observe_request(response.status_code, request.headers.get("content-type"), time.perf_counter() - started)
     return response
+
+
+async def read_request_body(request: Request, settings: Settings, timeout: float) -> bytes:
+    """The body within the payload limit, the upload slots and budget, the minimum data rate and ``timeout``."""
+    with request.app.state.uploads.enter() as upload:
+        seconds = min(settings.body_timeout_seconds, timeout)
+        return await read_body(request, settings.max_payload_bytes, seconds, settings.min_body_rate, grow=upload.grow)
 
 
 @router.get("/metrics")

@@ -27,11 +27,12 @@ def worker_pool(threads: int, name: str) -> ThreadPoolExecutor:
 
 
 class Deadline:
-    """The moment a request must be answered by; ``check`` raises 504 once it has passed."""
+    """The moment a request must be answered by (``seconds`` after ``start``, by default now); ``check`` raises 504
+    once it has passed."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, start: float | None = None):
         self.seconds = seconds
-        self.at = time.monotonic() + seconds
+        self.at = (time.monotonic() if start is None else start) + seconds
 
     def remaining(self) -> float:
         return max(0.0, self.at - time.monotonic())
@@ -99,3 +100,39 @@ class Ticket:
 
     def __exit__(self, *_exc) -> None:
         self.close()
+
+
+class Uploads:
+    """Bodies still arriving: at most ``max_count`` at once, holding at most ``max_bytes`` together. Kept apart from
+    ``Admission``, so clients that stall mid-body hold no inference slot."""
+
+    def __init__(self, max_count: int, max_bytes: int):
+        self.max_count, self.max_bytes = max_count, max_bytes
+        self.count = self.bytes = 0
+
+    def enter(self) -> Upload:
+        """An upload slot (event loop only); 503 with Retry-After when ``max_count`` bodies are arriving."""
+        if self.count >= self.max_count:
+            raise busy(f"{self.max_count} bodies arriving at once (SERVE_MAX_CONCURRENT_UPLOADS)")
+        self.count += 1
+        return Upload(self)
+
+
+class Upload:
+    """One body being read: counts its bytes against the shared budget, gives them back on exit."""
+
+    def __init__(self, uploads: Uploads):
+        self.uploads, self.bytes = uploads, 0
+
+    def grow(self, count: int) -> None:
+        if self.uploads.bytes + count > self.uploads.max_bytes:
+            raise busy(f"{self.uploads.max_bytes >> 20} MB of bodies arriving at once (SERVE_MAX_UPLOAD_BUFFER_MB)")
+        self.uploads.bytes += count
+        self.bytes += count
+
+    def __enter__(self) -> Upload:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.uploads.count -= 1
+        self.uploads.bytes -= self.bytes

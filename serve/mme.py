@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -23,20 +24,22 @@ import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from serve import front, oip, v2
+from serve import front, memory, oip, privileges, v2
 from serve.artifact import ArtifactError, ModelSpec, load_spec
-from serve.limits import Admission
+from serve.limits import Admission, Uploads
 from serve.metrics import Metrics
 from serve.mms_service import ORIGINAL_CONTENT_TYPE, PROTOCOL
 from serve.pipeline import RequestContext
 from serve.runtime import model_file
 from serve.settings import MODEL_NAME, Settings
+from serve.shutdown import DRAIN
 from serve.user_code import RequirementsError, install_requirements
 from serve.web import RequestError, add_error_handlers, error_response, read_body
 
 log = logging.getLogger("serve")
 FORWARDED_HEADERS = ("content-type", "accept", "x-amzn-sagemaker-custom-attributes")
 LOAD_TIMEOUT_SECONDS = 600.0
+LOAD_REQUEST_BYTES = 64 * 1024  # {"model_name", "url"}
 router = APIRouter()
 
 
@@ -89,9 +92,7 @@ def load_request(body: bytes, settings: Settings) -> dict:
         raise RequestError(400, "invalid JSON", f"{type(exc).__name__}. Send {{\"model_name\": ..., \"url\": ...}}.") from None
     if not isinstance(request, dict) or not isinstance(request.get("model_name"), str) or not isinstance(request.get("url"), str):
         raise RequestError(400, "invalid load request", 'Send {"model_name": "<name>", "url": "/opt/ml/models/<name>/model"}.')
-    folder = model_folder(request["url"], settings.models_root)
-    check_artifact(folder, settings.runtime)
-    return {"model_name": check_name(request["model_name"]), "url": str(folder)}
+    return {"model_name": check_name(request["model_name"]), "url": str(model_folder(request["url"], settings.models_root))}
 
 
 def model_folder(url: str, root: Path) -> Path:
@@ -105,16 +106,42 @@ def model_folder(url: str, root: Path) -> Path:
     return folder
 
 
-def check_artifact(folder: Path, runtime: str) -> None:
-    """Refuse a folder ``runtime`` cannot load (MMS would register it and fail on every request)."""
+def check_artifact(folder: Path, runtime: str) -> Path | None:
+    """The model file ``runtime`` loads from ``folder`` (None when the user's code/ decides); a folder it cannot load
+    is refused (MMS would register it and fail on every request)."""
     if not folder.is_dir():
         raise RequestError(404, "model not found", f"{folder} does not exist: SageMaker extracts model.tar.gz to /opt/ml/models/<name>/model.")
     if (folder / "code").is_dir():
-        return  # the user's model_fn decides what a model is
+        return None  # the user's model_fn decides what a model is
     try:
-        model_file(load_spec(folder), runtime)
+        return model_file(load_spec(folder), runtime)
     except ArtifactError as exc:
         raise RequestError(422, "invalid model", str(exc)) from None
+
+
+def readable_copy(folder: Path) -> Path | None:
+    """A copy of ``folder`` this unprivileged process can read, made by the root helper (``serve.privileges``), when
+    it cannot read ``folder`` itself; None when it can, or when no helper runs (not started as root)."""
+    helper = privileges.HELPER
+    user = privileges.ServiceUser.find()
+    if helper is None or user is None or privileges.readable_by(folder, user):
+        return None
+    try:
+        return helper.stage(folder)
+    except privileges.StagingError as exc:
+        raise RequestError(507 if "MB free" in str(exc) else 404, "cannot read model", str(exc)) from None
+
+
+def check_memory(name: str, file: Path | None, settings: Settings) -> None:
+    """507 when loading ``file`` would not fit in the memory this container has left."""
+    if file is None:
+        return
+    need, free = memory.load_need_bytes(file, settings.workers), memory.available_bytes()
+    if need > free:
+        raise RequestError(
+            507, "insufficient memory",
+            f"Loading {name!r} takes about {need >> 20} MB and {free >> 20} MB are free; unload a model (DELETE /models/<name>) or use an instance with more memory.",
+        )  # fmt: skip
 
 
 async def call_backend(state, method: str, path: str, timeout: float | None = None, **kwargs) -> httpx.Response:
@@ -212,15 +239,47 @@ async def ping(request: Request) -> Response:
 
 @router.post("/models")
 async def load(request: Request) -> Response:
-    """Load a model: ``{"model_name": ..., "url": "/opt/ml/models/<name>/model"}``; 409 if already loaded."""
-    settings = request.app.state.settings
-    body = load_request(await read_body(request, settings.max_payload_bytes, settings.body_timeout_seconds), settings)
+    """Load a model: ``{"model_name": ..., "url": "/opt/ml/models/<name>/model"}``; 409 if already loaded, 404 for a
+    missing folder, 507 when it would not fit in memory."""
+    state, settings = request.app.state, request.app.state.settings
+    with DRAIN.request():
+        body = load_request(await read_body(request, LOAD_REQUEST_BYTES, settings.body_timeout_seconds), settings)
+        name = body["model_name"]
+        if name in state.staged or (await call_backend(state, "GET", f"/models/{name}")).status_code == 200:
+            raise RequestError(409, "conflict status", f"A model named {name!r} is already loaded; unload it first (DELETE /models/{name}).")
+        staged = await asyncio.to_thread(readable_copy, Path(body["url"]))
+        try:
+            response = await load_readable(request, {**body, "url": str(staged or body["url"])})
+        except BaseException:
+            remove(staged)
+            raise
+        if response.status_code >= 300:
+            remove(staged)
+        elif staged is not None:
+            state.staged[name] = staged
+        return response
+
+
+async def load_readable(request: Request, body: dict) -> Response:
+    """The load, once the folder is readable: checks, requirements, the memory check, then multi-model-server."""
+    settings, folder = request.app.state.settings, Path(body["url"])
+    file = check_artifact(folder, settings.runtime)
+    check_memory(body["model_name"], file, settings)
     try:
-        await asyncio.to_thread(install_requirements, Path(body["url"]), settings.code_packages_dir, settings.requirements_timeout_seconds)
+        await asyncio.to_thread(install_requirements, folder, settings.code_packages_dir, settings.requirements_timeout_seconds)
     except RequirementsError as exc:
         raise RequestError(422, "cannot install requirements", str(exc)) from None
     batching = {"batch_size": settings.max_batch_images, "max_batch_delay": settings.max_batch_delay_ms}
-    return await forward(request, "POST", "/models", timeout=LOAD_TIMEOUT_SECONDS, json={**body, **batching})
+    kills = memory.oom_kills()
+    response = await forward(request, "POST", "/models", timeout=LOAD_TIMEOUT_SECONDS, json={**body, **batching})
+    if response.status_code >= 500 and memory.oom_kills() > kills:
+        return error_response(RequestError(507, "insufficient memory", f"The kernel stopped a process loading {body['model_name']!r} for lack of memory; unload a model or use an instance with more memory."))
+    return response
+
+
+def remove(staged: Path | None) -> None:
+    if staged is not None:
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 @router.get("/models")
@@ -237,7 +296,11 @@ async def describe(name: str, request: Request) -> Response:
 
 @router.delete("/models/{name}")
 async def unload(name: str, request: Request) -> Response:
-    return await forward(request, "DELETE", f"/models/{check_name(name)}", timeout=LOAD_TIMEOUT_SECONDS)
+    """Unload a model: its worker processes end, so their memory goes back; 404 for a model not loaded."""
+    response = await forward(request, "DELETE", f"/models/{check_name(name)}", timeout=LOAD_TIMEOUT_SECONDS)
+    if response.status_code < 300:
+        remove(request.app.state.staged.pop(name, None))
+    return response
 
 
 @router.post("/models/{name}/invoke")
@@ -269,7 +332,9 @@ def create_mme_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.admission = Admission(settings.max_concurrent_requests, settings.max_queued_images)
+    app.state.uploads = Uploads(settings.max_concurrent_uploads, settings.max_upload_buffer_bytes)
     app.state.backend_up = False
+    app.state.staged = {}  # model name -> the copy the root helper made of its folder (removed on unload)
     app.state.repository = MultiModel(app.state)
     add_error_handlers(app)
     app.include_router(router)

@@ -10,10 +10,11 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from serve.artifact import load_failure
 from serve.pipeline import OPEN_INFERENCE, SAGEMAKER, RequestContext, Transformer
 from serve.settings import Settings
 from serve.user_code import user_module
-from serve.web import RequestError
+from serve.web import RequestError, internal_error
 
 log = logging.getLogger(__name__)
 ORIGINAL_CONTENT_TYPE = "x-byoc-content-type"  # the front sends bodies as opaque bytes (MMS parses forms), their type here
@@ -36,7 +37,7 @@ class HandlerService:
             module = user_module(settings.model_dir, settings.program, settings.code_packages_dir, settings.requirements_timeout_seconds)
             self.transformer = Transformer(settings, module)
         except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = load_failure(exc)
             log.exception("model %s failed to load from %s", context.model_name, settings.model_dir)
             return
         log.info("model %s ready from %s", context.model_name, settings.model_dir)
@@ -57,9 +58,8 @@ class HandlerService:
             outcomes = self.transformer.transform_batch(requests)
         except RequestError as exc:
             outcomes = [exc] * len(requests)
-        except Exception as exc:  # the model run itself failed: every request of the batch is told why
-            log.exception("inference failed")
-            outcomes = [RequestError(500, "internal error", f"{type(exc).__name__}: {exc}")] * len(requests)
+        except Exception:  # the batched model run itself failed: every request of that run gets a 500
+            outcomes = [internal_error(f"model {context.model_name}'s batched inference")] * len(requests)
         responses = []
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, RequestError):

@@ -73,9 +73,18 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """(JSON header, binary tensor data) of a request body."""
     if header_length is None:
         return body, b""
-    if not header_length.strip().isdigit() or not 0 < int(header_length) <= len(body):
-        raise bad(f"Inference-Header-Content-Length {header_length!r} must be a whole number between 1 and the body's {len(body)} bytes.")
-    return body[: int(header_length)], body[int(header_length) :]
+    length = whole_number(header_length)
+    if length is None or not 0 < length <= len(body):
+        raise bad(f"Inference-Header-Content-Length {header_length[:40]!r} must be a whole number between 1 and the body's {len(body)} bytes.")
+    return body[:length], body[length:]
+
+
+def whole_number(text: str, max_digits: int = 18) -> int | None:
+    """``text`` as a non-negative integer of ASCII digits ('²' is a digit to str.isdigit, not to int), else None."""
+    text = text.strip()
+    if not text or len(text) > max_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
 
 
 def parse_request(body: bytes, header_length: str | None, spec: ModelSpec, check_count) -> InferRequest:

@@ -28,7 +28,7 @@ from serve.limits import Deadline, worker_pool
 from serve.runtime import Runtime, load_runtime
 from serve.settings import Settings
 from serve.user_code import HANDLER_FUNCTIONS, Context, call
-from serve.web import RequestError
+from serve.web import RequestError, internal_error
 
 log = logging.getLogger("serve")
 UTF8_TYPES = ("application/json", "text/csv")  # bodies the toolkit hands to a user's input_fn as str
@@ -58,9 +58,10 @@ class RequestContext:
     network_input: np.ndarray | None = field(init=False, default=None)  # the batch the explained model run saw
 
     @classmethod
-    def from_headers(cls, headers: dict[str, str], timeout: float, **kwargs) -> RequestContext:
+    def from_headers(cls, headers: dict[str, str], timeout: float, started: float | None = None, **kwargs) -> RequestContext:
+        """The context of a request that arrived at ``started`` (time.monotonic(); default now) with ``timeout`` s."""
         headers = {k.lower(): v for k, v in headers.items()}
-        return cls(headers.get("content-type"), headers.get("accept"), headers, Deadline(timeout), **kwargs)
+        return cls(headers.get("content-type"), headers.get("accept"), headers, Deadline(timeout, started), **kwargs)
 
 
 def load_model(settings: Settings, spec: ModelSpec) -> Runtime:
@@ -99,17 +100,17 @@ class Transformer:
             self.model = load_model(settings, self.spec)
         self.cam = CamHead.load(self.spec.cam_file, len(self.spec.classes)) if self.spec is not None and self.spec.cam_file else None
         fetch = Fetcher(settings.max_payload_bytes, settings.image_url_timeout_seconds, settings.allow_private_image_urls) if settings.allow_image_urls else None
-        self.decoder = Decoder(self.spec, settings.max_pixels, settings.max_images_per_request, fetch, settings.max_image_urls) if has_spec else None
+        self.decoder = Decoder(self.spec, settings.max_pixels, settings.max_images_per_request, fetch, settings.max_image_urls, settings.max_explain_pixels) if has_spec else None
 
     def run_user(self, name: str, *args, ctx: RequestContext):
-        """A user's handler function; its own failures are 500s with the reason, our RequestErrors stay as they are."""
+        """A user's handler function; its own failures are generic 500s (the reason is logged under the request id),
+        our RequestErrors stay as they are."""
         try:
             return call(self.user[name], *args, context=Context(self.model_dir, ctx.headers))
         except RequestError:
             raise
-        except Exception as exc:
-            log.exception("%s in code/%s failed", name, self.settings.program)
-            raise RequestError(500, "handler error", f"{type(exc).__name__}: {exc}") from exc
+        except Exception:
+            raise internal_error(f"{name} in code/{self.settings.program}") from None
 
     def spec_for_protocol(self) -> ModelSpec:
         """The spec, for a model the Open Inference Protocol can serve: with model.json, our decoding and encoding."""
@@ -162,12 +163,6 @@ class Transformer:
             ctx.k = parse_top_k(ctx.inference.top_k, ctx.headers.get("x-amzn-sagemaker-custom-attributes"), self.settings.default_top_k, len(self.spec.classes))
             return self.decoder.inference_batch(ctx.inference, ctx.deadline, ctx.reserve)
         batch, _ = self.decoder.decode(body, ctx.content_type, ctx.deadline, ctx.reserve, ctx.sources if ctx.explain else None)
-        pixels = sum(width * height for width, height in (source.size for source in ctx.sources))
-        if pixels > self.settings.max_explain_pixels:
-            raise RequestError(
-                413, "too many pixels to explain",
-                f"The request's overlays would hold {pixels} pixels; at most {self.settings.max_explain_pixels} are drawn per request (SERVE_MAX_EXPLAIN_PIXELS). Send fewer or smaller images with explain=cam.",
-            )  # fmt: skip
         return batch
 
     def batchable(self, data, ctx: RequestContext) -> bool:
@@ -214,9 +209,9 @@ class Transformer:
         decoded again (so one full-size picture is held at a time), or the picture a preprocessed array shows."""
         if ctx.sources:
             picture = open_picture(ctx.sources[i].data, self.settings.max_pixels)
-            return picture, explain.crop_box(picture.size, self.spec)
+            return explain.bounded(picture, explain.crop_box(picture.size, self.spec), self.settings.explain_max_side)
         view = explain.network_view(ctx.network_input[i], self.spec)
-        return view, (0, 0, *view.size)
+        return explain.bounded(view, (0, 0, *view.size), self.settings.explain_max_side)
 
     def transform_whole(self, body: bytes, ctx: RequestContext) -> tuple[bytes, str]:
         """The user's transform_fn in place of all three steps."""
@@ -231,28 +226,38 @@ class Transformer:
         body, response_type = result if isinstance(result, tuple) else (result, self.user_accept(ctx))
         return (body.encode() if isinstance(body, str) else bytes(body)), response_type
 
+    def first_step(self, body: bytes, ctx: RequestContext):
+        """The checks, then the user's transform_fn's whole answer, or the decoded input."""
+        self.check(ctx)
+        return self.transform_whole(body, ctx) if "transform_fn" in self.user else self.decode(body, ctx)
+
     def transform_batch(self, requests: list[tuple[bytes, RequestContext]]) -> list[tuple[bytes, str] | RequestError]:
-        """Several requests at once (MMS's batch): each decoded, the batchable ones predicted in one run, each encoded."""
+        """Several requests at once (MMS's batch): each decoded, the batchable ones predicted in one run, each encoded.
+        Each request's outcome is its own: one that fails in any way never fails its neighbours."""
         results: list = [None] * len(requests)
         decoded: dict[int, object] = {}
         for i, (body, ctx) in enumerate(requests):
-            try:
-                self.check(ctx)
-                if "transform_fn" in self.user:
-                    results[i] = self.transform_whole(body, ctx)
-                else:
-                    decoded[i] = self.decode(body, ctx)
-            except RequestError as exc:
-                results[i] = exc
+            outcome = own_outcome(lambda: self.first_step(body, ctx))
+            if "transform_fn" in self.user or isinstance(outcome, RequestError):
+                results[i] = outcome
+            else:
+                decoded[i] = outcome
         together = [i for i, data in decoded.items() if self.batchable(data, requests[i][1])]
         predictions = dict(zip(together, run_together(self.predict_rows, [decoded[i] for i in together]))) if together else {}
         for i, data in decoded.items():
             ctx = requests[i][1]
-            try:
-                results[i] = self.encode(predictions[i] if i in predictions else self.predict(data, ctx), ctx)
-            except RequestError as exc:
-                results[i] = exc
+            results[i] = own_outcome(lambda: self.encode(predictions[i] if i in predictions else self.predict(data, ctx), ctx))
         return results
+
+
+def own_outcome(step: Callable[[], object]) -> object:
+    """``step()``'s result, or the RequestError it raised; any other exception a generic 500 logged with its id."""
+    try:
+        return step()
+    except RequestError as exc:
+        return exc
+    except Exception:
+        return internal_error("a request of a multi-model batch")
 
 
 class Pipeline:

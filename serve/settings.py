@@ -13,6 +13,7 @@ RUNTIMES = ("openvino", "onnxruntime", "torch")  # the default first: measured f
 PRECISIONS = ("auto", "int8", "bf16", "fp32")  # auto: int8 when the artifact has it and the CPU has VNNI/AMX, else bf16 where it can, else fp32
 
 
+MAX_SHUTDOWN_GRACE = 25  # SIGTERM -> SIGKILL is 30 s on SageMaker; the rest of the shutdown takes at most 3 s (serve.__main__)
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")  # SageMaker's multi-model names; also SERVE_MODEL_NAME
 
 
@@ -91,6 +92,11 @@ class Settings:
     model_name: str
     calibrated: bool
     max_explain_pixels: int
+    explain_max_side: int
+    max_concurrent_uploads: int
+    max_upload_buffer_bytes: int
+    min_body_rate: float  # bytes/s
+    shutdown_grace_seconds: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -132,9 +138,16 @@ class Settings:
             model_name=env.get("SERVE_MODEL_NAME", "model"),
             calibrated=_on_off(env, "SERVE_CALIBRATION"),
             max_explain_pixels=_int(env, "SERVE_MAX_EXPLAIN_PIXELS", 40_000_000),
+            explain_max_side=_int(env, "SERVE_EXPLAIN_MAX_SIDE", 1024, minimum=64),
+            max_concurrent_uploads=_int(env, "SERVE_MAX_CONCURRENT_UPLOADS", 1024),
+            max_upload_buffer_bytes=_int(env, "SERVE_MAX_UPLOAD_BUFFER_MB", 1024) * 1024 * 1024,
+            min_body_rate=_int(env, "SERVE_MIN_BODY_RATE_KBPS", 32, minimum=0) * 1024.0,
+            shutdown_grace_seconds=_int(env, "SERVE_SHUTDOWN_GRACE_SECONDS", 20, minimum=0),
         )
         if not MODEL_NAME.match(settings.model_name):
             raise SettingsError(f"SERVE_MODEL_NAME={settings.model_name!r}: use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        if settings.shutdown_grace_seconds > MAX_SHUTDOWN_GRACE:
+            raise SettingsError(f"SERVE_SHUTDOWN_GRACE_SECONDS={settings.shutdown_grace_seconds}: at most {MAX_SHUTDOWN_GRACE} (SageMaker kills the container 30 s after SIGTERM)")
         if settings.max_images_per_request > settings.max_queued_images:
             raise SettingsError(
                 f"SERVE_MAX_IMAGES_PER_REQUEST={settings.max_images_per_request} exceeds SERVE_MAX_QUEUED_IMAGES={settings.max_queued_images}: no such request could ever run"

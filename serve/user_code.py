@@ -1,7 +1,8 @@
 """A user's ``code/inference.py`` in the artifact, with the SageMaker inference toolkit's semantics: its
 ``model_fn``, ``input_fn``, ``predict_fn``, ``output_fn`` or ``transform_fn`` replace steps of our pipeline
 (``serve.pipeline``), each may take an extra ``context`` argument, and ``code/requirements.txt`` is installed
-first: per model, into its own folder, under a lock, with a timeout, from wheels shipped in ``code/`` if it can."""
+first: per model, into its own folder, under a lock, within one deadline, from the wheels shipped in ``code/`` alone
+when there are any."""
 from __future__ import annotations
 
 import fcntl
@@ -9,7 +10,9 @@ import hashlib
 import importlib.util
 import inspect
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,52 +53,62 @@ def call(function, *args, context: Context):
 
 def install_requirements(model_dir: Path, packages_root: Path, timeout: float) -> Path | None:
     """Install ``code/requirements.txt`` once into a folder of its own (keyed by the model folder and the file's
-    contents); None without one. Offline first when ``code/`` ships wheels, then the index with those wheels."""
+    contents); None without one. When ``code/`` ships wheels, from them alone: never the index, where a public
+    package of the same name could stand in for a private one. Waiting for the lock and installing share one
+    deadline of ``timeout`` s."""
     code = model_dir / "code"
     requirements = code / "requirements.txt"
     if not requirements.is_file():
         return None
+    deadline = time.monotonic() + timeout
     key = hashlib.sha256(str(model_dir.resolve()).encode() + b"\0" + requirements.read_bytes()).hexdigest()[:16]
     target = packages_root / key
     packages_root.mkdir(parents=True, exist_ok=True)
     with open(packages_root / f"{key}.lock", "w") as lock:
-        acquire(lock, timeout)
+        acquire(lock, deadline, timeout)
         if (target / ".installed").is_file():
             return target
         started = time.monotonic()
+        offline = any(code.glob("*.whl"))
         with tempfile.TemporaryDirectory(dir=packages_root) as staging:
-            pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", staging, "-r", str(requirements)]
-            attempts = [[*pip, "--no-index", "--find-links", str(code)]] if any(code.glob("*.whl")) else []
-            attempts.append([*pip, "--prefer-binary", "--find-links", str(code)])
-            reason = ""
-            for command in attempts:
-                left = timeout - (time.monotonic() - started)
-                try:
-                    subprocess.run(command, check=True, capture_output=True, text=True, timeout=max(left, 1), cwd=code)
-                except subprocess.TimeoutExpired:
-                    raise RequirementsError(f"installing {requirements} took over {timeout:g} s (SERVE_REQUIREMENTS_TIMEOUT_SECONDS); ship wheels in code/.") from None
-                except subprocess.CalledProcessError as exc:
-                    lines = (exc.stderr or exc.stdout or "").strip().splitlines()
-                    reason = lines[-1] if lines else f"pip exited with {exc.returncode}"
-                    continue
-                shutil.rmtree(target, ignore_errors=True)
-                Path(staging).rename(target)
-                (target / ".installed").touch()
-                log.info("installed %s into %s in %.1f s", requirements, target, time.monotonic() - started)
-                return target
-        raise RequirementsError(f"pip could not install {requirements}: {reason}. Ship the wheels in code/ for an offline endpoint.")
+            command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", staging, "-r", str(requirements)]
+            command += ["--no-index", "--find-links", str(code)] if offline else ["--prefer-binary", "--find-links", str(code)]
+            returncode, output = run_pip(command, code, deadline, timeout)
+            if returncode != 0:
+                lines = output.strip().splitlines()
+                reason = lines[-1] if lines else f"pip exited with {returncode}"
+                advice = "code/ ships wheels, so only they are used: add the missing ones (pip download -d code/ -r code/requirements.txt)" if offline else "ship the wheels in code/ for an offline endpoint"
+                raise RequirementsError(f"pip could not install {requirements}: {reason}. {advice[0].upper()}{advice[1:]}.")
+            shutil.rmtree(target, ignore_errors=True)
+            Path(staging).rename(target)
+            (target / ".installed").touch()
+            log.info("installed %s into %s in %.1f s%s", requirements, target, time.monotonic() - started, " from its wheels alone" if offline else "")
+            return target
 
 
-def acquire(lock, timeout: float) -> None:
-    """An exclusive lock on the open file ``lock``, waiting at most ``timeout`` s (another worker may be installing)."""
-    until = time.monotonic() + timeout
+def run_pip(command: list[str], cwd: Path, deadline: float, timeout: float) -> tuple[int, str]:
+    """(exit code, output) of pip in a process group of its own; past ``deadline`` the whole group is killed
+    (pip's build backends and their children too) and RequirementsError says so."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=max(deadline - time.monotonic(), 0.1))
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise RequirementsError(f"installing {command[command.index('-r') + 1]} took over {timeout:g} s (SERVE_REQUIREMENTS_TIMEOUT_SECONDS); ship wheels in code/.") from None
+    return process.returncode, output
+
+
+def acquire(lock, deadline: float, timeout: float) -> None:
+    """An exclusive lock on the open file ``lock``, waiting until ``deadline`` at most (another worker may be
+    installing); the wait counts against the install's ``timeout``."""
     while True:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            if time.monotonic() > until:
-                raise RequirementsError(f"another process held the requirements lock {lock.name} for over {timeout:g} s") from None
+            if time.monotonic() > deadline:
+                raise RequirementsError(f"another process held the requirements lock {lock.name} for over {timeout:g} s (SERVE_REQUIREMENTS_TIMEOUT_SECONDS)") from None
             time.sleep(0.1)
 
 

@@ -13,10 +13,11 @@ from fastapi.responses import JSONResponse, Response
 from serve import front, oip
 from serve.artifact import ModelSpec
 from serve.pipeline import OPEN_INFERENCE, RequestContext
-from serve.web import RequestError
+from serve.web import RequestError, read_body
 
 router = APIRouter(prefix="/v2")
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
+INDEX_REQUEST_BYTES = 64 * 1024  # {"ready": true}
 
 
 class Repository(Protocol):
@@ -65,8 +66,8 @@ async def repository_index(request: Request) -> JSONResponse:
     """Triton's repository index: every model with its state (the body's ``ready`` filter is honoured)."""
     models = await repository(request).index()
     try:
-        wanted = json.loads(await request.body() or b"{}")
-    except ValueError:
+        wanted = json.loads(await read_body(request, INDEX_REQUEST_BYTES, request.app.state.settings.body_timeout_seconds) or b"{}")
+    except (ValueError, RecursionError):
         wanted = {}
     if isinstance(wanted, dict) and wanted.get("ready") is True:
         models = [m for m in models if m["state"] == "READY"]

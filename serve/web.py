@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+import uuid
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("serve")
 
@@ -33,32 +37,60 @@ def error_response(exc: RequestError) -> Response:
     return Response(exc.body(), status_code=exc.status, media_type="application/json", headers=exc.headers)
 
 
-async def read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The body: 413 as soon as it is known to exceed ``limit`` bytes, 408 when it takes over ``timeout`` s to arrive."""
-    declared = request.headers.get("content-length")
-    detail = f"The body exceeds {limit // (1024 * 1024)} MB (SAGEMAKER_MAX_PAYLOAD_IN_MB)."
+def internal_error(where: str) -> RequestError:
+    """A generic 500 for an unexpected exception (call it from an ``except`` block): the details go to the log under
+    a request id, the client gets only that id, never the exception's text (paths, addresses, internals)."""
+    request_id = uuid.uuid4().hex[:16]
+    log.exception("%s failed (request id %s)", where, request_id)
+    detail = f"The server failed on this request; the log has the details under request id {request_id}. Retry, or report that id."
+    return RequestError(500, "internal error", detail, {"X-Request-Id": request_id})
+
+
+def declared_length(request: Request) -> int | None:
+    """The Content-Length header as a number (ASCII digits only), or None when absent or malformed."""
+    declared = (request.headers.get("content-length") or "").strip()
+    return int(declared) if declared.isascii() and declared.isdigit() and len(declared) <= 18 else None
+
+
+async def read_body(request: Request, limit: int, timeout: float, min_rate: float = 0.0, grace: float = 2.0, grow: Callable[[int], None] = lambda n: None) -> bytes:
+    """The body: 413 as soon as it is known to exceed ``limit`` bytes; 408 when it takes over ``timeout`` s in all,
+    or when, after ``grace`` s, it arrives slower than ``min_rate`` bytes/s on average (a stalled upload). ``grow``
+    is told of every chunk (the upload budget). A client that hangs up is one log line and a 400."""
+    declared = declared_length(request)
+    detail = f"The body exceeds {limit / (1024 * 1024):g} MB (SAGEMAKER_MAX_PAYLOAD_IN_MB); send larger inputs to an asynchronous endpoint (up to 1 GB, in S3)."
     too_large = RequestError(413, "payload too large", detail, {"Connection": "close"})  # the rest of the body is never read
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared > limit:
         raise too_large
+    started = time.monotonic()
+    parts, size, stream = [], 0, request.stream().__aiter__()
+    while True:
+        now = time.monotonic()
+        cutoff = min(started + timeout, started + grace + size / min_rate) if min_rate > 0 else started + timeout
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), max(cutoff - now, 0.0))
+        except StopAsyncIteration:
+            return b"".join(parts)
+        except asyncio.TimeoutError:
+            slow = time.monotonic() - started < timeout
+            why = f"arrived slower than {min_rate / 1024:g} kB/s (SERVE_MIN_BODY_RATE_KBPS)" if slow else f"did not arrive within {timeout:g} s (SERVE_BODY_READ_TIMEOUT_SECONDS)"
+            raise RequestError(408, "request timeout", f"The body {why}; send it in one go.", {"Connection": "close"}) from None
+        except ClientDisconnect:
+            log.info("client %s hung up before sending its whole body (%d bytes read)", client_address(request), size)
+            raise RequestError(400, "client disconnected", "The client closed the connection before the body was complete.") from None
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        grow(len(chunk))
+        parts.append(chunk)
 
-    async def chunks() -> bytes:
-        parts, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            parts.append(chunk)
-        return b"".join(parts)
 
-    try:
-        return await asyncio.wait_for(chunks(), timeout)
-    except asyncio.TimeoutError:
-        detail = f"The body did not arrive within {timeout:g} s (SERVE_BODY_READ_TIMEOUT_SECONDS); send it in one go."
-        raise RequestError(408, "request timeout", detail, {"Connection": "close"}) from None
+def client_address(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "unknown"
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    """Every error is JSON ``{"error", "detail"}``: ours with their status, the framework's 4xx, anything else a 500."""
+    """Every error is JSON ``{"error", "detail"}``: ours with their status, the framework's 4xx, anything else a
+    generic 500 with a request id (``CatchAll``)."""
 
     @app.exception_handler(RequestError)
     async def request_error(_request: Request, exc: RequestError) -> Response:
@@ -74,7 +106,29 @@ def add_error_handlers(app: FastAPI) -> None:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return error_response(RequestError(400, "bad request", detail))
 
-    @app.exception_handler(Exception)
-    async def unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("request failed")
-        return JSONResponse({"error": "internal error", "detail": f"{type(exc).__name__}: {exc}"}, status_code=500)
+    app.add_middleware(CatchAll)
+
+
+class CatchAll:
+    """ASGI middleware: an exception no handler took is one logged traceback under a request id and a generic 500
+    (Starlette's own last-resort handler would re-raise it, and the server would log it a second time)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception:
+            error = internal_error(f"{scope.get('method')} {scope.get('path')}")
+            if not started:
+                await error_response(error)(scope, receive, send)

@@ -73,7 +73,7 @@ def test_model_input_predict_fn_overrides_and_text_bodies(model_with_code):
         assert response.headers["content-type"].startswith("application/json")
 
 
-def test_transform_fn_and_errors_in_user_code(model_with_code):
+def test_transform_fn_and_errors_in_user_code(model_with_code, caplog):
     with serve_with(
         model_with_code,
         """
@@ -89,7 +89,11 @@ def test_transform_fn_and_errors_in_user_code(model_with_code):
         response = client.post("/invocations", content=b"abc", headers={"Content-Type": "application/octet-stream"})
         assert response.status_code == 200 and response.content == b"cba"
         failed = client.post("/invocations", content=b"boom", headers={"Content-Type": "application/octet-stream"})
-        assert failed.status_code == 500 and failed.json() == {"error": "handler error", "detail": "ValueError: the user's code failed"}
+        assert failed.status_code == 500 and failed.json()["error"] == "internal error"
+        request_id = failed.headers["x-request-id"]
+        assert "the user's code failed" not in failed.text and request_id in failed.json()["detail"]  # the client gets an id, not the text
+        logged = [r for r in caplog.records if request_id in r.getMessage()]
+        assert len(logged) == 1 and "transform_fn in code/inference.py failed" in logged[0].getMessage() and "the user's code failed" in caplog.text
 
 
 def test_requirements_are_installed_before_the_script_loads(model_with_code, tmp_path):
@@ -109,7 +113,7 @@ def test_requirements_are_installed_before_the_script_loads(model_with_code, tmp
         assert version == "4.8.2" and location.startswith(str(tmp_path / "packages"))
 
 
-def test_broken_script_makes_ping_say_why(model_with_code):
+def test_broken_script_makes_ping_say_it_failed_and_the_log_why(model_with_code):
     (model_with_code / "code" / "inference.py").write_text("def model_fn(model_dir):\n    raise RuntimeError('no weights here')\n")
     import time
 
@@ -121,7 +125,9 @@ def test_broken_script_makes_ping_say_why(model_with_code):
         deadline = time.monotonic() + 10
         while "failed" not in client.get("/ping").text and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert client.get("/ping").json() == {"error": "model failed to load", "detail": "RuntimeError: no weights here"}
+        ping = client.get("/ping").json()
+        assert ping == {"error": "model failed to load", "detail": "The model failed to load (RuntimeError while loading); the server's log says why. Fix the model folder and restart."}
+        assert client.app.state.model.cause == "RuntimeError: no weights here"  # what the log line says
 
 
 def every_body(png: bytes) -> dict:
@@ -218,5 +224,49 @@ def test_requirements_that_cannot_install_make_ping_say_why(model_with_code, tmp
         deadline = time.monotonic() + 120
         while "failed" not in client.get("/ping").text and time.monotonic() < deadline:
             time.sleep(0.2)
-        detail = client.get("/ping").json()["detail"]
+        assert "the server's log says why" in client.get("/ping").json()["detail"]
+        detail = client.app.state.model.cause
     assert detail.startswith("RequirementsError: pip could not install") and "byoc-no-such-package-anywhere" in detail
+
+
+def test_shipped_wheels_are_the_only_source(model_with_code, tmp_path):
+    """With wheels in code/, a requirement they lack fails offline: pip never asks the index, where a public
+    package of the same name could replace a private one. ``six`` is on PyPI, so the old fallback installed it."""
+    from serve.user_code import RequirementsError, install_requirements
+
+    make_wheel(model_with_code / "code", "byoc_probe", "1.0", "ANSWER = 42\n")
+    (model_with_code / "code" / "requirements.txt").write_text("byoc_probe==1.0\nsix\n")
+    with pytest.raises(RequirementsError, match=r"No matching distribution found for six.*only they are used: add the missing ones"):
+        install_requirements(model_with_code, tmp_path / "p", 120)
+    assert not list((tmp_path / "p").glob("*/six.py"))
+
+
+def test_a_requirements_timeout_kills_pip_and_its_children(model_with_code, tmp_path):
+    """pip stuck on a package server that never answers is killed with its whole process group within the
+    deadline, and the lock wait counts against the same deadline."""
+    import fcntl
+    import socket
+    import subprocess
+    import time
+
+    from serve.user_code import RequirementsError, install_requirements
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections and never answers
+    marker = f"byoc-stuck-{silent.getsockname()[1]}"
+    (model_with_code / "code" / "requirements.txt").write_text(f"--index-url http://127.0.0.1:{silent.getsockname()[1]}/{marker}/\nbyoc-anything\n")
+    started = time.monotonic()
+    with pytest.raises(RequirementsError, match=r"took over 3 s \(SERVE_REQUIREMENTS_TIMEOUT_SECONDS\)"):
+        install_requirements(model_with_code, tmp_path / "p", 3)
+    assert time.monotonic() - started < 6
+    requirements = str(model_with_code / "code" / "requirements.txt")
+    assert requirements not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout  # no pip left behind
+    lock_file = next((tmp_path / "p").glob("*.lock"))
+    with open(lock_file) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another worker holds the lock for the whole deadline
+        started = time.monotonic()
+        with pytest.raises(RequirementsError, match="held the requirements lock"):
+            install_requirements(model_with_code, tmp_path / "p", 2)
+        assert 2 <= time.monotonic() - started < 3.5
+    silent.close()

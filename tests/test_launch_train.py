@@ -1,6 +1,7 @@
 """`python -m sagemaker_launch train` against moto_server: the request read back, and every refusal before AWS."""
 import io
 import json
+import posixpath
 import re
 import tarfile
 import textwrap
@@ -245,6 +246,50 @@ def test_hostile_output_archive_is_refused_whole(kind, tmp_path):
     with pytest.raises(LaunchError, match="nothing was extracted"):
         job_output.safe_extract(archive, tmp_path / "out")
     assert not (tmp_path / "out" / "ok.txt").exists() and not (tmp_path.parent / "evil").exists()
+
+
+def cve_2025_4517_archive() -> bytes:
+    """The shape of CVE-2025-4517's archive: a chain of symbolic links, each pointing inside the folder on its own,
+    whose resolved path runs past PATH_MAX, then a hard link through the chain. Every link passed the old checks."""
+    buffer, step = io.BytesIO(), "d" * 247
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        path = ""
+        for letter in "abcdefghijklmnop":
+            folder = tarfile.TarInfo(posixpath.join(path, step))
+            folder.type = tarfile.DIRTYPE
+            tar.addfile(folder)
+            link = tarfile.TarInfo(posixpath.join(path, letter))
+            link.type, link.linkname = tarfile.SYMTYPE, step
+            tar.addfile(link)
+            path = posixpath.join(path, letter)
+        chain = tarfile.TarInfo("chain")
+        chain.type, chain.linkname = tarfile.SYMTYPE, path
+        tar.addfile(chain)
+        hard = tarfile.TarInfo("planted")
+        hard.type, hard.linkname = tarfile.LNKTYPE, "chain/x"
+        tar.addfile(hard)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("maker", [cve_2025_4517_archive, lambda: in_folder_link(tarfile.SYMTYPE), lambda: in_folder_link(tarfile.LNKTYPE)])
+def test_every_link_is_refused_even_inside_the_folder(maker, tmp_path):
+    from sagemaker_launch import job_output
+
+    archive = tmp_path / "output.tar.gz"
+    archive.write_bytes(maker())
+    with pytest.raises(LaunchError, match=r"link .*the trainer writes none; nothing was extracted"):
+        job_output.safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def in_folder_link(kind: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.addfile(tarfile.TarInfo("ok.txt"), io.BytesIO(b""))
+        link = tarfile.TarInfo("alias")
+        link.type, link.linkname = kind, "ok.txt"
+        tar.addfile(link)
+    return buffer.getvalue()
 
 
 def test_corrupt_output_archive_fails_clearly(tmp_path):

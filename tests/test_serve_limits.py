@@ -217,3 +217,15 @@ def test_private_address_check():
         assert not allowed(ipaddress.ip_address(address), False), address
     assert allowed(ipaddress.ip_address("93.184.216.34"), False) and allowed(ipaddress.ip_address("10.1.2.3"), True)
     assert not allowed(ipaddress.ip_address("169.254.169.254"), True) and not allowed(ipaddress.ip_address("fd00:ec2::254"), True)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::10.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:0a00:0001::1", "2002:c0a8:0001::", "2002:a9fe:a9fe::1"])
+def test_ipv6_addresses_that_carry_a_private_ipv4_are_refused(address):
+    """NAT64 (64:ff9b::/96) and 6to4 (2002::/16) addresses reach the IPv4 address they carry."""
+    import ipaddress
+
+    from serve.fetch import allowed
+
+    assert not allowed(ipaddress.ip_address(address), False)
+    assert allowed(ipaddress.ip_address("64:ff9b::5db8:d822"), False) and allowed(ipaddress.ip_address("2002:5db8:d822::1"), False)  # 93.184.216.34
+    assert not allowed(ipaddress.ip_address("2002:a9fe:a9fe::1"), True)  # the metadata address stays refused even with private allowed

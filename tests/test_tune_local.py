@@ -137,3 +137,31 @@ def test_bad_search_space_exits_2(tmp_path, fashion, space, options, message):
     path.write_text(space)
     result = subprocess.run(tuner(tmp_path / "study", path, *options, fashion=fashion), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and message in result.stderr
+
+
+@pytest.mark.parametrize("how", ["file", "env"])
+def test_storage_url_from_a_file_or_the_environment_never_shows_its_password(tmp_path, fashion, how):
+    """A database password stays out of argv (--storage-file, $TUNE_STORAGE_URL) and out of every message."""
+    space = tmp_path / "space.yaml"
+    space.write_text("batch-size: {type: categorical, values: [16]}\n")
+    url = "postgresql+psycopg2://tuner:s3cr3t-pw@127.0.0.1:1/tuning"  # nothing listens on port 1: the connection fails
+    env = {k: v for k, v in os.environ.items() if k != "TUNE_STORAGE_URL"}
+    options = []
+    if how == "file":
+        (tmp_path / "storage").write_text(url + "\n")
+        options = ["--storage-file", str(tmp_path / "storage")]
+    else:
+        env["TUNE_STORAGE_URL"] = url
+    command = tuner(tmp_path / "study", space, *options, fashion=fashion)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "s3cr3t-pw" not in result.stderr + result.stdout and "s3cr3t-pw" not in " ".join(command)
+    assert "cannot open the study storage postgresql+psycopg2://tuner:***@127.0.0.1:1/tuning" in result.stderr
+
+
+def test_storage_given_twice_is_refused(tmp_path, fashion):
+    space = tmp_path / "space.yaml"
+    space.write_text("batch-size: {type: categorical, values: [16]}\n")
+    command = tuner(tmp_path / "study", space, "--storage", "sqlite:///x.db", fashion=fashion)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "TUNE_STORAGE_URL": "sqlite:///y.db"})
+    assert result.returncode == 2 and "--storage and $TUNE_STORAGE_URL both name a storage; give one." in result.stderr

@@ -37,13 +37,18 @@ from byoc_contract.metric_log import METRIC_NAMES, NUMBER
 
 log = logging.getLogger("train.tune")
 STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
+STORAGE_ENV = "TUNE_STORAGE_URL"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train.tune", description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--search-space", required=True, help="YAML search space (the one sagemaker_launch tune takes)")
     parser.add_argument("--study-dir", type=Path, required=True, help="study.db, one folder per trial, results.csv and best/")
-    parser.add_argument("--storage", default=None, help="Optuna RDB URL shared by tuners on several machines (default: sqlite:///STUDY_DIR/study.db)")
+    parser.add_argument(
+        "--storage", default=None,
+        help=f"Optuna RDB URL shared by tuners on several machines (default: ${STORAGE_ENV}, else sqlite:///STUDY_DIR/study.db); every user of the machine can read a process's arguments, so give a URL with a password by --storage-file or ${STORAGE_ENV}",
+    )  # fmt: skip
+    parser.add_argument("--storage-file", type=Path, default=None, help="a file holding the storage URL on its first line (keep it mode 0600)")
     parser.add_argument("--study-name", default="byoc-vision", help="the study's name in the storage")
     parser.add_argument("--heartbeat-seconds", type=int, default=10, help="a running trial's heartbeat; 3 missed beats hand it to another tuner")
     parser.add_argument("--strategy", choices=STRATEGIES, default="Bayesian", help="Bayesian: TPE; Hyperband: TPE + Hyperband pruning")
@@ -100,7 +105,7 @@ class Tuner:
             low, high = args.hyperband_resource
             pruner = optuna.pruners.HyperbandPruner(min_resource=low, max_resource=high, reduction_factor=3)
         args.study_dir.mkdir(parents=True, exist_ok=True)
-        url = args.storage or f"sqlite:///{args.study_dir / 'study.db'}"
+        url = storage_url(args.storage, args.storage_file, os.environ.get(STORAGE_ENV)) or f"sqlite:///{args.study_dir / 'study.db'}"
         self.study = open_study(
             url, args.study_name, heartbeat_seconds=args.heartbeat_seconds, maximize=self.maximize,
             sampler=sampler(args.strategy, space, args.seed), pruner=pruner,
@@ -216,7 +221,44 @@ class Tuner:
             study.stop()
 
 
+def storage_url(flag: str | None, file: Path | None, env: str | None) -> str | None:
+    """The storage URL from ``--storage``, ``--storage-file`` or $TUNE_STORAGE_URL (at most one); None for SQLite."""
+    given = [name for name, value in (("--storage", flag), ("--storage-file", file), (f"${STORAGE_ENV}", env)) if value]
+    if len(given) > 1:
+        raise ValueError(f"{' and '.join(given)} both name a storage; give one.")
+    if file is not None:
+        try:
+            lines = file.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--storage-file {file}: cannot read it ({type(exc).__name__}).") from None
+        if not lines or not lines[0].strip():
+            raise ValueError(f"--storage-file {file} is empty: put the storage URL on its first line.")
+        return lines[0].strip()
+    return flag or env or None
+
+
+def masked(url: str) -> str:
+    """``url`` with its password as ***, for messages and logs."""
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: show only its scheme
+        return url.split(":", 1)[0] + ":..."
+
+
 def open_study(url: str, name: str, *, heartbeat_seconds: int, maximize: bool, sampler=None, pruner=None):
+    """The study at ``url``; a storage that cannot be opened is a ValueError that names it without its password."""
+    try:
+        return create_or_load(url, name, heartbeat_seconds=heartbeat_seconds, maximize=maximize, sampler=sampler, pruner=pruner)
+    except Exception as exc:
+        password = url.partition("://")[2].rpartition("@")[0].partition(":")[2]
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = reason.replace(password, "***") if password else reason
+        raise ValueError(f"cannot open the study storage {masked(url)}: {reason[:300]}") from None
+
+
+def create_or_load(url: str, name: str, *, heartbeat_seconds: int, maximize: bool, sampler=None, pruner=None):
     """Creates the study at ``url`` or loads it. Tuners started together race to create the schema and the study;
     the losers see a taken key (SQLite) or a made table (PostgreSQL) and try again, finding them made."""
     import optuna
