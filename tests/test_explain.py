@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,5 +141,46 @@ def test_explain_requests_are_bounded_by_the_pixels_their_overlays_would_hold(sh
         assert client.post("/invocations", content=body, headers={"Content-Type": "application/json"}).status_code == 200  # no overlay: no bound
         alone = client.post("/invocations?explain=cam", content=one, headers={"Content-Type": "image/png"})
         assert alone.status_code == 200 and "overlay_png" in alone.json()["predictions"][0]["explanation"]
+    finally:
+        client.__exit__(None, None, None)
+
+
+WALLPAPERS = Path("/usr/share/wallpapers")
+
+
+def large_photo() -> bytes:
+    """A real 14.7 MP photograph (Debian's plasma-workspace-wallpapers, which .ci/run installs)."""
+    found = sorted(WALLPAPERS.glob("*/contents/images/5120x2880.jpg"))
+    if not found:
+        pytest.skip("no large photo: apt-get install plasma-workspace-wallpapers")
+    return found[0].read_bytes()
+
+
+def test_overlays_of_large_photos_are_drawn_at_a_bounded_size(shapes_model):
+    """A 14.7 MP JPEG's overlay is at most SERVE_EXPLAIN_MAX_SIDE px long (it was drawn full size: a 27 MB PNG)."""
+    photo = large_photo()
+    client = ready_client(settings_for(shapes_model))
+    try:
+        answer = client.post("/invocations?explain=cam", content=photo, headers={"Content-Type": "image/jpeg"})
+        assert answer.status_code == 200, answer.text
+        overlay = Image.open(io.BytesIO(base64.b64decode(answer.json()["predictions"][0]["explanation"]["overlay_png"])))
+        assert overlay.size == (1024, 576) and len(answer.content) < 6 * 1024 * 1024  # SageMaker's real-time response limit
+    finally:
+        client.__exit__(None, None, None)
+    small = ready_client(settings_for(shapes_model, explain_max_side=256))
+    try:
+        answer = small.post("/invocations?explain=cam", content=photo, headers={"Content-Type": "image/jpeg"})
+        assert Image.open(io.BytesIO(base64.b64decode(answer.json()["predictions"][0]["explanation"]["overlay_png"]))).size == (256, 144)
+    finally:
+        small.__exit__(None, None, None)
+
+
+def test_the_explain_budget_is_checked_from_the_headers_before_decoding(shapes_model):
+    """A JPEG whose header announces 2 MP and whose data stops after it is refused by the budget (413), not decoded."""
+    header_only = large_photo()[:4096]  # the header says 5120 x 2880; the scan is cut short
+    client = ready_client(settings_for(shapes_model, max_explain_pixels=1_000_000))
+    try:
+        refused = client.post("/invocations?explain=cam", content=header_only, headers={"Content-Type": "image/jpeg"})
+        assert refused.status_code == 413 and refused.json()["error"] == "too many pixels to explain", refused.text
     finally:
         client.__exit__(None, None, None)
