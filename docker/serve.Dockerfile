@@ -65,7 +65,8 @@ RUN pip install --no-deps --no-cache-dir /src && rm -rf /src \
  && useradd --system --create-home --home-dir /home/model-server model-server \
  && touch /etc/sagemaker-mms.properties && chown model-server /etc/sagemaker-mms.properties
 
-USER model-server
+# No USER: SageMaker starts the container as root and extracts model.tar.gz as root with the archive's own modes.
+# `serve` reads what the service user cannot (serve.privileges), then drops to model-server before serving.
 WORKDIR /home/model-server
 EXPOSE 8080
 CMD ["serve"]

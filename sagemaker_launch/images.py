@@ -10,6 +10,9 @@ from sagemaker_launch.errors import LaunchError
 
 DOCKERFILES = {"train": "docker/train.Dockerfile", "serve": "docker/serve.Dockerfile"}
 KINDS = tuple(DOCKERFILES)
+# SageMaker takes single-platform Docker v2 manifests only; buildx's provenance and SBOM attestations would make the
+# image an index ("Unsupported manifest media type"), so they stay off whatever the user's buildx defaults to.
+SINGLE_MANIFEST = ("--provenance=false", "--sbom=false")
 
 
 def local_name(kind: str) -> str:
@@ -54,7 +57,8 @@ def default_tag(root: Path) -> str:
 
 
 def build(kind: str, tag: str, root: Path, platform: str = "linux/amd64", build_args: dict[str, str] | None = None, quiet: bool = False) -> str:
-    """Build one image with ``docker buildx build --load`` (BuildKit: the Dockerfiles use cache mounts); returns ``name:tag``.
+    """Build one image with ``docker buildx build --load`` for one platform, without attestations (BuildKit: the
+    Dockerfiles use cache mounts); returns ``name:tag``.
 
     The docker SDK's build call speaks only the legacy builder, so this one step runs the docker CLI;
     its progress goes to stderr, and a failure raises with the end of the build log.
@@ -64,7 +68,7 @@ def build(kind: str, tag: str, root: Path, platform: str = "linux/amd64", build_
     labels = {"org.opencontainers.image.version": version(), "org.opencontainers.image.title": local_name(kind)}
     if commit:
         labels["org.opencontainers.image.revision"] = commit + ("-dirty" if dirty else "")
-    command = ["docker", "buildx", "build", "--load", "--platform", platform, "-f", DOCKERFILES[kind], "-t", reference]
+    command = ["docker", "buildx", "build", "--load", "--platform", platform, *SINGLE_MANIFEST, "-f", DOCKERFILES[kind], "-t", reference]
     command += [a for key, value in (build_args or {}).items() for a in ("--build-arg", f"{key}={value}")]
     command += [a for key, value in labels.items() for a in ("--label", f"{key}={value}")]
     command += ["--progress", "plain", "."]

@@ -70,5 +70,7 @@ def run_push(args: argparse.Namespace) -> None:
         target = f"{host}/{name}" if args.registry else uri
         for pushed_tag in tags:
             digest = registry.push(client, f"{images.local_name(kind)}:{tag}", target, pushed_tag, auth)
-        print(f"  image: {uri}:{tag}\n  digest: {target}@{digest}")
+        media_type = registry.registry_manifest_type(host, name, tag, auth) if args.registry else registry.ecr_manifest_type(ecr, name, tag)
+        registry.check_single_manifest(media_type, f"{target}:{tag}")
+        print(f"  image: {uri}:{tag}\n  digest: {target}@{digest}\n  manifest: {media_type} (one platform, as SageMaker requires)")
     print("ECR bills the stored images per GB-month; the lifecycle policy expires old ones, `cleanup --ecr` deletes them")

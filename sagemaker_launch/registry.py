@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.request
 
 import docker
 import docker.errors
@@ -92,3 +93,42 @@ def push(client: docker.DockerClient, local: str, repository: str, tag: str, aut
     if not digest:
         raise LaunchError(f"the registry did not report a digest for {repository}:{tag}; the push may not have completed.")
     return digest
+
+
+DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEXES = ("application/vnd.docker.distribution.manifest.list.v2+json", "application/vnd.oci.image.index.v1+json")
+MANIFEST_TYPES = (DOCKER_V2, OCI_MANIFEST, *INDEXES)
+
+
+def ecr_manifest_type(ecr, repository: str, tag: str) -> str:
+    """The media type of ``repository:tag``'s manifest as ECR stores it (BatchGetImage's imageManifestMediaType)."""
+    found = aws.call(ecr.batch_get_image, repositoryName=repository, imageIds=[{"imageTag": tag}], acceptedMediaTypes=list(MANIFEST_TYPES))
+    if not found.get("images"):
+        reasons = "; ".join(f.get("failureReason", "") for f in found.get("failures", []))
+        raise LaunchError(f"ECR has no image {repository}:{tag} after the push ({reasons or 'not found'}); push again.")
+    image = found["images"][0]
+    return image.get("imageManifestMediaType") or json.loads(image.get("imageManifest") or "{}").get("mediaType", "")
+
+
+def registry_manifest_type(host: str, repository: str, tag: str, auth: dict) -> str:
+    """The media type of ``repository:tag``'s manifest as the registry at ``host`` serves it (its HTTP API v2)."""
+    scheme = "http" if host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]") else "https"
+    request = urllib.request.Request(f"{scheme}://{host}/v2/{repository}/manifests/{tag}", method="HEAD", headers={"Accept": ", ".join(MANIFEST_TYPES)})
+    token = base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.headers.get("Content-Type", "").split(";")[0].strip()
+    except OSError as exc:
+        raise LaunchError(f"cannot read back the manifest of {host}/{repository}:{tag} ({exc}); check the registry and push again.") from None
+
+
+def check_single_manifest(media_type: str, reference: str) -> None:
+    """Refuse what SageMaker refuses ("Unsupported manifest media type"): an image index or manifest list."""
+    if media_type in INDEXES or media_type not in MANIFEST_TYPES:
+        raise LaunchError(
+            f"{reference} was pushed as {media_type or 'an unknown manifest type'}, which SageMaker refuses: it takes one platform's {DOCKER_V2}."
+            " Build it again with `byoc-launch build` (one platform, no provenance or SBOM attestations) and push again; with Docker Engine 29's"
+            " containerd image store, `docker push --platform linux/amd64 IMAGE` pushes that platform's manifest alone."
+        )  # fmt: skip

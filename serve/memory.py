@@ -37,22 +37,30 @@ def host_available() -> int:
     return 1 << 62
 
 
-def available_bytes(cgroup: Path = CGROUP) -> int:
-    """What can still be allocated: the container's limit less what it uses (its reclaimable file cache not
-    counted), and never more than the host has available."""
+def limit_and_used(cgroup: Path = CGROUP) -> tuple[int | None, int]:
+    """(the container's memory limit or None, what it uses less its reclaimable file cache), cgroup v2 or v1."""
     limit = _read_int(cgroup / "memory.max")  # cgroup v2 ("max" when unlimited: None)
-    if limit is not None:
-        used = (_read_int(cgroup / "memory.current") or 0) - _stat(cgroup / "memory.stat", "inactive_file")
-    else:  # cgroup v1
-        limit = _read_int(cgroup / "memory" / "memory.limit_in_bytes")
-        used = (_read_int(cgroup / "memory" / "memory.usage_in_bytes") or 0) - _stat(cgroup / "memory" / "memory.stat", "total_inactive_file")
-    own = (limit - max(used, 0)) if limit is not None and limit < (1 << 60) else 1 << 62
+    if (cgroup / "memory.current").is_file():
+        return limit, (_read_int(cgroup / "memory.current") or 0) - _stat(cgroup / "memory.stat", "inactive_file")
+    v1 = cgroup / "memory"
+    limit = _read_int(v1 / "memory.limit_in_bytes")
+    return (limit if limit is not None and limit < 1 << 60 else None), (_read_int(v1 / "memory.usage_in_bytes") or 0) - _stat(v1 / "memory.stat", "total_inactive_file")
+
+
+def used_bytes(cgroup: Path = CGROUP) -> int:
+    return max(limit_and_used(cgroup)[1], 0)
+
+
+def available_bytes(cgroup: Path = CGROUP) -> int:
+    """What can still be allocated: the container's limit less what it uses, never more than the host has."""
+    limit, used = limit_and_used(cgroup)
+    own = limit - max(used, 0) if limit is not None else 1 << 62
     return max(0, min(own, host_available()))
 
 
 def oom_kills(cgroup: Path = CGROUP) -> int:
-    """How many processes the kernel killed in this container for lack of memory so far (cgroup v2; 0 elsewhere)."""
-    return _stat(cgroup / "memory.events", "oom_kill")
+    """How many processes the kernel killed in this container for lack of memory so far (cgroup v2 or v1)."""
+    return _stat(cgroup / "memory.events", "oom_kill") or _stat(cgroup / "memory" / "memory.oom_control", "oom_kill")
 
 
 def load_need_bytes(model_file: Path, workers: int) -> int:

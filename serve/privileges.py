@@ -93,6 +93,7 @@ def stage(folder: Path, user: ServiceUser, staging_root: Path = STAGING_ROOT) ->
             if len(entries) > MAX_STAGED_FILES:
                 raise StagingError(f"{folder} holds more than {MAX_STAGED_FILES} files; a model folder needs far fewer.")
     staging_root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chown(staging_root, user.uid, user.gid)  # the service user removes a model's copy when it unloads it
     free = shutil.disk_usage(staging_root).free
     if total > free * 0.9:
         raise StagingError(f"{folder} holds {total >> 20} MB and {staging_root} has {free >> 20} MB free: give the container more disk, or make the model's files readable by others (chmod -R a+rX before packing model.tar.gz).")

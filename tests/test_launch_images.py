@@ -70,6 +70,10 @@ def test_push_through_ecr_token_to_real_registry_and_pull_by_digest(aws, serve_i
         assert pulled.id == client.images.get(serve_image).id
         assert client.images.get_registry_data(f"{host}/byoc-vision-serve:latest", auth_config=auth).id == digest
 
+        assert "manifest: application/vnd.docker.distribution.manifest.v2+json (one platform, as SageMaker requires)" in out
+        for reference in ("test", "latest"):  # read back through the registry's HTTP API, as SageMaker's pull would
+            assert manifest_type(host, "byoc-vision-serve", reference) == "application/vnd.docker.distribution.manifest.v2+json"
+
         code, out, err = run_cli(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION, "--no-latest"], capsys)
         assert code == 0, err
         assert "ECR repository byoc-vision-serve exists" in out and f"@{digest}" in out
@@ -111,3 +115,56 @@ def test_allow_registry_lets_a_trusted_mirror_through(capsys):
     with environment({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}):
         code, _, err = run_cli(["push", "--images", "serve", "--tag", "never-built", "--registry", "mirror.example.com", "--allow-registry", "--region", REGION], capsys)
     assert code == 2 and "no local image byoc-vision-serve:never-built" in err  # past the host check, stopped by the next one
+
+
+def manifest_type(host: str, repository: str, reference: str) -> str:
+    """The Content-Type the registry serves ``repository:reference``'s manifest with, asked for any manifest type."""
+    import base64
+    import urllib.request
+
+    accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json"
+    request = urllib.request.Request(f"http://{host}/v2/{repository}/manifests/{reference}", headers={"Accept": accept})
+    request.add_header("Authorization", "Basic " + base64.b64encode(f"AWS:{ECR_PASSWORD}".encode()).decode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.headers["Content-Type"]
+
+
+@pytest.mark.skipif(registry_stand_in.available() is not None, reason=str(registry_stand_in.available()))
+def test_both_images_are_pushed_as_single_platform_docker_v2_manifests(aws, serve_image, train_image, capsys):
+    """What SageMaker takes: `build` turns buildx's attestations off, and each pushed manifest is read back."""
+    with registry_stand_in.docker_registry("AWS", ECR_PASSWORD) as host:
+        code, out, err = run_cli(["push", "--tag", "test", "--registry", host, "--region", REGION, "--no-latest"], capsys)
+        assert code == 0, err
+        for kind in ("train", "serve"):
+            assert manifest_type(host, f"byoc-vision-{kind}", "test") == "application/vnd.docker.distribution.manifest.v2+json"
+        assert out.count("manifest: application/vnd.docker.distribution.manifest.v2+json") == 2
+
+
+OCI_INDEX = {
+    "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+    "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "a" * 64, "size": 500, "platform": {"architecture": "amd64", "os": "linux"}},
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "b" * 64, "size": 500,
+         "annotations": {"vnd.docker.reference.type": "attestation-manifest"}, "platform": {"architecture": "unknown", "os": "unknown"}},
+    ],
+}  # fmt: skip
+
+
+def test_an_index_in_ecr_is_refused_after_the_push_with_what_to_do(aws):
+    """What Docker Engine 29's containerd store pushes: an OCI index with an attestation manifest. The check reads
+    ECR's BatchGetImage (moto here) and refuses it, saying how to push what SageMaker takes."""
+    from sagemaker_launch import registry
+    from sagemaker_launch.errors import LaunchError
+
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecr.create_repository(repositoryName="byoc-index-check")
+    ecr.put_image(repositoryName="byoc-index-check", imageManifest=json.dumps(OCI_INDEX), imageTag="v1", imageManifestMediaType=OCI_INDEX["mediaType"])
+    media_type = registry.ecr_manifest_type(ecr, "byoc-index-check", "v1")
+    assert media_type == "application/vnd.oci.image.index.v1+json"
+    with pytest.raises(LaunchError, match=r"which SageMaker refuses.*byoc-launch build.*docker push --platform linux/amd64"):
+        registry.check_single_manifest(media_type, "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-index-check:v1")
+    single = {"schemaVersion": 2, "mediaType": registry.DOCKER_V2, "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": "sha256:" + "c" * 64, "size": 10}, "layers": []}
+    ecr.put_image(repositoryName="byoc-index-check", imageManifest=json.dumps(single), imageTag="v2")
+    registry.check_single_manifest(registry.ecr_manifest_type(ecr, "byoc-index-check", "v2"), "v2")  # passes
+    with pytest.raises(LaunchError, match="ECR has no image byoc-index-check:v3 after the push"):
+        registry.ecr_manifest_type(ecr, "byoc-index-check", "v3")
