@@ -1,4 +1,4 @@
-"""python -m bench {all,input,gpu,train,scale,serve,agreement,rules,soak,ceiling,explain,path,report} [args]
+"""python -m bench {all,input,gpu,train,scale,serve,agreement,rules,soak,ceiling,explain,burst,path,report} [args]
 
 ``all`` runs every benchmark one after the other, each in its own process (building the images first unless given), writes each
 one's raw JSON to bench/results/ and regenerates docs/benchmarks.md with its plots; ``--smoke`` runs the same
@@ -16,7 +16,8 @@ import tempfile
 import time
 
 from bench import (
-    bf16_agreement, explain_cost, http_ceiling, input_pipeline, report, rules_overhead, serve_http, serve_path, soak, train_finetune, train_gpu, train_scale,
+    bf16_agreement, explain_cost, http_ceiling, input_pipeline, memory_burst, report, rules_overhead, serve_http, serve_path, soak, train_finetune, train_gpu,
+    train_scale,
 )
 
 COMMANDS = {  # `all` runs them in this order: the training benchmarks (child processes) before the serving ones
@@ -30,6 +31,7 @@ COMMANDS = {  # `all` runs them in this order: the training benchmarks (child pr
     "soak": soak.main,
     "ceiling": http_ceiling.main,
     "explain": explain_cost.main,
+    "burst": memory_burst.main,
 }
 
 SMOKE = {
@@ -43,6 +45,7 @@ SMOKE = {
     "soak": ["--seconds", "6", "--good-clients", "2", "--bad-clients", "1"],
     "ceiling": ["--seconds", "1", "--rounds", "1", "--jpeg-size", "64"],
     "explain": ["--seconds", "1", "--rounds", "1", "--jpeg-size", "64"],
+    "burst": ["--clients", "2", "--seconds", "1", "--settle", "1", "--min-bytes", "100000", "--variants", "malloc_trim when idle"],
 }
 
 
@@ -59,13 +62,13 @@ def run_all(argv: list[str]) -> None:
     from sagemaker_launch import images
 
     torch_index = {"TORCH_INDEX_URL": os.environ["TORCH_INDEX_URL"]} if os.environ.get("TORCH_INDEX_URL") else {}  # as the tests do
-    if {"serve", "soak", "ceiling", "explain"} & set(args.only):
+    if {"serve", "soak", "ceiling", "explain", "burst"} & set(args.only):
         args.serve_image = args.serve_image or images.build("serve", "bench", report.REPO)
         args.torch_serve_image = args.torch_serve_image or images.build("serve", "bench-torch", report.REPO, build_args={"FLAVOUR": "torch", **torch_index})
     if "train" in args.only:
         args.train_image = args.train_image or images.build("train", "bench", report.REPO, build_args=torch_index)
     with tempfile.TemporaryDirectory(prefix="bench-artifacts-") as shared:
-        os.chmod(shared, 0o755)  # our containers' non-root users read the artifacts in it
+        os.chmod(shared, 0o755)  # readable by our containers' service user, so they serve it without a copy
         os.environ[serve_http.SHARED_ARTIFACTS] = shared  # the serving benchmarks train each ResNet-50 artifact once
         for name in args.only:
             run_one(name, args)
@@ -77,7 +80,7 @@ def run_one(name: str, args: argparse.Namespace) -> None:
     extra = SMOKE[name] if args.smoke else []
     if name == "serve":
         extra = [*extra, "--image", args.serve_image, "--torch-image", args.torch_serve_image]
-    if name in ("soak", "ceiling", "explain"):
+    if name in ("soak", "ceiling", "explain", "burst"):
         extra = [*extra, "--image", args.serve_image]
     if name == "train":
         extra = [*extra, "--docker", args.train_image]

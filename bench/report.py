@@ -482,6 +482,28 @@ def scale_section(r: dict) -> list[str]:
     return lines
 
 
+def burst_section(r: dict) -> list[str]:
+    rows = [
+        f"| {name} | {v['warm_mb']} | {v['peak_mb']} | {v['settled_mb']} | **{v['settled_over_warm']}** | {v['images_per_s']} |"
+        for name, v in r["variants"].items()
+    ]  # fmt: skip
+    return [
+        "## Memory after a burst of large photos",
+        "",
+        f"Machine: {_machine(r['machine'])}.",
+        "",
+        f"Method: `python -m bench burst` starts the serving image on the ResNet-50 artifact of `bench serve` once per "
+        f"variant, warms it, then {r['clients']} clients post a real {r['photo_bytes'] / 1e6:.1f} MB JPEG photograph "
+        f"(plasma-workspace-wallpapers) back to back for {r['seconds']:g} s; the memory (docker stats) is read warm, during "
+        f"the burst, and after {r['settle_seconds']:g} idle seconds. One run, variants side by side; the target is "
+        "settled memory within 1.25x of warm.",
+        "",
+        "| variant | warm MB | peak MB | settled MB | settled / warm | burst images/s |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 SECTIONS = {
     "input_pipeline.json": input_section,
     "train_gpu.json": gpu_section,
@@ -494,6 +516,7 @@ SECTIONS = {
     "http_ceiling.json": ceiling_section,
     "explain_cost.json": explain_section,
     "soak.json": soak_section,
+    "memory_burst.json": burst_section,
 }
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from sagemaker_launch import aws, deploy, invoke, publish, resources, training, transform, tuning, upload
+from sagemaker_launch import aws, deploy, invoke, publish, resources, roles, training, transform, tuning, upload
 from sagemaker_launch.errors import LaunchError
 
 def load_config(path: str | None) -> dict:
@@ -106,6 +106,7 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "build": Command(publish.add_build_arguments, publish.run_build, "build the training and serving images locally", creates=False),
     "push": Command(publish.add_push_arguments, publish.run_push, "push the images to ECR (repositories created when missing)", creates=False),
+    "roles": Command(roles.add_arguments, roles.run, "create the execution roles: one for jobs, one for endpoints that only reads models", creates=False),
     "upload-data": Command(upload.add_arguments, upload.run, "sync a local dataset to S3 as training channels", creates=False),
     "train": Command(training.add_arguments, command_train, "start a training job with our training image"),
     "tune": Command(tuning.add_arguments, command_tune, "start a hyperparameter tuning job over the training job"),

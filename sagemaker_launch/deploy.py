@@ -117,10 +117,36 @@ def model_data(client, args: argparse.Namespace) -> str:
     return job["ModelArtifacts"]["S3ModelArtifacts"]
 
 
+# What SageMaker lets one request carry, by endpoint kind: the container is told, so its own limits are the same.
+PAYLOAD_MB = {"real-time": 6, "serverless": 4, "asynchronous": 1024}
+ASYNC_TIMEOUT_SECONDS = 3600  # an asynchronous request may take up to an hour
+
+
+def endpoint_kind(args: argparse.Namespace) -> str:
+    """real-time, serverless or asynchronous (``deploy``), or batch transform (``transform``'s --max-payload-mb)."""
+    if getattr(args, "max_payload_mb", None) is not None:
+        return "batch transform"
+    if getattr(args, "serverless_memory_mb", None) is not None:
+        return "serverless"
+    return "asynchronous" if getattr(args, "async_output", None) else "real-time"
+
+
+def limits_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The container's payload (and, for asynchronous endpoints, time) limits for this kind of endpoint."""
+    kind = endpoint_kind(args)
+    environment = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(args.max_payload_mb if kind == "batch transform" else PAYLOAD_MB[kind])}
+    if kind == "asynchronous":
+        environment.update(
+            SAGEMAKER_MODEL_SERVER_TIMEOUT=str(ASYNC_TIMEOUT_SECONDS), SERVE_BODY_READ_TIMEOUT_SECONDS="600",
+            SERVE_MAX_UPLOAD_BUFFER_MB=str(2 * PAYLOAD_MB[kind]),
+        )  # fmt: skip
+    return environment
+
+
 def create_model(client, args: argparse.Namespace, name: str, tags: list[dict]) -> None:
     """CreateModel with our serving image over the model ``args`` names."""
     data = model_data(client, args)
-    environment = validate.key_values(args.env, "--env")
+    environment = {**limits_environment(args), **validate.key_values(args.env, "--env")}  # --env wins
     container = {"Image": args.image, "ModelDataUrl": data, "Environment": environment}
     if getattr(args, "multi_model_prefix", None):
         container.update(Mode="MultiModel", Environment={"SAGEMAKER_MULTI_MODEL": "true", **environment})
@@ -177,8 +203,9 @@ def scalable_target(endpoint: str) -> dict:
 
 
 def scaling_requests(args: argparse.Namespace, endpoint: str) -> tuple[dict, dict]:
-    """RegisterScalableTarget and PutScalingPolicy for target tracking on invocations per instance."""
-    target = {**scalable_target(endpoint), "MinCapacity": args.min_instances, "MaxCapacity": args.max_instances}
+    """RegisterScalableTarget (tagged: the IAM policy lets the launcher change only targets with our tag) and
+    PutScalingPolicy for target tracking on invocations per instance."""
+    target = {**scalable_target(endpoint), "MinCapacity": args.min_instances, "MaxCapacity": args.max_instances, "Tags": {aws.CREATED_BY["Key"]: aws.CREATED_BY["Value"]}}
     policy = {
         "PolicyName": f"{endpoint}-invocations",
         **scalable_target(endpoint),

@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from byoc_contract.messages import one_line
-from serve import front, v2
+from serve import front, memory, v2
 from serve.artifact import ModelSpec, load_failure
 from serve.limits import Admission, Uploads
 from serve.metrics import Metrics
@@ -163,6 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.admission = Admission(settings.max_concurrent_requests, settings.max_queued_images)
     app.state.uploads = Uploads(settings.max_concurrent_uploads, settings.max_upload_buffer_bytes)
+    app.state.trimmer = memory.Trimmer(settings.malloc_trim)
     app.state.model = ModelState(settings, app.state.metrics)
     app.state.repository = SingleModel(app.state.model, settings.model_name)
     add_error_handlers(app)

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from serve.pipeline import RequestContext
 from serve.settings import Settings
 from serve.shutdown import DRAIN
-from serve.web import RequestError, error_response, internal_error, read_body
+from serve.web import RequestError, declared_length, error_response, internal_error, read_body
 
 Answer = Callable[[bytes, RequestContext], Awaitable[Response]]
 router = APIRouter()
@@ -38,6 +38,7 @@ async def invocation(
     except Exception:
         response = on_error(internal_error(f"{request.method} {request.url.path}"))
     state.metrics.observe_request(response.status_code, request.headers.get("content-type"), time.perf_counter() - started)
+    state.trimmer.after_request(declared_length(request) or 0, idle=DRAIN.active == 0)
     return response
 
 

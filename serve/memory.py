@@ -1,8 +1,10 @@
-"""How much memory this container has left, and roughly how much loading one more model takes: a multi-model
-endpoint answers 507 before a load that would not fit (AWS's container contract), rather than let the kernel's
-out-of-memory killer pick a process."""
+"""Memory: how much this container has left, and roughly how much loading one more model takes (a multi-model
+endpoint answers 507 before a load that would not fit, AWS's container contract, rather than let the kernel's
+out-of-memory killer pick a process); and giving freed memory back after a burst of large requests."""
 from __future__ import annotations
 
+import ctypes
+import threading
 from pathlib import Path
 
 CGROUP = Path("/sys/fs/cgroup")
@@ -66,3 +68,30 @@ def oom_kills(cgroup: Path = CGROUP) -> int:
 def load_need_bytes(model_file: Path, workers: int) -> int:
     """A rough upper bound of what loading ``model_file`` in ``workers`` worker processes takes."""
     return workers * (WORKER_BASE_BYTES + int(MODEL_FACTOR * model_file.stat().st_size))
+
+
+class Trimmer:
+    """Gives the heap memory that large requests freed back to the system, once the server is idle again: glibc
+    keeps freed memory in its arenas, so after a burst of multi-megabyte photos a server would stay at its peak,
+    and a multi-model endpoint needs that room for models. ``malloc_trim`` runs in a thread, off the event loop,
+    and only after at least ``threshold`` bytes of bodies went through since the last time."""
+
+    def __init__(self, enabled: bool, threshold: int = 32 << 20):
+        self.enabled, self.threshold, self.pending = enabled, threshold, 0
+        self.libc = _libc() if enabled else None
+
+    def after_request(self, body_bytes: int, idle: bool) -> None:
+        self.pending += body_bytes
+        if self.libc is not None and idle and self.pending >= self.threshold:
+            self.pending = 0
+            threading.Thread(target=self.libc.malloc_trim, args=(0,), name="malloc-trim", daemon=True).start()
+
+
+def _libc():
+    """glibc, for malloc_trim; None where there is none (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):
+        return None

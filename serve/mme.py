@@ -333,6 +333,7 @@ def create_mme_app(settings: Settings) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.admission = Admission(settings.max_concurrent_requests, settings.max_queued_images)
     app.state.uploads = Uploads(settings.max_concurrent_uploads, settings.max_upload_buffer_bytes)
+    app.state.trimmer = memory.Trimmer(settings.malloc_trim)
     app.state.backend_up = False
     app.state.staged = {}  # model name -> the copy the root helper made of its folder (removed on unload)
     app.state.repository = MultiModel(app.state)

@@ -55,7 +55,7 @@ def test_deploy_a_training_job_with_data_capture_and_auto_scaling(aws, capsys):
     artifacts = sm().describe_training_job(TrainingJobName="byoc-deploy-src")["ModelArtifacts"]["S3ModelArtifacts"]
     assert endpoint["EndpointStatus"] == "InService" and "arn:aws:sagemaker:us-east-1:123456789012:endpoint/byoc-ep-capture" in out
     assert model["PrimaryContainer"]["Image"] == SERVE_IMAGE and model["PrimaryContainer"]["ModelDataUrl"] == artifacts
-    assert model["PrimaryContainer"]["Environment"] == {"SERVE_RUNTIME": "onnxruntime"} and model["ExecutionRoleArn"] == ROLE
+    assert model["PrimaryContainer"]["Environment"] == {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "6", "SERVE_RUNTIME": "onnxruntime"} and model["ExecutionRoleArn"] == ROLE
     variant = config["ProductionVariants"][0]
     assert (variant["VariantName"], variant["InstanceType"], variant["InitialInstanceCount"]) == ("AllTraffic", "ml.c5.xlarge", 2)
     assert "InferenceAmiVersion" not in last_request(aws, "CreateEndpointConfig")["ProductionVariants"][0]
@@ -96,12 +96,16 @@ def test_serverless_asynchronous_and_multi_model_endpoints(aws, capsys):
     assert code == 0, err
     variant = deployed("byoc-ep-serverless")[1]["ProductionVariants"][0]
     assert variant["ServerlessConfig"] == {"MemorySizeInMB": 3072, "MaxConcurrency": 10} and "InstanceType" not in variant
+    assert deployed("byoc-ep-serverless")[2]["PrimaryContainer"]["Environment"] == {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "4"}  # serverless takes 4 MB
     assert "billed per request (duration x memory), nothing while idle" in out
 
     code, out, err = run_cli(["deploy", "--model-data", "s3://byoc-bucket/m/model.tar.gz", *MODEL, "--name", "byoc-ep-async", "--async-output", "s3://byoc-bucket/async",
                           "--async-concurrency", "2", "--min-instances", "0", "--max-instances", "2", "--poll-seconds", "0.1"], capsys)  # fmt: skip
     assert code == 0, err
     config = deployed("byoc-ep-async")[1]
+    assert deployed("byoc-ep-async")[2]["PrimaryContainer"]["Environment"] == {
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB": "1024", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600", "SERVE_BODY_READ_TIMEOUT_SECONDS": "600", "SERVE_MAX_UPLOAD_BUFFER_MB": "2048",
+    }  # an asynchronous request: up to 1 GB and an hour  # fmt: skip
     assert config["AsyncInferenceConfig"] == {"OutputConfig": {"S3OutputPath": "s3://byoc-bucket/async/results", "S3FailurePath": "s3://byoc-bucket/async/failures"},
                                               "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 2}}  # fmt: skip
     targets = boto3.client("application-autoscaling", region_name=REGION).describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=["endpoint/byoc-ep-async/variant/AllTraffic"])
@@ -111,7 +115,7 @@ def test_serverless_asynchronous_and_multi_model_endpoints(aws, capsys):
     assert code == 0, err
     container = deployed("byoc-ep-mme")[2]["PrimaryContainer"]
     assert container["Mode"] == "MultiModel" and container["ModelDataUrl"] == "s3://byoc-bucket/models/"
-    assert container["Environment"] == {"SAGEMAKER_MULTI_MODEL": "true"} and "--target-model" in out
+    assert container["Environment"] == {"SAGEMAKER_MULTI_MODEL": "true", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "6"} and "--target-model" in out
 
 
 def test_blue_green_update_where_update_endpoint_is_not_offered(aws, capsys):

@@ -261,6 +261,9 @@ def test_handler_overrides_in_the_container(serve_image, trained_run, tmp_path, 
         answer = httpx.post(f"http://127.0.0.1:{port}/invocations", content=b'{"x": 1}', headers=headers, timeout=30)
         assert answer.status_code == 200 and answer.json() == {"echo": {"x": 1}, "model": "OpenVinoModel", "custom": "tenant=a"}
         failed = httpx.post(f"http://127.0.0.1:{port}/invocations", content=b"x", headers={"Content-Type": "image/png"}, timeout=30)
-        assert failed.status_code == 500 and failed.json()["detail"] == "ValueError: send JSON"
+        assert failed.status_code == 500 and failed.json()["error"] == "internal error" and "send JSON" not in failed.text
+        request_id = failed.headers["x-request-id"]
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr
+        assert f"input_fn in code/inference.py failed (request id {request_id})" in logs and "ValueError: send JSON" in logs
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
