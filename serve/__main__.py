@@ -18,7 +18,7 @@ SHUTDOWN_SECONDS = 3  # what uvicorn may take after draining: closing connection
 def main() -> None:
     logging.config.dictConfig(LOG_CONFIG)
     settings = Settings.from_env()
-    model_dir = privileges.run_as_service_user(settings.model_dir, settings.multi_model)
+    model_dir = privileges.run_as_service_user(settings)
     os.environ["SAGEMAKER_MODEL_DIR"] = str(model_dir)  # the app (and each worker) reads its settings again
     config = uvicorn.Config(
         "serve.factory:app_from_env", factory=True, host="0.0.0.0", port=settings.port,

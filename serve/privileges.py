@@ -22,9 +22,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from serve.settings import Settings
+
 log = logging.getLogger("serve")
 SERVICE_USER = "model-server"
-STAGING_ROOT = Path(os.environ.get("SERVE_STAGING_DIR", "/tmp/byoc-staged-models"))
 MAX_STAGED_FILES = 100_000
 
 
@@ -79,7 +80,7 @@ def modes_allow(folder: Path, user: ServiceUser) -> bool:
     return True
 
 
-def stage(folder: Path, user: ServiceUser, staging_root: Path = STAGING_ROOT) -> Path:
+def stage(folder: Path, user: ServiceUser, staging_root: Path) -> Path:
     """A copy of ``folder``'s regular files and folders (links, devices and FIFOs are left out: a link could point
     at a file only root may read) in a new folder ``user`` owns, after checking the disk has room for it."""
     entries, total = [], 0
@@ -118,23 +119,24 @@ def drop_to(user: ServiceUser) -> None:
     os.environ.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
 
 
-def run_as_service_user(model_dir: Path, multi_model: bool) -> Path:
+def run_as_service_user(settings: Settings) -> Path:
     """Started as root with a service user in the image: drops this process to that user and returns the model
-    folder to serve (a staged copy when the service user cannot read ``model_dir``); a multi-model endpoint gets
-    the root helper (``HELPER``). Otherwise nothing changes. One log line says which."""
+    folder to serve (a staged copy under SERVE_STAGING_DIR when the service user cannot read the model folder); a
+    multi-model endpoint gets the root helper (``HELPER``). Otherwise nothing changes. One log line says which."""
     global HELPER
+    model_dir = settings.model_dir
     user = ServiceUser.find() if os.geteuid() == 0 else None
     if user is None:
         who = "root, with no service user in the image" if os.geteuid() == 0 else f"uid {os.geteuid()}, as started"
         log.info("serving as %s", who)
         return model_dir
-    if multi_model:
+    if settings.multi_model:
         HELPER = Helper.start(user)
         drop_to(user)
         log.info("started as root: serving as %s (uid %d); a root helper copies the model folders it cannot read", user.name, user.uid)
         return model_dir
     if model_dir.is_dir() and not readable_by(model_dir, user):
-        staged = stage(model_dir, user)
+        staged = stage(model_dir, user, settings.staging_dir)
         drop_to(user)
         log.info("started as root: read %s as root into %s, now serving as %s (uid %d)", model_dir, staged, user.name, user.uid)
         return staged
@@ -154,8 +156,8 @@ class Helper:
 
     @classmethod
     def start(cls, user: ServiceUser) -> Helper:
-        env = {**os.environ, "SERVE_STAGE_UID": str(user.uid), "SERVE_STAGE_GID": str(user.gid)}
-        return cls(subprocess.Popen([sys.executable, "-m", "serve.privileges"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True))
+        command = [sys.executable, "-m", "serve.privileges", user.name, str(user.uid), str(user.gid)]
+        return cls(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
 
     def stage(self, folder: Path) -> Path:
         """``folder`` copied for the service user (it must lie under the models root; the helper checks again)."""
@@ -170,22 +172,22 @@ class Helper:
         return Path(answer["staged"])
 
 
-def helper_main() -> None:
+def helper_main(name: str, uid: str, gid: str) -> None:
     """The root helper's loop: each line ``{"folder": ...}`` under SERVE_MULTI_MODEL_ROOT is answered with
-    ``{"staged": ...}`` or ``{"error": ...}``; nothing else is done."""
-    root = Path(os.environ.get("SERVE_MULTI_MODEL_ROOT", "/opt/ml/models")).resolve()
-    uid, gid = int(os.environ["SERVE_STAGE_UID"]), int(os.environ["SERVE_STAGE_GID"])
-    user = ServiceUser(SERVICE_USER, uid, gid, (gid,), "/")
+    ``{"staged": ...}`` (a copy under SERVE_STAGING_DIR the service user owns) or ``{"error": ...}``; nothing else
+    is done."""
+    settings = Settings.from_env()
+    root, user = settings.models_root.resolve(), ServiceUser(name, int(uid), int(gid), (int(gid),), "/")
     for line in sys.stdin:
         try:
             folder = Path(json.loads(line)["folder"]).resolve()
             if not folder.is_relative_to(root) or folder == root or not folder.is_dir():
                 raise StagingError(f"{folder} is not a model folder under {root}")
-            answer = {"staged": str(stage(folder, user))}
+            answer = {"staged": str(stage(folder, user, settings.staging_dir))}
         except (StagingError, OSError, ValueError, KeyError, TypeError) as exc:
             answer = {"error": str(exc)}
         print(json.dumps(answer), flush=True)
 
 
 if __name__ == "__main__":
-    helper_main()
+    helper_main(*sys.argv[1:4])

@@ -98,6 +98,7 @@ class Settings:
     min_body_rate: float  # bytes/s
     shutdown_grace_seconds: int
     malloc_trim: bool
+    staging_dir: Path
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -145,6 +146,7 @@ class Settings:
             min_body_rate=_int(env, "SERVE_MIN_BODY_RATE_KBPS", 32, minimum=0) * 1024.0,
             shutdown_grace_seconds=_int(env, "SERVE_SHUTDOWN_GRACE_SECONDS", 20, minimum=0),
             malloc_trim=_on_off(env, "SERVE_MALLOC_TRIM"),
+            staging_dir=Path(env.get("SERVE_STAGING_DIR", "/tmp/byoc-staged-models")),
         )
         if not MODEL_NAME.match(settings.model_name):
             raise SettingsError(f"SERVE_MODEL_NAME={settings.model_name!r}: use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit")
