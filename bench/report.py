@@ -496,7 +496,8 @@ def burst_section(r: dict) -> list[str]:
         f"variant, warms it, then {r['clients']} clients post a real {r['photo_bytes'] / 1e6:.1f} MB JPEG photograph "
         f"(plasma-workspace-wallpapers) back to back for {r['seconds']:g} s; the memory (docker stats) is read warm, during "
         f"the burst, and after {r['settle_seconds']:g} idle seconds. One run, variants side by side; the target is "
-        "settled memory within 1.25x of warm.",
+        "settled memory within 1.25x of warm. The image ships the last-but-one: serve's `malloc_trim` once idle after "
+        "large bodies (`SERVE_MALLOC_TRIM=on`) with `MALLOC_ARENA_MAX=2` in its environment.",
         "",
         "| variant | warm MB | peak MB | settled MB | settled / warm | burst images/s |",
         "|---|---|---|---|---|---|",

@@ -26,8 +26,11 @@ LABEL org.opencontainers.image.title="byoc-vision-serve" \
       com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \
       com.amazonaws.sagemaker.capabilities.multi-models=true \
       com.byoc-vision.flavour="${FLAVOUR}"
+# MALLOC_ARENA_MAX=2 with serve's malloc_trim once idle: memory settles at its warm level after a burst of large
+# photos (bench burst, docs/benchmarks.md), instead of staying at the burst's peak.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    MALLOC_ARENA_MAX=2 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     JAVA_HOME=/opt/java \
     PATH=/opt/java/bin:$PATH

@@ -129,7 +129,7 @@ def readable_copy(folder: Path) -> Path | None:
     try:
         return helper.stage(folder)
     except privileges.StagingError as exc:
-        raise RequestError(507 if "MB free" in str(exc) else 404, "cannot read model", str(exc)) from None
+        raise RequestError(exc.status, "cannot read model", str(exc)) from None
 
 
 def check_memory(name: str, file: Path | None, settings: Settings) -> None:

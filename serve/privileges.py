@@ -30,7 +30,12 @@ MAX_STAGED_FILES = 100_000
 
 
 class StagingError(RuntimeError):
-    """A model folder could not be copied for the service user; the message says why."""
+    """A model folder could not be copied for the service user; the message says why, ``status`` what HTTP calls it
+    (404: no such model folder; 507: no room for the copy)."""
+
+    def __init__(self, message: str, status: int = 404):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,10 @@ def stage(folder: Path, user: ServiceUser, staging_root: Path) -> Path:
     os.chown(staging_root, user.uid, user.gid)  # the service user removes a model's copy when it unloads it
     free = shutil.disk_usage(staging_root).free
     if total > free * 0.9:
-        raise StagingError(f"{folder} holds {total >> 20} MB and {staging_root} has {free >> 20} MB free: give the container more disk, or make the model's files readable by others (chmod -R a+rX before packing model.tar.gz).")
+        raise StagingError(
+            f"{folder} holds {total >> 20} MB and {staging_root} has {free >> 20} MB free: give the container more disk, or make the model's files readable by others (chmod -R a+rX before packing model.tar.gz).",
+            507,
+        )  # fmt: skip
     target = staging_root / uuid.uuid4().hex
     for source in entries:
         copy = target / source.relative_to(folder)
@@ -168,7 +176,7 @@ class Helper:
             self.process.stdin.flush()
             answer = json.loads(self.process.stdout.readline() or '{"error": "the root helper stopped answering"}')
         if "error" in answer:
-            raise StagingError(answer["error"])
+            raise StagingError(answer["error"], answer.get("status", 404))
         return Path(answer["staged"])
 
 
@@ -185,7 +193,7 @@ def helper_main(name: str, uid: str, gid: str) -> None:
                 raise StagingError(f"{folder} is not a model folder under {root}")
             answer = {"staged": str(stage(folder, user, settings.staging_dir))}
         except (StagingError, OSError, ValueError, KeyError, TypeError) as exc:
-            answer = {"error": str(exc)}
+            answer = {"error": str(exc), "status": getattr(exc, "status", 404)}
         print(json.dumps(answer), flush=True)
 
 
