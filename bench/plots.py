@@ -139,6 +139,20 @@ def soak(r: dict):
     return figure
 
 
+def memory_burst(r: dict):
+    """Warm, peak and settled memory of each variant, grouped bars."""
+    names = list(r["variants"])
+    figure, axis = plt.subplots(figsize=(8, 3.2))
+    for offset, key, colour in ((-0.27, "warm_mb", "#55a868"), (0, "peak_mb", "#c44e52"), (0.27, "settled_mb", "#4c72b0")):
+        axis.barh([i + offset for i in range(len(names))], [r["variants"][n][key] for n in names], height=0.27, color=colour, label=key.removesuffix("_mb"))
+    axis.set_yticks(range(len(names)), names, fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel("MB (docker stats)")
+    axis.set_title(f"memory after {r['clients']} clients posted {r['photo_bytes'] / 1e6:.1f} MB photos for {r['seconds']:g} s")
+    axis.legend(fontsize=8)
+    return figure
+
+
 def runs_bars(title: str):
     """A painter for results whose ``runs`` each have images/s: median bars, titled ``title`` (formatted with the result)."""
 
@@ -162,4 +176,5 @@ PAINTERS = {
     "http_ceiling.json": runs_bars("ResNet-50 int8 against the path alone, concurrency {concurrency}"),
     "explain_cost.json": runs_bars("ResNet-50 fp32, requests with and without explain=cam, concurrency {concurrency}"),
     "soak.json": soak,
+    "memory_burst.json": memory_burst,
 }

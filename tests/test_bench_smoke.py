@@ -25,6 +25,7 @@ SECTIONS = {
     "soak.json": "## Soak: 10 minutes at saturation",
     "http_ceiling.json": "## The HTTP ceiling",
     "explain_cost.json": "## Explanations",
+    "memory_burst.json": "## Memory after a burst of large photos",
 }
 
 
@@ -51,8 +52,8 @@ def test_bench_all_smoke_writes_every_result_table_and_plot(tmp_path, serve_imag
     assert "real JPEG, CPU decode" in doc  # the GPU benchmark's code ran (on the CPU, --allow-cpu)
     assert f"Training image `{train_image}`" in doc  # docker run ... train was timed
     assert {p: p.stat().st_mtime_ns for p in (REPO / "bench" / "results").glob("*.json")} == before  # BENCH_OUT kept the repo's results
-    # serve and soak trained the ResNet-50 artifacts; ceiling and explain, with the same flags, reused them
-    assert result.stdout.count("earlier in this run is reused") == 2, result.stdout[-3000:]
+    # serve and soak trained the ResNet-50 artifacts; ceiling, explain and burst, with the same flags, reused them
+    assert result.stdout.count("earlier in this run is reused") == 3, result.stdout[-3000:]
 
 
 def test_bench_path_compares_the_serving_image_at_a_commit_with_the_working_tree(tmp_path, serve_image):
