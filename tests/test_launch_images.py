@@ -136,7 +136,9 @@ def test_both_images_are_pushed_as_single_platform_docker_v2_manifests(aws, serv
         code, out, err = run_cli(["push", "--tag", "test", "--registry", host, "--region", REGION, "--no-latest"], capsys)
         assert code == 0, err
         for kind in ("train", "serve"):
-            assert manifest_type(host, f"byoc-vision-{kind}", "test") == "application/vnd.docker.distribution.manifest.v2+json"
+            media_type = manifest_type(host, f"byoc-vision-{kind}", "test")
+            print(f"{host}/byoc-vision-{kind}:test manifest: {media_type}")
+            assert media_type == "application/vnd.docker.distribution.manifest.v2+json"
         assert out.count("manifest: application/vnd.docker.distribution.manifest.v2+json") == 2
 
 
