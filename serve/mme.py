@@ -40,6 +40,7 @@ log = logging.getLogger("serve")
 FORWARDED_HEADERS = ("content-type", "accept", "x-amzn-sagemaker-custom-attributes")
 LOAD_TIMEOUT_SECONDS = 600.0
 LOAD_REQUEST_BYTES = 64 * 1024  # {"model_name", "url"}
+STAGING_ERRORS = {400: "invalid model url", 404: "model not found", 507: "insufficient storage"}
 router = APIRouter()
 
 
@@ -129,7 +130,7 @@ def readable_copy(folder: Path) -> Path | None:
     try:
         return helper.stage(folder)
     except privileges.StagingError as exc:
-        raise RequestError(exc.status, "cannot read model", str(exc)) from None
+        raise RequestError(exc.status, STAGING_ERRORS[exc.status], str(exc)) from None
 
 
 def check_memory(name: str, file: Path | None, settings: Settings) -> None:

@@ -64,10 +64,10 @@ def can_read(mode: int, owner: int, group: int, user: ServiceUser, bits: int) ->
 
 def readable_by(folder: Path, user: ServiceUser) -> bool:
     """Whether ``user`` can read every file of ``folder`` and search every folder on the way (from the modes; a
-    folder this process cannot even look into counts as unreadable)."""
+    folder this process cannot even look into, or find, counts as unreadable)."""
     try:
         return modes_allow(folder, user)
-    except PermissionError:
+    except OSError:
         return False
 
 
@@ -189,8 +189,10 @@ def helper_main(name: str, uid: str, gid: str) -> None:
     for line in sys.stdin:
         try:
             folder = Path(json.loads(line)["folder"]).resolve()
-            if not folder.is_relative_to(root) or folder == root or not folder.is_dir():
-                raise StagingError(f"{folder} is not a model folder under {root}")
+            if not folder.is_relative_to(root) or folder == root:
+                raise StagingError(f"{folder} is not a model folder under {root}", 400)
+            if not folder.is_dir():
+                raise StagingError(f"{folder} does not exist: SageMaker extracts model.tar.gz to {root}/<name>/model.")
             answer = {"staged": str(stage(folder, user, settings.staging_dir))}
         except (StagingError, OSError, ValueError, KeyError, TypeError) as exc:
             answer = {"error": str(exc), "status": getattr(exc, "status", 404)}

@@ -77,6 +77,7 @@ def test_push_through_ecr_token_to_real_registry_and_pull_by_digest(aws, serve_i
         code, out, err = run_cli(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION, "--no-latest"], capsys)
         assert code == 0, err
         assert "ECR repository byoc-vision-serve exists" in out and f"@{digest}" in out
+        refuses_an_index_in_the_registry(host, digest)
     for reference in (f"{host}/byoc-vision-serve:test", f"{host}/byoc-vision-serve:latest", f"{host}/byoc-vision-serve@{digest}"):
         try:
             client.images.remove(reference)
@@ -170,3 +171,36 @@ def test_an_index_in_ecr_is_refused_after_the_push_with_what_to_do(aws):
     registry.check_single_manifest(registry.ecr_manifest_type(ecr, "byoc-index-check", "v2"), "v2")  # passes
     with pytest.raises(LaunchError, match="ECR has no image byoc-index-check:v3 after the push"):
         registry.ecr_manifest_type(ecr, "byoc-index-check", "v3")
+
+
+def refuses_an_index_in_the_registry(host: str, digest: str) -> None:
+    """An OCI index over the pushed image (what Docker Engine 29 pushes), put into the real registry: read back
+    through its HTTP API, it is refused with what to do."""
+    import base64
+    import urllib.request
+
+    from sagemaker_launch import registry
+    from sagemaker_launch.errors import LaunchError
+
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX["mediaType"], "manifests": [
+        {"mediaType": registry.DOCKER_V2, "digest": digest, "size": len(fetch_manifest(host, digest)), "platform": {"architecture": "amd64", "os": "linux"}}]}  # fmt: skip
+    request = urllib.request.Request(f"http://{host}/v2/byoc-vision-serve/manifests/index", data=json.dumps(index).encode(), method="PUT",
+                                     headers={"Content-Type": OCI_INDEX["mediaType"]})  # fmt: skip
+    request.add_header("Authorization", "Basic " + base64.b64encode(f"AWS:{ECR_PASSWORD}".encode()).decode())
+    urllib.request.urlopen(request, timeout=30).read()
+    auth = {"username": "AWS", "password": ECR_PASSWORD}
+    media_type = registry.registry_manifest_type(host, "byoc-vision-serve", "index", auth)
+    assert media_type == OCI_INDEX["mediaType"]
+    with pytest.raises(LaunchError, match="byoc-vision-serve:index was pushed as application/vnd.oci.image.index.v1\\+json, which SageMaker refuses"):
+        registry.check_single_manifest(media_type, f"{host}/byoc-vision-serve:index")
+    assert registry.registry_manifest_type(host, "byoc-vision-serve", "test", auth) == registry.DOCKER_V2
+
+
+def fetch_manifest(host: str, reference: str) -> bytes:
+    import base64
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{host}/v2/byoc-vision-serve/manifests/{reference}", headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    request.add_header("Authorization", "Basic " + base64.b64encode(f"AWS:{ECR_PASSWORD}".encode()).decode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.read()

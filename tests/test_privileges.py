@@ -60,8 +60,12 @@ def test_the_root_helper_copies_only_folders_under_the_models_root(tmp_path, nob
         staged = helper.stage(folder)
         assert staged.parent == tmp_path / "staging" and (staged / "model.json").stat().st_uid == nobody.uid
         for refused in (outside, tmp_path / "models", tmp_path / "models" / "a" / ".." / ".." / "elsewhere" / "model"):
-            with pytest.raises(privileges.StagingError, match="is not a model folder under"):
+            with pytest.raises(privileges.StagingError, match="is not a model folder under") as caught:
                 helper.stage(refused)
+            assert caught.value.status == 400
+        with pytest.raises(privileges.StagingError, match="does not exist") as caught:
+            helper.stage(tmp_path / "models" / "missing" / "model")
+        assert caught.value.status == 404
     finally:
         helper.process.stdin.close()
         helper.process.wait(10)
