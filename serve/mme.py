@@ -47,7 +47,8 @@ router = APIRouter()
 def start_backend(settings: Settings) -> subprocess.Popen:
     """multi-model-server on 127.0.0.1:``settings.backend_port`` (not published), in its own session."""
     address = f"http://127.0.0.1:{settings.backend_port}"  # MMS reads MMS_* variables (enable_envvars_config=true)
-    env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(settings.backend_port), "SAGEMAKER_MULTI_MODEL": "true", "MMS_INFERENCE_ADDRESS": address, "MMS_MANAGEMENT_ADDRESS": address}
+    env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(settings.backend_port), "SAGEMAKER_MULTI_MODEL": "true", "MMS_INFERENCE_ADDRESS": address, "MMS_MANAGEMENT_ADDRESS": address,
+           "SAGEMAKER_MODEL_SERVER_WORKERS": str(settings.workers)}  # fmt: skip  # MMS's own default is a worker per core: the memory check counts these
     log.info("starting multi-model-server on %s", address)
     process = subprocess.Popen(
         [sys.executable, "-m", "serve.mms_backend"], env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
