@@ -1,16 +1,14 @@
 """``python -m serve`` (the image's ``serve`` command): uvicorn on SAGEMAKER_BIND_TO_PORT, as the service user, with
 SIGTERM draining (``serve.shutdown``)."""
 import logging.config
-import multiprocessing
 import os
-import signal
 
 import uvicorn
 
 from serve import privileges
 from serve.logs import LOG_CONFIG
 from serve.settings import Settings
-from serve.shutdown import DrainingServer
+from serve.shutdown import DrainingServer, run_workers
 
 SHUTDOWN_SECONDS = 3  # what uvicorn may take after draining: closing connections, the lifespan's shutdown
 
@@ -29,24 +27,6 @@ def main() -> None:
         DrainingServer(config, settings.shutdown_grace_seconds).run()
     else:
         run_workers(config, settings.shutdown_grace_seconds, workers)
-
-
-def run_worker(config: uvicorn.Config, grace: float, sockets: list) -> None:
-    DrainingServer(config, grace).run(sockets)
-
-
-def run_workers(config: uvicorn.Config, grace: float, count: int) -> None:
-    """``count`` worker processes on one listening socket; SIGTERM is passed on to each (each drains), and this
-    process exits once they have all exited."""
-    sock = config.bind_socket()
-    spawn = multiprocessing.get_context("spawn")
-    workers = [spawn.Process(target=run_worker, args=(config, grace, [sock]), name=f"worker-{n}") for n in range(count)]
-    for worker in workers:
-        worker.start()
-    signal.signal(signal.SIGTERM, lambda *_: [w.terminate() for w in workers if w.is_alive()])
-    signal.signal(signal.SIGINT, lambda *_: [os.kill(w.pid, signal.SIGINT) for w in workers if w.is_alive()])
-    for worker in workers:
-        worker.join()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ admitting (503 with Retry-After), answers the requests already in, then exits 0,
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import signal
 import time
 from contextlib import contextmanager
@@ -68,3 +70,23 @@ class DrainingServer(uvicorn.Server):
                 log.info("drained in %.1f s (%d request(s) still in progress); shutting down", waited, DRAIN.active)
                 self.should_exit = True
         return await super().on_tick(counter)
+
+
+def run_worker(config: uvicorn.Config, grace: float, sockets: list) -> None:
+    """One worker process of ``run_workers`` (a module-level function: spawned workers import it by name)."""
+    config.configure_logging()  # a spawned process starts without the parent's logging
+    DrainingServer(config, grace).run(sockets)
+
+
+def run_workers(config: uvicorn.Config, grace: float, count: int) -> None:
+    """``count`` worker processes on one listening socket; SIGTERM is passed on to each (each drains), and this
+    process exits once they have all exited."""
+    sock = config.bind_socket()
+    spawn = multiprocessing.get_context("spawn")
+    workers = [spawn.Process(target=run_worker, args=(config, grace, [sock]), name=f"worker-{n}") for n in range(count)]
+    for worker in workers:
+        worker.start()
+    signal.signal(signal.SIGTERM, lambda *_: [w.terminate() for w in workers if w.is_alive()])
+    signal.signal(signal.SIGINT, lambda *_: [os.kill(w.pid, signal.SIGINT) for w in workers if w.is_alive()])
+    for worker in workers:
+        worker.join()

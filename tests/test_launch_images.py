@@ -141,6 +141,12 @@ def test_both_images_are_pushed_as_single_platform_docker_v2_manifests(aws, serv
             print(f"{host}/byoc-vision-{kind}:test manifest: {media_type}")
             assert media_type == "application/vnd.docker.distribution.manifest.v2+json"
         assert out.count("manifest: application/vnd.docker.distribution.manifest.v2+json") == 2
+    client = docker.from_env()
+    for kind in ("train", "serve"):
+        try:
+            client.images.remove(f"{host}/byoc-vision-{kind}:test")  # the push's local tag
+        except docker.errors.ImageNotFound:
+            pass
 
 
 OCI_INDEX = {

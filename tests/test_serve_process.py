@@ -33,8 +33,8 @@ class Server:
         self.process = subprocess.Popen([sys.executable, "-m", "serve"], cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
-        deadline = time.monotonic() + 90
-        while self.status("GET", "/ping") != 200:
+        deadline, workers = time.monotonic() + 90, int(env.get("SAGEMAKER_MODEL_SERVER_WORKERS", "1"))
+        while self.status("GET", "/ping") != 200 or self.log.count("; ready") < workers:  # each worker loads the model
             assert self.process.poll() is None and time.monotonic() < deadline, self.log
             time.sleep(0.2)
 
@@ -138,8 +138,10 @@ def slow_request(port: int, png: bytes, seconds: float) -> int:
     return int(answer.split()[1])
 
 
-def test_sigterm_answers_the_requests_in_flight_refuses_new_ones_and_exits_0(server, png):
-    live = server()
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_answers_the_requests_in_flight_refuses_new_ones_and_exits_0(server, png, workers):
+    """With SAGEMAKER_MODEL_SERVER_WORKERS=2, each worker process drains its own requests."""
+    live = server(SAGEMAKER_MODEL_SERVER_WORKERS=str(workers))
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         in_flight = [pool.submit(slow_request, live.port, png, 3) for _ in range(6)]
         time.sleep(1)
@@ -152,5 +154,7 @@ def test_sigterm_answers_the_requests_in_flight_refuses_new_ones_and_exits_0(ser
     assert live.process.wait(30) == 0
     took = time.monotonic() - signalled
     assert took < 10, live.log
-    print(f"SIGTERM with 6 requests in flight: 6 x 200, a new request 503 with Retry-After: 1, exit code 0 after {took:.1f} s")
-    assert "SIGTERM: no longer admitting requests; finishing 6 in progress" in live.log, live.log
+    print(f"{workers} worker(s), SIGTERM with 6 requests in flight: 6 x 200, a new request 503 with Retry-After: 1, exit code 0 after {took:.1f} s")
+    assert live.log.count("SIGTERM: no longer admitting requests") == workers, live.log
+    if workers == 1:
+        assert "SIGTERM: no longer admitting requests; finishing 6 in progress" in live.log, live.log
