@@ -9,7 +9,7 @@ import docker
 import docker.errors
 from tqdm import tqdm
 
-from sagemaker_launch import aws
+from sagemaker_launch import aws, validate
 from sagemaker_launch.errors import LaunchError
 
 
@@ -113,7 +113,7 @@ def ecr_manifest_type(ecr, repository: str, tag: str) -> str:
 
 def registry_manifest_type(host: str, repository: str, tag: str, auth: dict) -> str:
     """The media type of ``repository:tag``'s manifest as the registry at ``host`` serves it (its HTTP API v2)."""
-    scheme = "http" if host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]") else "https"
+    scheme = "http" if validate.is_loopback(host) else "https"
     request = urllib.request.Request(f"{scheme}://{host}/v2/{repository}/manifests/{tag}", method="HEAD", headers={"Accept": ", ".join(MANIFEST_TYPES)})
     token = base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode()
     request.add_header("Authorization", f"Basic {token}")

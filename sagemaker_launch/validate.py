@@ -88,13 +88,23 @@ def key_values(pairs: list[str], what: str) -> dict[str, str]:
     return result
 
 
+def host_name(host: str) -> str:
+    """The name in ``host[:port]`` (``[v6]:port`` too)."""
+    return host[1:].partition("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host[:port]`` is this machine."""
+    name = host_name(host)
+    return name in LOOPBACK_HOSTS or name.startswith("127.")
+
+
 def registry_host(value: str, allow_any: bool) -> str:
     """``--registry HOST[:PORT]``: an ECR host or loopback, since the ECR token is sent there; others need ``allow_any``."""
     host = value.strip()
     if not host or "/" in host or "@" in host:
         raise LaunchError(f"--registry {value}: give the host or host:port of ECR or of this machine, e.g. 127.0.0.1:5000.")
-    name = host[1:].partition("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    if ECR_HOST.match(name) or name in LOOPBACK_HOSTS or name.startswith("127.") or allow_any:
+    if ECR_HOST.match(host_name(host)) or is_loopback(host) or allow_any:
         return host
     raise LaunchError(
         f"--registry {host}: the ECR login token (valid 12 hours for every repository of the account) would be sent to a host that is "

@@ -29,7 +29,7 @@ async def invocation(
     arrived = time.monotonic()
     try:
         with DRAIN.request():
-            body = await read_request_body(request, settings, settings.timeout_seconds)
+            body = await read_request_body(request, settings)
             with state.admission.enter() as ticket:
                 ctx = RequestContext.from_headers(dict(request.headers), settings.timeout_seconds, top_k=top_k, explain_query=explain, reserve=ticket.reserve, started=arrived)
                 response = await answer(body, ctx)
@@ -42,10 +42,11 @@ async def invocation(
     return response
 
 
-async def read_request_body(request: Request, settings: Settings, timeout: float) -> bytes:
-    """The body within the payload limit, the upload slots and budget, the minimum data rate and ``timeout``."""
+async def read_request_body(request: Request, settings: Settings) -> bytes:
+    """The body within the payload limit, the upload slots and budget, the minimum data rate, and the body read
+    timeout (never past the request's own)."""
     with request.app.state.uploads.enter() as upload:
-        seconds = min(settings.body_timeout_seconds, timeout)
+        seconds = min(settings.body_timeout_seconds, settings.timeout_seconds)
         return await read_body(request, settings.max_payload_bytes, seconds, settings.min_body_rate, grow=upload.grow)
 
 

@@ -77,7 +77,7 @@ class Trimmer:
     and only after at least ``threshold`` bytes of bodies went through since the last time."""
 
     def __init__(self, enabled: bool, threshold: int = 32 << 20):
-        self.enabled, self.threshold, self.pending = enabled, threshold, 0
+        self.threshold, self.pending = threshold, 0
         self.libc = _libc() if enabled else None
 
     def after_request(self, body_bytes: int, idle: bool) -> None:

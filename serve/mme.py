@@ -247,7 +247,7 @@ async def load(request: Request) -> Response:
     with DRAIN.request():
         body = load_request(await read_body(request, LOAD_REQUEST_BYTES, settings.body_timeout_seconds), settings)
         name = body["model_name"]
-        if name in state.staged or (await call_backend(state, "GET", f"/models/{name}")).status_code == 200:
+        if (await call_backend(state, "GET", f"/models/{name}")).status_code == 200:  # before copying anything
             raise RequestError(409, "conflict status", f"A model named {name!r} is already loaded; unload it first (DELETE /models/{name}).")
         staged = await asyncio.to_thread(readable_copy, Path(body["url"]))
         try:

@@ -17,7 +17,7 @@ import numpy as np
 
 from serve.artifact import ModelSpec
 from serve.decode import b64, parse_json
-from serve.web import RequestError
+from serve.web import RequestError, whole_number
 
 HEADER_LENGTH = "inference-header-content-length"
 IMAGE_INPUT = "image"  # BYTES, shape [N] or [N, 1]: encoded images (JPEG, PNG, WebP, ...)
@@ -77,14 +77,6 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if length is None or not 0 < length <= len(body):
         raise bad(f"Inference-Header-Content-Length {header_length[:40]!r} must be a whole number between 1 and the body's {len(body)} bytes.")
     return body[:length], body[length:]
-
-
-def whole_number(text: str, max_digits: int = 18) -> int | None:
-    """``text`` as a non-negative integer of ASCII digits ('²' is a digit to str.isdigit, not to int), else None."""
-    text = text.strip()
-    if not text or len(text) > max_digits or not text.isascii() or not text.isdigit():
-        return None
-    return int(text)
 
 
 def parse_request(body: bytes, header_length: str | None, spec: ModelSpec, check_count) -> InferRequest:

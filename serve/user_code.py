@@ -73,7 +73,7 @@ def install_requirements(model_dir: Path, packages_root: Path, timeout: float) -
         with tempfile.TemporaryDirectory(dir=packages_root) as staging:
             command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", staging, "-r", str(requirements)]
             command += ["--no-index", "--find-links", str(code)] if offline else ["--prefer-binary", "--find-links", str(code)]
-            returncode, output = run_pip(command, code, deadline, timeout)
+            returncode, output = run_pip(command, requirements, deadline, timeout)
             if returncode != 0:
                 lines = output.strip().splitlines()
                 reason = lines[-1] if lines else f"pip exited with {returncode}"
@@ -86,16 +86,17 @@ def install_requirements(model_dir: Path, packages_root: Path, timeout: float) -
             return target
 
 
-def run_pip(command: list[str], cwd: Path, deadline: float, timeout: float) -> tuple[int, str]:
-    """(exit code, output) of pip in a process group of its own; past ``deadline`` the whole group is killed
-    (pip's build backends and their children too) and RequirementsError says so."""
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+def run_pip(command: list[str], requirements: Path, deadline: float, timeout: float) -> tuple[int, str]:
+    """(exit code, output) of pip installing ``requirements``, run in its folder in a process group of its own;
+    past ``deadline`` the whole group is killed (pip's build backends and their children too) and
+    RequirementsError says so."""
+    process = subprocess.Popen(command, cwd=requirements.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         output, _ = process.communicate(timeout=max(deadline - time.monotonic(), 0.1))
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
-        raise RequirementsError(f"installing {command[command.index('-r') + 1]} took over {timeout:g} s (SERVE_REQUIREMENTS_TIMEOUT_SECONDS); ship wheels in code/.") from None
+        raise RequirementsError(f"installing {requirements} took over {timeout:g} s (SERVE_REQUIREMENTS_TIMEOUT_SECONDS); ship wheels in code/.") from None
     return process.returncode, output
 
 

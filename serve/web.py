@@ -46,10 +46,17 @@ def internal_error(where: str) -> RequestError:
     return RequestError(500, "internal error", detail, {"X-Request-Id": request_id})
 
 
+def whole_number(text: str, max_digits: int = 18) -> int | None:
+    """``text`` as a non-negative integer of ASCII digits ('²' is a digit to str.isdigit, not to int), else None."""
+    text = text.strip()
+    if not text or len(text) > max_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 def declared_length(request: Request) -> int | None:
-    """The Content-Length header as a number (ASCII digits only), or None when absent or malformed."""
-    declared = (request.headers.get("content-length") or "").strip()
-    return int(declared) if declared.isascii() and declared.isdigit() and len(declared) <= 18 else None
+    """The Content-Length header as a number, or None when absent or malformed."""
+    return whole_number(request.headers.get("content-length") or "")
 
 
 async def read_body(request: Request, limit: int, timeout: float, min_rate: float = 0.0, grace: float = 2.0, grow: Callable[[int], None] = lambda n: None) -> bytes:
