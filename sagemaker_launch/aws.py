@@ -8,17 +8,19 @@ import time
 import boto3
 import botocore.exceptions
 
+from sagemaker_launch import api_model
 from sagemaker_launch.errors import LaunchError
 
 CREATED_BY = {"Key": "created-by", "Value": "byoc-vision"}
 
 
 def session(region: str | None) -> boto3.session.Session:
-    """A session in ``region`` (or the configured default); ``AWS_ENDPOINT_URL`` is honoured by boto3 itself."""
+    """A session in ``region`` (or the configured default) whose clients check each request against botocore's model
+    before sending it (``api_model``); ``AWS_ENDPOINT_URL`` is honoured by boto3 itself."""
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or boto3.session.Session().region_name
     if not region:
         raise LaunchError("no AWS region: pass --region (or set AWS_REGION).")
-    return boto3.session.Session(region_name=region)
+    return api_model.install(boto3.session.Session(region_name=region))
 
 
 def tags(extra: dict[str, str], kind: str) -> list[dict[str, str]]:
