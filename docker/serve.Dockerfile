@@ -25,7 +25,8 @@ LABEL org.opencontainers.image.title="byoc-vision-serve" \
       org.opencontainers.image.licenses="Apache-2.0" \
       com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \
       com.amazonaws.sagemaker.capabilities.multi-models=true \
-      com.byoc-vision.flavour="${FLAVOUR}"
+      com.byoc-vision.flavour="${FLAVOUR}" \
+      com.byoc-vision.torch-index="${TORCH_INDEX_URL}"
 # MALLOC_ARENA_MAX=2 with serve's malloc_trim once idle: memory settles at its warm level after a burst of large
 # photos (bench burst, docs/benchmarks.md), instead of staying at the burst's peak.
 ENV PYTHONUNBUFFERED=1 \

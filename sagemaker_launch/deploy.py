@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from sagemaker_launch import aws, validate
+from dataclasses import dataclass
+
+from sagemaker_launch import aws, gpu, scaling, validate
 from sagemaker_launch.errors import LaunchError
 
-VARIANT = "AllTraffic"
-GPU_FAMILIES = ("ml.g", "ml.p")  # NVIDIA GPUs
-# NVIDIA driver 550 / CUDA 12.4 hosts: our images' CUDA 12.x torch needs a driver >= 525 (../shared/design.md)
-GPU_INFERENCE_AMI = "al2-ami-sagemaker-inference-gpu-3-1"
 SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 ROUTING = ("ALL_AT_ONCE", "CANARY", "LINEAR")
+MAX_WAIT_SECONDS = 3600  # a blue/green step's wait and the old fleet's termination wait
 ENDPOINT_TERMINAL = ("InService", "Failed", "OutOfService")
 
 
@@ -26,12 +25,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, multi_model: bool) -> N
     parser.add_argument("--image", help="serving image URI in ECR (printed by `push`)")
     parser.add_argument("--role", help="SageMaker execution role ARN")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="container environment, e.g. SERVE_RUNTIME=onnxruntime; repeatable")
+    parser.add_argument("--image-cuda", help="GPU instances: the CUDA version the image was built with (12.6, 13.0, none), which picks the host's driver; "
+                                             "default: read from the image's labels where Docker here has it")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, multi_model=True)
     parser.add_argument("--instance-type", default="ml.m5.xlarge")
-    parser.add_argument("--instance-count", type=int, default=1)
+    parser.add_argument("--instance-count", type=int, help="instances (default: 1; on an update, as many as the endpoint runs now)")
     parser.add_argument("--serverless-memory-mb", type=int, help="serverless inference with this memory (1024-6144, steps of 1024); no instances")
     parser.add_argument("--serverless-concurrency", type=int, default=5, help="serverless: most concurrent invocations (1-200)")
     parser.add_argument("--async-output", help="asynchronous inference: s3:// prefix for results (requests are queued, scale to zero possible)")
@@ -41,12 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-instances", type=int, help="auto scaling: fewest instances (0 allowed for asynchronous endpoints)")
     parser.add_argument("--max-instances", type=int, help="auto scaling: most instances; enables target tracking")
     parser.add_argument("--target-invocations", type=float, default=100.0, help="auto scaling: invocations per instance per minute to hold")
+    parser.add_argument("--target-backlog", type=float, default=5.0, help="auto scaling, asynchronous: queued requests per instance to hold")
     parser.add_argument("--scale-in-cooldown", type=int, default=300, help="seconds")
     parser.add_argument("--scale-out-cooldown", type=int, default=60, help="seconds")
     parser.add_argument("--traffic", choices=ROUTING, default="ALL_AT_ONCE", help="blue/green update of an existing endpoint: how traffic shifts")
-    parser.add_argument("--canary-percent", type=int, default=10, help="CANARY/LINEAR: percent of capacity per step")
-    parser.add_argument("--step-wait", type=int, default=300, help="CANARY/LINEAR: seconds between steps")
-    parser.add_argument("--termination-wait", type=int, default=300, help="seconds the old (blue) fleet stays up after the shift")
+    parser.add_argument("--canary-percent", type=int, default=10, help="percent of capacity: CANARY's first step (1-50), LINEAR's every step (10-50)")
+    parser.add_argument("--step-wait", type=int, default=300, help="CANARY/LINEAR: seconds between steps (0-3600)")
+    parser.add_argument("--termination-wait", type=int, default=300, help="seconds the old (blue) fleet stays up after the shift (0-3600)")
     parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra resource tag; repeatable")
 
 
@@ -62,9 +64,13 @@ def check_model(args: argparse.Namespace, region: str) -> None:
         raise LaunchError(f"--model-data {args.model_data!r} must be the model.tar.gz a training job wrote (s3://.../output/model.tar.gz).")
 
 
-def check(args: argparse.Namespace, region: str) -> None:
-    """Every refusal that needs no AWS call."""
-    check_model(args, region)
+def inference_ami(args: argparse.Namespace) -> str | None:
+    """The GPU host's AMI version for the image's CUDA (None: a CPU instance, or an image without CUDA)."""
+    return gpu.ami(gpu.image_cuda(args.image, args.image_cuda), gpu.INFERENCE_AMI, "SageMaker hosting") if gpu.is_gpu(args.instance_type) else None
+
+
+def check_kind(args: argparse.Namespace) -> None:
+    """Serverless, instances, asynchronous, multi-model: the combinations SageMaker takes."""
     for uri, flag in ((args.multi_model_prefix, "--multi-model-prefix"), (args.async_output, "--async-output"), (args.data_capture, "--data-capture")):
         if uri:
             validate.s3_uri(uri, flag)
@@ -79,23 +85,47 @@ def check(args: argparse.Namespace, region: str) -> None:
                 raise LaunchError(f"serverless endpoints do not support {what}; drop --serverless-memory-mb to use instances.")
     else:
         validate.instance_type(args.instance_type)
-        if args.instance_count < 1:
+        if args.instance_count is not None and args.instance_count < 1:
             raise LaunchError(f"--instance-count must be at least 1 (got {args.instance_count}).")
+        inference_ami(args)  # before anything is created: a GPU host's driver must fit the image
     if args.async_output and args.multi_model_prefix:
         raise LaunchError("asynchronous endpoints cannot be multi-model; deploy them separately.")
     if not 0 < args.capture_percent <= 100:
         raise LaunchError(f"--capture-percent must be 1 to 100 (got {args.capture_percent}).")
+
+
+def check_scaling(args: argparse.Namespace) -> None:
+    """Auto scaling bounds and targets."""
     if (args.min_instances is None) != (args.max_instances is None):
         raise LaunchError("auto scaling needs both --min-instances and --max-instances.")
-    if args.max_instances is not None:
-        lowest = 0 if args.async_output else 1
-        if not lowest <= args.min_instances <= args.max_instances:
-            raise LaunchError(f"auto scaling needs {lowest} <= --min-instances <= --max-instances (got {args.min_instances}, {args.max_instances})"
-                              + ("; only asynchronous endpoints scale to zero." if args.min_instances == 0 else "."))  # fmt: skip
-        if args.target_invocations <= 0:
-            raise LaunchError("--target-invocations must be above 0.")
-    if not 1 <= args.canary_percent <= 50:
-        raise LaunchError(f"--canary-percent must be 1 to 50 (got {args.canary_percent}).")
+    if args.max_instances is None:
+        return
+    lowest = 0 if args.async_output else 1
+    if not lowest <= args.min_instances <= args.max_instances:
+        raise LaunchError(f"auto scaling needs {lowest} <= --min-instances <= --max-instances (got {args.min_instances}, {args.max_instances})"
+                          + ("; only asynchronous endpoints scale to zero." if args.min_instances == 0 else "."))  # fmt: skip
+    if args.instance_count is not None and not max(1, args.min_instances) <= args.instance_count <= args.max_instances:
+        raise LaunchError(f"--instance-count {args.instance_count} is outside --min-instances {args.min_instances} to --max-instances {args.max_instances}.")
+    if (args.target_backlog if args.async_output else args.target_invocations) <= 0:
+        raise LaunchError(f"{'--target-backlog' if args.async_output else '--target-invocations'} must be above 0.")
+
+
+def check_traffic(args: argparse.Namespace) -> None:
+    """The blue/green update's steps, as the API bounds them."""
+    low = 10 if args.traffic == "LINEAR" else 1  # AWS: a linear step is 10-50 % of the fleet, a canary at most 50 %
+    if not low <= args.canary_percent <= 50:
+        raise LaunchError(f"--canary-percent must be {low} to 50 for --traffic {args.traffic} (got {args.canary_percent}).")
+    for value, flag in ((args.step_wait, "--step-wait"), (args.termination_wait, "--termination-wait")):
+        if not 0 <= value <= MAX_WAIT_SECONDS:
+            raise LaunchError(f"{flag} must be 0 to {MAX_WAIT_SECONDS} seconds (got {value}).")
+
+
+def check(args: argparse.Namespace, region: str) -> None:
+    """Every refusal that needs no AWS call."""
+    check_model(args, region)
+    check_kind(args)
+    check_scaling(args)
+    check_traffic(args)
 
 
 def model_data(client, args: argparse.Namespace) -> str:
@@ -154,20 +184,50 @@ def create_model(client, args: argparse.Namespace, name: str, tags: list[dict]) 
     print(f"model {name}: {data}")
 
 
-def variant(args: argparse.Namespace, model: str) -> dict:
-    production = {"VariantName": VARIANT, "ModelName": model, "InitialVariantWeight": 1.0}
+@dataclass(frozen=True)
+class Running:
+    """The endpoint as it runs now, for an update: its config, instance type (None: serverless) and instance count."""
+
+    config: str
+    instance_type: str | None
+    instance_count: int | None
+
+
+def running(client, endpoint: str) -> Running | None:
+    """What ``endpoint`` runs now, or None when it does not exist."""
+    described = aws.find(client.describe_endpoint, "ValidationException", EndpointName=endpoint)
+    if described is None:
+        return None
+    config = aws.call(client.describe_endpoint_config, EndpointConfigName=described["EndpointConfigName"])["ProductionVariants"][0]
+    now = described.get("ProductionVariants", [{}])[0]
+    count = now.get("CurrentInstanceCount", now.get("DesiredInstanceCount", config.get("InitialInstanceCount")))
+    return Running(described["EndpointConfigName"], config.get("InstanceType"), count)
+
+
+def instance_count(args: argparse.Namespace, now: Running | None) -> int:
+    """--instance-count, else (on an update) the count the endpoint runs now, so a redeploy does not undo scaling."""
+    if args.instance_count is not None:
+        return args.instance_count
+    if now is not None and now.instance_count:
+        return now.instance_count
+    return max(1, args.min_instances or 1)
+
+
+def variant(args: argparse.Namespace, model: str, count: int) -> dict:
+    production = {"VariantName": scaling.VARIANT, "ModelName": model, "InitialVariantWeight": 1.0}
     if args.serverless_memory_mb is not None:
         production["ServerlessConfig"] = {"MemorySizeInMB": args.serverless_memory_mb, "MaxConcurrency": args.serverless_concurrency}
     else:
-        production.update(InstanceType=args.instance_type, InitialInstanceCount=args.instance_count)
-        if args.instance_type.startswith(GPU_FAMILIES):
-            production["InferenceAmiVersion"] = GPU_INFERENCE_AMI
+        production.update(InstanceType=args.instance_type, InitialInstanceCount=count)
+        host = inference_ami(args)
+        if host:
+            production["InferenceAmiVersion"] = host
     return production
 
 
-def endpoint_config(args: argparse.Namespace, name: str, model: str, tags: list[dict]) -> dict:
+def endpoint_config(args: argparse.Namespace, name: str, model: str, count: int, tags: list[dict]) -> dict:
     """The CreateEndpointConfig request."""
-    request = {"EndpointConfigName": name, "ProductionVariants": [variant(args, model)], "Tags": tags}
+    request = {"EndpointConfigName": name, "ProductionVariants": [variant(args, model, count)], "Tags": tags}
     if args.data_capture:
         request["DataCaptureConfig"] = {
             "EnableCapture": True,
@@ -187,37 +247,21 @@ def endpoint_config(args: argparse.Namespace, name: str, model: str, tags: list[
 
 def deployment_config(args: argparse.Namespace) -> dict:
     """Blue/green: the new fleet comes up beside the old, traffic shifts as asked, the old stays ``termination_wait`` s for rollback."""
-    routing = {"Type": args.traffic, "WaitIntervalInSeconds": args.step_wait}
+    routing = {"Type": args.traffic, "WaitIntervalInSeconds": args.step_wait if args.traffic != "ALL_AT_ONCE" else 0}  # required by the API in every mode
     if args.traffic == "CANARY":
         routing["CanarySize"] = {"Type": "CAPACITY_PERCENT", "Value": args.canary_percent}
     elif args.traffic == "LINEAR":
         routing["LinearStepSize"] = {"Type": "CAPACITY_PERCENT", "Value": args.canary_percent}
-    else:
-        routing.pop("WaitIntervalInSeconds")
     return {"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": routing, "TerminationWaitInSeconds": args.termination_wait}}
 
 
-def scalable_target(endpoint: str) -> dict:
-    """What Application Auto Scaling calls the instance count of the endpoint's variant."""
-    return {"ServiceNamespace": "sagemaker", "ResourceId": f"endpoint/{endpoint}/variant/{VARIANT}", "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"}
-
-
-def scaling_requests(args: argparse.Namespace, endpoint: str) -> tuple[dict, dict]:
-    """RegisterScalableTarget (tagged: the IAM policy lets the launcher change only targets with our tag) and
-    PutScalingPolicy for target tracking on invocations per instance."""
-    target = {**scalable_target(endpoint), "MinCapacity": args.min_instances, "MaxCapacity": args.max_instances, "Tags": {aws.CREATED_BY["Key"]: aws.CREATED_BY["Value"]}}
-    policy = {
-        "PolicyName": f"{endpoint}-invocations",
-        **scalable_target(endpoint),
-        "PolicyType": "TargetTrackingScaling",
-        "TargetTrackingScalingPolicyConfiguration": {
-            "TargetValue": args.target_invocations,
-            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
-            "ScaleInCooldown": args.scale_in_cooldown,
-            "ScaleOutCooldown": args.scale_out_cooldown,
-        },
-    }
-    return target, policy
+def scaling_plan(args: argparse.Namespace) -> scaling.Plan | None:
+    """What --min-instances/--max-instances ask the variant's auto scaling to hold (None: not asked)."""
+    if args.max_instances is None:
+        return None
+    asynchronous = bool(args.async_output)
+    return scaling.Plan(args.min_instances, args.max_instances, args.target_backlog if asynchronous else args.target_invocations,
+                        args.scale_in_cooldown, args.scale_out_cooldown, asynchronous)  # fmt: skip
 
 
 def wait_in_service(client, name: str, poll_seconds: float) -> dict:
@@ -227,14 +271,37 @@ def wait_in_service(client, name: str, poll_seconds: float) -> dict:
     return endpoint
 
 
-def cost_line(args: argparse.Namespace) -> str:
+def cost_line(args: argparse.Namespace, count: int) -> str:
     if args.serverless_memory_mb is not None:
         return f"serverless ({args.serverless_memory_mb} MB): billed per request (duration x memory), nothing while idle"
-    count = f"{args.min_instances}-{args.max_instances}" if args.max_instances is not None else str(args.instance_count)
-    line = f"{count} x {args.instance_type}: billed every hour while the endpoint exists, called or not ({24 * (args.max_instances or args.instance_count)} instance-hours a day at most)"
+    shown = f"{args.min_instances}-{args.max_instances}" if args.max_instances is not None else str(count)
+    line = f"{shown} x {args.instance_type}: billed every hour while the endpoint exists, called or not ({24 * (args.max_instances or count)} instance-hours a day at most)"
     if args.async_output and args.min_instances == 0:
         line += "; scales to zero instances when its queue is empty"
     return line
+
+
+def update(session, args: argparse.Namespace, endpoint: str, config: str, now: Running) -> scaling.Registered | None:
+    """UpdateEndpoint (blue/green) to ``config``. AWS refuses to change the instance type of a variant registered with
+    auto scaling, so its scaling is taken off first and returned, to be put back once the update is in service; if
+    the update is refused, it is put back at once."""
+    client, autoscaling, cloudwatch = session.client("sagemaker"), session.client("application-autoscaling"), session.client("cloudwatch")
+    saved = scaling.registered(autoscaling, endpoint) if now.instance_type else None
+    new_type = None if args.serverless_memory_mb is not None else args.instance_type
+    moving = saved is not None and new_type != now.instance_type
+    if moving:
+        scaling.remove(autoscaling, cloudwatch, endpoint)
+        print(f"  auto scaling ({scaling.describe(saved)}) deregistered: AWS changes the instance type ({now.instance_type} -> {new_type}) "
+              "only of a variant without it; it is registered again once the update is in service")  # fmt: skip
+    try:
+        aws.call(client.update_endpoint, EndpointName=endpoint, EndpointConfigName=config, DeploymentConfig=deployment_config(args))
+    except LaunchError as exc:
+        if moving:
+            scaling.restore(autoscaling, cloudwatch, endpoint, saved)
+            print(f"  auto scaling put back as it was: {scaling.describe(saved)}")
+        raise LaunchError(f"{exc}. {endpoint} still runs {now.config}; endpoint config {config} and its model were created (`cleanup` removes them).") from None
+    print(f"endpoint {endpoint}: blue/green update from {now.config} to {config} ({args.traffic}, old fleet kept {args.termination_wait} s)")
+    return saved if moving and new_type else None
 
 
 def run(args: argparse.Namespace) -> None:
@@ -244,28 +311,29 @@ def run(args: argparse.Namespace) -> None:
     endpoint = validate.job_name(args.name or aws.unique_name("byoc-endpoint"))
     tags = aws.tags(validate.key_values(args.tag, "--tag"), "endpoint")
     client = session.client("sagemaker")
+    now = running(client, endpoint)
+    count = instance_count(args, now)
     model = config = f"{endpoint[:47]}-{aws.stamp()}"  # each deploy makes its own model and config, so an update can roll back
     create_model(client, args, model, tags)
-    aws.call(client.create_endpoint_config, **endpoint_config(args, config, model, tags))
-    print(f"endpoint config {config}")
-    existing = aws.find(client.describe_endpoint, "ValidationException", EndpointName=endpoint)
-    if existing:
-        updated = aws.optional(client.update_endpoint, EndpointName=endpoint, EndpointConfigName=config, DeploymentConfig=deployment_config(args))
-        if updated is None:
-            raise LaunchError(f"this AWS endpoint does not offer UpdateEndpoint, so {endpoint} still runs {existing['EndpointConfigName']}; "
-                              f"model {model} and endpoint config {config} were created (`cleanup` removes them). Deploy under a new --name instead.")  # fmt: skip
-        print(f"endpoint {endpoint}: blue/green update to {config} ({args.traffic}, old fleet kept {args.termination_wait} s)")
+    aws.call(client.create_endpoint_config, **endpoint_config(args, config, model, count, tags))
+    print(f"endpoint config {config}" + (f" ({count} instances, as the endpoint runs now)" if now and args.instance_count is None and now.instance_count else ""))
+    pending = None
+    if now is not None:
+        pending = update(session, args, endpoint, config, now)
     else:
         arn = aws.call(client.create_endpoint, EndpointName=endpoint, EndpointConfigName=config, Tags=tags)["EndpointArn"]
         print(f"endpoint {endpoint}\n  arn: {arn}")
     print(f"  console: {aws.console_link(region, 'endpoints', endpoint)}")
-    if args.wait or args.max_instances is not None:  # scaling can be registered only once the endpoint is InService
+    plan = scaling_plan(args)
+    if args.wait or plan or pending:  # scaling can be registered only once the endpoint is InService
         wait_in_service(client, endpoint, args.poll_seconds)
-    if args.max_instances is not None:
-        target, policy = scaling_requests(args, endpoint)
-        scaling = session.client("application-autoscaling")
-        aws.call(scaling.register_scalable_target, **target)
-        aws.call(scaling.put_scaling_policy, **policy)
-        print(f"  auto scaling: {args.min_instances}-{args.max_instances} instances, holding {args.target_invocations:g} invocations per instance per minute")
-    print(f"  {cost_line(args)}; `cleanup --endpoint {endpoint}` deletes it")
+    autoscaling, cloudwatch = session.client("application-autoscaling"), session.client("cloudwatch")
+    if plan:
+        scaling.apply(autoscaling, cloudwatch, endpoint, plan)
+        held = f"{plan.target:g} queued requests per instance, and one instance when requests wait with none running" if plan.asynchronous else f"{plan.target:g} invocations per instance per minute"
+        print(f"  auto scaling: {plan.min_instances}-{plan.max_instances} instances, holding {held}")
+    elif pending:
+        scaling.restore(autoscaling, cloudwatch, endpoint, pending)
+        print(f"  auto scaling registered again: {scaling.describe(pending)}")
+    print(f"  {cost_line(args, count)}; `cleanup --endpoint {endpoint}` deletes it")
     print(f"next: python -m sagemaker_launch invoke {endpoint} <image.jpg>" + (" --target-model <name>.tar.gz" if args.multi_model_prefix else ""))

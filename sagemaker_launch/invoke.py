@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from uuid import uuid4
 
 from byoc_images import IMAGE_EXTENSIONS
-from sagemaker_launch import aws
+from sagemaker_launch import aws, validate
 from sagemaker_launch.errors import LaunchError
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+ASYNC_INLINE_BYTES = 128_000  # InvokeEndpointAsync takes a body this large inline; larger inputs go through S3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-model", help="multi-model endpoints: which model.tar.gz (relative to the endpoint's S3 prefix)")
     parser.add_argument("--top-k", type=int, default=3, help="labels to print per image")
     parser.add_argument("--workers", type=int, default=4, help="requests in flight at once")
+    parser.add_argument("--async-input", help="asynchronous endpoints: s3:// prefix to upload inputs over 128,000 bytes to (default: inputs/ beside the endpoint's results)")
+    parser.add_argument("--async-timeout", type=int, default=900, help="asynchronous endpoints: seconds the container may take per request (1-3600)")
+    parser.add_argument("--wait-seconds", type=float, default=3600, help="asynchronous endpoints: how long to wait for each answer (the queue included)")
+    parser.add_argument("--poll-seconds", type=float, default=2, help=argparse.SUPPRESS)
 
 
 def content_type(path: Path) -> str:
@@ -56,6 +63,61 @@ def sagemaker_sender(runtime, endpoint: str, target_model: str | None, top_k: in
     return send
 
 
+def async_config(client, endpoint: str) -> dict | None:
+    """The endpoint's AsyncInferenceConfig, or None for a real-time endpoint."""
+    described = aws.call(client.describe_endpoint, EndpointName=endpoint)
+    return aws.call(client.describe_endpoint_config, EndpointConfigName=described["EndpointConfigName"]).get("AsyncInferenceConfig")
+
+
+def input_prefix(config: dict, given: str | None) -> tuple[str, str]:
+    """(bucket, key prefix) for inputs: --async-input, else ``inputs`` beside the endpoint's result prefix."""
+    if given:
+        return validate.s3_parts(validate.s3_uri(given, "--async-input"))
+    bucket, key = validate.s3_parts(config["OutputConfig"]["S3OutputPath"])
+    parent = key.rstrip("/").rpartition("/")[0]
+    return bucket, f"{parent}/inputs" if parent else "inputs"
+
+
+def wait_for_answer(s3, output: str, failure: str | None, wait_seconds: float, poll_seconds: float) -> bytes:
+    """The result object's bytes once the endpoint writes it; its failure object becomes a LaunchError."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        for location, failed in ((output, False), (failure, True)):
+            if not location:
+                continue
+            bucket, key = validate.s3_parts(location)
+            if aws.find(s3.head_object, "404", Bucket=bucket, Key=key) is not None:
+                body = aws.call(s3.get_object, Bucket=bucket, Key=key)["Body"].read()
+                if failed:
+                    raise LaunchError(f"the endpoint could not answer ({location}): {body[:500].decode(errors='replace')}")
+                return body
+        if time.monotonic() > deadline:
+            raise LaunchError(f"no answer after {wait_seconds:g} s; it may still come to {output} (or {failure}).")
+        time.sleep(poll_seconds)
+
+
+def async_sender(session, endpoint: str, config: dict, args: argparse.Namespace):
+    """A function sending one image through InvokeEndpointAsync (inline up to 128,000 bytes, else uploaded to S3),
+    then waiting for its result or failure object; returns the answer's bytes."""
+    runtime, s3 = session.client("sagemaker-runtime"), session.client("s3")
+    bucket, prefix = input_prefix(config, args.async_input)
+
+    def send(path: Path) -> bytes:
+        data = path.read_bytes()
+        request = {"EndpointName": endpoint, "ContentType": content_type(path), "Accept": "application/json",
+                   "CustomAttributes": f"top_k={args.top_k}", "InvocationTimeoutSeconds": args.async_timeout}  # fmt: skip
+        if len(data) <= ASYNC_INLINE_BYTES:
+            request["Body"] = data
+        else:
+            key = f"{prefix}/{uuid4().hex}-{path.name}"
+            aws.call(s3.put_object, Bucket=bucket, Key=key, Body=data, ContentType=request["ContentType"])
+            request["InputLocation"] = f"s3://{bucket}/{key}"
+        answer = aws.call(runtime.invoke_endpoint_async, **request)
+        return wait_for_answer(s3, answer["OutputLocation"], answer.get("FailureLocation"), args.wait_seconds, args.poll_seconds)
+
+    return send
+
+
 def local_sender(url: str, target_model: str | None, top_k: int, timeout: float = 60):
     """A function sending one image to a container's /invocations (or its multi-model /models/<name>/invoke)."""
     path_part = f"/models/{urllib.parse.quote(target_model, safe='')}/invoke" if target_model else "/invocations"
@@ -83,14 +145,25 @@ def describe(body: bytes, top_k: int) -> str:
         raise LaunchError(f"the endpoint's answer is not byoc-vision's JSON: {body[:200]!r}") from None
 
 
-def run(args: argparse.Namespace) -> None:
-    if not 1 <= args.top_k <= 1000 or args.workers < 1:
-        raise LaunchError("--top-k must be 1 to 1000 and --workers at least 1.")
-    files = image_files(args.images)
+def sender(args: argparse.Namespace):
+    """The function that sends one image where ``args.endpoint`` says: a local container, or a real-time or asynchronous endpoint."""
     if args.endpoint.startswith(("http://", "https://")):
-        send = local_sender(args.endpoint, args.target_model, args.top_k)
-    else:
-        send = sagemaker_sender(aws.session(args.region).client("sagemaker-runtime"), args.endpoint, args.target_model, args.top_k)
+        return local_sender(args.endpoint, args.target_model, args.top_k)
+    session = aws.session(args.region)
+    config = async_config(session.client("sagemaker"), args.endpoint)
+    if config is None:
+        return sagemaker_sender(session.client("sagemaker-runtime"), args.endpoint, args.target_model, args.top_k)
+    if args.target_model:
+        raise LaunchError(f"{args.endpoint} is asynchronous, and asynchronous endpoints serve one model: leave out --target-model.")
+    print(f"{args.endpoint} is asynchronous: each image is queued with InvokeEndpointAsync and its answer read from S3", flush=True)
+    return async_sender(session, args.endpoint, config, args)
+
+
+def run(args: argparse.Namespace) -> None:
+    if not 1 <= args.top_k <= 1000 or args.workers < 1 or not 1 <= args.async_timeout <= 3600:
+        raise LaunchError("--top-k must be 1 to 1000, --workers at least 1 and --async-timeout 1 to 3600.")
+    files = image_files(args.images)
+    send = sender(args)
 
     def one(path: Path) -> tuple[Path, str | None, str | None]:
         try:

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import NamedTuple
 
-from sagemaker_launch import aws, deploy
+from sagemaker_launch import aws, scaling
 from sagemaker_launch.errors import LaunchError
 
 RUNNING = ("InProgress", "Stopping", "Creating", "Updating", "SystemUpdating", "RollingBack", "InService", "Deleting")
@@ -167,7 +167,7 @@ def confirm(count: int, assume_yes: bool) -> None:
         raise LaunchError("nothing deleted.")
 
 
-def take_down(client, scaling, resource: Resource) -> str:
+def take_down(client, autoscaling, cloudwatch, resource: Resource) -> str:
     """Stop a running job or delete a hosting resource; returns what happened, in words."""
     spec = KINDS[resource.kind]
     if spec.stop_call:
@@ -175,8 +175,8 @@ def take_down(client, scaling, resource: Resource) -> str:
             return "ended already"
         answer = aws.optional(getattr(client, spec.stop_call), **{spec.name_param: resource.name})
         return "stopping" if answer is not None else f"NOT stopped: this AWS endpoint does not offer {spec.stop_call}; stop it in the console"
-    if resource.kind == "endpoint":  # its auto scaling target goes first, as AWS asks
-        aws.find(scaling.deregister_scalable_target, "ObjectNotFoundException", **deploy.scalable_target(resource.name))
+    if resource.kind == "endpoint":  # its auto scaling target (and our alarm) go first, as AWS asks
+        scaling.remove(autoscaling, cloudwatch, resource.name)
     aws.call(getattr(client, spec.delete_call), **{spec.name_param: resource.name})
     return "deleted"
 
@@ -195,7 +195,7 @@ def run_cleanup(args: argparse.Namespace) -> None:
     for resource in found:
         print(f"  {resource.kind:16} {resource.name}")
     confirm(len(found), args.yes)
-    scaling = session.client("application-autoscaling")
+    autoscaling, cloudwatch = session.client("application-autoscaling"), session.client("cloudwatch")
     order = ["training-job", "tuning-job", "transform-job", "endpoint", "endpoint-config", "model", "ecr-repository"]
     failed = 0
     for resource in sorted(found, key=lambda r: order.index(r.kind)):
@@ -203,7 +203,7 @@ def run_cleanup(args: argparse.Namespace) -> None:
             aws.call(ecr.delete_repository, repositoryName=resource.name, force=True)
             outcome = "deleted with its images"
         else:
-            outcome = take_down(client, scaling, resource)
+            outcome = take_down(client, autoscaling, cloudwatch, resource)
         failed += outcome.startswith("NOT")
         print(f"{resource.kind} {resource.name}: {outcome}")
     if failed:

@@ -1,8 +1,8 @@
 """The `roles` command: the two execution roles SageMaker assumes, each with only what its side needs.
 
-Jobs (training, tuning, batch transform) read the data and write their outputs. Endpoints only read the models, and
-write only their asynchronous results and captured data when they have any: a compromised endpoint cannot rewrite
-a model or plant an archive where jobs and the launcher read (``train --wait`` extracts ``output.tar.gz``).
+Jobs (training, tuning, batch transform) read the data and write their outputs. Endpoints only read the models (and
+their asynchronous inputs), and write only their asynchronous results and captured data when they have any: a
+compromised endpoint cannot rewrite a model or plant an archive where jobs and the launcher read (``train --wait`` extracts ``output.tar.gz``).
 """
 from __future__ import annotations
 
@@ -76,6 +76,8 @@ def endpoints_policy(args: argparse.Namespace, region: str, account: str) -> dic
     if written:
         resources = [objects(uri, flag)[1] for uri, flag in written]
         statements.append({"Sid": "WriteResults", "Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"], "Resource": resources})
+    if args.async_output:  # asynchronous requests' inputs are uploaded beside their results (`invoke`), and the endpoint reads them
+        statements.append({"Sid": "ReadAsyncInputs", "Effect": "Allow", "Action": "s3:GetObject", "Resource": objects(args.async_output, "--async-output")[1]})
     return {"Version": "2012-10-17", "Statement": [*common_statements(region, account), *statements]}
 
 

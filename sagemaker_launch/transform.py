@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from sagemaker_launch import aws, deploy, validate
+from sagemaker_launch import aws, deploy, gpu, validate
 from sagemaker_launch.errors import LaunchError
 
-# driver 535 (CUDA 12.2) batch hosts: our images' CUDA 12.x torch needs >= 525 (../shared/design.md)
-GPU_TRANSFORM_AMI = "al2-ami-sagemaker-batch-gpu-535"
+MAX_PAYLOAD_TIMES_CONCURRENCY_MB = 100  # SageMaker: MaxConcurrentTransforms x MaxPayloadInMB <= 100 MB
 FORMATS = {
     # one image per request: the whole object is the body
     "images": {"ContentType": "application/x-image", "SplitType": "None", "BatchStrategy": "SingleRecord", "Accept": "application/json", "AssembleWith": "None"},
@@ -25,8 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance-type", default="ml.m5.xlarge")
     parser.add_argument("--instance-count", type=int, default=1)
     parser.add_argument("--max-payload-mb", type=int, default=6, help="largest request body (SageMaker allows 100)")
-    parser.add_argument("--concurrency", type=int, default=0, help="requests in flight per instance (0: SageMaker asks the container)")
+    parser.add_argument("--concurrency", type=int, default=0, help="requests in flight per instance (0: SageMaker's default, 1); times --max-payload-mb at most 100")
     parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra resource tag; repeatable")
+
+
+def transform_ami(args: argparse.Namespace) -> str | None:
+    """The GPU host's AMI version for the image's CUDA (None: a CPU instance, or an image without CUDA)."""
+    return gpu.ami(gpu.image_cuda(args.image, args.image_cuda), gpu.TRANSFORM_AMI, "batch transform") if gpu.is_gpu(args.instance_type) else None
 
 
 def transform_request(args: argparse.Namespace, name: str, model: str, tags: list[dict]) -> dict:
@@ -35,8 +39,9 @@ def transform_request(args: argparse.Namespace, name: str, model: str, tags: lis
     output = validate.s3_uri(args.output or "", "--output")
     form = FORMATS[args.input_format]
     resources = {"InstanceType": args.instance_type, "InstanceCount": args.instance_count}
-    if args.instance_type.startswith(deploy.GPU_FAMILIES):
-        resources["TransformAmiVersion"] = GPU_TRANSFORM_AMI
+    host = transform_ami(args)
+    if host:
+        resources["TransformAmiVersion"] = host
     request = {
         "TransformJobName": name,
         "ModelName": model,
@@ -61,10 +66,15 @@ def check(args: argparse.Namespace, region: str) -> None:
     validate.s3_uri(args.input or "", "--input")
     validate.s3_uri(args.output or "", "--output")
     validate.instance_type(args.instance_type)
+    transform_ami(args)  # before the model is created: batch transform's GPU hosts run CUDA 12 at most
     if args.instance_count < 1 or args.concurrency < 0:
         raise LaunchError("--instance-count must be at least 1 and --concurrency at least 0.")
-    if not 1 <= args.max_payload_mb <= 100:
-        raise LaunchError(f"--max-payload-mb must be 1 to 100 (got {args.max_payload_mb}).")
+    if not 1 <= args.max_payload_mb <= MAX_PAYLOAD_TIMES_CONCURRENCY_MB:
+        raise LaunchError(f"--max-payload-mb must be 1 to {MAX_PAYLOAD_TIMES_CONCURRENCY_MB} (got {args.max_payload_mb}).")
+    if args.concurrency * args.max_payload_mb > MAX_PAYLOAD_TIMES_CONCURRENCY_MB:
+        raise LaunchError(f"--concurrency {args.concurrency} x --max-payload-mb {args.max_payload_mb} = {args.concurrency * args.max_payload_mb} MB; SageMaker allows at most "
+                          f"{MAX_PAYLOAD_TIMES_CONCURRENCY_MB} MB in flight per instance: lower --concurrency to {MAX_PAYLOAD_TIMES_CONCURRENCY_MB // args.max_payload_mb} "
+                          f"or --max-payload-mb to {MAX_PAYLOAD_TIMES_CONCURRENCY_MB // args.concurrency}.")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ from byoc_contract import search_space
 from byoc_contract.metric_log import METRIC_NAMES
 
 STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
+MAX_WARM_START_PARENTS = 5  # SageMaker learns from at most 5 earlier tuning jobs
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-parallel-jobs", type=int, default=2)
     parser.add_argument("--early-stopping", choices=("Auto", "Off"), default="Off", help="stop trials that do not keep up (not with Hyperband)")
     parser.add_argument("--hyperband-resource", nargs=2, type=int, metavar=("MIN", "MAX"), default=(1, 20), help="Hyperband: min and max epochs")
-    parser.add_argument("--warm-start-from", action="append", default=[], metavar="TUNING_JOB", help="earlier tuning job to learn from; repeatable")
+    parser.add_argument("--warm-start-from", action="append", default=[], metavar="TUNING_JOB", help="earlier tuning job to learn from; repeatable, up to 5")
     parser.add_argument("--warm-start-type", choices=("IdenticalDataAndAlgorithm", "TransferLearning"), default="IdenticalDataAndAlgorithm")
 
 
@@ -84,6 +85,9 @@ def tuning_request(args: argparse.Namespace, region: str) -> dict:
         "TrainingJobDefinition": {**definition, "StaticHyperParameters": static},
         "Tags": aws.tags(validate.key_values(args.tag, "--tag"), "tuning-job"),
     }
+    if len(args.warm_start_from) > MAX_WARM_START_PARENTS:
+        raise LaunchError(f"--warm-start-from names {len(args.warm_start_from)} tuning jobs; SageMaker learns from at most {MAX_WARM_START_PARENTS}: "
+                          "keep the ones whose search space is closest to this one.")  # fmt: skip
     if args.warm_start_from:
         request["WarmStartConfig"] = {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": p} for p in args.warm_start_from], "WarmStartType": args.warm_start_type}
     return request

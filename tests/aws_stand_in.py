@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,12 +24,12 @@ def free_port() -> int:
 
 @contextmanager
 def moto_server():
-    """Yields the environment (endpoint URL, dummy credentials) under which boto3 talks to a fresh moto_server.
+    """Yields the environment (endpoint URL, dummy credentials) under which boto3 talks to a fresh moto_server, with
+    SageMaker's UpdateEndpoint added (``moto_update_endpoint``).
 
     The server records every request it gets (moto's recorder) into the file named by ``MOTO_RECORDER_FILEPATH``.
     """
-    executable = Path(sys.executable).with_name("moto_server")
-    command = [str(executable)] if executable.exists() else [shutil.which("moto_server") or "moto_server"]
+    command = [sys.executable, str(Path(__file__).with_name("moto_update_endpoint.py"))]
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="moto-") as folder:
         recording, log_path = Path(folder, "requests.jsonl"), Path(folder, "server.log")
