@@ -25,11 +25,11 @@ def free_port() -> int:
 @contextmanager
 def moto_server():
     """Yields the environment (endpoint URL, dummy credentials) under which boto3 talks to a fresh moto_server, with
-    SageMaker's UpdateEndpoint added (``moto_update_endpoint``).
+    SageMaker's UpdateEndpoint and binary runtime bodies added (``moto_extensions``).
 
     The server records every request it gets (moto's recorder) into the file named by ``MOTO_RECORDER_FILEPATH``.
     """
-    command = [sys.executable, str(Path(__file__).with_name("moto_update_endpoint.py"))]
+    command = [sys.executable, str(Path(__file__).with_name("moto_extensions.py"))]
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="moto-") as folder:
         recording, log_path = Path(folder, "requests.jsonl"), Path(folder, "server.log")

@@ -20,8 +20,9 @@ def aws(aws):
     assert cli.main(["train", "--name", "byoc-job-a", "--image", IMAGE.replace("serve", "train"), "--role", ROLE, "--region", REGION,
                      "--output", "s3://byoc-bucket/runs", "--channel", "train=s3://byoc-bucket/data/train"]) == 0  # fmt: skip
     for name in ("byoc-ep-a", "byoc-ep-b", "byoc-ep-a-prod"):  # ep-a-prod: its configs and models start with "byoc-ep-a-" too
+        asynchronous = ["--async-output", "s3://byoc-bucket/async", "--min-instances", "0"] if name == "byoc-ep-b" else ["--min-instances", "1"]
         assert cli.main(["deploy", "--model-data", "s3://byoc-bucket/m/model.tar.gz", "--image", IMAGE, "--role", ROLE, "--region", REGION,
-                         "--name", name, "--min-instances", "1", "--max-instances", "2", "--poll-seconds", "0.1"]) == 0  # fmt: skip
+                         "--name", name, *asynchronous, "--max-instances", "2", "--poll-seconds", "0.1"]) == 0  # fmt: skip
     sm = boto3.client("sagemaker", region_name=REGION)
     sm.create_model(ModelName="not-ours", PrimaryContainer={"Image": IMAGE}, ExecutionRoleArn=ROLE)
     ecr = boto3.client("ecr", region_name=REGION)
@@ -66,10 +67,11 @@ def test_logs_of_a_training_job_and_an_endpoint(aws, capsys):
 
 def test_stopping_a_running_job_where_stop_is_not_offered(aws):
     sm, scaling = boto3.client("sagemaker", region_name=REGION), boto3.client("application-autoscaling", region_name=REGION)
-    outcome = resources.take_down(sm, scaling, resources.Resource("training-job", "byoc-job-a", "InProgress"))  # moto's jobs never run, so we say it does
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    outcome = resources.take_down(sm, scaling, cloudwatch, resources.Resource("training-job", "byoc-job-a", "InProgress"))  # moto's jobs never run, so we say it does
     assert outcome.startswith("NOT stopped: this AWS endpoint does not offer stop_training_job")
     assert json.loads(recorded_requests(aws, target="StopTrainingJob")[-1]["body"]) == {"TrainingJobName": "byoc-job-a"}
-    assert resources.take_down(sm, scaling, resources.Resource("training-job", "byoc-job-a", "Completed")) == "ended already"
+    assert resources.take_down(sm, scaling, cloudwatch, resources.Resource("training-job", "byoc-job-a", "Completed")) == "ended already"
 
 
 def running_models(sm, endpoint: str) -> set[str]:
@@ -98,6 +100,8 @@ def test_cleanup_asks_then_deletes_one_endpoint_with_its_config_model_and_scalin
 
 
 def test_cleanup_everything_with_ecr(aws, capsys):
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    assert [a["AlarmName"] for a in cloudwatch.describe_alarms()["MetricAlarms"]] == ["byoc-ep-b-has-backlog-without-capacity"]  # the async endpoint's
     code, out, err = run_cli(["cleanup", "--region", REGION, "--ecr", "--yes"], capsys)
     assert code == 0, err
     assert "ecr-repository byoc-vision-serve: deleted with its images" in out and "endpoint byoc-ep-b: deleted" in out
@@ -105,5 +109,6 @@ def test_cleanup_everything_with_ecr(aws, capsys):
     assert not sm.list_endpoints()["Endpoints"] and not sm.list_endpoint_configs()["EndpointConfigs"]
     assert [m["ModelName"] for m in sm.list_models()["Models"]] == ["not-ours"]
     assert [r["repositoryName"] for r in boto3.client("ecr", region_name=REGION).describe_repositories()["repositories"]] == ["someone-else"]
+    assert not cloudwatch.describe_alarms()["MetricAlarms"]  # the alarm went with the endpoint's scaling
     code, out, _ = run_cli(["status", "--region", REGION, "--running"], capsys)
     assert code == 0 and "nothing created by byoc-vision is running in us-east-1" in out

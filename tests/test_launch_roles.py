@@ -87,15 +87,9 @@ def test_autoscaling_permissions_reach_only_our_sagemaker_variants(aws, capsys):
         assert condition["application-autoscaling:service-namespace"] == "sagemaker"
         assert condition["application-autoscaling:scalable-dimension"] == "sagemaker:variant:DesiredInstanceCount"
         assert condition.get("aws:RequestTag/created-by", condition.get("aws:ResourceTag/created-by")) == "byoc-vision"
-    from sagemaker_launch import deploy
+    from sagemaker_launch import scaling
 
-    target, _ = deploy.scaling_requests(argparse_namespace(), "byoc-ep")
-    assert target["Tags"] == {"created-by": "byoc-vision"}
+    assert scaling.target_request("byoc-ep", 1, 2)["Tags"] == {"created-by": "byoc-vision"}
     model = botocore.session.get_session().get_service_model("application-autoscaling")
     assert "Tags" in model.operation_model("RegisterScalableTarget").input_shape.members
 
-
-def argparse_namespace():
-    import argparse
-
-    return argparse.Namespace(min_instances=1, max_instances=2, target_invocations=100.0, scale_in_cooldown=300, scale_out_cooldown=60)

@@ -1,4 +1,6 @@
-"""``moto_server`` with SageMaker's UpdateEndpoint, which moto 5 lacks, started as ``python moto_update_endpoint.py -H ... -p ...``.
+"""``moto_server`` with what moto 5 lacks for the launcher, started as ``python moto_extensions.py -H ... -p ...``:
+SageMaker's UpdateEndpoint, and binary request bodies for the SageMaker runtime (moto decodes every body as UTF-8,
+so a JPEG sent to InvokeEndpoint or inline to InvokeEndpointAsync failed with HTTP 500).
 
 The update does what AWS documents, and no more: the endpoint must exist and be InService, the new endpoint config must
 exist, and, as AWS refuses it, the instance type of a variant registered with Application Auto Scaling may not
@@ -6,6 +8,7 @@ change (deregister it first). The endpoint then runs the new config (moto has no
 """
 from __future__ import annotations
 
+import base64
 import sys
 
 from moto.applicationautoscaling.models import applicationautoscaling_backends
@@ -14,6 +17,7 @@ from moto.core.utils import utcnow
 from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend
 from moto.sagemaker.responses import SageMakerResponse
+from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 from moto.server import main
 
 
@@ -46,6 +50,16 @@ def update_endpoint_response(self: SageMakerResponse) -> ActionResult:
 
 
 SageMakerResponse.update_endpoint = update_endpoint_response
+def invoke_endpoint_binary(self: SageMakerRuntimeResponse):
+    """moto's InvokeEndpoint keys its answers by a JSON dump of the request, body included: give it the body as base64."""
+    if isinstance(self.body, bytes):
+        self.body = base64.b64encode(self.body).decode("ascii")
+    return original_invoke_endpoint(self)
+
+
+SageMakerRuntimeResponse.use_raw_body = True
+original_invoke_endpoint = SageMakerRuntimeResponse.invoke_endpoint
+SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint_binary
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
