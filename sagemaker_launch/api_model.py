@@ -49,7 +49,7 @@ def bound_problems(shape: botocore.model.Shape, value, path: str) -> list[str]:
         size = value if isinstance(value, (int, float)) and not isinstance(value, bool) else len(value) if isinstance(value, (str, bytes, list, tuple, dict)) else None
         if size is not None and size > meta["max"]:
             found.append(f"{path}: {size if isinstance(value, (int, float)) else f'length {size}'} is above the maximum {meta['max']}")
-    if isinstance(value, str):
+    if shape.type_name == "string" and isinstance(value, str):
         if shape.enum and value not in shape.enum:
             found.append(f"{path}: {value!r} is not one of {', '.join(shape.enum)}")
         pattern = compiled(meta["pattern"]) if "pattern" in meta else None

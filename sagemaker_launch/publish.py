@@ -66,11 +66,12 @@ def run_push(args: argparse.Namespace) -> None:
     for kind in args.images:
         name = f"{args.repository_prefix}-{kind}"
         uri, created = registry.ensure_repository(ecr, name, policy)
-        print(f"{kind}: ECR repository {name} {'created (scan on push, lifecycle policy)' if created else 'exists'}")
+        print(f"{kind}: ECR repository {name} {'created (lifecycle policy)' if created else 'exists'}")
         target = f"{host}/{name}" if args.registry else uri
         for pushed_tag in tags:
             digest = registry.push(client, f"{images.local_name(kind)}:{tag}", target, pushed_tag, auth)
         media_type = registry.registry_manifest_type(host, name, tag, auth) if args.registry else registry.ecr_manifest_type(ecr, name, tag)
         registry.check_single_manifest(media_type, f"{target}:{tag}")
         print(f"  image: {uri}:{tag}\n  digest: {target}@{digest}\n  manifest: {media_type} (one platform, as SageMaker requires)")
+    print(registry.scanning_line(ecr, args.repository_prefix))
     print("ECR bills the stored images per GB-month; the lifecycle policy expires old ones, `cleanup --ecr` deletes them")

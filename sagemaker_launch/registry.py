@@ -1,7 +1,8 @@
-"""ECR repositories (scan on push, lifecycle policy), the ECR token login, and pushing with the docker SDK."""
+"""ECR repositories (lifecycle policy; scanning is the registry's), the ECR token login, and pushing with the docker SDK."""
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import urllib.request
 
@@ -27,20 +28,34 @@ def lifecycle_policy(keep_images: int, untagged_days: int) -> str:
 
 
 def ensure_repository(ecr, name: str, policy: str) -> tuple[str, bool]:
-    """The repository's URI, creating it (scan on push, mutable tags, AES256, lifecycle policy) when missing."""
+    """The repository's URI, creating it (mutable tags, AES256, lifecycle policy) when missing. Scanning is the
+    registry's (``scanning_line``): a repository's own scan-on-push setting is deprecated."""
     found = aws.find(ecr.describe_repositories, "RepositoryNotFoundException", repositoryNames=[name])
     if found:
         return found["repositories"][0]["repositoryUri"], False
     created = aws.call(
         ecr.create_repository,
         repositoryName=name,
-        imageScanningConfiguration={"scanOnPush": True},
         imageTagMutability="MUTABLE",
         encryptionConfiguration={"encryptionType": "AES256"},
         tags=aws.tags({}, "ecr-repository"),
     )["repository"]
     aws.call(ecr.put_lifecycle_policy, repositoryName=name, lifecyclePolicyText=policy)
     return created["repositoryUri"], True
+
+
+SCAN_RULES = '[{"scanFrequency":"SCAN_ON_PUSH","repositoryFilters":[{"filter":"byoc-vision-*","filterType":"WILDCARD"}]}]'
+
+
+def scanning_line(ecr, prefix: str) -> str:
+    """Whether the account's registry-level scanning covers our repositories, and how to turn it on when it does not."""
+    found = aws.optional(ecr.get_registry_scanning_configuration)
+    rules = (found or {}).get("scanningConfiguration", {}).get("rules", [])
+    covered = [r for r in rules if any(fnmatch.fnmatch(f"{prefix}-serve", f["filter"]) for f in r.get("repositoryFilters", []))]
+    if covered:
+        return f"image scanning: the registry scans {prefix}-* ({covered[0]['scanFrequency']}, {found['scanningConfiguration'].get('scanType', 'BASIC')})"
+    return (f"image scanning: this account's registry does not scan {prefix}-* (per-repository scan on push is deprecated); turn it on once with "
+            f"`aws ecr put-registry-scanning-configuration --scan-type BASIC --rules '{SCAN_RULES.replace('byoc-vision', prefix)}'`")  # fmt: skip
 
 
 def ecr_credentials(ecr) -> tuple[str, str, str]:

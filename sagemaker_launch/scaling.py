@@ -110,20 +110,26 @@ POLICY_FIELDS = ("PolicyName", "ServiceNamespace", "ResourceId", "ScalableDimens
                  "TargetTrackingScalingPolicyConfiguration", "StepScalingPolicyConfiguration")  # fmt: skip
 
 
+def targets(scaling, endpoint: str) -> list[dict]:
+    """The variant's scalable target as described (empty when it is not registered)."""
+    return aws.call(scaling.describe_scalable_targets, ServiceNamespace="sagemaker", ResourceIds=[scalable_target(endpoint)["ResourceId"]],
+                    ScalableDimension=DIMENSION)["ScalableTargets"]  # fmt: skip
+
+
 def registered(scaling, endpoint: str) -> Registered | None:
     """The variant's scaling now, or None when it is not registered."""
-    targets = aws.call(scaling.describe_scalable_targets, ServiceNamespace="sagemaker", ResourceIds=[scalable_target(endpoint)["ResourceId"]],
-                       ScalableDimension=DIMENSION)["ScalableTargets"]  # fmt: skip
-    if not targets:
+    found = targets(scaling, endpoint)
+    if not found:
         return None
     policies = aws.call(scaling.describe_scaling_policies, **{k: v for k, v in scalable_target(endpoint).items() if k != "ScalableDimension"},
                         ScalableDimension=DIMENSION)["ScalingPolicies"]  # fmt: skip
-    return Registered(target=targets[0], policies=[{k: p[k] for k in POLICY_FIELDS if k in p} for p in policies])
+    return Registered(target=found[0], policies=[{k: p[k] for k in POLICY_FIELDS if k in p} for p in policies])
 
 
 def remove(scaling, cloudwatch, endpoint: str) -> None:
     """Deregister the variant (Application Auto Scaling deletes its policies) and delete our alarm, if any."""
-    aws.find(scaling.deregister_scalable_target, "ObjectNotFoundException", **scalable_target(endpoint))
+    if targets(scaling, endpoint):  # asked first: the error for a target that is not there differs between AWS and moto
+        aws.call(scaling.deregister_scalable_target, **scalable_target(endpoint))
     aws.call(cloudwatch.delete_alarms, AlarmNames=[alarm_name(endpoint)])
 
 

@@ -13,6 +13,9 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+# Every request the launcher built while a stand-in ran, in order: (service, operation, parameters), recorded before
+# the launcher's own check against botocore's model (test_launch_requests checks them against the IAM policy).
+CALLS: list[tuple[str, str, dict]] = []
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
 
 
@@ -51,6 +54,45 @@ def moto_server():
         finally:
             process.terminate()
             process.wait(10)
+
+
+def plain(value):
+    """``value`` with streams (S3 uploads) replaced by a marker: a copy that outlives the request."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return "<stream>" if hasattr(value, "read") else value
+
+
+def record(params: dict, model, **_) -> None:
+    CALLS.append((model.service_model.service_name, model.name, plain(params)))
+
+
+@contextmanager
+def recording():
+    """Every session the launcher makes records the requests its clients build into ``CALLS``."""
+    from sagemaker_launch import aws
+
+    original = aws.session
+
+    def session(region):
+        made = original(region)
+        made.events.register_first("before-parameter-build", record)
+        return made
+
+    aws.session = session
+    try:
+        yield CALLS
+    finally:
+        aws.session = original
+
+
+def queue_answers(env: dict, kind: str, results: list[dict]) -> None:
+    """Tell moto_server what its SageMaker runtime answers next (``endpoint-results`` or ``async-endpoint-results``)."""
+    request = urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/moto-api/static/sagemaker/{kind}", data=json.dumps({"results": results}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
+    urllib.request.urlopen(request).close()
 
 
 def recorded_requests(env: dict, path_part: str = "", target: str = "") -> list[dict]:

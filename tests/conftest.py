@@ -12,13 +12,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fashion_mnist  # noqa: E402
-from aws_stand_in import environment, moto_server  # noqa: E402
+from aws_stand_in import environment, moto_server, recording  # noqa: E402
 from sagemaker_launch import images  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(config, items):
+    # the IAM coverage test reads what every launcher test before it called: it runs last
+    items.sort(key=lambda item: item.get_closest_marker("after_launcher_tests") is not None)
     if not fashion_mnist.available():
         skip = pytest.mark.skip(reason="Fashion-MNIST is missing: apt-get install dataset-fashion-mnist")
         for item in items:
@@ -119,8 +121,9 @@ def serve_image() -> str:
 
 @pytest.fixture(scope="module")
 def aws():
-    """A fresh moto_server for the module, with ``os.environ`` pointing boto3 at it; yields that environment."""
-    with moto_server() as env, environment(env):
+    """A fresh moto_server for the module, with ``os.environ`` pointing boto3 at it, the launcher's requests recorded
+    (``aws_stand_in.CALLS``); yields that environment."""
+    with moto_server() as env, environment(env), recording():
         yield env
 
 

@@ -7,7 +7,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from aws_stand_in import environment, recorded_requests, run_cli
+from aws_stand_in import environment, queue_answers, recorded_requests, run_cli
 from sagemaker_launch import api_model, cli, deploy, invoke, training
 from sagemaker_launch import aws as aws_module
 from sagemaker_launch.errors import LaunchError
@@ -15,7 +15,7 @@ from sagemaker_launch.errors import LaunchError
 REGION = "us-east-1"
 SERVE_IMAGE = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/byoc-vision-serve:0.1.0"
 TRAIN_IMAGE = SERVE_IMAGE.replace("serve", "train")
-ROLE = "arn:aws:iam::123456789012:role/byoc-sagemaker"
+ROLE = "arn:aws:iam::123456789012:role/byoc-sagemaker-jobs"
 MODEL = ["--image", SERVE_IMAGE, "--role", ROLE, "--region", REGION]
 
 
@@ -248,13 +248,6 @@ def test_deploy_refuses_an_image_from_another_region_and_an_unfinished_source(aw
     assert code == 2 and "push the image to us-east-1" in err
     code, _, err = run_cli(["deploy", "--training-job", "never-ran", *MODEL], capsys)
     assert code == 2 and "AWS refused DescribeTrainingJob" in err
-
-
-def queue_answers(env: dict, kind: str, results: list[dict]) -> None:
-    """Tell moto_server what its runtime answers next (``endpoint-results`` or ``async-endpoint-results``)."""
-    request = urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/moto-api/static/sagemaker/{kind}", data=json.dumps({"results": results}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
-    urllib.request.urlopen(request).close()
 
 
 ANSWER = json.dumps({"predictions": [{"top_k": [{"label": "Bag", "probability": 0.75}, {"label": "Coat", "probability": 0.2}]}]})

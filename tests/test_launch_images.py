@@ -50,14 +50,15 @@ def test_push_through_ecr_token_to_real_registry_and_pull_by_digest(aws, serve_i
         code, out, err = run_cli(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION, "--keep-images", "12"], capsys)
         assert code == 0, err
         uri = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/byoc-vision-serve"
-        assert "ECR repository byoc-vision-serve created (scan on push, lifecycle policy)" in out
+        assert "ECR repository byoc-vision-serve created (lifecycle policy)" in out
+        assert "image scanning: this account's registry does not scan byoc-vision-* (per-repository scan on push is deprecated)" in out
         assert f"image: {uri}:test" in out
         digest = out.split(f"digest: {host}/byoc-vision-serve@")[1].split()[0]
         assert digest.startswith("sha256:") and len(digest) == 71
 
         ecr = boto3.client("ecr", region_name=REGION)
         repository = ecr.describe_repositories(repositoryNames=["byoc-vision-serve"])["repositories"][0]
-        assert repository["imageScanningConfiguration"] == {"scanOnPush": True} and repository["repositoryUri"] == uri
+        assert repository["imageScanningConfiguration"] == {"scanOnPush": False} and repository["repositoryUri"] == uri  # the registry's setting rules
         assert repository["encryptionConfiguration"]["encryptionType"] == "AES256"
         rules = json.loads(ecr.get_lifecycle_policy(repositoryName="byoc-vision-serve")["lifecyclePolicyText"])["rules"]
         assert [r["selection"]["tagStatus"] for r in rules] == ["untagged", "any"]

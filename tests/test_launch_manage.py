@@ -11,7 +11,7 @@ from sagemaker_launch import cli, registry, resources
 
 REGION = "us-east-1"
 IMAGE = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/byoc-vision-serve:0.1.0"
-ROLE = "arn:aws:iam::123456789012:role/byoc-sagemaker"
+ROLE = "arn:aws:iam::123456789012:role/byoc-sagemaker-jobs"
 
 
 @pytest.fixture(scope="module")

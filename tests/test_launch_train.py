@@ -17,7 +17,7 @@ from sagemaker_launch.errors import LaunchError
 
 REGION = "us-east-1"
 IMAGE = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/byoc-vision-train:0.1.0"
-ROLE = "arn:aws:iam::123456789012:role/byoc-sagemaker"
+ROLE = "arn:aws:iam::123456789012:role/byoc-sagemaker-jobs"
 BASE = ["--region", REGION, "--image", IMAGE, "--role", ROLE, "--output", "s3://byoc-bucket/runs", "--channel", "train=s3://byoc-bucket/data/train"]
 
 
