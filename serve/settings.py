@@ -45,6 +45,27 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+SAFE_PORT_RANGE = re.compile(r"\s*([0-9]{1,5})\s*-\s*([0-9]{1,5})\s*")
+
+
+def _backend_port(env: Mapping[str, str], bind_port: int) -> int:
+    """The multi-model backend's private port: SERVE_MME_BACKEND_PORT; else, in an inference pipeline, where the
+    containers share one network, a port of SAGEMAKER_SAFE_PORT_RANGE other than the one we listen on; else 9080."""
+    if env.get("SERVE_MME_BACKEND_PORT", ""):
+        return _int(env, "SERVE_MME_BACKEND_PORT", 9080)
+    raw = env.get("SAGEMAKER_SAFE_PORT_RANGE", "")
+    if not raw:
+        return 9080
+    match = SAFE_PORT_RANGE.fullmatch(raw)
+    low, high = (int(match[1]), int(match[2])) if match else (0, -1)
+    if not 1 <= low <= high <= 65535:
+        raise SettingsError(f"SAGEMAKER_SAFE_PORT_RANGE={raw!r}: expected LOW-HIGH ports, e.g. 8100-8200")
+    free = [port for port in range(low, min(high, low + 1) + 1) if port != bind_port]
+    if not free:
+        raise SettingsError(f"SAGEMAKER_SAFE_PORT_RANGE={raw!r} has no port besides SAGEMAKER_BIND_TO_PORT={bind_port}; set SERVE_MME_BACKEND_PORT")
+    return free[0]
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     raw = env.get(name, "false").strip().lower()
     if raw not in ("true", "false", ""):
@@ -108,9 +129,10 @@ class Settings:
         precision = env.get("SERVE_PRECISION", "auto")
         if precision not in PRECISIONS or (precision in ("int8", "bf16") and runtime != "openvino"):
             raise SettingsError(f"SERVE_PRECISION={precision!r}: use auto or fp32, or int8 / bf16 with SERVE_RUNTIME=openvino")
+        port = _int(env, "SAGEMAKER_BIND_TO_PORT", 8080)
         settings = cls(
             model_dir=Path(env.get("SAGEMAKER_MODEL_DIR", "/opt/ml/model")),
-            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080),
+            port=port,
             workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", 1),
             timeout_seconds=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60),
             max_payload_bytes=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6) * 1024 * 1024,
@@ -126,7 +148,7 @@ class Settings:
             program=env.get("SAGEMAKER_PROGRAM", "inference.py"),
             code_packages_dir=Path(env.get("SERVE_CODE_PACKAGES_DIR", "/tmp/byoc-code-packages")),
             multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL"),
-            backend_port=_int(env, "SERVE_MME_BACKEND_PORT", 9080),
+            backend_port=_backend_port(env, port),
             models_root=Path(env.get("SERVE_MULTI_MODEL_ROOT", "/opt/ml/models")),
             requirements_timeout_seconds=_int(env, "SERVE_REQUIREMENTS_TIMEOUT_SECONDS", 600),
             max_images_per_request=_int(env, "SERVE_MAX_IMAGES_PER_REQUEST", 64),

@@ -293,6 +293,17 @@ def test_settings_from_sagemaker_env():
     assert (s.port, s.max_payload_bytes, s.timeout_seconds, s.workers) == (9090, 2 * 1024 * 1024, 5, 1)
 
 
+def test_the_multi_model_backend_port_comes_from_the_pipeline_safe_range():
+    """In an inference pipeline the containers share one network: a private port must come from SAGEMAKER_SAFE_PORT_RANGE."""
+    assert Settings.from_env({}).backend_port == 9080
+    assert Settings.from_env({"SAGEMAKER_SAFE_PORT_RANGE": "8100-8200", "SAGEMAKER_BIND_TO_PORT": "8100"}).backend_port == 8101
+    assert Settings.from_env({"SAGEMAKER_SAFE_PORT_RANGE": "8150-8200", "SAGEMAKER_BIND_TO_PORT": "8080"}).backend_port == 8150
+    assert Settings.from_env({"SAGEMAKER_SAFE_PORT_RANGE": "8100-8200", "SERVE_MME_BACKEND_PORT": "9999"}).backend_port == 9999
+    for raw, message in (("8200-8100", "expected LOW-HIGH"), ("ports", "expected LOW-HIGH"), ("8100-8100", "no port besides")):
+        with pytest.raises(SettingsError, match=message):
+            Settings.from_env({"SAGEMAKER_SAFE_PORT_RANGE": raw, "SAGEMAKER_BIND_TO_PORT": "8100"})
+
+
 def test_metrics_count_requests_batches_and_load_time(model_dir, photos):
     import concurrent.futures
 
