@@ -236,6 +236,11 @@ def test_a_refused_update_puts_the_scaling_back(aws, capsys):
     (["--model-data", "s3://b-1/m.tar.gz", "--instance-type", "m5.xlarge"], "is not a SageMaker instance type"),
     (["--model-data", "s3://b-1/m.tar.gz", "--env", "SERVE_RUNTIME"], "write it as NAME=VALUE"),
     (["--model-data", "/tmp/model.tar.gz"], "SageMaker reads only s3:// URIs"),
+    (["--model-data", "s3://b-1/m.tar.gz", "--traffic", "LINEAR", "--canary-percent", "5"], "--canary-percent must be 10 to 50 for --traffic LINEAR"),
+    (["--model-data", "s3://b-1/m.tar.gz", "--traffic", "CANARY", "--canary-percent", "60"], "--canary-percent must be 1 to 50 for --traffic CANARY"),
+    (["--model-data", "s3://b-1/m.tar.gz", "--termination-wait", "7200"], "--termination-wait must be 0 to 3600 seconds"),
+    (["--model-data", "s3://b-1/m.tar.gz", "--min-instances", "1", "--max-instances", "2", "--instance-count", "3"], "--instance-count 3 is outside"),
+    (["--model-data", "s3://b-1/m.tar.gz", "--instance-type", "ml.g5.xlarge", "--image-cuda", "cuda13"], "--image-cuda 'cuda13'"),
 ])  # fmt: skip
 def test_deploy_refusals_before_any_aws_call(argv, message, capsys):
     with environment({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}):

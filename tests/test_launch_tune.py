@@ -117,3 +117,10 @@ def test_wait_copes_with_the_missing_trials_api_and_reports_the_end(aws, capsys,
     code, out, err = run_cli(["tune", *BASE, "--name", "byoc-waited", "--search-space", space, "--wait", "--poll-seconds", "0"], capsys)
     assert "this endpoint does not list the trials" in out and "byoc-waited:" in out
     assert code == 0 or "ended" in err, (out, err)
+
+
+def test_warm_start_takes_at_most_five_parents(space):
+    parents = [a for i in range(6) for a in ("--warm-start-from", f"byoc-hpo-{i}")]
+    with pytest.raises(LaunchError, match="names 6 tuning jobs; SageMaker learns from at most 5"):
+        request_for(["--search-space", space, *parents])
+    assert len(request_for(["--search-space", space, *parents[:10]])["WarmStartConfig"]["ParentHyperParameterTuningJobs"]) == 5
