@@ -65,8 +65,7 @@ def check_model(args: argparse.Namespace, region: str) -> None:
 
 
 def inference_ami(args: argparse.Namespace) -> str | None:
-    """The GPU host's AMI version for the image's CUDA (None: a CPU instance, or an image without CUDA)."""
-    return gpu.ami(gpu.image_cuda(args.image, args.image_cuda), gpu.INFERENCE_AMI, "SageMaker hosting") if gpu.is_gpu(args.instance_type) else None
+    return gpu.host_ami(args.image, args.image_cuda, args.instance_type, gpu.INFERENCE_AMI, "SageMaker hosting")
 
 
 def check_kind(args: argparse.Namespace) -> None:

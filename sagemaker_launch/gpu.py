@@ -69,3 +69,8 @@ def ami(cuda: str, versions: dict[int, str], where: str) -> str | None:
         raise LaunchError(f"{where} has no GPU host for a CUDA {cuda} image (its newest driver runs CUDA {newest}): "
                           f"build the image with a CUDA {newest} torch (TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126), or use a CPU instance.")  # fmt: skip
     return versions[major]
+
+
+def host_ami(image: str, given_cuda: str | None, instance_type: str, versions: dict[int, str], where: str) -> str | None:
+    """The GPU host's AMI version for the image's CUDA (None: a CPU instance, or an image without CUDA)."""
+    return ami(image_cuda(image, given_cuda), versions, where) if is_gpu(instance_type) else None

@@ -121,8 +121,7 @@ def registered(scaling, endpoint: str) -> Registered | None:
     found = targets(scaling, endpoint)
     if not found:
         return None
-    policies = aws.call(scaling.describe_scaling_policies, **{k: v for k, v in scalable_target(endpoint).items() if k != "ScalableDimension"},
-                        ScalableDimension=DIMENSION)["ScalingPolicies"]  # fmt: skip
+    policies = aws.call(scaling.describe_scaling_policies, **scalable_target(endpoint))["ScalingPolicies"]
     return Registered(target=found[0], policies=[{k: p[k] for k in POLICY_FIELDS if k in p} for p in policies])
 
 

@@ -29,8 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def transform_ami(args: argparse.Namespace) -> str | None:
-    """The GPU host's AMI version for the image's CUDA (None: a CPU instance, or an image without CUDA)."""
-    return gpu.ami(gpu.image_cuda(args.image, args.image_cuda), gpu.TRANSFORM_AMI, "batch transform") if gpu.is_gpu(args.instance_type) else None
+    return gpu.host_ami(args.image, args.image_cuda, args.instance_type, gpu.TRANSFORM_AMI, "batch transform")
 
 
 def transform_request(args: argparse.Namespace, name: str, model: str, tags: list[dict]) -> dict:
