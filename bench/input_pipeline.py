@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         sweep = []
         for count in range(0, (os.cpu_count() or 1) + 1):
             for depth in (None,) if count == 0 else (2, 4):
-                rates = loader_rate(ImageDataset(split, train_pixels(pre, "light"), strict=False), count, depth, args.batch, 2)
+                rates = loader_rate(ImageDataset(split, train_pixels(pre, "light"), strict=False, fit=pre.fit(resize=False)), count, depth, args.batch, 2)
                 sweep.append({"workers": count, "prefetch": depth, "images_per_sec": round(rates[-1], 1), "auto": (count, depth) == (workers, prefetch)})
                 print(f"workers={count} prefetch={depth}: {rates[-1]:.0f} images/s", flush=True)
 

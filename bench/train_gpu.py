@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
             runs["real JPEG, GPU decode (nvJPEG)"] = timed_steps(trainer, forever(loader, gpu_decoder(pre, device)), args.steps, args.warmup, args.reps, args.batch_size, work / "gpu.jsonl")
         else:
             runs["real JPEG, GPU decode (nvJPEG)"] = {"skipped": "needs a CUDA device"}
-        dataset = ImageDataset(Split(source, list(range(len(source)))), train_pixels(pre, "light"), strict=False)
+        dataset = ImageDataset(Split(source, list(range(len(source)))), train_pixels(pre, "light"), strict=False, fit=pre.fit(resize=False))
         loader = DataLoader(dataset, pin_memory=device.type == "cuda", **common)
         runs["real JPEG, CPU decode (PIL, trainer's loader)"] = timed_steps(trainer, forever(loader), args.steps, args.warmup, args.reps, args.batch_size, work / "cpu.jsonl")
         print(f"real: {runs}", flush=True)

@@ -9,6 +9,8 @@ import json
 import math
 from pathlib import Path
 
+from byoc_images import DECODES
+
 MAX_BYTES = 16 * 1024 * 1024  # room for 100,000 class names; ours is a few kB
 MAX_SIDE = 4096  # resize and crop, in px
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
@@ -36,7 +38,7 @@ def read(path: Path) -> dict:
 
 def preprocessing(info: dict, path: Path) -> dict:
     """``preprocess`` of the description read from ``path``, checked: ``resize`` and ``crop`` whole px in 1..MAX_SIDE, a known
-    ``interpolation``, three finite means and three finite positive standard deviations, RGB and NCHW."""
+    ``interpolation`` and ``decode``, three finite means and three finite positive standard deviations, RGB and NCHW."""
     pre = info.get("preprocess")
     if not isinstance(pre, dict):
         raise DescriptionError(f"{path} has no \"preprocess\" object: use the model.json training wrote.")
@@ -47,12 +49,15 @@ def preprocessing(info: dict, path: Path) -> dict:
     interpolation = pre.get("interpolation", "bilinear")
     if interpolation not in INTERPOLATIONS:
         raise DescriptionError(f"{path}: preprocess.interpolation is {_shown(interpolation)}: it must be one of {', '.join(INTERPOLATIONS)}.")
+    decode = pre.get("decode", "exact")  # artifacts from before scaled decoding were evaluated on every pixel
+    if decode not in DECODES:
+        raise DescriptionError(f"{path}: preprocess.decode is {_shown(decode)}: it must be one of {', '.join(DECODES)}.")
     mean, std = _three(pre, "mean", path), _three(pre, "std", path)
     if min(std) <= 0:
         raise DescriptionError(f"{path}: preprocess.std is {list(std)}: each must be above 0.")
     if pre.get("channel_order", "RGB") != "RGB" or pre.get("layout", "NCHW") != "NCHW":
         raise DescriptionError(f"{path}: preprocess asks for other than RGB, NCHW inputs: only those are supported.")
-    return {**sides, "mean": mean, "std": std, "interpolation": interpolation}
+    return {**sides, "mean": mean, "std": std, "interpolation": interpolation, "decode": decode}
 
 
 def classes(info: dict, path: Path) -> list[str]:

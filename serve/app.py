@@ -129,7 +129,8 @@ async def model_description(request: Request) -> JSONResponse:
     transformer = request.app.state.model.ready_pipeline().transformer
     if transformer.spec is None:
         raise RequestError(404, "no model description", "This model is loaded by code/inference.py's model_fn without model.json.")
-    return JSONResponse(describe(transformer.spec, transformer.cam is not None and getattr(transformer.model, "explains", False), transformer.model))
+    explains = transformer.cam is not None and getattr(transformer.model, "explains", False)
+    return JSONResponse(describe(transformer.spec, explains, transformer.model, transformer.decoder.decode))
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -141,9 +142,10 @@ async def index() -> str:
 INT8_SUMMARY = ("shipped", "passed_gate", "split", "images", "agreement", "accuracy_fp32", "accuracy_int8", "reason")
 
 
-def describe(spec: ModelSpec, explains: bool, model: object) -> dict:
+def describe(spec: ModelSpec, explains: bool, model: object, decode: str) -> dict:
     """The page's summary of ``model.json``, with how the loaded ``model`` serves it: which runtime, in which
-    precision (SERVE_PRECISION=auto's choice), and what training's int8 gate measured."""
+    precision (SERVE_PRECISION=auto's choice), how images are decoded (SERVE_DECODE's), and what training's int8
+    gate measured."""
     info = spec.info or {}
     metrics, calibration, gate = info.get("metrics") or {}, info.get("calibration"), info.get("int8")
     accuracy = metrics.get("test_acc", metrics.get("valid_acc"))
@@ -152,6 +154,7 @@ def describe(spec: ModelSpec, explains: bool, model: object) -> dict:
         "calibration": {k: calibration[k] for k in ("temperature", "ece_before", "ece_after")} if calibration else None,
         "trained": str(info.get("created", ""))[:10] or None, "explanations": explains, "explain_reason": spec.explain_reason if spec.cam_file is None else "this runtime does not compute them",
         "serving": {"runtime": model.name, "precision": model.precision, "recheck_margin": getattr(model, "recheck_margin", 0.0)} if isinstance(model, Runtime) else None,
+        "decode": {"serving": decode, "training": spec.decode},
         "int8": {k: gate.get(k) for k in INT8_SUMMARY} if isinstance(gate, dict) else None,
     }  # fmt: skip
 

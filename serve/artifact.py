@@ -31,6 +31,7 @@ class ModelSpec:
     cam_file: Path | None = None  # the head's arrays for class activation maps (the ONNX model's second output)
     explain_reason: str = "the artifact was exported without class activation map outputs; train it again to get them"
     info: dict | None = None  # model.json as read, for what the web page shows
+    decode: str = "exact"  # how training decoded the images it evaluated on (model.json preprocess.decode)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from byoc_contract.messages import one_line
-from byoc_images import ImageRefused, ImageTooLarge, open_rgb
+from byoc_images import Fit, ImageRefused, ImageTooLarge, open_rgb
 from serve.artifact import ModelSpec
 from serve.limits import Deadline
 from serve.preprocess import to_input
@@ -54,7 +54,7 @@ class Item:
 
 @dataclass(frozen=True)
 class Source:
-    """One decoded image's encoded bytes and its upright size (width, height)."""
+    """One decoded image's encoded bytes and the size its header announces (width, height)."""
 
     data: bytes
     size: tuple[int, int]
@@ -70,6 +70,12 @@ class Decoder:
     fetch: Fetch | None = None
     max_urls: int = 0
     max_explain_pixels: int = 40_000_000
+    decode: str = "exact"  # byoc_images.fit: "scaled" or "exact", as the server chose (serve.pipeline.chosen_decode)
+
+    @property
+    def fit(self) -> Fit:
+        """How every image is decoded: resized to the model's shorter side, as training's eval transform did."""
+        return Fit(self.spec.resize, self.spec.interpolation, self.decode)
 
     def decode(self, body: bytes, content_type: str | None, deadline: Deadline, reserve: Reserve, sources: list | None = None) -> tuple[np.ndarray, bool]:
         """(batch, one result per line?) from a request body of the given content type; with ``sources``, each
@@ -138,11 +144,10 @@ class Decoder:
 
     def image(self, data: bytes, sources: list | None = None) -> np.ndarray:
         if sources is not None:  # an explained request: its overlays' pixel budget is checked from the headers, before decoding
-            self.check_explain_budget(sum(w * h for w, h in (source.size for source in sources)) + header_pixels(data))
-        picture = open_picture(data, self.max_pixels)
-        if sources is not None:
-            sources.append(Source(data, picture.size))
-        return to_input(picture, self.spec)
+            size = header_size(data)
+            self.check_explain_budget(sum(w * h for w, h in (source.size for source in sources)) + size[0] * size[1])
+            sources.append(Source(data, size))
+        return to_input(open_picture(data, self.max_pixels, self.fit), self.spec)
 
     def check_explain_budget(self, pixels: int) -> None:
         if pixels > self.max_explain_pixels:
@@ -175,22 +180,22 @@ class Decoder:
         return array.reshape(count, *self.spec.input_shape).astype(np.float32, copy=False)
 
 
-def header_pixels(data: bytes) -> int:
-    """The pixel count an image's header announces (nothing decoded); 0 when there is no readable header (decoding
-    then refuses it with the reason)."""
+def header_size(data: bytes) -> tuple[int, int]:
+    """The (width, height) an image's header announces (nothing decoded); (0, 0) when there is no readable header
+    (decoding then refuses it with the reason)."""
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return img.size[0] * img.size[1]
+            return img.size
     except Exception:
-        return 0
+        return (0, 0)
 
 
-def open_picture(data: bytes, max_pixels: int):
-    """The upright RGB picture in ``data``; every way it can fail is a 4xx."""
+def open_picture(data: bytes, max_pixels: int, fit: Fit | None = None):
+    """The upright RGB picture in ``data``, decoded as ``fit`` asks (every pixel without it); every way it can fail is a 4xx."""
     if not data:
         raise RequestError(400, "empty image", "The image is empty; send the bytes of a JPEG, PNG or WebP file.")
     try:
-        return open_rgb(data, max_pixels=max_pixels)
+        return open_rgb(data, max_pixels=max_pixels, fit=fit)
     except ImageTooLarge as exc:
         raise RequestError(413, "image too large", f"{exc}; resize the image before sending it.") from exc
     except ImageRefused as exc:

@@ -85,6 +85,16 @@ def unloadable(spec: ModelSpec, runtime: str, exc: Exception) -> str:
     )  # fmt: skip
 
 
+def chosen_decode(setting: str, spec: ModelSpec) -> str:
+    """SERVE_DECODE's choice, or with ``auto`` the decode training evaluated the model with (model.json); logged once."""
+    decode = spec.decode if setting == "auto" else setting
+    why = "as model.json says training evaluated the model" if setting == "auto" else f"SERVE_DECODE={setting}"
+    if decode != spec.decode:
+        why += f", though training evaluated the model with {spec.decode} decoding"
+    log.info("decoding images %s (%s)", "at the scale the model needs" if decode == "scaled" else "in full", why)
+    return decode
+
+
 class Transformer:
     """The steps for one model: ours, or the user's handler functions in their place."""
 
@@ -100,7 +110,10 @@ class Transformer:
             self.model = load_model(settings, self.spec)
         self.cam = CamHead.load(self.spec.cam_file, len(self.spec.classes)) if self.spec is not None and self.spec.cam_file else None
         fetch = Fetcher(settings.max_payload_bytes, settings.image_url_timeout_seconds, settings.allow_private_image_urls) if settings.allow_image_urls else None
-        self.decoder = Decoder(self.spec, settings.max_pixels, settings.max_images_per_request, fetch, settings.max_image_urls, settings.max_explain_pixels) if has_spec else None
+        self.decoder = None
+        if has_spec:
+            limits = (settings.max_pixels, settings.max_images_per_request, fetch, settings.max_image_urls, settings.max_explain_pixels)
+            self.decoder = Decoder(self.spec, *limits, decode=chosen_decode(settings.decode, self.spec))
 
     def run_user(self, name: str, *args, ctx: RequestContext):
         """A user's handler function; its own failures are generic 500s (the reason is logged under the request id),

@@ -1,21 +1,12 @@
 """model.json's preprocessing in numpy + PIL, step for step the training side's eval transform
-(torchvision Resize of the shorter side, CenterCrop, ToTensor, Normalize), without torch."""
+(``byoc_images`` decodes and resizes the shorter side for both; then CenterCrop, ToTensor, Normalize), without torch."""
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
+from byoc_images import Fit, resize_shorter
 from serve.artifact import ModelSpec
-
-RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}
-
-
-def resized_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
-    """(width, height) after resizing the shorter side to ``shorter``, as torchvision's Resize rounds it."""
-    width, height = size
-    short, long = (width, height) if width <= height else (height, width)
-    new_long = int(shorter * long / short)
-    return (shorter, new_long) if width <= height else (new_long, shorter)
 
 
 def center_crop(image: Image.Image, size: int) -> Image.Image:
@@ -28,17 +19,13 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def resize_and_crop(image: Image.Image, resize: int, crop: int, interpolation: str) -> Image.Image:
-    """Resize the shorter side to ``resize``, then take the centre ``crop``: torchvision's Resize and CenterCrop."""
-    size = resized_size(image.size, resize)
-    return center_crop(image if size == image.size else image.resize(size, RESAMPLE[interpolation]), crop)
-
-
 def to_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:
-    """An RGB picture -> the (3, crop, crop) float32 array the network takes. ToTensor and Normalize are one multiply
-    and one subtraction per channel, ``(x / 255 - mean) / std = x / (255 std) - mean / std``, over PIL's contiguous
-    bands (3x faster than normalising the interleaved HWC array and transposing it)."""
-    picture = resize_and_crop(image if image.mode == "RGB" else image.convert("RGB"), spec.resize, spec.crop, spec.interpolation)
+    """An RGB picture -> the (3, crop, crop) float32 array the network takes (a picture ``byoc_images.open_rgb``
+    already fitted is not resized again). ToTensor and Normalize are one multiply and one subtraction per channel,
+    ``(x / 255 - mean) / std = x / (255 std) - mean / std``, over PIL's contiguous bands (3x faster than normalising
+    the interleaved HWC array and transposing it)."""
+    picture = resize_shorter(image if image.mode == "RGB" else image.convert("RGB"), Fit(spec.resize, spec.interpolation))
+    picture = center_crop(picture, spec.crop)
     scale = 1.0 / (255.0 * np.asarray(spec.std, dtype=np.float32))
     shift = np.asarray(spec.mean, dtype=np.float32) / np.asarray(spec.std, dtype=np.float32)
     out = np.empty((3, picture.height, picture.width), dtype=np.float32)

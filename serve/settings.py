@@ -10,6 +10,7 @@ from pathlib import Path
 from byoc_contract import recheck
 
 RUNTIMES = ("openvino", "onnxruntime", "torch")  # the default first: measured fastest (docs/benchmarks.md)
+DECODES = ("auto", "scaled", "exact")  # auto: as model.json's preprocess.decode says training evaluated the model
 PRECISIONS = ("auto", "int8", "bf16", "fp32")  # auto: int8 when the artifact has it and the CPU has VNNI/AMX, else bf16 where it can, else fp32
 
 
@@ -120,6 +121,7 @@ class Settings:
     shutdown_grace_seconds: int
     malloc_trim: bool
     staging_dir: Path
+    decode: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -169,7 +171,10 @@ class Settings:
             shutdown_grace_seconds=_int(env, "SERVE_SHUTDOWN_GRACE_SECONDS", 20, minimum=0),
             malloc_trim=_on_off(env, "SERVE_MALLOC_TRIM"),
             staging_dir=Path(env.get("SERVE_STAGING_DIR", "/tmp/byoc-staged-models")),
+            decode=env.get("SERVE_DECODE", "auto").strip().lower() or "auto",
         )
+        if settings.decode not in DECODES:
+            raise SettingsError(f"SERVE_DECODE={settings.decode!r}: use auto (as the model was evaluated), scaled, or exact (every pixel, as older artifacts were)")
         if not MODEL_NAME.match(settings.model_name):
             raise SettingsError(f"SERVE_MODEL_NAME={settings.model_name!r}: use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit")
         if settings.shutdown_grace_seconds > MAX_SHUTDOWN_GRACE:

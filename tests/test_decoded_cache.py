@@ -41,7 +41,7 @@ def test_cached_eval_pixels_equal_decoding_and_augmentation_runs_on_cached_squar
     entry = decoded_cache.open_or_build(source, PRE, tmp_path / "cache", workers=0, strict=False)
     split = Split(source, list(range(len(source))))
     cached = decoded_cache.CachedImageDataset(split, entry, eval_transform(PRE))
-    direct = ImageDataset(split, eval_transform(PRE), strict=False)
+    direct = ImageDataset(split, eval_transform(PRE), strict=False, fit=PRE.fit())
     broken = [source.files.index(p) for p in source.files if p.name == "broken.jpg"]
     for position in range(len(source)):
         got, want = cached[position], direct[position]

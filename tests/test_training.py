@@ -40,7 +40,7 @@ def test_artifact_describes_the_model(trained, fashion):
     assert info["num_classes"] == 10 and info["architecture"] == "resnet18"
     assert info["preprocess"] == {
         "resize": 37, "crop": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bilinear",
-        "channel_order": "RGB", "layout": "NCHW", "scale": 1 / 255,
+        "decode": "scaled", "channel_order": "RGB", "layout": "NCHW", "scale": 1 / 255,
     }  # fmt: skip
     from importlib.metadata import version
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from byoc_images import DECODES
 from train import sagemaker_env
 from byoc_contract.description import MAX_SIDE
 from byoc_contract.metric_log import METRIC_NAMES
@@ -101,6 +102,13 @@ def add_data_flags(data) -> None:
     data.add_argument("--image-size", type=_side, default=224, help="crop size fed to the network")
     data.add_argument("--resize-size", type=_side, default=None, help="shorter side before the center crop (default: image-size / 0.875)")
     data.add_argument("--augment", choices=AUGMENTATIONS, default="light", help="training augmentation preset")
+    data.add_argument(
+        "--decode",
+        choices=DECODES,
+        default="scaled",
+        help="scaled: decode large JPEGs at the DCT scale the resize needs (other formats reduced first), as the server does; "
+        "exact: every pixel, bit-identical with artifacts trained before scaled decoding (model.json records the choice)",
+    )
 
 
 def add_model_flags(model) -> None:

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from train.cores import auto_workers, core_share
+from byoc_images import Fit
 from train.errors import TrainingError
 from train.sources import Split
 
@@ -16,12 +17,14 @@ log = logging.getLogger(__name__)
 
 
 class ImageDataset(Dataset):
-    """Images of one split, transformed; an unreadable image yields ``None`` (or raises when strict)."""
+    """Images of one split, decoded as ``fit`` asks (``Preprocess.fit``), then transformed; an unreadable image
+    yields ``None`` (or raises when strict)."""
 
-    def __init__(self, split: Split, transform: Callable, strict: bool):
+    def __init__(self, split: Split, transform: Callable, strict: bool, fit: Fit):
         self.split = split
         self.transform = transform
         self.strict = strict
+        self.fit = fit
 
     def __len__(self) -> int:
         return len(self.split)
@@ -30,7 +33,7 @@ class ImageDataset(Dataset):
         index = self.split.indices[position]
         source = self.split.source
         try:
-            image = source.read(index)
+            image = source.read(index, self.fit)
         except Exception as exc:  # PIL raises many types for bad files
             if self.strict:
                 raise TrainingError(

@@ -50,8 +50,8 @@ class DecodedImages:
 
 
 def entry_key(source: ImageSource, pre: Preprocess) -> str:
-    """Names the pixels: the source's content identity, the stored side and the resampling filter."""
-    digest = hashlib.sha256(f"{FORMAT}|{type(source).__name__}|{pre.resize}|{pre.interpolation}".encode())
+    """Names the pixels: the source's content identity, the stored side, the resampling filter and the decode."""
+    digest = hashlib.sha256(f"{FORMAT}|{type(source).__name__}|{pre.resize}|{pre.interpolation}|{pre.decode}".encode())
     for part in source.identity():
         digest.update(part)
     return digest.hexdigest()[:24]
@@ -104,7 +104,7 @@ def _decode_into(source: ImageSource, pre: Preprocess, partial: Path, workers: i
     started = time.perf_counter()
     images = np.memmap(partial / "images.u8", dtype=np.uint8, mode="w+", shape=(len(source), pre.resize, pre.resize, 3))
     readable = np.zeros(len(source), dtype=bool)
-    squares = ImageDataset(Split(source, list(range(len(source)))), T.Compose([resize_square(pre), np.asarray]), strict)
+    squares = ImageDataset(Split(source, list(range(len(source)))), T.Compose([resize_square(pre), np.asarray]), strict, pre.fit())
     loader = DataLoader(squares, batch_size=64, num_workers=workers, collate_fn=list)
     for batch in _progress_bar(loader, "decoding into the cache", len(loader)):
         for square, _label, index in batch:

@@ -45,7 +45,7 @@ def export(
     model_dir: Path, model: nn.Module, arch: str, splits: Splits, preprocess: Preprocess, final: dict, hyperparameters: dict, calibration: Calibration
 ) -> None:
     """The serving artifact, with a sample batch of validation images fed as serving feeds them (float input)."""
-    valid_images = ImageDataset(splits.valid, eval_transform(preprocess), strict=False)
+    valid_images = ImageDataset(splits.valid, eval_transform(preprocess), strict=False, fit=preprocess.fit())
     sample = collate_skipping([valid_images[i] for i in range(min(4, len(valid_images)))])[0]
     data = {
         "layout": splits.layout, "train": len(splits.train), "valid": len(splits.valid), "test": len(splits.test) if splits.test else 0,

@@ -46,7 +46,7 @@ FP32_CONVOLUTIONS = (1, 3)  # tried in turn, the stem alone out of int8 (ResNet-
 
 def batches(split: Split, preprocess: Preprocess, limit: int, size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(float32 NCHW images, labels) of the first ``limit`` readable images of ``split``, with the eval transform."""
-    dataset = ImageDataset(split, eval_transform(preprocess), strict=False)
+    dataset = ImageDataset(split, eval_transform(preprocess), strict=False, fit=preprocess.fit())
     count = min(len(dataset), limit)
     for start in range(0, count, size):
         images, labels, _ = collate_skipping([dataset[i] for i in range(start, min(start + size, count))])

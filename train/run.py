@@ -269,7 +269,8 @@ def run(args: argparse.Namespace) -> dict:
     )
     net = build_network(args.model, len(splits.classes), pretrained)
     preprocess = Preprocess(
-        resize=args.resize_size or min(round(args.image_size / 0.875), MAX_SIDE), crop=args.image_size, mean=net.mean, std=net.std, interpolation=net.interpolation
+        resize=args.resize_size or min(round(args.image_size / 0.875), MAX_SIDE), crop=args.image_size, mean=net.mean, std=net.std, interpolation=net.interpolation,
+        decode=args.decode,
     )
     head_params, backbone_params = set_policy(net, args.finetune, args.unfreeze_stages)
     model = net.model.to(ctx.device)

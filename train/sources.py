@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from train.errors import TrainingError
-from byoc_images import IMAGE_EXTENSIONS, open_rgb
+from byoc_images import IMAGE_EXTENSIONS, Fit, fitted, open_rgb
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,8 @@ SPLIT_ALIASES = {"train": ("train", "training"), "valid": ("valid", "validation"
 
 
 class ImageSource:
-    """Labelled images: ``labels[i]`` is the class index of image ``i``, ``read(i)`` decodes it."""
+    """Labelled images: ``labels[i]`` is the class index of image ``i``, ``read(i, fit)`` decodes it (as ``fit`` asks:
+    ``byoc_images.open_rgb``)."""
 
     classes: list[str]
     labels: list[int]
@@ -31,7 +32,7 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def read(self, index: int) -> Image.Image:
+    def read(self, index: int, fit: Fit | None = None) -> Image.Image:
         raise NotImplementedError
 
     def describe(self, index: int) -> str:
@@ -61,8 +62,8 @@ class FolderSource(ImageSource):
                     self.files.append(path)
                     self.labels.append(label)
 
-    def read(self, index: int) -> Image.Image:
-        return open_rgb(self.files[index])
+    def read(self, index: int, fit: Fit | None = None) -> Image.Image:
+        return open_rgb(self.files[index], fit=fit)
 
     def describe(self, index: int) -> str:
         return str(self.files[index])
@@ -92,12 +93,12 @@ class HDF5Source(ImageSource):
         self.labels = [index[row[label_column]] for row in rows]
         self._file = None  # opened lazily, once per DataLoader worker (h5py handles do not survive fork)
 
-    def read(self, index: int) -> Image.Image:
+    def read(self, index: int, fit: Fit | None = None) -> Image.Image:
         if self._file is None:
             import h5py
 
             self._file = h5py.File(self.hdf5_path, "r")
-        return open_rgb(np.asarray(self._file[self.keys[index]]).tobytes())
+        return open_rgb(np.asarray(self._file[self.keys[index]]).tobytes(), fit=fit)
 
     def describe(self, index: int) -> str:
         return f"{self.hdf5_path.name}[{self.keys[index]}]"
@@ -138,8 +139,8 @@ class CifarSource(ImageSource):
         self.images = np.concatenate(images)
         self.labels = labels
 
-    def read(self, index: int) -> Image.Image:
-        return Image.fromarray(self.images[index], mode="RGB")
+    def read(self, index: int, fit: Fit | None = None) -> Image.Image:
+        return fitted(Image.fromarray(self.images[index], mode="RGB"), fit)
 
     def describe(self, index: int) -> str:
         return f"cifar[{index}]"

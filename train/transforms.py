@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torchvision.transforms import v2 as T
 
+from byoc_images import Fit
+
 INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC, "nearest": T.InterpolationMode.NEAREST}
 AUGMENTATIONS = ("none", "light", "strong")
 
@@ -22,6 +24,12 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
+    decode: str = "scaled"  # byoc_images.fit: "scaled" lets libjpeg skip the pixels the resize drops; "exact" decodes all
+
+    def fit(self, resize: bool = True) -> Fit:
+        """How ``byoc_images.open_rgb`` decodes for this preprocessing: resized to ``self.resize`` (the eval pictures,
+        as serving makes them), or only decoded small (``resize=False``: for random crops)."""
+        return Fit(self.resize, self.interpolation, self.decode, resize)
 
     def to_json(self) -> dict:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "channel_order": "RGB", "layout": "NCHW", "scale": 1 / 255}

@@ -1,0 +1,81 @@
+"""How large a picture the model's transform needs, and decoding no more than that (shared by train and serve).
+
+A 15 MP photo resized to a 256 px shorter side throws away 98 % of its pixels. ``scaled`` decoding lets libjpeg
+skip most of them (its DCT-domain scaling, 1/2, 1/4 or 1/8) and shrinks other formats by a whole factor
+(``Image.reduce``, a box average) first, always leaving both sides at least ``HEADROOM`` times the resized size so
+that the final antialiased resize still averages real pixels. ``exact`` decodes every pixel, as before.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+DECODES = ("scaled", "exact")
+HEADROOM = 2  # the decoded picture keeps at least this many pixels per output pixel on both sides
+RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The shorter side the model's transform resizes to, its filter, and how to decode on the way there.
+
+    With ``resize`` the picture comes out at that size (torchvision's ``Resize`` of the shorter side, bit for bit);
+    without it, only decoded small (at least ``HEADROOM`` times that size), for transforms that crop at random first.
+    """
+
+    shorter: int
+    interpolation: str = "bilinear"
+    decode: str = "scaled"
+    resize: bool = True
+
+    def __post_init__(self):
+        if self.decode not in DECODES:
+            raise ValueError(f"decode {self.decode!r}: use one of {', '.join(DECODES)}")
+        if self.interpolation not in RESAMPLE:
+            raise ValueError(f"interpolation {self.interpolation!r}: use one of {', '.join(RESAMPLE)}")
+
+
+def resized_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
+    """(width, height) after resizing the shorter side to ``shorter``, as torchvision's Resize rounds it."""
+    width, height = size
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(shorter * long / short)
+    return (shorter, new_long) if width <= height else (new_long, shorter)
+
+
+def reduction(size: tuple[int, int], fit: Fit | None) -> int:
+    """The whole factor a picture of ``size`` may be shrunk by before its final resize (1: none)."""
+    if fit is None or fit.decode == "exact":
+        return 1
+    target = resized_size(size, fit.shorter)
+    return max(1, min(size[0] // (HEADROOM * target[0]), size[1] // (HEADROOM * target[1])))
+
+
+def draft_jpeg(img: Image.Image, fit: Fit | None) -> None:
+    """Ask libjpeg to decode ``img`` (opened, not loaded) at the largest DCT reduction (1/8, 1/4, 1/2) that leaves
+    both sides at least HEADROOM x the resized size: PIL's draft picks exactly that from the requested size."""
+    if reduction(img.size, fit) >= 2:
+        width, height = resized_size(img.size, fit.shorter)
+        img.draft(img.mode, (HEADROOM * width, HEADROOM * height))
+
+
+def shrink(img: Image.Image, fit: Fit | None) -> Image.Image:
+    """A decoded RGB picture reduced by the whole factor left (a box average), before the antialiased resize."""
+    factor = reduction(img.size, fit)
+    return img.reduce(factor) if factor > 1 else img
+
+
+def resize_shorter(img: Image.Image, fit: Fit) -> Image.Image:
+    """The shorter side resized to ``fit.shorter`` with ``fit.interpolation``, antialiased (PIL), as torchvision does."""
+    size = resized_size(img.size, fit.shorter)
+    return img if size == img.size else img.resize(size, RESAMPLE[fit.interpolation])
+
+
+def fitted(img: Image.Image, fit: Fit | None) -> Image.Image:
+    """A decoded upright RGB picture shrunk (``scaled``) and, with ``fit.resize``, resized: what the model's
+    transform takes."""
+    if fit is None:
+        return img
+    img = shrink(img, fit)
+    return resize_shorter(img, fit) if fit.resize else img
