@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
-from byoc_images.fit import DECODES, Fit, fitted, draft_jpeg, resize_shorter, resized_size
+from byoc_images.fit import DECODES, Fit, draft_jpeg, fitted, resize_shorter, resized_size
 
 __all__ = ["DECODES", "Fit", "fitted", "open_rgb", "read_bytes", "resize_shorter", "resized_size", "to_rgb"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -61,11 +61,12 @@ def open_rgb(source: str | Path | bytes | BinaryIO, max_pixels: int | None = Non
         scans = data.count(b"\xff\xda") if jpeg else 0  # start-of-scan markers (0xff is escaped in scan data)
         if scans > MAX_JPEG_SCANS:
             raise TooManyScans(f"the JPEG holds {scans} scans, more than the {MAX_JPEG_SCANS} any encoder writes; save it again as a plain JPEG")
-        if jpeg:
-            draft_jpeg(img, fit)  # before loading: libjpeg then decodes at 1/2, 1/4 or 1/8 scale
+        turned = fit is not None and img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+        full = (height, width) if turned else (width, height)  # the upright picture's size before any reduction
+        scale = draft_jpeg(img, fit) if jpeg else 1  # before loading: libjpeg then decodes at 1/2, 1/4 or 1/8 scale
         img.load()
         ImageOps.exif_transpose(img, in_place=True)  # a no-op when upright (a copy otherwise: 0.5 ms for a 384 px photo)
-        return fitted(to_rgb(img), fit)
+        return fitted(to_rgb(img), fit, full, scale)
 
 
 def read_bytes(source: str | Path | bytes | BinaryIO) -> bytes:

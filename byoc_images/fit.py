@@ -52,18 +52,16 @@ def reduction(size: tuple[int, int], fit: Fit | None) -> int:
     return max(1, min(size[0] // (HEADROOM * target[0]), size[1] // (HEADROOM * target[1])))
 
 
-def draft_jpeg(img: Image.Image, fit: Fit | None) -> None:
+def draft_jpeg(img: Image.Image, fit: Fit | None) -> int:
     """Ask libjpeg to decode ``img`` (opened, not loaded) at the largest DCT reduction (1/8, 1/4, 1/2) that leaves
-    both sides at least HEADROOM x the resized size: PIL's draft picks exactly that from the requested size."""
-    if reduction(img.size, fit) >= 2:
-        width, height = resized_size(img.size, fit.shorter)
-        img.draft(img.mode, (HEADROOM * width, HEADROOM * height))
-
-
-def shrink(img: Image.Image, fit: Fit | None) -> Image.Image:
-    """A decoded RGB picture reduced by the whole factor left (a box average), before the antialiased resize."""
-    factor = reduction(img.size, fit)
-    return img.reduce(factor) if factor > 1 else img
+    both sides at least HEADROOM x the resized size (PIL's draft picks exactly that from the requested size); returns
+    the reduction (1: every pixel)."""
+    if reduction(img.size, fit) < 2:
+        return 1
+    width, height = resized_size(img.size, fit.shorter)
+    full = img.size[0]
+    _, box = img.draft(img.mode, (HEADROOM * width, HEADROOM * height))
+    return round(full / box[2])
 
 
 def resize_shorter(img: Image.Image, fit: Fit) -> Image.Image:
@@ -72,10 +70,19 @@ def resize_shorter(img: Image.Image, fit: Fit) -> Image.Image:
     return img if size == img.size else img.resize(size, RESAMPLE[fit.interpolation])
 
 
-def fitted(img: Image.Image, fit: Fit | None) -> Image.Image:
-    """A decoded upright RGB picture shrunk (``scaled``) and, with ``fit.resize``, resized: what the model's
-    transform takes."""
+def fitted(img: Image.Image, fit: Fit | None, full: tuple[int, int] | None = None, scale: int = 1) -> Image.Image:
+    """A decoded upright RGB picture as ``fit`` asks: reduced by the whole factor left (a box average), then, with
+    ``fit.resize``, resized to the size the whole picture (``full``, upright, decoded at 1/``scale``) resizes to, so
+    that scaled and exact decoding give pictures of one geometry."""
     if fit is None:
         return img
-    img = shrink(img, fit)
-    return resize_shorter(img, fit) if fit.resize else img
+    full = full or img.size
+    factor = reduction(img.size, fit)
+    if factor > 1:
+        img, scale = img.reduce(factor), scale * factor
+    if not fit.resize:
+        return img
+    if scale == 1:
+        return resize_shorter(img, fit)
+    box = (0, 0, min(full[0] / scale, img.size[0]), min(full[1] / scale, img.size[1]))  # the last row and column are partial
+    return img.resize(resized_size(full, fit.shorter), RESAMPLE[fit.interpolation], box=box)

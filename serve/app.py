@@ -130,7 +130,7 @@ async def model_description(request: Request) -> JSONResponse:
     if transformer.spec is None:
         raise RequestError(404, "no model description", "This model is loaded by code/inference.py's model_fn without model.json.")
     explains = transformer.cam is not None and getattr(transformer.model, "explains", False)
-    return JSONResponse(describe(transformer.spec, explains, transformer.model, transformer.decoder.decode))
+    return JSONResponse(describe(transformer.spec, explains, transformer.model, transformer.decoder.decoding))
 
 
 @router.get("/", response_class=HTMLResponse)

@@ -70,12 +70,12 @@ class Decoder:
     fetch: Fetch | None = None
     max_urls: int = 0
     max_explain_pixels: int = 40_000_000
-    decode: str = "exact"  # byoc_images.fit: "scaled" or "exact", as the server chose (serve.pipeline.chosen_decode)
+    decoding: str = "exact"  # byoc_images.fit: "scaled" or "exact", as the server chose (serve.pipeline.chosen_decode)
 
     @property
     def fit(self) -> Fit:
         """How every image is decoded: resized to the model's shorter side, as training's eval transform did."""
-        return Fit(self.spec.resize, self.spec.interpolation, self.decode)
+        return Fit(self.spec.resize, self.spec.interpolation, self.decoding)
 
     def decode(self, body: bytes, content_type: str | None, deadline: Deadline, reserve: Reserve, sources: list | None = None) -> tuple[np.ndarray, bool]:
         """(batch, one result per line?) from a request body of the given content type; with ``sources``, each

@@ -113,7 +113,7 @@ class Transformer:
         self.decoder = None
         if has_spec:
             limits = (settings.max_pixels, settings.max_images_per_request, fetch, settings.max_image_urls, settings.max_explain_pixels)
-            self.decoder = Decoder(self.spec, *limits, decode=chosen_decode(settings.decode, self.spec))
+            self.decoder = Decoder(self.spec, *limits, decoding=chosen_decode(settings.decode, self.spec))
 
     def run_user(self, name: str, *args, ctx: RequestContext):
         """A user's handler function; its own failures are generic 500s (the reason is logged under the request id),

@@ -67,7 +67,7 @@ def test_hdf5_csv_layout_gets_stratified_valid_and_test(tmp_path):
     assert splits.layout == "hdf5+csv" and splits.classes == ["0", "1"]
     assert Counter(splits.valid.labels) == {0: 38, 1: 2} and Counter(splits.test.labels) == {0: 38, 1: 2}
     assert Counter(splits.train.labels) == {0: 114, 1: 6}
-    dataset = ImageDataset(splits.train, eval_transform(PRE), strict=True)
+    dataset = ImageDataset(splits.train, eval_transform(PRE), strict=True, fit=PRE.fit())
     x, y, _ = dataset[0]
     assert x.shape == (3, 32, 32)
 
@@ -97,10 +97,10 @@ def test_unreadable_images_are_skipped_or_fatal(tmp_path, fashion):
     Image.new("L", (2, 40_000)).save(tmp_path / "train" / "Coat" / "strip.png")  # resized to a 32 px shorter side: 61 MB
     (tmp_path / "train" / "Coat" / "scans.jpg").write_bytes(scan_bomb())
     splits = splits_of(tmp_path / "train", fashion / "valid")
-    dataset = ImageDataset(splits.train, eval_transform(PRE), strict=False)
+    dataset = ImageDataset(splits.train, eval_transform(PRE), strict=False, fit=PRE.fit())
     images, labels, skipped = collate_skipping([dataset[i] for i in range(len(dataset))])
     assert len(skipped) == 3 and len(labels) == 101 and images.shape == (101, 3, 32, 32)
-    strict = ImageDataset(splits.train, eval_transform(PRE), strict=True)
+    strict = ImageDataset(splits.train, eval_transform(PRE), strict=True, fit=PRE.fit())
     with pytest.raises(TrainingError, match="broken.jpg"):
         [strict[i] for i in range(len(strict))]
 
