@@ -42,7 +42,7 @@ class ModelState:
         settings, started = self.settings, time.perf_counter()
         try:
             module = user_module(settings.model_dir, settings.program, settings.code_packages_dir, settings.requirements_timeout_seconds)
-            pipeline = Pipeline(Transformer(settings, module), settings, self.metrics.batch.observe)
+            pipeline = Pipeline(Transformer(settings, module), settings, self.metrics)
         except Exception as exc:  # the log has the reason; /ping says it failed without paths; the server stays up
             self.error, self.cause = load_failure(exc), one_line(exc, 2000)
             log.error("model failed to load from %s: %s", settings.model_dir, self.cause)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -25,6 +26,7 @@ from serve.encode import choose_accept, encode, parse_top_k
 from serve.explain import CamHead
 from serve.fetch import Fetcher
 from serve.limits import Deadline, worker_pool
+from serve.metrics import Metrics
 from serve.runtime import Runtime, load_runtime
 from serve.settings import Settings
 from serve.user_code import HANDLER_FUNCTIONS, Context, call
@@ -277,11 +279,26 @@ class Pipeline:
     """Runs a Transformer's steps for the asyncio front: decoding, encoding and user code in ``worker_threads``
     threads, our predictions through the dynamic batcher, all within the request's deadline."""
 
-    def __init__(self, transformer: Transformer, settings: Settings, observe_batch: Callable[[int], None]):
-        self.transformer = transformer
+    def __init__(self, transformer: Transformer, settings: Settings, metrics: Metrics):
+        self.transformer, self.metrics = transformer, metrics
         self.workers = worker_pool(settings.worker_threads, "decode")
         self.decoding = 0  # requests between arrival and the batcher: the only ones a batch can still wait for
-        self.batcher = Batcher(transformer.predict_rows, settings.max_batch_images, settings.max_batch_delay_ms / 1000, observe_batch, lambda: self.decoding > 0)
+        self.batcher = Batcher(self.timed_predict, settings.max_batch_images, settings.max_batch_delay_ms / 1000, metrics.batch.observe, lambda: self.decoding > 0)
+
+    def timed_predict(self, batch: np.ndarray) -> np.ndarray:
+        """One model run of the batcher, timed per image (the ``model`` stage)."""
+        started = time.perf_counter()
+        result = self.transformer.predict_rows(batch)
+        self.metrics.observe_stage("model", time.perf_counter() - started, len(batch))
+        return result
+
+    def timed_decode(self, body: bytes, ctx: RequestContext):
+        """Our decoding of one request, timed per image when it gives a batch (the ``decode`` stage)."""
+        started = time.perf_counter()
+        data = self.transformer.decode(body, ctx)
+        if isinstance(data, np.ndarray) and data.ndim == 4:
+            self.metrics.observe_stage("decode", time.perf_counter() - started, len(data))
+        return data
 
     def start(self) -> None:
         self.batcher.start()
@@ -304,7 +321,7 @@ class Pipeline:
             return await self.in_worker(t.transform_whole, body, ctx)
         self.decoding += 1
         try:
-            data = await self.in_worker(t.decode, body, ctx)
+            data = await self.in_worker(self.timed_decode, body, ctx)
         finally:
             self.decoding -= 1
         prediction = await self.batcher.submit(data) if t.batchable(data, ctx) else await self.in_worker(t.predict, data, ctx)

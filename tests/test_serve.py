@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -376,3 +377,49 @@ def test_torch_runtime_serves_state_dicts_and_torchscript_without_onnx(form, mod
         assert np.abs(served - expected).max() < 1e-4
     for client in (onnx_client, torch_client):
         client.__exit__(None, None, None)
+
+
+def test_stage_timers_count_each_image_in_decode_and_model(model_dir, photos):
+    client = ready_client(settings_for(model_dir))
+    try:
+        body = json.dumps({"instances": [{"image": base64.b64encode(png).decode()} for _, png in photos[:3]]})
+        assert client.post("/invocations", content=body, headers={"Content-Type": "application/json"}).status_code == 200
+        assert client.post("/invocations", content=photos[0][1], headers={"Content-Type": "image/png"}).status_code == 200
+        text = client.get("/metrics").text
+        for stage in ("decode", "model"):
+            assert f'byoc_stage_seconds_per_image_count{{stage="{stage}"}} 4.0' in text, text
+            assert float(next(line for line in text.splitlines() if line.startswith(f'byoc_stage_seconds_per_image_sum{{stage="{stage}"}}')).split()[-1]) > 0
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_the_server_decodes_as_model_json_says_unless_serve_decode_says_otherwise(model_dir, tmp_path):
+    """A trained artifact records scaled decoding; one of before (no "decode") is served exactly, as it was evaluated;
+    SERVE_DECODE wins either way, and GET /model says what was chosen."""
+    large = next(iter(sorted(Path("/usr/share/wallpapers").glob("*/contents/images/5120x2880.jpg"))), None)
+    if large is None:
+        pytest.skip("no large photo: apt-get install plasma-workspace-wallpapers")
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    info = json.loads((old / "model.json").read_text())
+    del info["preprocess"]["decode"]
+    (old / "model.json").write_text(json.dumps(info))
+    answers = {}
+    for folder, setting, serving, training in ((model_dir, "auto", "scaled", "scaled"), (old, "auto", "exact", "exact"), (model_dir, "exact", "exact", "scaled"), (old, "scaled", "scaled", "exact")):
+        client = ready_client(settings_for(folder, decode=setting))
+        try:
+            assert client.get("/model").json()["decode"] == {"serving": serving, "training": training}
+            response = client.post("/invocations", content=large.read_bytes(), headers={"Content-Type": "image/jpeg", "Accept": "application/x-npy"})
+            assert response.status_code == 200, response.text
+            answers[(folder.name, setting)] = np.load(io.BytesIO(response.content))
+        finally:
+            client.__exit__(None, None, None)
+    assert np.array_equal(answers[("model", "exact")], answers[("old", "auto")])
+    assert np.array_equal(answers[("model", "auto")], answers[("old", "scaled")])
+    assert np.abs(answers[("model", "auto")] - answers[("model", "exact")]).max() < 0.05  # the same picture, decoded two ways
+    with pytest.raises(SettingsError, match="SERVE_DECODE='fast'"):
+        Settings.from_env({"SERVE_DECODE": "fast"})
+    info["preprocess"]["decode"] = "lossy"
+    (old / "model.json").write_text(json.dumps(info))
+    with pytest.raises(ArtifactError, match="preprocess.decode is 'lossy'"):
+        load_spec(old)
