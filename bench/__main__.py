@@ -39,7 +39,7 @@ SMOKE = {
     "gpu": ["--allow-cpu", "--model", "resnet18", "--image-size", "32", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--reps", "1", "--photos", "16", "--side", "48", "--no-compile"],
     "train": ["--per-class", "3", "2", "2", "--image-size", "32", "--epochs", "1", "--head-epochs", "2"],
     "serve": ["--seconds", "1", "--rounds", "1", "--levels", "1", "2", "--alone-seconds", "0.5", "--jpeg-size", "64", "--peers", "none"],
-    "agreement": ["--photos", "32", "--image-size", "32", "--epochs", "1", "--per-class", "4", "--margins", "0.0", "0.1"],
+    "agreement": ["--photos", "32", "--image-size", "32", "--epochs", "1", "--per-class", "4", "--margins", "0.0", "0.1", "--large-photos", "4"],
     "scale": ["--sizes", "200", "400", "--side", "32", "--batch-size", "16"],
     "rules": ["--per-class", "4", "2", "2", "--image-size", "32", "--epochs", "1", "--reps", "1"],
     "soak": ["--seconds", "6", "--good-clients", "2", "--bad-clients", "1"],

@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, help="instead of the demo's (smoke runs)")
     parser.add_argument("--per-class", type=int, help="train on the first N photos of each demo class (smoke runs)")
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2])
+    parser.add_argument("--large-photos", type=int, default=1000, help="real 2-15 MP photos of the scaled-decoding agreement (bench/decode_agreement.py)")
     args = parser.parse_args(argv)
+    from bench import decode_agreement
+    from bench.photos import large_photo_files
     from PIL import Image
 
     from serve.artifact import load_spec
@@ -117,6 +120,9 @@ def main(argv: list[str] | None = None) -> dict:
                 })  # fmt: skip
                 print(rows[-1], flush=True)
         gate = json.loads((spec.directory / "model.json").read_text())["int8"]
+        fine_tuned = (spec, load_runtime(spec, "onnxruntime", 2).predict)
+        models = {"ImageNet EfficientNet-Lite0 (1,000 classes)": decode_agreement.imagenet_model(), "the fine-tuned model above": fine_tuned}
+        decoding = decode_agreement.measure(large_photo_files(args.large_photos), models)
     report = {
         "machine": describe(),
         "model": f"timm/tf_efficientnet_lite0, ImageNet weights, the demo's job (last 4 stages fine-tuned on demo/data), {spec.crop} px",
@@ -124,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         "fp32_test_accuracy": round(float((reference.argmax(1) == truth).mean()), 4),
         "rows": rows,
         "int8_gate": gate,
+        "decode": decoding,
     }
     save("bf16_agreement.json", report)
     return report

@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from bench.machine import describe
-from bench.photos import REPO, write_jpeg_folder
+from bench.photos import REPO, photos_choice, write_jpeg_folder
 from bench.report import save
 from bench.stats import rate, summary
 from train.data import ImageDataset, collate_skipping, core_share, loader_settings
@@ -116,7 +116,12 @@ def plain_imagefolder(folder: Path, crop: int):
 
 
 def main(argv: list[str] | None = None) -> dict:
+    if photos_choice(argv) == "large":  # real 2-15 MP photos: bench/large_input.py
+        from bench import large_input
+
+        return large_input.main(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", choices=("small",), default="small", help="large: real 2-15 MP photos instead (python -m bench input --photos large --help)")
     parser.add_argument("--images", type=int, default=2000, help="real photos in the JPEG folder")
     parser.add_argument("--side", type=int, default=320, help="side of the JPEG files in px")
     parser.add_argument("--crop", type=int, default=224, help="training resolution")

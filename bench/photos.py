@@ -31,3 +31,20 @@ def write_jpeg_folder(root: Path, count: int, size: int) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{n:06d}.jpg").write_bytes(body)
     return root
+
+
+def large_photo_files(count: int) -> list[Path]:
+    """The first ``count`` photos of the large real-photo set (tests/large_photos.py: 2-15 MP crops and scales of
+    Debian's plasma-workspace-wallpapers, made once and cached)."""
+    import large_photos
+
+    return large_photos.build(count)
+
+
+def photos_choice(argv: list[str] | None) -> str:
+    """``--photos small`` (the default: Fashion-MNIST photos upscaled) or ``--photos large`` of a benchmark's argv."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--photos", choices=("small", "large"), default="small")
+    return parser.parse_known_args(argv or [])[0].photos

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from PIL import Image, ImageOps
 
 from byoc_images.fit import DECODES, Fit, draft_jpeg, fitted, resize_shorter, resized_size
 
@@ -61,11 +61,11 @@ def open_rgb(source: str | Path | bytes | BinaryIO, max_pixels: int | None = Non
         scans = data.count(b"\xff\xda") if jpeg else 0  # start-of-scan markers (0xff is escaped in scan data)
         if scans > MAX_JPEG_SCANS:
             raise TooManyScans(f"the JPEG holds {scans} scans, more than the {MAX_JPEG_SCANS} any encoder writes; save it again as a plain JPEG")
-        turned = fit is not None and img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
-        full = (height, width) if turned else (width, height)  # the upright picture's size before any reduction
         scale = draft_jpeg(img, fit) if jpeg else 1  # before loading: libjpeg then decodes at 1/2, 1/4 or 1/8 scale
+        stored = img.size
         img.load()
         ImageOps.exif_transpose(img, in_place=True)  # a no-op when upright (a copy otherwise: 0.5 ms for a 384 px photo)
+        full = (height, width) if img.size != stored else (width, height)  # upright, before any reduction
         return fitted(to_rgb(img), fit, full, scale)
 
 
