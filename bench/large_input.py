@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(build_cache(args.data / "all", args.cache, args.child, args.epochs, args.batch)))
+        print(json.dumps(build_cache(args.data, args.cache, args.child, args.epochs, args.batch)))
         return {}
     files = large_photo_files(args.images)
     big = [p for p in files if p.suffix == ".jpg" and pixels(p) >= LARGE][: args.decode_files]
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "machine": describe(),
         "photos": {"count": len(files), "megapixels": megapixel_range(files), "gigabytes": round(sum(p.stat().st_size for p in files) / 1e9, 2)},
-        "resize": 256, "crop": 224,
+        "resize": 256, "crop": 224, "reps": args.reps,
         "per_image": decode,
         "cache": cache_runs(files, args.epochs, args.batch),
     }  # fmt: skip

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.machine import describe
-from bench.photos import REPO, jpeg_photos
+from bench.photos import REPO, jpeg_photos, photos_choice
 from bench.report import save
 from bench.stats import summary
 
@@ -87,9 +87,30 @@ def make_artifact(work: Path, extra: tuple[str, ...] = ()) -> Path:
     return model
 
 
+def ensure_image(image: str) -> None:
+    """Build ``image`` when this machine lacks it and it is one of the benchmarks' own (our serving image and its torch
+    flavour, the peers); any other missing image stops the benchmark with what to run. A benchmark run on its own
+    on a fresh machine thus builds what it needs, as ``bench all`` does first."""
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0:
+        return
+    from sagemaker_launch import images
+
+    torch_index = {"TORCH_INDEX_URL": os.environ["TORCH_INDEX_URL"]} if os.environ.get("TORCH_INDEX_URL") else {}
+    print(f"{image} is not on this machine: building it", flush=True)
+    if image == "byoc-vision-serve:bench":
+        images.build("serve", "bench", REPO)
+    elif image == "byoc-vision-serve:bench-torch":
+        images.build("serve", "bench-torch", REPO, build_args={"FLAVOUR": "torch", **torch_index})
+    elif image.startswith("byoc-vision-peer:"):
+        build_peer(image.split(":", 1)[1])
+    else:
+        raise SystemExit(f"{image} is not on this machine: build it (python -m sagemaker_launch build ...) or leave --image at its default")
+
+
 def start(image: str, model: Path, env: dict[str, str], command: list[str], extra: tuple[str, ...] = (), probe: tuple[str, bytes] | None = None) -> tuple[str, int, float]:
     """Run ``image`` detached with the model mounted; returns (name, port, seconds until it is ready): the first 200
     on ``/ping``, or with ``probe`` (path, JPEG body) the first 200 to that body posted to that path."""
+    ensure_image(image)
     name, port = f"byoc-bench-{uuid.uuid4().hex[:8]}", 18000 + int(uuid.uuid4().int % 2000)
     options = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
     started = time.perf_counter()
@@ -171,8 +192,9 @@ class Server:
     extra: tuple[str, ...] = ()
 
 
-def measure(server: Server, model: Path, bodies: list[bytes], levels: list[int], seconds: float) -> dict:
-    """Start ``server`` (cold start: until its first prediction), then at each level a short warm-up and a measurement."""
+def measure(server: Server, model: Path, bodies: list[bytes], levels: list[int], seconds: float, scrape: Callable[[int], dict] | None = None) -> dict:
+    """Start ``server`` (cold start: until its first prediction), then at each level a short warm-up and a measurement;
+    with ``scrape``, what it reads from the running server (its port) at the end goes under ``server_side``."""
     name, port, cold = start(server.image, model, server.env, list(server.command), server.extra, probe=(server.path, bodies[0]))
     try:
         points = []
@@ -180,9 +202,10 @@ def measure(server: Server, model: Path, bodies: list[bytes], levels: list[int],
             drive(port, bodies, level, 3, server.path)  # warm-up: this level's batch sizes (and a compiling peer's shapes)
             points.append(drive(port, bodies, level, seconds, server.path))
             print(f"{server.label}: {points[-1]}", flush=True)
+        seen = {"server_side": scrape(port)} if scrape else {}
     finally:
         stop(name)
-    return {"name": server.label, "image": server.image, "env": server.env, "cold_start_seconds": round(cold, 2), "points": points}
+    return {"name": server.label, "image": server.image, "env": server.env, "cold_start_seconds": round(cold, 2), "points": points, **seen}
 
 
 def take_turns(servers: dict[str, tuple], bodies: list[bytes], concurrency: int, seconds: float, rounds: int) -> list[dict]:
@@ -248,6 +271,7 @@ def build_peer(target: str) -> str:
 
 def run_json(image: str, module: str, what: str, options: tuple[str, ...] = (), args: tuple[str, ...] = ()) -> dict:
     """``python -m module *args`` in a throwaway container of ``image``; returns the JSON object it prints last."""
+    ensure_image(image)
     result = subprocess.run(["docker", "run", "--rm", *options, image, "python", "-m", module, *args], capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{what} failed:\n{result.stderr[-3000:]}")
@@ -313,7 +337,12 @@ def ratios(runs: list[dict], top: int, suffix: str = "") -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    if photos_choice(argv) == "large":  # real 3-15 MP photos: bench/serve_large.py
+        from bench import serve_large
+
+        return serve_large.main(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", choices=("small",), default="small", help="large: real 3-15 MP photos instead (python -m bench serve --photos large --help)")
     parser.add_argument("--image", default="byoc-vision-serve:bench", help="our serving image (default flavour)")
     parser.add_argument("--torch-image", default="byoc-vision-serve:bench-torch", help="the torch flavour, which runs the old AWS stack")
     parser.add_argument("--peers", choices=("all", "none"), default="all", help="build and run TorchServe and Ray Serve (bench/peers/)")
