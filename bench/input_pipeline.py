@@ -1,7 +1,8 @@
 """CPU input pipeline: decode + augment + collate, per core and through the DataLoader, and the decoded-image cache.
 
 1. Per core (one process, no workers): images/s of decode + the trainer's ``light`` augmentation (random resized
-   crop, flip, normalise) + collate into batches (pinned when CUDA is present) for PIL, ``torchvision.io.decode_jpeg``,
+   crop, flip, normalise) + collate into batches (pinned when CUDA is present) for PIL, ``torchcodec.decoders.decode_jpeg``
+   (torchvision 0.29 deprecates its own decoders for it),
    Pillow-SIMD (a separate install, when it builds) and reads from the decoded-image cache.
 2. Workers x prefetch sweep of the trainer's DataLoader, with the ``--workers auto`` choice marked.
 3. Same run, per epoch: a plain ``torchvision.datasets.ImageFolder`` DataLoader against the trainer's loader with the
@@ -39,14 +40,14 @@ SIMD_DIR = Path.home() / ".cache" / "byoc-vision" / "pillow-simd"
 
 def per_core(decoder: str, files: list[Path], pre: Preprocess, batch: int, reps: int) -> dict:
     """Images/s of one process: decode with ``decoder``, augment, collate (pin when CUDA is present)."""
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+    from torchcodec.decoders import decode_jpeg
 
     augment = train_pixels(pre, "light")
     inputs = device_input()
     pin = torch.cuda.is_available()
     decode = {
         "pil": lambda path: Image.open(path).convert("RGB"),
-        "torchvision": lambda path: decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB),
+        "torchcodec": lambda path: decode_jpeg(str(path), mode="RGB"),
     }[decoder]
 
     def work() -> int:
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
         workers, prefetch = loader_settings(None)
         decoders = {
             f"PIL {PIL.__version__}": per_core("pil", source.files, pre, args.batch, args.reps),
-            "torchvision.io.decode_jpeg": per_core("torchvision", source.files, pre, args.batch, args.reps),
+            "torchcodec.decoders.decode_jpeg": per_core("torchcodec", source.files, pre, args.batch, args.reps),
         }
         simd = pillow_simd(args, folder)
         decoders[f"Pillow-SIMD {simd.get('version', '')}".strip()] = simd

@@ -2,7 +2,8 @@
 
 - synthetic: random batches already on the GPU, the model's own limit;
 - real JPEG, GPU decode: DataLoader workers only read the files' bytes; nvJPEG decodes the batch on the GPU
-  (``torchvision.io.decode_jpeg(device='cuda')``), then random resized crop, flip and normalise run there too;
+  (``torchcodec.decoders.decode_jpeg(device='cuda')``; torchvision 0.29 deprecates its own decoders), then random
+  resized crop, flip and normalise run there too;
 - real JPEG, CPU decode: the trainer's own loader (PIL, ``--workers auto``), pinned and copied asynchronously.
 
 GPU utilisation comes from the trainer's profiler sampler (NVML). Without a CUDA device the result says so and
@@ -48,9 +49,7 @@ class FileBytes(Dataset):
         return len(self.source)
 
     def __getitem__(self, index: int):
-        from torchvision.io import read_file
-
-        return read_file(str(self.source.files[index])), self.source.labels[index]
+        return torch.frombuffer(bytearray(self.source.files[index].read_bytes()), dtype=torch.uint8), self.source.labels[index]
 
 
 def bytes_batch(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,7 +121,7 @@ def synthetic(args: argparse.Namespace, device: torch.device):
 
 def gpu_decoder(pre: Preprocess, device: torch.device):
     """Batch of encoded JPEGs -> uint8 crops on the GPU (nvJPEG, then crop and flip there; the trainer normalises)."""
-    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchcodec.decoders import decode_jpeg
     from torchvision.transforms import v2
 
     augment = v2.Compose([v2.RandomResizedCrop(pre.crop, scale=(0.35, 1.0), antialias=True), v2.RandomHorizontalFlip()])
@@ -130,7 +129,7 @@ def gpu_decoder(pre: Preprocess, device: torch.device):
     def run(packed: torch.Tensor, ends: torch.Tensor, labels: torch.Tensor):
         starts = [0, *ends[:-1].tolist()]
         encoded = [packed[start:end] for start, end in zip(starts, ends.tolist())]
-        decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+        decoded = decode_jpeg(encoded, mode="RGB", device=device)
         return torch.stack([augment(image) for image in decoded]), labels
 
     return run

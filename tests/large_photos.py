@@ -7,7 +7,6 @@ stored sideways with an EXIF orientation (so they are upright only when it is ho
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import random
@@ -105,13 +104,6 @@ def render(r: Recipe, picture: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def upright(r: Recipe, data: bytes) -> Image.Image:
-    """What photo ``r`` shows once its EXIF orientation is honoured (for tests)."""
-    from PIL import ImageOps
-
-    return ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
-
-
 def cache_dir() -> Path:
     return Path(os.environ.get("LARGE_PHOTOS_DIR", Path.home() / ".cache" / "byoc-vision" / f"large-photos-v{VERSION}"))
 
@@ -133,10 +125,3 @@ def build(count: int, folder: Path | None = None) -> list[Path]:
             partial.replace(folder / r.name)
     return [folder / r.name for r in recipes]
 
-
-def digest(paths: list[Path]) -> str:
-    """A short hash of the files' contents (to check that two runs used the same set)."""
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]

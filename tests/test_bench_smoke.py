@@ -64,3 +64,21 @@ def test_bench_path_compares_the_serving_image_at_a_commit_with_the_working_tree
     report = json.loads((tmp_path / "results" / "serve_path.json").read_text())
     assert [run["label"] for run in report["runs"]] == ["before (HEAD)", "after (working tree)"] and report["ratio"] > 0
     assert "## The single request pipeline" in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_bench_input_on_large_photos_writes_its_section(tmp_path):
+    """`python -m bench input --photos large` on a handful of the large real-photo set (no container needed)."""
+    import large_photos
+
+    try:
+        large_photos.ensure_installed()
+    except SystemExit as exc:
+        pytest.skip(str(exc))
+    env = {**os.environ, "BENCH_OUT": str(tmp_path)}
+    command = [sys.executable, "-m", "bench", "input", "--photos", "large", "--images", "6", "--decode-files", "2", "--reps", "1", "--epochs", "1", "--batch", "4"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "results" / "large_input.json").read_text())
+    assert report["per_image"]["ours_scaled_ms"] > 0 and set(report["cache"]) >= {"exact", "scaled"}
+    assert report["cache"]["scaled"]["images"] == 6
+    assert "## Real large photos into the model" in (tmp_path / "benchmarks.md").read_text()
