@@ -60,8 +60,8 @@ def draft_jpeg(img: Image.Image, fit: Fit | None) -> int:
         return 1
     width, height = resized_size(img.size, fit.shorter)
     full = img.size[0]
-    _, box = img.draft(img.mode, (HEADROOM * width, HEADROOM * height))
-    return round(full / box[2])
+    drafted = img.draft(img.mode, (HEADROOM * width, HEADROOM * height))  # None: PIL could not set a scale
+    return round(full / drafted[1][2]) if drafted else 1
 
 
 def resize_shorter(img: Image.Image, fit: Fit) -> Image.Image:
