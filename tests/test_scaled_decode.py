@@ -10,7 +10,7 @@ from PIL import Image
 
 import large_photos
 from byoc_images import Fit, ImageTooElongated, ImageTooLarge, open_rgb, resized_size
-from byoc_images.fit import HEADROOM, reduction
+from byoc_images.fit import HEADROOM, MAX_JPEG_SCALE, draft_jpeg, reduction
 
 FIT = Fit(256, "bilinear", "scaled")
 EXACT = Fit(256, "bilinear", "exact")
@@ -43,17 +43,19 @@ def test_the_set_is_real_large_photos_of_every_kind(photos):
     assert len({r.name for r in recipes}) == 1000
 
 
-def test_a_large_jpeg_is_decoded_at_the_smallest_scale_that_keeps_twice_the_resized_size(photos):
+def test_a_large_jpeg_is_decoded_at_the_smallest_scale_that_keeps_the_headroom(photos):
+    """1/2 or 1/4 (never 1/8, only each block's average), the most that leaves HEADROOM x the resized size."""
     for r, data in (p for p in photos if p[0].fmt == "jpeg"):
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
             target = resized_size(img.size, FIT.shorter)
-            img.draft(img.mode, (HEADROOM * target[0], HEADROOM * target[1]))
-            scale = round(width / img.size[0])
-        assert scale in (2, 4, 8), (r.name, scale)  # every photo of the set is more than 4x the 256 px resize
+            scale = draft_jpeg(img, FIT)
+            assert img.size == (-(-width // scale), -(-height // scale))  # what libjpeg will decode
+        assert scale in (1, 2, 4), (r.name, scale)
         assert width // scale >= HEADROOM * target[0] and height // scale >= HEADROOM * target[1]
-        if scale < 8:  # the next DCT scale would leave less than twice the resized size on a side
-            assert width // (2 * scale) < HEADROOM * target[0] or height // (2 * scale) < HEADROOM * target[1]
+        if scale < MAX_JPEG_SCALE:  # the next DCT scale would leave less than the headroom on a side
+            assert width // (2 * scale) < HEADROOM * target[0] or height // (2 * scale) < HEADROOM * target[1], r.name
+    assert any(draft_jpeg(Image.open(io.BytesIO(data)), FIT) > 1 for r, data in photos if r.fmt == "jpeg")
 
 
 def test_scaled_pictures_are_the_resized_size_upright_and_close_to_every_pixel_decoded(photos):
@@ -89,7 +91,7 @@ def test_cmyk_grey_and_progressive_jpegs_decode_small(mode, options):
 def test_other_formats_are_reduced_by_a_whole_factor_first(fmt):
     photo = Image.open(large_photos.sources()[0]).convert("RGB").resize((2400, 1600))
     data = encoded(photo, fmt)
-    assert reduction(photo.size, Fit(200)) == 4
+    assert reduction(photo.size, Fit(200)) == 2  # 2400 // (3 x 300)
     scaled, exact = open_rgb(data, fit=Fit(200)), open_rgb(data, fit=Fit(200, decode="exact"))
     assert scaled.size == exact.size == (300, 200)
     assert np.abs(np.asarray(scaled, dtype=np.float32) - np.asarray(exact, dtype=np.float32)).mean() < 1.5
@@ -99,8 +101,10 @@ def test_small_pictures_and_unresized_fits_keep_their_pixels():
     small = encoded(Image.new("RGB", (300, 200), (10, 200, 30)))
     assert open_rgb(small, fit=Fit(256, resize=False)).size == (300, 200)  # under twice the size: nothing dropped
     big = encoded(Image.new("RGB", (4000, 3000), (10, 200, 30)))
-    kept = open_rgb(big, fit=Fit(256, resize=False))  # for random crops: decoded small, at least twice the resize
-    assert kept.size == (1000, 750)
+    kept = open_rgb(big, fit=Fit(256, resize=False))  # for random crops: decoded small, HEADROOM x the resize left
+    assert kept.size == (2000, 1500)
+    huge = encoded(Image.new("RGB", (8000, 6000), (10, 200, 30)))
+    assert open_rgb(huge, fit=Fit(256, resize=False)).size == (2000, 1500)  # 1/4 at most: 1/8 keeps only block averages
 
 
 def test_the_header_limits_come_before_any_decoding_with_a_fit():
