@@ -290,6 +290,20 @@ def inference_alone(image: str, model: Path, seconds: float) -> dict:
     return run_json(image, "bench.inference_alone", "timing our runtime alone", mounts, ("/opt/ml/model", "--seconds", str(seconds)))
 
 
+def peer_servers(peer_images: dict[str, str], best_mode: str) -> list[Server]:
+    """TorchServe and Ray Serve (bench/peers/) at their documented default and at their best mode; none without images."""
+    if not peer_images:
+        return []
+    ts, ray = peer_images["torchserve"], peer_images["rayserve"]
+    best = {"PEER_CONFIG": "best", "PEER_MODE": best_mode}
+    return [
+        Server("TorchServe 0.12 default: eager fp32, 2 workers, batch 8 / 50 ms", ts, command=(), path="/predictions/model"),
+        Server(f"TorchServe 0.12 best: {best_mode}, 1 worker, batch 8 / 50 ms", ts, best, command=(), path="/predictions/model"),
+        Server("Ray Serve 2.60 default: eager fp32, @serve.batch()", ray, command=(), extra=("--shm-size", "1g")),
+        Server(f"Ray Serve 2.60 best: {best_mode}, all cores, batch 16 / 10 ms", ray, best, command=(), extra=("--shm-size", "1g")),
+    ]  # fmt: skip
+
+
 def servers(args: argparse.Namespace, peer_images: dict[str, str], best_mode: str) -> list[Server]:
     """Ours (int8 picked by SERVE_PRECISION=auto, bf16, fp32), the peers at their default and best, the old AWS stack."""
     ours = [
@@ -299,16 +313,7 @@ def servers(args: argparse.Namespace, peer_images: dict[str, str], best_mode: st
         Server(f"{INT8}{UNCHECKED}", args.image, {"SERVE_BF16_RECHECK_MARGIN": "0"}),
         Server(f"{BF16}{UNCHECKED}", args.image, {"SERVE_PRECISION": "bf16", "SERVE_BF16_RECHECK_MARGIN": "0"}),
     ]
-    peers = []
-    if peer_images:
-        ts, ray = peer_images["torchserve"], peer_images["rayserve"]
-        best = {"PEER_CONFIG": "best", "PEER_MODE": best_mode}
-        peers = [
-            Server("TorchServe 0.12 default: eager fp32, 2 workers, batch 8 / 50 ms", ts, command=(), path="/predictions/model"),
-            Server(f"TorchServe 0.12 best: {best_mode}, 1 worker, batch 8 / 50 ms", ts, best, command=(), path="/predictions/model"),
-            Server("Ray Serve 2.60 default: eager fp32, @serve.batch()", ray, command=(), extra=("--shm-size", "1g")),
-            Server(f"Ray Serve 2.60 best: {best_mode}, all cores, batch 16 / 10 ms", ray, best, command=(), extra=("--shm-size", "1g")),
-        ]  # fmt: skip
+    peers = peer_servers(peer_images, best_mode)
     baseline = Server(
         "AWS before 2.6: sagemaker-inference + MMS, torch eager fp32", args.torch_image, {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "PYTHONPATH": "/opt/bench"},
         ("python", "-c", BASELINE_COMMAND), extra=("-v", f"{REPO / 'bench'}:/opt/bench/bench:ro"),

@@ -21,7 +21,7 @@ from PIL import Image
 from bench.machine import describe
 from bench.photos import large_photo_files
 from bench.report import save
-from bench.serve_http import BF16, INT8, Server, build_peer, make_artifact, measure, median_points, pick_best_mode
+from bench.serve_http import BF16, INT8, Server, build_peer, make_artifact, measure, median_points, peer_servers, pick_best_mode
 
 MAX_BODY = 6 * 1024 * 1024  # SageMaker's real-time payload limit
 SCALED, EXACT = "", ", SERVE_DECODE=exact"
@@ -60,15 +60,7 @@ def lineup(image: str, peers: dict[str, str], best_mode: str) -> list[Server]:
     """Ours in int8 and bf16, scaled and exact, then the peers at their default and best."""
     ours = [Server(INT8 + SCALED, image), Server(INT8 + EXACT, image, {"SERVE_DECODE": "exact"})]
     ours += [Server(BF16 + SCALED, image, {"SERVE_PRECISION": "bf16"}), Server(BF16 + EXACT, image, {"SERVE_PRECISION": "bf16", "SERVE_DECODE": "exact"})]
-    if not peers:
-        return ours
-    ts, ray, best = peers["torchserve"], peers["rayserve"], {"PEER_CONFIG": "best", "PEER_MODE": best_mode}
-    return ours + [
-        Server("TorchServe 0.12 default: eager fp32, 2 workers, batch 8 / 50 ms", ts, command=(), path="/predictions/model"),
-        Server(f"TorchServe 0.12 best: {best_mode}, 1 worker, batch 8 / 50 ms", ts, best, command=(), path="/predictions/model"),
-        Server("Ray Serve 2.60 default: eager fp32, @serve.batch()", ray, command=(), extra=("--shm-size", "1g")),
-        Server(f"Ray Serve 2.60 best: {best_mode}, all cores, batch 16 / 10 ms", ray, best, command=(), extra=("--shm-size", "1g")),
-    ]  # fmt: skip
+    return ours + peer_servers(peers, best_mode)
 
 
 def targets(runs: list[dict], top: int) -> dict:
