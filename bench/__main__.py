@@ -5,6 +5,7 @@ one's raw JSON to bench/results/ and regenerates docs/benchmarks.md with its plo
 code on tiny inputs (the test suite's check that the suite works; its numbers mean nothing). With $BENCH_OUT
 set, results and the document go there instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,18 @@ import tempfile
 import time
 
 from bench import (
-    bf16_agreement, explain_cost, http_ceiling, input_pipeline, memory_burst, report, rules_overhead, serve_http, serve_path, soak, train_finetune, train_gpu,
+    bf16_agreement,
+    explain_cost,
+    http_ceiling,
+    input_pipeline,
+    memory_burst,
+    report,
+    rules_overhead,
+    serve_http,
+    serve_path,
+    soak,
+    train_finetune,
+    train_gpu,
     train_scale,
 )
 
@@ -35,36 +47,125 @@ COMMANDS = {  # `all` runs them in this order: the training benchmarks (child pr
 }
 
 SMOKE = {
-    "input": ["--images", "48", "--side", "96", "--crop", "32", "--batch", "16", "--reps", "1", "--epochs", "2", "--pillow-simd", "no"],
-    "gpu": ["--allow-cpu", "--model", "resnet18", "--image-size", "32", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--reps", "1", "--photos", "16", "--side", "48", "--no-compile"],
+    "input": [
+        "--images",
+        "48",
+        "--side",
+        "96",
+        "--crop",
+        "32",
+        "--batch",
+        "16",
+        "--reps",
+        "1",
+        "--epochs",
+        "2",
+        "--pillow-simd",
+        "no",
+    ],
+    "gpu": [
+        "--allow-cpu",
+        "--model",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--reps",
+        "1",
+        "--photos",
+        "16",
+        "--side",
+        "48",
+        "--no-compile",
+    ],
     "train": ["--per-class", "3", "2", "2", "--image-size", "32", "--epochs", "1", "--head-epochs", "2"],
-    "serve": ["--seconds", "1", "--rounds", "1", "--levels", "1", "2", "--alone-seconds", "0.5", "--jpeg-size", "64", "--peers", "none"],
-    "agreement": ["--photos", "32", "--image-size", "32", "--epochs", "1", "--per-class", "4", "--margins", "0.0", "0.1", "--large-photos", "4"],
+    "serve": [
+        "--seconds",
+        "1",
+        "--rounds",
+        "1",
+        "--levels",
+        "1",
+        "2",
+        "--alone-seconds",
+        "0.5",
+        "--jpeg-size",
+        "64",
+        "--peers",
+        "none",
+    ],
+    "agreement": [
+        "--photos",
+        "32",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--per-class",
+        "4",
+        "--margins",
+        "0.0",
+        "0.1",
+        "--large-photos",
+        "4",
+    ],
     "scale": ["--sizes", "200", "400", "--side", "32", "--batch-size", "16"],
     "rules": ["--per-class", "4", "2", "2", "--image-size", "32", "--epochs", "1", "--reps", "1"],
     "soak": ["--seconds", "6", "--good-clients", "2", "--bad-clients", "1"],
     "ceiling": ["--seconds", "1", "--rounds", "1", "--jpeg-size", "64"],
     "explain": ["--seconds", "1", "--rounds", "1", "--jpeg-size", "64"],
-    "burst": ["--clients", "2", "--seconds", "1", "--settle", "1", "--min-bytes", "100000", "--variants", "malloc_trim when idle"],
+    "burst": [
+        "--clients",
+        "2",
+        "--seconds",
+        "1",
+        "--settle",
+        "1",
+        "--min-bytes",
+        "100000",
+        "--variants",
+        "malloc_trim when idle",
+    ],
 }
 
 
 def run_all(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench all", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny inputs: checks that every benchmark runs")
-    parser.add_argument("--serve-image", default=None, help="our serving image (default: build byoc-vision-serve:bench)")
-    parser.add_argument(
-        "--torch-serve-image", default=None, help="its torch flavour (default: build byoc-vision-serve:bench-torch; torch wheels from $TORCH_INDEX_URL when set)"
+    parser = argparse.ArgumentParser(
+        prog="python -m bench all", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--train-image", default=None, help="the training image timed by `bench train` (default: build byoc-vision-train:bench)")
-    parser.add_argument("--only", nargs="+", choices=list(COMMANDS), default=list(COMMANDS), help="run these benchmarks only")
+    parser.add_argument("--smoke", action="store_true", help="tiny inputs: checks that every benchmark runs")
+    parser.add_argument(
+        "--serve-image", default=None, help="our serving image (default: build byoc-vision-serve:bench)"
+    )
+    parser.add_argument(
+        "--torch-serve-image",
+        default=None,
+        help="its torch flavour (default: build byoc-vision-serve:bench-torch; torch wheels from $TORCH_INDEX_URL when set)",
+    )
+    parser.add_argument(
+        "--train-image",
+        default=None,
+        help="the training image timed by `bench train` (default: build byoc-vision-train:bench)",
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=list(COMMANDS), default=list(COMMANDS), help="run these benchmarks only"
+    )
     args = parser.parse_args(argv)
     from sagemaker_launch import images
 
-    torch_index = {"TORCH_INDEX_URL": os.environ["TORCH_INDEX_URL"]} if os.environ.get("TORCH_INDEX_URL") else {}  # as the tests do
+    torch_index = (
+        {"TORCH_INDEX_URL": os.environ["TORCH_INDEX_URL"]} if os.environ.get("TORCH_INDEX_URL") else {}
+    )  # as the tests do
     if {"serve", "soak", "ceiling", "explain", "burst"} & set(args.only):
         args.serve_image = args.serve_image or images.build("serve", "bench", report.REPO)
-        args.torch_serve_image = args.torch_serve_image or images.build("serve", "bench-torch", report.REPO, build_args={"FLAVOUR": "torch", **torch_index})
+        args.torch_serve_image = args.torch_serve_image or images.build(
+            "serve", "bench-torch", report.REPO, build_args={"FLAVOUR": "torch", **torch_index}
+        )
     if "train" in args.only:
         args.train_image = args.train_image or images.build("train", "bench", report.REPO, build_args=torch_index)
     with tempfile.TemporaryDirectory(prefix="bench-artifacts-") as shared:

@@ -4,6 +4,7 @@ What the SageMaker PyTorch serving containers do for a torchvision classifier: o
 torchvision transforms per request, the model in eager fp32, JSON top-5 out. Runs in the torch flavour image:
 ``model_server.start_model_server(handler_service="bench.baseline_service:handle")``.
 """
+
 from __future__ import annotations
 
 import io
@@ -37,7 +38,9 @@ class TorchEagerHandler(DefaultInferenceHandler):
 
     def default_output_fn(self, prediction, accept, context=None):
         top = torch.topk(prediction[0], 5)
-        return json.dumps([{"label": self.classes[i], "probability": float(p)} for p, i in zip(top.values, top.indices)])
+        return json.dumps(
+            [{"label": self.classes[i], "probability": float(p)} for p, i in zip(top.values, top.indices, strict=False)]
+        )
 
 
 _service = DefaultHandlerService(transformer=Transformer(default_inference_handler=TorchEagerHandler()))

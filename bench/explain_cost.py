@@ -5,6 +5,7 @@ explanation on the artifact as training writes it (its ONNX model has the featur
 requests on a copy whose model has that output removed (what serving cost before explanations existed), and requests
 with ``?explain=cam`` (the map and a PNG overlay at the JPEG's size for every image).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,11 +54,19 @@ def main(argv: list[str] | None = None) -> dict:
         runs = take_turns(servers, bodies, args.concurrency, args.seconds, args.rounds)
     without, with_output, explained = (run["images_per_sec"]["median"] for run in runs)
     report = {
-        "machine": describe(), "concurrency": args.concurrency, "seconds": args.seconds, "rounds": args.rounds, "jpeg_px": args.jpeg_size, "runs": runs,
-        "plain_with_output_vs_without": round(with_output / without, 3), "explained_vs_plain": round(explained / with_output, 3),
-    }  # fmt: skip
+        "machine": describe(),
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "jpeg_px": args.jpeg_size,
+        "runs": runs,
+        "plain_with_output_vs_without": round(with_output / without, 3),
+        "explained_vs_plain": round(explained / with_output, 3),
+    }
     save("explain_cost.json", report)
-    print(f"plain requests: {report['plain_with_output_vs_without']:.3f}x with the feature-map output; explain=cam: {report['explained_vs_plain']:.3f}x the plain rate")
+    print(
+        f"plain requests: {report['plain_with_output_vs_without']:.3f}x with the feature-map output; explain=cam: {report['explained_vs_plain']:.3f}x the plain rate"
+    )
     return report
 
 

@@ -5,6 +5,7 @@ once as it ships (``SERVE_PRECISION=int8``), once with a ``code/inference.py`` w
 answers fixed probabilities at once (the rest of the path is ours: decode, dynamic batching, encode). At concurrency
 16 the no-op server's images/s bounds what the path allows; its share of the int8 server's per-image time is the cost.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -49,15 +50,26 @@ def main(argv: list[str] | None = None) -> dict:
         (no_op / "code").mkdir()
         (no_op / "code" / "inference.py").write_text(textwrap.dedent(NO_OP))
         subprocess.run(["chmod", "-R", "a+rX", tmp], check=True)
-        servers = {"ours, int8": (args.image, model, {"SERVE_PRECISION": "int8"}), "ours, no-op model (the path alone)": (args.image, no_op, {})}
+        servers = {
+            "ours, int8": (args.image, model, {"SERVE_PRECISION": "int8"}),
+            "ours, no-op model (the path alone)": (args.image, no_op, {}),
+        }
         runs = take_turns(servers, bodies, args.concurrency, args.seconds, args.rounds)
     model_rate, path_rate = runs[0]["images_per_sec"]["median"], runs[1]["images_per_sec"]["median"]
     report = {
-        "machine": describe(), "concurrency": args.concurrency, "seconds": args.seconds, "rounds": args.rounds, "jpeg_px": args.jpeg_size, "runs": runs,
-        "path_share_of_int8_image_time": round(model_rate / path_rate, 3), "limit": LIMIT,
-    }  # fmt: skip
+        "machine": describe(),
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "jpeg_px": args.jpeg_size,
+        "runs": runs,
+        "path_share_of_int8_image_time": round(model_rate / path_rate, 3),
+        "limit": LIMIT,
+    }
     save("http_ceiling.json", report)
-    print(f"the path costs {report['path_share_of_int8_image_time']:.1%} of an int8 image's time at concurrency {args.concurrency} (limit {LIMIT:.0%})")
+    print(
+        f"the path costs {report['path_share_of_int8_image_time']:.1%} of an int8 image's time at concurrency {args.concurrency} (limit {LIMIT:.0%})"
+    )
     return report
 
 

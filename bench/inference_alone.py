@@ -6,16 +6,17 @@ OpenVINO, every core) in fp32, bf16 and int8 with the near-tie re-check off, and
 and 16 (the server's batch at concurrency 16) after a warm-up. It prints one JSON object. This is the ceiling the
 HTTP rows are held to: no end-to-end rate can pass the model's own.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from byoc_machine import usable_cores
 from serve.artifact import load_spec
 from serve.runtime import load_runtime
 
@@ -32,7 +33,10 @@ def rate(predict, batch: np.ndarray, seconds: float) -> dict:
         began = time.perf_counter()
         predict(batch)
         calls.append(time.perf_counter() - began)
-    return {"images_per_sec": round(len(calls) * len(batch) / sum(calls), 1), "ms_per_call": round(1000 * float(np.median(calls)), 2)}
+    return {
+        "images_per_sec": round(len(calls) * len(batch) / sum(calls), 1),
+        "ms_per_call": round(1000 * float(np.median(calls)), 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -42,12 +46,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     spec = load_spec(args.model)
     rng = np.random.default_rng(0)
-    threads = os.cpu_count() or 1
+    threads = usable_cores()
     results = {"threads": threads, "precisions": {}}
     for precision in PRECISIONS:
         runtime = load_runtime(spec, "openvino", threads, precision)
         batches = {n: rng.standard_normal((n, *spec.input_shape), dtype=np.float32) for n in BATCHES}
-        results["precisions"][precision] = {f"batch_{n}": rate(runtime.predict, batch, args.seconds) for n, batch in batches.items()}
+        results["precisions"][precision] = {
+            f"batch_{n}": rate(runtime.predict, batch, args.seconds) for n, batch in batches.items()
+        }
         print(json.dumps({precision: results["precisions"][precision]}), flush=True)
     print(json.dumps(results))
     return results

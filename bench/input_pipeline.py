@@ -8,6 +8,7 @@
 3. Same run, per epoch: a plain ``torchvision.datasets.ImageFolder`` DataLoader against the trainer's loader with the
    decoded-image cache (epoch 1 includes building it); then a second "trial" opening the same cache.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,6 +29,7 @@ from bench.machine import describe
 from bench.photos import REPO, photos_choice, write_jpeg_folder
 from bench.report import save
 from bench.stats import rate, summary
+from byoc_machine import usable_cores
 from train.data import ImageDataset, collate_skipping, core_share, loader_settings
 from train.decoded_cache import CachedImageDataset, open_or_build
 from train.engine import DeviceInput
@@ -56,7 +58,10 @@ def per_core(decoder: str, files: list[Path], pre: Preprocess, batch: int, reps:
             inputs(images.pin_memory() if pin else images)
         return len(files)
 
-    return {"decode_only": rate(lambda: sum(1 for path in files if decode(path) is not None), reps), "pipeline": rate(work, reps)}
+    return {
+        "decode_only": rate(lambda: sum(1 for path in files if decode(path) is not None), reps),
+        "pipeline": rate(work, reps),
+    }
 
 
 def cached_per_core(split: Split, entry, pre: Preprocess, batch: int, reps: int) -> dict:
@@ -77,10 +82,22 @@ def pillow_simd(args: argparse.Namespace, folder: Path) -> dict:
     if args.pillow_simd == "no":
         return {"skipped": "--pillow-simd no"}
     if not (SIMD_DIR / "PIL").is_dir():
-        install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(SIMD_DIR), "pillow-simd"], capture_output=True, text=True)
+        install = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--target", str(SIMD_DIR), "pillow-simd"],
+            capture_output=True,
+            text=True,
+        )
         if install.returncode != 0:
             return {"skipped": f"pip install pillow-simd failed: {install.stderr.strip().splitlines()[-1:]}"}
-    command = [sys.executable, "-m", "bench.input_pipeline", "--per-core-only", "--data", str(folder), *args.passthrough]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.input_pipeline",
+        "--per-core-only",
+        "--data",
+        str(folder),
+        *args.passthrough,
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SIMD_DIR), str(REPO)])}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode != 0:
@@ -96,9 +113,15 @@ def device_input() -> DeviceInput:
 def loader_rate(dataset, workers: int, prefetch: int | None, batch: int, epochs: int) -> list[float]:
     """Images/s of each epoch through a DataLoader and onto the device (persistent workers; pinned when CUDA is present)."""
     loader = DataLoader(
-        dataset, batch_size=batch, shuffle=True, num_workers=workers, prefetch_factor=prefetch, persistent_workers=workers > 0,
-        collate_fn=collate_skipping if isinstance(dataset, (ImageDataset, CachedImageDataset)) else None, pin_memory=torch.cuda.is_available(),
-    )  # fmt: skip
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        prefetch_factor=prefetch,
+        persistent_workers=workers > 0,
+        collate_fn=collate_skipping if isinstance(dataset, (ImageDataset, CachedImageDataset)) else None,
+        pin_memory=torch.cuda.is_available(),
+    )
     rates, inputs = [], device_input()
     for _ in range(epochs):
         started, seen = time.perf_counter(), 0
@@ -112,7 +135,14 @@ def plain_imagefolder(folder: Path, crop: int):
     """torchvision's ImageFolder with the classic v1 transforms: what the course notebooks use."""
     from torchvision import datasets, transforms
 
-    tf = transforms.Compose([transforms.RandomResizedCrop(crop, scale=(0.35, 1.0)), transforms.RandomHorizontalFlip(), transforms.ToTensor(), transforms.Normalize(*IMAGENET)])
+    tf = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(crop, scale=(0.35, 1.0)),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(*IMAGENET),
+        ]
+    )
     return datasets.ImageFolder(str(folder), tf)
 
 
@@ -122,7 +152,12 @@ def main(argv: list[str] | None = None) -> dict:
 
         return large_input.main(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", choices=("small",), default="small", help="large: real 2-15 MP photos instead (python -m bench input --photos large --help)")
+    parser.add_argument(
+        "--photos",
+        choices=("small",),
+        default="small",
+        help="large: real 2-15 MP photos instead (python -m bench input --photos large --help)",
+    )
     parser.add_argument("--images", type=int, default=2000, help="real photos in the JPEG folder")
     parser.add_argument("--side", type=int, default=320, help="side of the JPEG files in px")
     parser.add_argument("--crop", type=int, default=224, help="training resolution")
@@ -153,18 +188,35 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"per core: {decoders}", flush=True)
 
         sweep = []
-        for count in range(0, (os.cpu_count() or 1) + 1):
+        for count in range(0, usable_cores() + 1):
             for depth in (None,) if count == 0 else (2, 4):
-                rates = loader_rate(ImageDataset(split, train_pixels(pre, "light"), strict=False, fit=pre.fit(resize=False)), count, depth, args.batch, 2)
-                sweep.append({"workers": count, "prefetch": depth, "images_per_sec": round(rates[-1], 1), "auto": (count, depth) == (workers, prefetch)})
+                rates = loader_rate(
+                    ImageDataset(split, train_pixels(pre, "light"), strict=False, fit=pre.fit(resize=False)),
+                    count,
+                    depth,
+                    args.batch,
+                    2,
+                )
+                sweep.append(
+                    {
+                        "workers": count,
+                        "prefetch": depth,
+                        "images_per_sec": round(rates[-1], 1),
+                        "auto": (count, depth) == (workers, prefetch),
+                    }
+                )
                 print(f"workers={count} prefetch={depth}: {rates[-1]:.0f} images/s", flush=True)
 
         plain = loader_rate(plain_imagefolder(folder, args.crop), workers, prefetch, args.batch, args.epochs)
         cache_root = Path(tmp) / "decoded-cache"
         started = time.perf_counter()
-        entry = open_or_build(source, pre, cache_root, core_share(), strict=False)  # as the trainer builds it: every core
+        entry = open_or_build(
+            source, pre, cache_root, core_share(), strict=False
+        )  # as the trainer builds it: every core
         build_seconds = time.perf_counter() - started
-        cached_epochs = loader_rate(CachedImageDataset(split, entry, train_pixels(pre, "light")), workers, prefetch, args.batch, args.epochs)
+        cached_epochs = loader_rate(
+            CachedImageDataset(split, entry, train_pixels(pre, "light")), workers, prefetch, args.batch, args.epochs
+        )
         first = len(source) / (build_seconds + len(source) / cached_epochs[0])
         ours = [first, *cached_epochs[1:]]
         started = time.perf_counter()
@@ -174,8 +226,15 @@ def main(argv: list[str] | None = None) -> dict:
     later = summary(ours[1:]) if len(ours) > 1 else summary(ours)
     report = {
         "machine": describe(),
-        "dataset": {"photos": args.images, "side_px": args.side, "format": "JPEG quality 90, real Fashion-MNIST photos upscaled"},
-        "crop": args.crop, "resize": pre.resize, "batch": args.batch, "reps": args.reps,
+        "dataset": {
+            "photos": args.images,
+            "side_px": args.side,
+            "format": "JPEG quality 90, real Fashion-MNIST photos upscaled",
+        },
+        "crop": args.crop,
+        "resize": pre.resize,
+        "batch": args.batch,
+        "reps": args.reps,
         "per_core": decoders,
         "auto": {"workers": workers, "prefetch": prefetch},
         "sweep": sweep,
@@ -187,9 +246,11 @@ def main(argv: list[str] | None = None) -> dict:
             "speedup_later_vs_first": round(later["median"] / ours[0], 2),
             "speedup_later_vs_plain": round(later["median"] / summary(plain)["median"], 2),
         },
-    }  # fmt: skip
+    }
     save("input_pipeline.json", report)
-    print(f"epoch 2+ with the cache: {report['epochs']['speedup_later_vs_first']}x epoch 1, {report['epochs']['speedup_later_vs_plain']}x plain ImageFolder")
+    print(
+        f"epoch 2+ with the cache: {report['epochs']['speedup_later_vs_first']}x epoch 1, {report['epochs']['speedup_later_vs_plain']}x plain ImageFolder"
+    )
     return report
 
 

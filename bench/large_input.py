@@ -7,6 +7,7 @@
    ``--decode scaled`` and ``--decode exact``, each in a process of its own (images/s, peak RSS of the builder and its
    workers), then the epochs read from it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,15 +87,30 @@ def build_cache(folder: Path, cache: Path, decode: str, epochs: int, batch: int)
     seconds = time.perf_counter() - started
     workers, prefetch = loader_settings(None)
     dataset = CachedImageDataset(Split(source, list(range(len(source)))), entry, train_pixels(pre, "light"))
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, prefetch_factor=prefetch, collate_fn=collate_skipping)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        prefetch_factor=prefetch,
+        collate_fn=collate_skipping,
+    )
     rates = []
     for _ in range(epochs):
         begun, seen = time.perf_counter(), 0
         for images, _labels, _skipped in loader:
             seen += len(images)
         rates.append(round(seen / (time.perf_counter() - begun), 1))
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return {"images": len(source), "build_seconds": round(seconds, 1), "build_images_per_sec": round(len(source) / seconds, 1), "peak_rss_mb": round(peak / 1024), "epochs_images_per_sec": rates}
+    peak = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    )
+    return {
+        "images": len(source),
+        "build_seconds": round(seconds, 1),
+        "build_images_per_sec": round(len(source) / seconds, 1),
+        "peak_rss_mb": round(peak / 1024),
+        "epochs_images_per_sec": rates,
+    }
 
 
 def cache_runs(files: list[Path], epochs: int, batch: int) -> dict:
@@ -106,19 +122,38 @@ def cache_runs(files: list[Path], epochs: int, batch: int) -> dict:
         for path in files:
             (folder / path.name).symlink_to(path)
         for decode in ("exact", "scaled"):
-            args = ["--child", decode, "--data", str(folder.parent), "--cache", str(Path(tmp) / f"cache-{decode}"), "--epochs", str(epochs), "--batch", str(batch)]
-            done = subprocess.run([sys.executable, "-m", "bench.large_input", *args], cwd=REPO, capture_output=True, text=True)
+            args = [
+                "--child",
+                decode,
+                "--data",
+                str(folder.parent),
+                "--cache",
+                str(Path(tmp) / f"cache-{decode}"),
+                "--epochs",
+                str(epochs),
+                "--batch",
+                str(batch),
+            ]
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.large_input", *args], cwd=REPO, capture_output=True, text=True
+            )
             if done.returncode != 0:
                 raise SystemExit(f"building the decoded-image cache ({decode}) failed:\n{done.stderr[-3000:]}")
             runs[decode] = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"decoded-image cache, {decode} decoding: {runs[decode]}", flush=True)
-    runs["build_speedup_scaled_vs_exact"] = round(runs["scaled"]["build_images_per_sec"] / runs["exact"]["build_images_per_sec"], 2)
+    runs["build_speedup_scaled_vs_exact"] = round(
+        runs["scaled"]["build_images_per_sec"] / runs["exact"]["build_images_per_sec"], 2
+    )
     runs["peak_rss_scaled_vs_exact"] = round(runs["scaled"]["peak_rss_mb"] / runs["exact"]["peak_rss_mb"], 2)
     return runs
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m bench input --photos large", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench input --photos large",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--photos", choices=("large",), default="large")
     parser.add_argument("--images", type=int, default=1000, help="photos of the large set the cache is built from")
     parser.add_argument("--decode-files", type=int, default=40, help="12-15 MP JPEGs of the per-image comparison")
@@ -134,17 +169,25 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     files = large_photo_files(args.images)
     jpegs = [p for p in files if p.suffix == ".jpg"]
-    big = [p for p in jpegs if pixels(p) >= LARGE][: args.decode_files] or jpegs[: args.decode_files]  # a smoke run's few photos
+    big = [p for p in jpegs if pixels(p) >= LARGE][: args.decode_files] or jpegs[
+        : args.decode_files
+    ]  # a smoke run's few photos
     decode = per_image(big, args.reps)
     print(f"per image: {decode}", flush=True)
     report = {
         "machine": describe(),
-        "photos": {"count": len(files), "megapixels": megapixel_range(files), "gigabytes": round(sum(p.stat().st_size for p in files) / 1e9, 2)},
-        "resize": 256, "crop": 224, "reps": args.reps,
+        "photos": {
+            "count": len(files),
+            "megapixels": megapixel_range(files),
+            "gigabytes": round(sum(p.stat().st_size for p in files) / 1e9, 2),
+        },
+        "resize": 256,
+        "crop": 224,
+        "reps": args.reps,
         "per_image": decode,
         "cache": cache_runs(files, args.epochs, args.batch),
         "cache_jpeg_only": cache_runs(jpegs, args.epochs, args.batch),  # the PNGs' zlib inflate has no scaled shortcut
-    }  # fmt: skip
+    }
     save("large_input.json", report)
     return report
 

@@ -1,4 +1,5 @@
 """Real Fashion-MNIST photos as JPEG files or bodies, the input every benchmark shares."""
+
 from __future__ import annotations
 
 import io
@@ -17,9 +18,11 @@ def jpeg_photos(count: int, size: int, split: str = "t10k") -> list[tuple[bytes,
 
     images, labels = fashion_mnist.load(split)
     out = []
-    for image, label in zip(images[:count], labels[:count]):
+    for image, label in zip(images[:count], labels[:count], strict=False):
         buffer = io.BytesIO()
-        Image.fromarray(image).convert("RGB").resize((size, size), Image.BICUBIC).save(buffer, format="JPEG", quality=90)
+        Image.fromarray(image).convert("RGB").resize((size, size), Image.BICUBIC).save(
+            buffer, format="JPEG", quality=90
+        )
         out.append((buffer.getvalue(), int(label)))
     return out
 

@@ -1,4 +1,5 @@
 """One PNG per benchmark for docs/benchmarks.md (matplotlib, Agg backend)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def draw(name: str, result: dict, folder: Path) -> Path | None:
@@ -26,7 +27,10 @@ def draw(name: str, result: dict, folder: Path) -> Path | None:
 def _bars(axis, labels: list[str], stats: list[dict], title: str, unit: str) -> None:
     """Median bars with min-max whiskers."""
     medians = [s["median"] for s in stats]
-    errors = [[m - s["min"] for m, s in zip(medians, stats)], [s["max"] - m for m, s in zip(medians, stats)]]
+    errors = [
+        [m - s["min"] for m, s in zip(medians, stats, strict=False)],
+        [s["max"] - m for m, s in zip(medians, stats, strict=False)],
+    ]
     axis.barh(labels, medians, xerr=errors, color="#4c72b0", capsize=4)
     axis.set_title(title)
     axis.set_xlabel(unit)
@@ -36,9 +40,19 @@ def _bars(axis, labels: list[str], stats: list[dict], title: str, unit: str) -> 
 def input_pipeline(r: dict):
     figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
     measured = {k: v for k, v in r["per_core"].items() if "pipeline" in v}
-    _bars(left, list(measured), [v["pipeline"] for v in measured.values()], "decode + augment + collate, one core", "images/s")
+    _bars(
+        left,
+        list(measured),
+        [v["pipeline"] for v in measured.values()],
+        "decode + augment + collate, one core",
+        "images/s",
+    )
     labels = [f"{row['workers']}w p{row['prefetch'] or '-'}{' (auto)' if row['auto'] else ''}" for row in r["sweep"]]
-    middle.bar(labels, [row["images_per_sec"] for row in r["sweep"]], color=["#dd8452" if row["auto"] else "#4c72b0" for row in r["sweep"]])
+    middle.bar(
+        labels,
+        [row["images_per_sec"] for row in r["sweep"]],
+        color=["#dd8452" if row["auto"] else "#4c72b0" for row in r["sweep"]],
+    )
     middle.set_title("DataLoader workers x prefetch")
     middle.set_ylabel("images/s")
     middle.tick_params(axis="x", rotation=30)
@@ -56,7 +70,9 @@ def input_pipeline(r: dict):
 def train_gpu(r: dict):
     figure, axis = plt.subplots(figsize=(9, 3.5))
     measured = {k: v for k, v in r["runs"].items() if "median" in v}
-    _bars(axis, list(measured), list(measured.values()), f"{r['settings']['model']} training, {r['device']}", "images/s")
+    _bars(
+        axis, list(measured), list(measured.values()), f"{r['settings']['model']} training, {r['device']}", "images/s"
+    )
     axis.axvline(r["peer"]["images_per_sec"], color="grey", linestyle="--", label=r["peer"]["name"])
     axis.legend(loc="lower right", fontsize=8)
     return figure
@@ -65,7 +81,11 @@ def train_gpu(r: dict):
 def train_finetune(r: dict):
     figure, axis = plt.subplots(figsize=(8, 3))
     runs = r["runs"]
-    axis.barh([f"{run['name']} ({run['epochs']} epochs)" for run in runs], [run["wall_seconds"] for run in runs], color="#4c72b0")
+    axis.barh(
+        [f"{run['name']} ({run['epochs']} epochs)" for run in runs],
+        [run["wall_seconds"] for run in runs],
+        color="#4c72b0",
+    )
     axis.set_xlabel("wall time (s)")
     axis.set_title("fine-tuning EfficientNet-Lite0 on Fashion-MNIST")
     axis.invert_yaxis()
@@ -82,7 +102,9 @@ def train_scale(r: dict):
     time_axis.set_title("time grows linearly")
     time_axis.legend(fontsize=8)
     memory_axis.plot(photos, [run["peak_private_mb"] for run in r["runs"]], "o-", label="private (anonymous + shm)")
-    memory_axis.plot(photos, [run["peak_file_backed_mb"] for run in r["runs"]], "s--", label="file-backed (mapped cache, libraries)")
+    memory_axis.plot(
+        photos, [run["peak_file_backed_mb"] for run in r["runs"]], "s--", label="file-backed (mapped cache, libraries)"
+    )
     memory_axis.set_xlabel("photos")
     memory_axis.set_ylabel("peak MB, trainer + workers")
     memory_axis.set_ylim(bottom=0)
@@ -109,8 +131,21 @@ def bf16_agreement(r: dict):
     speed = axis.twinx()
     for runtime, colour in (("openvino bf16", "#4c72b0"), ("openvino int8", "#55a868")):
         rows = [row for row in r["rows"] if row["margin"] is not None and row["runtime"] == runtime]
-        axis.plot([row["margin"] for row in rows], [row["agreement"] for row in rows], "o-", color=colour, label=f"{runtime}: agreement")
-        speed.plot([row["margin"] for row in rows], [row["images_per_sec"] for row in rows], "s--", color=colour, alpha=0.5, label=f"{runtime}: images/s")
+        axis.plot(
+            [row["margin"] for row in rows],
+            [row["agreement"] for row in rows],
+            "o-",
+            color=colour,
+            label=f"{runtime}: agreement",
+        )
+        speed.plot(
+            [row["margin"] for row in rows],
+            [row["images_per_sec"] for row in rows],
+            "s--",
+            color=colour,
+            alpha=0.5,
+            label=f"{runtime}: images/s",
+        )
     axis.set_xlabel("re-check margin")
     axis.set_ylabel("top-1 agreement with fp32")
     speed.set_ylabel("images/s (dashed)")
@@ -122,7 +157,13 @@ def bf16_agreement(r: dict):
 def rules_overhead(r: dict):
     figure, axis = plt.subplots(figsize=(7, 3))
     labels = ["rules off: training", "rules on: training", "rules on: rule evaluation"]
-    _bars(axis, labels, [r["train_seconds"]["off"], r["train_seconds"]["on"], r["rule_seconds"]], "In-job Debugger rules, same run", "seconds")
+    _bars(
+        axis,
+        labels,
+        [r["train_seconds"]["off"], r["train_seconds"]["on"], r["rule_seconds"]],
+        "In-job Debugger rules, same run",
+        "seconds",
+    )
     return figure
 
 
@@ -130,7 +171,12 @@ def soak(r: dict):
     figure, axes = plt.subplots(3, 1, figsize=(8, 6), sharex=True)
     rows = r["timeline"]
     minutes = [row["t"] / 60 for row in rows]
-    for axis, key, label in zip(axes, ("images_per_sec", "ping_p99_ms", "memory_mb"), ("good images/s", "/ping p99 (ms)", "memory (MB)")):
+    for axis, key, label in zip(
+        axes,
+        ("images_per_sec", "ping_p99_ms", "memory_mb"),
+        ("good images/s", "/ping p99 (ms)", "memory (MB)"),
+        strict=False,
+    ):
         axis.plot(minutes, [row[key] for row in rows], "-")
         axis.set_ylabel(label, fontsize=8)
         axis.set_ylim(bottom=0)
@@ -143,12 +189,24 @@ def memory_burst(r: dict):
     """Warm, peak and settled memory of each variant, grouped bars."""
     names = list(r["variants"])
     figure, axis = plt.subplots(figsize=(8, 3.2))
-    for offset, key, colour in ((-0.27, "warm_mb", "#55a868"), (0, "peak_mb", "#c44e52"), (0.27, "settled_mb", "#4c72b0")):
-        axis.barh([i + offset for i in range(len(names))], [r["variants"][n][key] for n in names], height=0.27, color=colour, label=key.removesuffix("_mb"))
+    for offset, key, colour in (
+        (-0.27, "warm_mb", "#55a868"),
+        (0, "peak_mb", "#c44e52"),
+        (0.27, "settled_mb", "#4c72b0"),
+    ):
+        axis.barh(
+            [i + offset for i in range(len(names))],
+            [r["variants"][n][key] for n in names],
+            height=0.27,
+            color=colour,
+            label=key.removesuffix("_mb"),
+        )
     axis.set_yticks(range(len(names)), names, fontsize=8)
     axis.invert_yaxis()
     axis.set_xlabel("MB (docker stats)")
-    axis.set_title(f"memory after {r['clients']} clients posted {r['photo_bytes'] / 1e6:.1f} MB photos for {r['seconds']:g} s")
+    axis.set_title(
+        f"memory after {r['clients']} clients posted {r['photo_bytes'] / 1e6:.1f} MB photos for {r['seconds']:g} s"
+    )
     axis.legend(fontsize=8)
     return figure
 
@@ -158,7 +216,13 @@ def runs_bars(title: str):
 
     def paint(r: dict):
         figure, axis = plt.subplots(figsize=(7, 2.8))
-        _bars(axis, [run["label"] for run in r["runs"]], [run["images_per_sec"] for run in r["runs"]], title.format(**r), "images/s")
+        _bars(
+            axis,
+            [run["label"] for run in r["runs"]],
+            [run["images_per_sec"] for run in r["runs"]],
+            title.format(**r),
+            "images/s",
+        )
         return figure
 
     return paint

@@ -1,4 +1,5 @@
 """docs/benchmarks.md and its plots, regenerated from the results JSON of every benchmark."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,11 @@ def results_dir() -> Path:
 
 def doc_path() -> Path:
     """docs/benchmarks.md, or $BENCH_OUT/benchmarks.md; plots go to img/benchmarks/ beside it."""
-    return Path(os.environ["BENCH_OUT"]) / "benchmarks.md" if os.environ.get("BENCH_OUT") else REPO / "docs" / "benchmarks.md"
+    return (
+        Path(os.environ["BENCH_OUT"]) / "benchmarks.md"
+        if os.environ.get("BENCH_OUT")
+        else REPO / "docs" / "benchmarks.md"
+    )
 
 
 def _machine(m: dict) -> str:
@@ -56,16 +61,28 @@ def input_section(r: dict) -> list[str]:
             continue
         decode = spread(v["decode_only"]) if "decode_only" in v else "- (no decoding)"
         lines.append(f"| {name} | {decode} | {spread(v['pipeline'])} | {v['pipeline']['median'] / pil:.2f}x |")
-    lines += ["", "DataLoader workers x prefetch (the trainer's PIL loader alone, images/s of the second epoch; **auto** is what "
+    lines += [
+        "",
+        "DataLoader workers x prefetch (the trainer's PIL loader alone, images/s of the second epoch; **auto** is what "
         "`--workers auto` picks here. This loader-only run leaves the main process idle; in training it runs the step, which "
-        "is why auto keeps one core for it):", ""]
+        "is why auto keeps one core for it):",
+        "",
+    ]
     lines += ["| workers | prefetch | images/s | vs 0 workers |", "|---|---|---|---|"]
     base = r["sweep"][0]["images_per_sec"]
     for row in r["sweep"]:
         mark = " **auto**" if row["auto"] else ""
-        lines.append(f"| {row['workers']}{mark} | {row['prefetch'] or '-'} | {row['images_per_sec']:,.0f} | {row['images_per_sec'] / base:.2f}x |")
-    lines += ["", "Epochs, same run (images/s):", "", "| epoch | plain ImageFolder | ours, decoded-image cache | ours vs plain |", "|---|---|---|---|"]
-    for n, (plain, ours) in enumerate(zip(e["plain_imagefolder"], e["ours_with_cache"]), 1):
+        lines.append(
+            f"| {row['workers']}{mark} | {row['prefetch'] or '-'} | {row['images_per_sec']:,.0f} | {row['images_per_sec'] / base:.2f}x |"
+        )
+    lines += [
+        "",
+        "Epochs, same run (images/s):",
+        "",
+        "| epoch | plain ImageFolder | ours, decoded-image cache | ours vs plain |",
+        "|---|---|---|---|",
+    ]
+    for n, (plain, ours) in enumerate(zip(e["plain_imagefolder"], e["ours_with_cache"], strict=False), 1):
         lines.append(f"| {n} | {plain:,.0f} | {ours:,.0f} | {ours / plain:.2f}x |")
     lines += [
         "",
@@ -79,7 +96,8 @@ def input_section(r: dict) -> list[str]:
 def gpu_section(r: dict) -> list[str]:
     lines = ["## GPU training throughput: ResNet-50, bf16, channels_last, torch.compile, fused AdamW", ""]
     if "skipped" in r:
-        return lines + [
+        return [
+            *lines,
             f"Not measured: {r['skipped']} (checked {r['machine']['date']} on {r['machine']['cpu']}, {r['machine']['cores']} cores). "
             f"Targets when a GPU is present: >= {r['target_synthetic']:,} images/s on synthetic input on one H100 "
             f"({r['target_synthetic'] / r['peer']['images_per_sec']:.2f}x {r['peer']['name']}: {r['peer']['images_per_sec']:,}), "
@@ -126,7 +144,9 @@ def train_section(r: dict) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for run in r["runs"]:
-        lines.append(f"| {run['name']} | {run['epochs']} | {run['test_acc']:.4f} | {run['wall_seconds']} | {spread(summary(run['images_per_sec']))} |")
+        lines.append(
+            f"| {run['name']} | {run['epochs']} | {run['test_acc']:.4f} | {run['wall_seconds']} | {spread(summary(run['images_per_sec']))} |"
+        )
     cached, uncached = r["runs"][0], r["runs"][1]
     lines += [
         "",
@@ -148,7 +168,8 @@ def train_section(r: dict) -> list[str]:
 
 def serve_section(r: dict) -> list[str]:
     jpeg, sizes, targets = r["jpeg"], r["image_size_mb"], r["targets"]
-    lines = _heading("Serving ResNet-50 over HTTP: ours against TorchServe, Ray Serve and the old AWS stack", r) + [
+    lines = [
+        *_heading("Serving ResNet-50 over HTTP: ours against TorchServe, Ray Serve and the old AWS stack", r),
         f"Method: `python -m bench serve` ({r['model']}; the artifact is trained by `python -m train --quantize force`, head "
         "only, so the backbone weights are random: ImageNet downloads are unreachable here, and weights do not change "
         "timings). Every server runs in its own container with the same artifact mounted, on the same 2 cores as the load "
@@ -190,7 +211,9 @@ def serve_section(r: dict) -> list[str]:
             "| torch mode | warm-up incl. compiling (s) | images/s, batch 1 | images/s, batch 8 |",
             "|---|---|---|---|",
             *(
-                f"| {name} | did not run: `{m['error']}` | - | - |" if "error" in m else f"| {name} | {m['warm_up_seconds']} | {m['batch_1']} | {m['batch_8']} |"
+                f"| {name} | did not run: `{m['error']}` | - | - |"
+                if "error" in m
+                else f"| {name} | {m['warm_up_seconds']} | {m['batch_1']} | {m['batch_8']} |"
                 for name, m in modes["modes"].items()
             ),
         ]
@@ -217,12 +240,19 @@ def serve_section(r: dict) -> list[str]:
         "Against the targets (concurrency 16), as shipped: " + against_targets(targets),
     ]
     if "targets_recheck_off" in r:
-        lines += ["", "With the near-tie re-check off (int8 and bf16 alike): " + against_targets(r["targets_recheck_off"])]
+        lines += [
+            "",
+            "With the near-tie re-check off (int8 and bf16 alike): " + against_targets(r["targets_recheck_off"]),
+        ]
     lines += ["", f"The base image, this machine's stand-in `python:3.11-slim`, is {sizes['python:3.11-slim']} MB."]
     return lines
 
 
-ISSUE_ALONE = {"fp32": 55, "bf16": 115, "int8": 219}  # issue 14's inference-only images/s at batch 16, on the machine it was filed from
+ISSUE_ALONE = {
+    "fp32": 55,
+    "bf16": 115,
+    "int8": 219,
+}  # issue 14's inference-only images/s at batch 16, on the machine it was filed from
 
 
 def alone_lines(r: dict) -> list[str]:
@@ -250,7 +280,11 @@ def alone_lines(r: dict) -> list[str]:
         )
     int8, bf16 = alone["precisions"]["int8"], alone["precisions"]["bf16"]
     one = int8["batch_1"]["ms_per_call"]
-    room = f"leaves {12 - one:.1f} ms for HTTP, decoding and batching" if one < 12 else "is less than the model alone takes"
+    room = (
+        f"leaves {12 - one:.1f} ms for HTTP, decoding and batching"
+        if one < 12
+        else "is less than the model alone takes"
+    )
     lines += [
         "",
         f"Alone, int8 is **{int8['batch_16']['images_per_sec'] / bf16['batch_16']['images_per_sec']:.2f}x** bf16 at batch 16 "
@@ -339,6 +373,7 @@ INTRO = (
     "repetition are in the JSON. Each section names its machine, versions and date."
 )
 
+
 def large_input_section(r: dict) -> list[str]:
     d, c, ph = r["per_image"], r["cache"], r["photos"]
     low, median, high = ph["megapixels"]
@@ -364,7 +399,10 @@ def large_input_section(r: dict) -> list[str]:
         "",
         "| decode | build s | build images/s | peak RSS MB | epochs after it, images/s |",
         "|---|---|---|---|---|",
-        *(f"| {name} | {run['build_seconds']} | {run['build_images_per_sec']} | {run['peak_rss_mb']} | {', '.join(map(str, run['epochs_images_per_sec']))} |" for name, run in (("exact (every pixel)", exact), ("scaled (ours)", scaled))),
+        *(
+            f"| {name} | {run['build_seconds']} | {run['build_images_per_sec']} | {run['peak_rss_mb']} | {', '.join(map(str, run['epochs_images_per_sec']))} |"
+            for name, run in (("exact (every pixel)", exact), ("scaled (ours)", scaled))
+        ),
         "",
         f"Scaled against exact: build **{c['build_speedup_scaled_vs_exact']}x** faster (target >= 3x), peak RSS "
         f"**{c['peak_rss_scaled_vs_exact']}x** (target: flat, <= 1.0x).",
@@ -395,7 +433,11 @@ def serve_large_section(r: dict) -> list[str]:
         split = run.get("server_side")
         stages = f"{split['decode_ms_per_image']} / {split['model_ms_per_image']}" if split else "-"
         rows.append(f"| {run['name']} | {cells} | {stages} |")
-    best = f"; against the best peer at its best ({t['best_peer_best']}): **{t['int8_vs_best_peer_best']}x** (target >= 3x)" if "best_peer_best" in t else ""
+    best = (
+        f"; against the best peer at its best ({t['best_peer_best']}): **{t['int8_vs_best_peer_best']}x** (target >= 3x)"
+        if "best_peer_best" in t
+        else ""
+    )
     return [
         *_heading("HTTP serving of real large photos, ours against the peers", r),
         f"Method: `python -m bench serve --photos large`, one run: {j['count']} JPEGs of the large real-photo set (3-15 MP, "
@@ -476,7 +518,10 @@ def path_section(r: dict) -> list[str]:
         "",
         "| server | images/s | p50 (ms) | p99 (ms) |",
         "|---|---|---|---|",
-        *(f"| {run['label']} | {spread(run['images_per_sec'])} | {run['p50_ms']} | {run['p99_ms']} |" for run in r["runs"]),
+        *(
+            f"| {run['label']} | {spread(run['images_per_sec'])} | {run['p50_ms']} | {run['p99_ms']} |"
+            for run in r["runs"]
+        ),
         "",
         f"After against before, same run: **{r['ratio']:.3f}x** the images/s "
         f"({after['images_per_sec']['median']} against {before['images_per_sec']['median']}).",
@@ -518,7 +563,10 @@ def explain_section(r: dict) -> list[str]:
         "",
         "| requests | images/s | p50 (ms) | p99 (ms) |",
         "|---|---|---|---|",
-        *(f"| {run['label']} | {spread(run['images_per_sec'])} | {run['p50_ms']} | {run['p99_ms']} |" for run in r["runs"]),
+        *(
+            f"| {run['label']} | {spread(run['images_per_sec'])} | {run['p50_ms']} | {run['p99_ms']} |"
+            for run in r["runs"]
+        ),
         "",
         f"Requests without an explanation on the model with the feature-map output: **{r['plain_with_output_vs_without']:.3f}x** "
         f"the rate without it; with `explain=cam` on every request: **{r['explained_vs_plain']:.3f}x** the plain rate.",
@@ -553,7 +601,8 @@ def soak_section(r: dict) -> list[str]:
 
 def scale_section(r: dict) -> list[str]:
     runs, head, ratio = r["runs"], r["head_only_cached"], r["per_image_cost_ratio"]
-    lines = _heading("Training cost as the data grows (Fashion-MNIST, CPU)", r) + [
+    lines = [
+        *_heading("Training cost as the data grows (Fashion-MNIST, CPU)", r),
         f"Method: `python -m bench scale` writes the 70,000 real Fashion-MNIST photos once as an ImageFolder of "
         f"{r['png_side_px']} px PNGs and runs `python -m train` on balanced subsets of it, one after the other in one "
         f"invocation ({r['model']}; one epoch, the `light` augmentation read from the decoded-image cache, valid and test "
@@ -587,7 +636,7 @@ def burst_section(r: dict) -> list[str]:
     rows = [
         f"| {name} | {v['warm_mb']} | {v['peak_mb']} | {v['settled_mb']} | **{v['settled_over_warm']}** | {v['images_per_s']} |"
         for name, v in r["variants"].items()
-    ]  # fmt: skip
+    ]
     return [
         "## Memory after a burst of large photos",
         "",
@@ -642,7 +691,7 @@ def write_markdown() -> Path:
         path = results_dir() / name
         if path.is_file():
             result = json.loads(path.read_text())
-            lines += render(result) + [""]
+            lines += [*render(result), ""]
             figure = plots.draw(name, result, doc.parent / "img" / "benchmarks")
             if figure:
                 lines += [f"![{name}](img/benchmarks/{figure.name})", ""]

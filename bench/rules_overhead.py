@@ -4,6 +4,7 @@ one invocation on real Fashion-MNIST photos.
 Training time is the sum of the epochs' ``epoch_seconds`` (the steps, with the hook saving tensors); the rules'
 own evaluation at each epoch end is read from rules.json; wall time covers the whole process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,27 @@ from bench.train_finetune import REPO, make_dataset
 
 def one_run(rules: bool, data: Path, base: Path, args: argparse.Namespace) -> dict:
     flags = [
-        "--model", args.model, "--pretrained", "none", "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
-        "--epochs", str(args.epochs), "--train", str(data / "train"), "--valid", str(data / "valid"), "--test", str(data / "test"),
-        "--debugger-interval", str(args.interval), "--profiler-interval", "0",
-    ]  # fmt: skip
+        "--model",
+        args.model,
+        "--pretrained",
+        "none",
+        "--image-size",
+        str(args.image_size),
+        "--batch-size",
+        str(args.batch_size),
+        "--epochs",
+        str(args.epochs),
+        "--train",
+        str(data / "train"),
+        "--valid",
+        str(data / "valid"),
+        "--test",
+        str(data / "test"),
+        "--debugger-interval",
+        str(args.interval),
+        "--profiler-interval",
+        "0",
+    ]
     if not rules:
         flags += ["--debugger-rules", "none"]
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONUNBUFFERED": "1"}
@@ -59,25 +77,39 @@ def main(argv: list[str] | None = None) -> dict:
             for state in ("on", "off"):
                 run = one_run(state == "on", data, Path(tmp) / f"{state}-{rep}", args)
                 runs[state].append(run)
-                print(f"rules {state} #{rep + 1}: train {run['train_seconds']:.1f} s, rules {run['rule_seconds']:.1f} s, wall {run['wall_seconds']:.1f} s", flush=True)
+                print(
+                    f"rules {state} #{rep + 1}: train {run['train_seconds']:.1f} s, rules {run['rule_seconds']:.1f} s, wall {run['wall_seconds']:.1f} s",
+                    flush=True,
+                )
 
     def median(state: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[state])
 
     report = {
         "machine": describe(),
-        "setup": {"model": args.model, "image_size": args.image_size, "batch_size": args.batch_size, "epochs": args.epochs, "interval": args.interval,
-                  "train_images": args.per_class[0] * 10, "reps": args.reps},  # fmt: skip
+        "setup": {
+            "model": args.model,
+            "image_size": args.image_size,
+            "batch_size": args.batch_size,
+            "epochs": args.epochs,
+            "interval": args.interval,
+            "train_images": args.per_class[0] * 10,
+            "reps": args.reps,
+        },
         "runs": runs,
         "train_seconds": {s: summary([r["train_seconds"] for r in runs[s]]) for s in runs},
         "wall_seconds": {s: summary([r["wall_seconds"] for r in runs[s]]) for s in runs},
         "rule_seconds": summary([r["rule_seconds"] for r in runs["on"]]),
         "train_ratio": round(median("on", "train_seconds") / median("off", "train_seconds"), 3),
-        "train_and_rules_ratio": round((median("on", "train_seconds") + median("on", "rule_seconds")) / median("off", "train_seconds"), 3),
+        "train_and_rules_ratio": round(
+            (median("on", "train_seconds") + median("on", "rule_seconds")) / median("off", "train_seconds"), 3
+        ),
         "wall_ratio": round(median("on", "wall_seconds") / median("off", "wall_seconds"), 3),
     }
     save("rules_overhead.json", report)
-    print(f"rules on vs off: training {report['train_ratio']}x, training + rule evaluation {report['train_and_rules_ratio']}x, wall {report['wall_ratio']}x")
+    print(
+        f"rules on vs off: training {report['train_ratio']}x, training + rule evaluation {report['train_and_rules_ratio']}x, wall {report['wall_ratio']}x"
+    )
     return report
 
 

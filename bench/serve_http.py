@@ -16,6 +16,7 @@ request per connection at a time, a warm-up at each level first):
 Also measured: each image's size, each server's cold start (``docker run`` -> its first prediction), and ours
 without HTTP (``bench.inference_alone``: the runtime's own images/s, the ceiling of the HTTP rows).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,9 @@ from bench.report import save
 from bench.stats import summary
 
 INT8, BF16, FP32 = "ours: OpenVINO int8 (auto)", "ours: OpenVINO bf16", "ours: OpenVINO fp32"
-UNCHECKED = ", near-tie re-check off"  # the random backbone makes more near ties than a fine-tuned model: both are reported
+UNCHECKED = (
+    ", near-tie re-check off"  # the random backbone makes more near ties than a fine-tuned model: both are reported
+)
 SHARED_ARTIFACTS = "BENCH_ARTIFACTS"  # a folder `bench all` sets for the run: one artifact per set of trainer flags
 BASELINE_COMMAND = 'from sagemaker_inference import model_server; model_server.start_model_server(handler_service="bench.baseline_service:handle")'
 
@@ -59,7 +62,9 @@ def near_tie_share(model: Path, bodies: list[bytes]) -> float:
 
     spec = load_spec(model)
     batch = np.stack([to_input(Image.open(io.BytesIO(body)).convert("RGB"), spec) for body in bodies])
-    return round(float(recheck.near_ties(load_runtime(spec, "onnxruntime", 2).predict(batch), recheck.DEFAULT_MARGIN).mean()), 3)
+    return round(
+        float(recheck.near_ties(load_runtime(spec, "onnxruntime", 2).predict(batch), recheck.DEFAULT_MARGIN).mean()), 3
+    )
 
 
 def make_artifact(work: Path, extra: tuple[str, ...] = ()) -> Path:
@@ -69,11 +74,30 @@ def make_artifact(work: Path, extra: tuple[str, ...] = ()) -> Path:
     if os.environ.get(SHARED_ARTIFACTS):
         work = Path(os.environ[SHARED_ARTIFACTS]) / ("_".join(flag.strip("-") for flag in extra) or "default")
         if (work / "done").is_file():
-            print(f"the ResNet-50 artifact trained with {' '.join(extra) or 'no extra flags'} earlier in this run is reused", flush=True)
+            print(
+                f"the ResNet-50 artifact trained with {' '.join(extra) or 'no extra flags'} earlier in this run is reused",
+                flush=True,
+            )
             return work / "opt_ml" / "model"
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(work / "opt_ml")}
-    args = ["--model", "resnet50", "--pretrained", "none", "--finetune", "head", "--augment", "none", "--epochs", "1", "--train", str(REPO / "demo" / "data" / "valid"), *extra]
-    result = subprocess.run([sys.executable, "-m", "train", *args, "--workers", "2"], cwd=REPO, env=env, capture_output=True, text=True)
+    args = [
+        "--model",
+        "resnet50",
+        "--pretrained",
+        "none",
+        "--finetune",
+        "head",
+        "--augment",
+        "none",
+        "--epochs",
+        "1",
+        "--train",
+        str(REPO / "demo" / "data" / "valid"),
+        *extra,
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "train", *args, "--workers", "2"], cwd=REPO, env=env, capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise SystemExit(f"training the ResNet-50 artifact failed:\n{result.stderr[-3000:]}")
     model = work / "opt_ml" / "model"
@@ -104,10 +128,19 @@ def ensure_image(image: str) -> None:
     elif image.startswith("byoc-vision-peer:"):
         build_peer(image.split(":", 1)[1])
     else:
-        raise SystemExit(f"{image} is not on this machine: build it (python -m sagemaker_launch build ...) or leave --image at its default")
+        raise SystemExit(
+            f"{image} is not on this machine: build it (python -m sagemaker_launch build ...) or leave --image at its default"
+        )
 
 
-def start(image: str, model: Path, env: dict[str, str], command: list[str], extra: tuple[str, ...] = (), probe: tuple[str, bytes] | None = None) -> tuple[str, int, float]:
+def start(
+    image: str,
+    model: Path,
+    env: dict[str, str],
+    command: list[str],
+    extra: tuple[str, ...] = (),
+    probe: tuple[str, bytes] | None = None,
+) -> tuple[str, int, float]:
     """Run ``image`` detached with the model mounted; returns (name, port, seconds until it is ready): the first 200
     on ``/ping``, or with ``probe`` (path, JPEG body) the first 200 to that body posted to that path."""
     ensure_image(image)
@@ -115,14 +148,34 @@ def start(image: str, model: Path, env: dict[str, str], command: list[str], extr
     options = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
     started = time.perf_counter()
     subprocess.run(
-        ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-v", f"{model}:/opt/ml/model:ro", *extra, *options, image, *command],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-p",
+            f"127.0.0.1:{port}:8080",
+            "-v",
+            f"{model}:/opt/ml/model:ro",
+            *extra,
+            *options,
+            image,
+            *command,
+        ],
+        check=True,
+        capture_output=True,
+    )
     while True:
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             if probe:
-                connection.request("POST", probe[0], body=probe[1], headers={"Content-Type": "image/jpeg", "Accept": "application/json"})
+                connection.request(
+                    "POST",
+                    probe[0],
+                    body=probe[1],
+                    headers={"Content-Type": "image/jpeg", "Accept": "application/json"},
+                )
             else:
                 connection.request("GET", "/ping")
             if connection.getresponse().status == 200:
@@ -153,7 +206,9 @@ def drive(port: int, bodies: list[bytes], concurrency: int, seconds: float, path
             body = bodies[n % len(bodies)]
             n += concurrency
             sent = time.perf_counter()
-            connection.request("POST", path, body=body, headers={"Content-Type": "image/jpeg", "Accept": "application/json"})
+            connection.request(
+                "POST", path, body=body, headers={"Content-Type": "image/jpeg", "Accept": "application/json"}
+            )
             response = connection.getresponse()
             payload = response.read()
             if response.status != 200:
@@ -192,23 +247,43 @@ class Server:
     extra: tuple[str, ...] = ()
 
 
-def measure(server: Server, model: Path, bodies: list[bytes], levels: list[int], seconds: float, scrape: Callable[[int], dict] | None = None) -> dict:
+def measure(
+    server: Server,
+    model: Path,
+    bodies: list[bytes],
+    levels: list[int],
+    seconds: float,
+    scrape: Callable[[int], dict] | None = None,
+) -> dict:
     """Start ``server`` (cold start: until its first prediction), then at each level a short warm-up and a measurement;
     with ``scrape``, what it reads from the running server (its port) at the end goes under ``server_side``."""
-    name, port, cold = start(server.image, model, server.env, list(server.command), server.extra, probe=(server.path, bodies[0]))
+    name, port, cold = start(
+        server.image, model, server.env, list(server.command), server.extra, probe=(server.path, bodies[0])
+    )
     try:
         points = []
         for level in levels:
-            drive(port, bodies, level, 3, server.path)  # warm-up: this level's batch sizes (and a compiling peer's shapes)
+            drive(
+                port, bodies, level, 3, server.path
+            )  # warm-up: this level's batch sizes (and a compiling peer's shapes)
             points.append(drive(port, bodies, level, seconds, server.path))
             print(f"{server.label}: {points[-1]}", flush=True)
         seen = {"server_side": scrape(port)} if scrape else {}
     finally:
         stop(name)
-    return {"name": server.label, "image": server.image, "env": server.env, "cold_start_seconds": round(cold, 2), "points": points, **seen}
+    return {
+        "name": server.label,
+        "image": server.image,
+        "env": server.env,
+        "cold_start_seconds": round(cold, 2),
+        "points": points,
+        **seen,
+    }
 
 
-def take_turns(servers: dict[str, tuple], bodies: list[bytes], concurrency: int, seconds: float, rounds: int) -> list[dict]:
+def take_turns(
+    servers: dict[str, tuple], bodies: list[bytes], concurrency: int, seconds: float, rounds: int
+) -> list[dict]:
     """Each server (label: (image, model folder, env[, invocation path])) started, warmed up and driven at
     ``concurrency`` in turn, ``rounds`` times; per label: images/s over the rounds, and the p50/p99 of its median round."""
     points: dict[str, list[dict]] = {label: [] for label in servers}
@@ -224,7 +299,15 @@ def take_turns(servers: dict[str, tuple], bodies: list[bytes], concurrency: int,
     runs = []
     for label, rows in points.items():
         middle = lower_median(rows, key=lambda p: p["images_per_sec"])
-        runs.append({"label": label, "image": servers[label][0], "images_per_sec": summary([p["images_per_sec"] for p in rows]), "p50_ms": middle["p50_ms"], "p99_ms": middle["p99_ms"]})
+        runs.append(
+            {
+                "label": label,
+                "image": servers[label][0],
+                "images_per_sec": summary([p["images_per_sec"] for p in rows]),
+                "p50_ms": middle["p50_ms"],
+                "p99_ms": middle["p99_ms"],
+            }
+        )
     return runs
 
 
@@ -235,7 +318,9 @@ def turns_parser(prog: str, doc: str, rounds: int = 3) -> argparse.ArgumentParse
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--rounds", type=int, default=rounds)
-    parser.add_argument("--alone-seconds", type=float, default=8, help="duration of each measurement of ours without HTTP")
+    parser.add_argument(
+        "--alone-seconds", type=float, default=8, help="duration of each measurement of ours without HTTP"
+    )
     parser.add_argument("--jpeg-size", type=int, default=384)
     return parser
 
@@ -251,19 +336,42 @@ def median_points(rounds: list[dict]) -> dict:
     for i in range(len(rounds[0]["points"])):
         points.append(lower_median([r["points"][i] for r in rounds], key=lambda p: p["images_per_sec"]))
     colds = sorted(r["cold_start_seconds"] for r in rounds)
-    return {**rounds[0], "points": points, "rounds": [r["points"] for r in rounds], "cold_start_seconds": lower_median(colds), "cold_starts": colds}
+    return {
+        **rounds[0],
+        "points": points,
+        "rounds": [r["points"] for r in rounds],
+        "cold_start_seconds": lower_median(colds),
+        "cold_starts": colds,
+    }
 
 
 def image_size_mb(image: str) -> int:
-    inspect = json.loads(subprocess.run(["docker", "image", "inspect", image], capture_output=True, text=True, check=True).stdout)[0]
+    inspect = json.loads(
+        subprocess.run(["docker", "image", "inspect", image], capture_output=True, text=True, check=True).stdout
+    )[0]
     return round(inspect["Size"] / 1e6)
 
 
 def build_peer(target: str) -> str:
     """Build one target of bench/peers/Dockerfile (its layers cached after the first time); returns the image name."""
     image = f"byoc-vision-peer:{target}"
-    index = ["--build-arg", f"TORCH_INDEX_URL={os.environ['TORCH_INDEX_URL']}"] if os.environ.get("TORCH_INDEX_URL") else []
-    command = ["docker", "buildx", "build", "--load", "-f", str(REPO / "bench" / "peers" / "Dockerfile"), "--target", target, "-t", image, *index, str(REPO / "bench")]
+    index = (
+        ["--build-arg", f"TORCH_INDEX_URL={os.environ['TORCH_INDEX_URL']}"] if os.environ.get("TORCH_INDEX_URL") else []
+    )
+    command = [
+        "docker",
+        "buildx",
+        "build",
+        "--load",
+        "-f",
+        str(REPO / "bench" / "peers" / "Dockerfile"),
+        "--target",
+        target,
+        "-t",
+        image,
+        *index,
+        str(REPO / "bench"),
+    ]
     if subprocess.run(command).returncode != 0:
         raise SystemExit(f"building {image} failed (see the build log above)")
     return image
@@ -272,7 +380,9 @@ def build_peer(target: str) -> str:
 def run_json(image: str, module: str, what: str, options: tuple[str, ...] = (), args: tuple[str, ...] = ()) -> dict:
     """``python -m module *args`` in a throwaway container of ``image``; returns the JSON object it prints last."""
     ensure_image(image)
-    result = subprocess.run(["docker", "run", "--rm", *options, image, "python", "-m", module, *args], capture_output=True, text=True)
+    result = subprocess.run(
+        ["docker", "run", "--rm", *options, image, "python", "-m", module, *args], capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise SystemExit(f"{what} failed:\n{result.stderr[-3000:]}")
     print(result.stdout, flush=True)
@@ -286,8 +396,17 @@ def pick_best_mode(image: str) -> dict:
 
 def inference_alone(image: str, model: Path, seconds: float) -> dict:
     """Run ``bench.inference_alone`` in our image on ``model``: the runtime's own images/s per precision and batch."""
-    mounts = ("-v", f"{model}:/opt/ml/model:ro", "-v", f"{REPO / 'bench'}:/opt/bench/bench:ro", "-e", "PYTHONPATH=/opt/bench")
-    return run_json(image, "bench.inference_alone", "timing our runtime alone", mounts, ("/opt/ml/model", "--seconds", str(seconds)))
+    mounts = (
+        "-v",
+        f"{model}:/opt/ml/model:ro",
+        "-v",
+        f"{REPO / 'bench'}:/opt/bench/bench:ro",
+        "-e",
+        "PYTHONPATH=/opt/bench",
+    )
+    return run_json(
+        image, "bench.inference_alone", "timing our runtime alone", mounts, ("/opt/ml/model", "--seconds", str(seconds))
+    )
 
 
 def peer_servers(peer_images: dict[str, str], best_mode: str) -> list[Server]:
@@ -297,11 +416,25 @@ def peer_servers(peer_images: dict[str, str], best_mode: str) -> list[Server]:
     ts, ray = peer_images["torchserve"], peer_images["rayserve"]
     best = {"PEER_CONFIG": "best", "PEER_MODE": best_mode}
     return [
-        Server("TorchServe 0.12 default: eager fp32, 2 workers, batch 8 / 50 ms", ts, command=(), path="/predictions/model"),
-        Server(f"TorchServe 0.12 best: {best_mode}, 1 worker, batch 8 / 50 ms", ts, best, command=(), path="/predictions/model"),
+        Server(
+            "TorchServe 0.12 default: eager fp32, 2 workers, batch 8 / 50 ms", ts, command=(), path="/predictions/model"
+        ),
+        Server(
+            f"TorchServe 0.12 best: {best_mode}, 1 worker, batch 8 / 50 ms",
+            ts,
+            best,
+            command=(),
+            path="/predictions/model",
+        ),
         Server("Ray Serve 2.60 default: eager fp32, @serve.batch()", ray, command=(), extra=("--shm-size", "1g")),
-        Server(f"Ray Serve 2.60 best: {best_mode}, all cores, batch 16 / 10 ms", ray, best, command=(), extra=("--shm-size", "1g")),
-    ]  # fmt: skip
+        Server(
+            f"Ray Serve 2.60 best: {best_mode}, all cores, batch 16 / 10 ms",
+            ray,
+            best,
+            command=(),
+            extra=("--shm-size", "1g"),
+        ),
+    ]
 
 
 def servers(args: argparse.Namespace, peer_images: dict[str, str], best_mode: str) -> list[Server]:
@@ -315,9 +448,12 @@ def servers(args: argparse.Namespace, peer_images: dict[str, str], best_mode: st
     ]
     peers = peer_servers(peer_images, best_mode)
     baseline = Server(
-        "AWS before 2.6: sagemaker-inference + MMS, torch eager fp32", args.torch_image, {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "PYTHONPATH": "/opt/bench"},
-        ("python", "-c", BASELINE_COMMAND), extra=("-v", f"{REPO / 'bench'}:/opt/bench/bench:ro"),
-    )  # fmt: skip
+        "AWS before 2.6: sagemaker-inference + MMS, torch eager fp32",
+        args.torch_image,
+        {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "PYTHONPATH": "/opt/bench"},
+        ("python", "-c", BASELINE_COMMAND),
+        extra=("-v", f"{REPO / 'bench'}:/opt/bench/bench:ro"),
+    )
     return [*ours, *peers, baseline]
 
 
@@ -347,13 +483,29 @@ def main(argv: list[str] | None = None) -> dict:
 
         return serve_large.main(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", choices=("small",), default="small", help="large: real 3-15 MP photos instead (python -m bench serve --photos large --help)")
+    parser.add_argument(
+        "--photos",
+        choices=("small",),
+        default="small",
+        help="large: real 3-15 MP photos instead (python -m bench serve --photos large --help)",
+    )
     parser.add_argument("--image", default="byoc-vision-serve:bench", help="our serving image (default flavour)")
-    parser.add_argument("--torch-image", default="byoc-vision-serve:bench-torch", help="the torch flavour, which runs the old AWS stack")
-    parser.add_argument("--peers", choices=("all", "none"), default="all", help="build and run TorchServe and Ray Serve (bench/peers/)")
+    parser.add_argument(
+        "--torch-image", default="byoc-vision-serve:bench-torch", help="the torch flavour, which runs the old AWS stack"
+    )
+    parser.add_argument(
+        "--peers", choices=("all", "none"), default="all", help="build and run TorchServe and Ray Serve (bench/peers/)"
+    )
     parser.add_argument("--seconds", type=float, default=10, help="duration of each measurement")
-    parser.add_argument("--rounds", type=int, default=2, help="the servers take turns this many times; each point reports the median round")
-    parser.add_argument("--alone-seconds", type=float, default=8, help="duration of each measurement of ours without HTTP")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="the servers take turns this many times; each point reports the median round",
+    )
+    parser.add_argument(
+        "--alone-seconds", type=float, default=8, help="duration of each measurement of ours without HTTP"
+    )
     parser.add_argument("--jpeg-size", type=int, default=384, help="side of the JPEG bodies in px")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64], help="client concurrency levels")
     args = parser.parse_args(argv)
@@ -366,20 +518,35 @@ def main(argv: list[str] | None = None) -> dict:
         near_ties = near_tie_share(model, bodies)
         gate = json.loads((model / "model.json").read_text())["int8"]
         alone = inference_alone(args.image, model, args.alone_seconds)
-        rounds = [[measure(server, model, bodies, args.levels, args.seconds) for server in lineup] for _ in range(args.rounds)]
+        rounds = [
+            [measure(server, model, bodies, args.levels, args.seconds) for server in lineup] for _ in range(args.rounds)
+        ]
         runs = [median_points([r[i] for r in rounds]) for i in range(len(lineup))]
     report = {
         "machine": describe(),
         "model": "resnet50 (224 px crop of a 256 px resize), 10 classes",
-        "jpeg": {"count": len(bodies), "side_px": args.jpeg_size, "mean_bytes": round(statistics.mean(map(len, bodies)))},
+        "jpeg": {
+            "count": len(bodies),
+            "side_px": args.jpeg_size,
+            "mean_bytes": round(statistics.mean(map(len, bodies))),
+        },
         "seconds_per_point": args.seconds,
         "rounds": args.rounds,
         "peer_modes": modes,
-        "ours_inference_alone": {**alone, "http_rows": {"int8": INT8 + UNCHECKED, "bf16": BF16 + UNCHECKED, "fp32": FP32}},
+        "ours_inference_alone": {
+            **alone,
+            "http_rows": {"int8": INT8 + UNCHECKED, "bf16": BF16 + UNCHECKED, "fp32": FP32},
+        },
         "runs": runs,
-        "image_size_mb": {**{s.image: image_size_mb(s.image) for s in lineup}, "python:3.11-slim": image_size_mb("python:3.11-slim")},
+        "image_size_mb": {
+            **{s.image: image_size_mb(s.image) for s in lineup},
+            "python:3.11-slim": image_size_mb("python:3.11-slim"),
+        },
         "near_tie_share": near_ties,
-        "int8_model": {key: gate[key] for key in ("fp32_convolutions", "unquantized_precision", "passed_gate", "reason", "split", "images")},
+        "int8_model": {
+            key: gate[key]
+            for key in ("fp32_convolutions", "unquantized_precision", "passed_gate", "reason", "split", "images")
+        },
         "targets": ratios(runs, 16 if 16 in args.levels else args.levels[-1]),
         "targets_recheck_off": ratios(runs, 16 if 16 in args.levels else args.levels[-1], UNCHECKED),
     }

@@ -2,6 +2,7 @@
 working tree's, in one run: the ResNet-50 artifact of ``bench serve``, 384 px JPEG bodies at concurrency 16, the
 two servers taking turns (``--rounds``), images/s and latency for each.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,17 @@ def image_at(ref: str, tag: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m bench path", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", required=True, help="git ref of the serving code to compare against (e.g. the commit before a change)")
-    parser.add_argument("--image", default=None, help="the working tree's serving image (default: build byoc-vision-serve:bench)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench path", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--before",
+        required=True,
+        help="git ref of the serving code to compare against (e.g. the commit before a change)",
+    )
+    parser.add_argument(
+        "--image", default=None, help="the working tree's serving image (default: build byoc-vision-serve:bench)"
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20, help="duration of each measurement")
     parser.add_argument("--rounds", type=int, default=5)
@@ -46,9 +55,15 @@ def main(argv: list[str] | None = None) -> dict:
         servers = {f"before ({args.before})": (before, model, {}), "after (working tree)": (after, model, {})}
         runs = take_turns(servers, bodies, args.concurrency, args.seconds, args.rounds)
     report = {
-        "machine": describe(), "before_ref": args.before, "concurrency": args.concurrency, "seconds": args.seconds, "rounds": args.rounds,
-        "jpeg_px": args.jpeg_size, "runs": runs, "ratio": round(runs[1]["images_per_sec"]["median"] / runs[0]["images_per_sec"]["median"], 3),
-    }  # fmt: skip
+        "machine": describe(),
+        "before_ref": args.before,
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "jpeg_px": args.jpeg_size,
+        "runs": runs,
+        "ratio": round(runs[1]["images_per_sec"]["median"] / runs[0]["images_per_sec"]["median"], 3),
+    }
     save("serve_path.json", report)
     print(f"after/before at concurrency {args.concurrency}: {report['ratio']}x")
     return report

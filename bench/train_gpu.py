@@ -9,6 +9,7 @@
 GPU utilisation comes from the trainer's profiler sampler (NVML). Without a CUDA device the result says so and
 nothing is measured, unless ``--allow-cpu`` (the smoke test) runs the same code on the CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,9 @@ class FileBytes(Dataset):
         return len(self.source)
 
     def __getitem__(self, index: int):
-        return torch.frombuffer(bytearray(self.source.files[index].read_bytes()), dtype=torch.uint8), self.source.labels[index]
+        return torch.frombuffer(
+            bytearray(self.source.files[index].read_bytes()), dtype=torch.uint8
+        ), self.source.labels[index]
 
 
 def bytes_batch(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -102,7 +105,11 @@ def timed_steps(trainer: Trainer, batches, steps: int, warmup: int, reps: int, b
     rows = [json.loads(line) for line in sampler_path.read_text().splitlines()]
     gpu = [row["gpus"][0]["util"] for row in rows if row.get("gpus")]
     cpu = [row["cpu"] for row in rows]
-    return {**summary(values), "gpu_util_mean": round(statistics.mean(gpu), 1) if gpu else None, "cpu_util_mean": round(statistics.mean(cpu), 1) if cpu else None}
+    return {
+        **summary(values),
+        "gpu_util_mean": round(statistics.mean(gpu), 1) if gpu else None,
+        "cpu_util_mean": round(statistics.mean(cpu), 1) if cpu else None,
+    }
 
 
 def forever(loader, transform=None):
@@ -128,7 +135,7 @@ def gpu_decoder(pre: Preprocess, device: torch.device):
 
     def run(packed: torch.Tensor, ends: torch.Tensor, labels: torch.Tensor):
         starts = [0, *ends[:-1].tolist()]
-        encoded = [packed[start:end] for start, end in zip(starts, ends.tolist())]
+        encoded = [packed[start:end] for start, end in zip(starts, ends.tolist(), strict=False)]
         decoded = decode_jpeg(encoded, mode="RGB", device=device)
         return torch.stack([augment(image) for image in decoded]), labels
 
@@ -146,10 +153,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--photos", type=int, default=5000, help="real JPEG files for the real-input runs")
     parser.add_argument("--side", type=int, default=320, help="side of the JPEG files in px")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
-    parser.add_argument("--allow-cpu", action="store_true", help="run on the CPU when there is no GPU (smoke test only)")
+    parser.add_argument(
+        "--allow-cpu", action="store_true", help="run on the CPU when there is no GPU (smoke test only)"
+    )
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    report: dict = {"machine": describe(), "settings": vars(args), "peer": PEER, "target_synthetic": TARGET_SYNTHETIC, "target_real_share": TARGET_REAL_SHARE}
+    report: dict = {
+        "machine": describe(),
+        "settings": vars(args),
+        "peer": PEER,
+        "target_synthetic": TARGET_SYNTHETIC,
+        "target_real_share": TARGET_REAL_SHARE,
+    }
     if device.type == "cpu" and not args.allow_cpu:
         report["skipped"] = "no CUDA device on this machine; run `python -m bench gpu` where there is one"
         save("train_gpu.json", report)
@@ -160,19 +175,46 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         trainer = Trainer(args, device, 1000)
-        runs["synthetic"] = timed_steps(trainer, synthetic(args, device), args.steps, args.warmup, args.reps, args.batch_size, work / "synthetic.jsonl")
+        runs["synthetic"] = timed_steps(
+            trainer,
+            synthetic(args, device),
+            args.steps,
+            args.warmup,
+            args.reps,
+            args.batch_size,
+            work / "synthetic.jsonl",
+        )
         print(f"synthetic: {runs['synthetic']}", flush=True)
         source = FolderSource(write_jpeg_folder(work / "jpeg", args.photos, args.side))
         workers, prefetch = loader_settings(None)
-        common = {"batch_size": args.batch_size, "shuffle": True, "drop_last": True, "num_workers": workers, "prefetch_factor": prefetch, "persistent_workers": workers > 0}
+        common = {
+            "batch_size": args.batch_size,
+            "shuffle": True,
+            "drop_last": True,
+            "num_workers": workers,
+            "prefetch_factor": prefetch,
+            "persistent_workers": workers > 0,
+        }
         if device.type == "cuda":
             loader = DataLoader(FileBytes(source), collate_fn=bytes_batch, **common)
-            runs["real JPEG, GPU decode (nvJPEG)"] = timed_steps(trainer, forever(loader, gpu_decoder(pre, device)), args.steps, args.warmup, args.reps, args.batch_size, work / "gpu.jsonl")
+            runs["real JPEG, GPU decode (nvJPEG)"] = timed_steps(
+                trainer,
+                forever(loader, gpu_decoder(pre, device)),
+                args.steps,
+                args.warmup,
+                args.reps,
+                args.batch_size,
+                work / "gpu.jsonl",
+            )
         else:
             runs["real JPEG, GPU decode (nvJPEG)"] = {"skipped": "needs a CUDA device"}
-        dataset = ImageDataset(Split(source, list(range(len(source)))), train_pixels(pre, "light"), strict=False, fit=pre.fit(resize=False))
+        dataset = ImageDataset(
+            Split(source, list(range(len(source)))), train_pixels(pre, "light"), strict=False, fit=pre.fit(resize=False)
+        )
         loader = DataLoader(dataset, pin_memory=device.type == "cuda", **common)
-        runs["real JPEG, CPU decode (PIL, trainer's loader)"] = timed_steps(trainer, forever(loader), args.steps, args.warmup, args.reps, args.batch_size, work / "cpu.jsonl")
+        runs["real JPEG, CPU decode (PIL, trainer's loader)"] = timed_steps(
+            trainer, forever(loader), args.steps, args.warmup, args.reps, args.batch_size, work / "cpu.jsonl"
+        )
         print(f"real: {runs}", flush=True)
     report["runs"] = runs
     report["workers"] = workers

@@ -8,6 +8,7 @@ and the memory of the trainer's process tree sampled every 0.2 s from ``/proc``:
 memory: what the processes hold themselves) and file-backed pages (the memory-mapped cache: page cache the kernel can
 drop and re-read). Then, on the full set, a head-only run with the frozen-backbone feature cache.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,9 @@ from bench.photos import REPO
 from bench.report import save
 from bench.train_finetune import REGEX, fashion_mnist
 
-CACHE_LINE = re.compile(r"decoded-image cache: (\d+) images decoded once into .* \(([0-9.]+) GB, ([0-9.]+) s, ([0-9.]+) images/s\)")
+CACHE_LINE = re.compile(
+    r"decoded-image cache: (\d+) images decoded once into .* \(([0-9.]+) GB, ([0-9.]+) s, ([0-9.]+) images/s\)"
+)
 FEATURES_LINE = re.compile(r"cached train features: (\d+) x \d+ in ([0-9.]+) s")
 
 
@@ -56,6 +59,11 @@ def subset(photos: list[Path], count: int, root: Path) -> Path:
     return root
 
 
+def _bytes(fields: dict[str, str], name: str) -> int:
+    """A /proc status field given in kB (``RssAnon:  1234 kB``), in bytes; 0 when absent."""
+    return int(fields.get(name, "0 kB").split()[0]) * 1024
+
+
 def tree_memory(pid: int) -> tuple[int, int]:
     """(private bytes, file-backed bytes) of ``pid`` and its descendants, from /proc/<pid>/status."""
     private = mapped = 0
@@ -63,21 +71,31 @@ def tree_memory(pid: int) -> tuple[int, int]:
     while pending:
         current = pending.pop()
         try:
-            fields = dict(line.split(":", 1) for line in Path(f"/proc/{current}/status").read_text().splitlines() if ":" in line)
+            fields = dict(
+                line.split(":", 1) for line in Path(f"/proc/{current}/status").read_text().splitlines() if ":" in line
+            )
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending += [int(child) for child in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):
             continue
-        kib = lambda name: int(fields.get(name, "0 kB").split()[0]) * 1024  # noqa: E731
-        private += kib("RssAnon") + kib("RssShmem")
-        mapped += kib("RssFile")
+        private += _bytes(fields, "RssAnon") + _bytes(fields, "RssShmem")
+        mapped += _bytes(fields, "RssFile")
     return private, mapped
 
 
 def run_trainer(name: str, data: Path, work: Path, flags: list[str]) -> dict:
     """One ``python -m train`` run with its memory sampled; its timings parsed from the log and metric lines."""
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(work / name), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "train", "--train", str(data), "--decoded-cache", str(work / name / "cache"), *flags]
+    command = [
+        sys.executable,
+        "-m",
+        "train",
+        "--train",
+        str(data),
+        "--decoded-cache",
+        str(work / name / "cache"),
+        *flags,
+    ]
     peaks = {"private": 0, "mapped": 0}
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -106,7 +124,11 @@ def run_trainer(name: str, data: Path, work: Path, flags: list[str]) -> dict:
     }
     cache = CACHE_LINE.search(stderr)
     if cache:
-        out |= {"cache_images": int(cache.group(1)), "cache_gb": float(cache.group(2)), "cache_build_seconds": float(cache.group(3))}
+        out |= {
+            "cache_images": int(cache.group(1)),
+            "cache_gb": float(cache.group(2)),
+            "cache_build_seconds": float(cache.group(3)),
+        }
     features = FEATURES_LINE.search(stderr)
     if features:
         out |= {"feature_images": int(features.group(1)), "feature_seconds": float(features.group(2))}
@@ -122,13 +144,31 @@ def linearity(runs: list[dict], key: str) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[6000, 20000, 70000], help="photos per run (at most 70,000)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[6000, 20000, 70000], help="photos per run (at most 70,000)"
+    )
     parser.add_argument("--side", type=int, default=64, help="side of the PNGs and of the network input, px")
     parser.add_argument("--model", default="resnet18", help="the network trained at every size")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
-    common = ["--model", args.model, "--pretrained", "none", "--image-size", str(args.side), "--resize-size", str(args.side),
-              "--batch-size", str(args.batch_size), "--epochs", "1", "--profiler-interval", "0", "--quantize", "off"]  # fmt: skip
+    common = [
+        "--model",
+        args.model,
+        "--pretrained",
+        "none",
+        "--image-size",
+        str(args.side),
+        "--resize-size",
+        str(args.side),
+        "--batch-size",
+        str(args.batch_size),
+        "--epochs",
+        "1",
+        "--profiler-interval",
+        "0",
+        "--quantize",
+        "off",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         started = time.perf_counter()
@@ -137,8 +177,21 @@ def main(argv: list[str] | None = None) -> dict:
         runs = []
         for size in args.sizes:
             data = subset(photos, size, work / f"data-{size}")
-            runs.append({"images": size, **run_trainer(f"full-{size}", data, work, [*common, "--finetune", "full", "--augment", "light"])})
-        head = {"images": args.sizes[-1], **run_trainer("head-cached", work / f"data-{args.sizes[-1]}", work, [*common, "--finetune", "head", "--augment", "none"])}
+            runs.append(
+                {
+                    "images": size,
+                    **run_trainer(f"full-{size}", data, work, [*common, "--finetune", "full", "--augment", "light"]),
+                }
+            )
+        head = {
+            "images": args.sizes[-1],
+            **run_trainer(
+                "head-cached",
+                work / f"data-{args.sizes[-1]}",
+                work,
+                [*common, "--finetune", "head", "--augment", "none"],
+            ),
+        }
     report = {
         "machine": describe(),
         "model": f"{args.model}, random init, {args.side} px, batch {args.batch_size}, bf16 autocast where the CPU has it",

@@ -22,7 +22,11 @@ def read_model(core, path: str | Path):
 def openvino_request(core, model, precision: str, performance: str, threads: int) -> tuple[object, str]:
     """An infer request of ``model`` (a path or an ``ov.Model``) compiled for the CPU with ``precision`` ("bf16" or
     "fp32") as its inference precision hint and OpenVINO's ``performance`` hint, and the precision the CPU granted."""
-    config = {"INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp32": "f32"}[precision], "PERFORMANCE_HINT": performance, "INFERENCE_NUM_THREADS": threads}
+    config = {
+        "INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp32": "f32"}[precision],
+        "PERFORMANCE_HINT": performance,
+        "INFERENCE_NUM_THREADS": threads,
+    }
     compiled = core.compile_model(model, "CPU", config)
     granted = "bf16" if compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16" else "fp32"
     return compiled.create_infer_request(), granted

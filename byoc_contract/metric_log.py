@@ -4,6 +4,7 @@
 
 The tuner's ``MetricDefinitions`` come from ``metric_definitions()`` below, so they cannot drift from the lines.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,11 +12,11 @@ import math
 NUMBER = r"([-+]?(?:[0-9]*\.)?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 EVAL_METRICS = ("loss", "acc", "top5", "balanced_acc", "f1", "auc")
 METRIC_NAMES = (
-    ("train_loss", "train_acc", "lr", "epoch_seconds", "images_per_sec")
-    + tuple(f"valid_{m}" for m in EVAL_METRICS)
-    + tuple(f"test_{m}" for m in EVAL_METRICS)
-    + ("temperature", "test_nll_before", "test_nll_after", "test_ece_before", "test_ece_after")  # calibration (train.calibration)
-    + ("skipped_images",)
+    *("train_loss", "train_acc", "lr", "epoch_seconds", "images_per_sec"),
+    *(f"valid_{m}" for m in EVAL_METRICS),
+    *(f"test_{m}" for m in EVAL_METRICS),
+    *("temperature", "test_nll_before", "test_nll_after", "test_ece_before", "test_ece_after"),  # train.calibration
+    "skipped_images",
 )
 
 

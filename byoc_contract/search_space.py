@@ -1,9 +1,10 @@
 """The hyperparameter search space, read from the YAML file that both tuners take (SageMaker's and the local one).
 
-    lr: {type: continuous, min: 1e-4, max: 1e-1, scaling: Logarithmic}
-    batch-size: {type: integer, min: 16, max: 64}
-    optimizer: {type: categorical, values: [adamw, sgd]}
+lr: {type: continuous, min: 1e-4, max: 1e-1, scaling: Logarithmic}
+batch-size: {type: integer, min: 16, max: 64}
+optimizer: {type: categorical, values: [adamw, sgd]}
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,7 +26,9 @@ class Range:
 def load(path: str | None) -> list[Range]:
     """The checked ranges of the YAML file at ``path``; ValueError says what to fix."""
     if not path:
-        raise ValueError("no search space: pass --search-space FILE.yaml (e.g. lr: {type: continuous, min: 1e-4, max: 1e-1, scaling: Logarithmic}).")
+        raise ValueError(
+            "no search space: pass --search-space FILE.yaml (e.g. lr: {type: continuous, min: 1e-4, max: 1e-1, scaling: Logarithmic})."
+        )
     import yaml
 
     try:
@@ -35,7 +38,9 @@ def load(path: str | None) -> list[Range]:
     except yaml.YAMLError as exc:
         raise ValueError(f"--search-space {path} is not valid YAML: {exc}") from None
     if not isinstance(space, dict) or not space or not all(isinstance(v, dict) for v in space.values()):
-        raise ValueError(f"--search-space {path} must map each hyperparameter to {{type: ..., min: ..., max: ...}} or {{type: categorical, values: [...]}}.")
+        raise ValueError(
+            f"--search-space {path} must map each hyperparameter to {{type: ..., min: ..., max: ...}} or {{type: categorical, values: [...]}}."
+        )
     return [_range(str(name), spec) for name, spec in space.items()]
 
 

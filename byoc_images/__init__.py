@@ -1,4 +1,5 @@
 """Decoding any image file into the upright 8-bit RGB picture every model expects (shared by train and serve)."""
+
 from __future__ import annotations
 
 import io
@@ -14,8 +15,12 @@ __all__ = ["DECODES", "Fit", "fitted", "open_rgb", "read_bytes", "resize_shorter
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
-MAX_ASPECT = 50  # longer side / shorter side: resizing the shorter side to the model's makes the longer one this much longer
-MAX_JPEG_SCANS = 100  # encoders write 1 (baseline) to about 10 (progressive); each scan is one more pass over every pixel
+MAX_ASPECT = (
+    50  # longer side / shorter side: resizing the shorter side to the model's makes the longer one this much longer
+)
+MAX_JPEG_SCANS = (
+    100  # encoders write 1 (baseline) to about 10 (progressive); each scan is one more pass over every pixel
+)
 
 
 class ImageTooLarge(ValueError):
@@ -42,7 +47,9 @@ class TooManyScans(ImageRefused):
     error = "too many JPEG scans"
 
 
-def open_rgb(source: str | Path | bytes | BinaryIO, max_pixels: int | None = None, fit: Fit | None = None) -> Image.Image:
+def open_rgb(
+    source: str | Path | bytes | BinaryIO, max_pixels: int | None = None, fit: Fit | None = None
+) -> Image.Image:
     """Decode an image (raising on corrupt or truncated data) into an upright 8-bit RGB picture.
 
     ``max_pixels``, the aspect ratio (at most ``MAX_ASPECT``) and a JPEG's number of scans (at most
@@ -56,15 +63,21 @@ def open_rgb(source: str | Path | bytes | BinaryIO, max_pixels: int | None = Non
         if max_pixels is not None and width * height > max_pixels:
             raise ImageTooLarge(f"{width}x{height} = {width * height} pixels is more than the {max_pixels} allowed")
         if max(width, height) > MAX_ASPECT * min(width, height):
-            raise ImageTooElongated(f"{width}x{height} is longer than {MAX_ASPECT}:1, which the resize to the model's input would blow up; crop it")
+            raise ImageTooElongated(
+                f"{width}x{height} is longer than {MAX_ASPECT}:1, which the resize to the model's input would blow up; crop it"
+            )
         jpeg = img.format in ("JPEG", "MPO")
         scans = data.count(b"\xff\xda") if jpeg else 0  # start-of-scan markers (0xff is escaped in scan data)
         if scans > MAX_JPEG_SCANS:
-            raise TooManyScans(f"the JPEG holds {scans} scans, more than the {MAX_JPEG_SCANS} any encoder writes; save it again as a plain JPEG")
+            raise TooManyScans(
+                f"the JPEG holds {scans} scans, more than the {MAX_JPEG_SCANS} any encoder writes; save it again as a plain JPEG"
+            )
         scale = draft_jpeg(img, fit) if jpeg else 1  # before loading: libjpeg then decodes at 1/2, 1/4 or 1/8 scale
         stored = img.size
         img.load()
-        ImageOps.exif_transpose(img, in_place=True)  # a no-op when upright (a copy otherwise: 0.5 ms for a 384 px photo)
+        ImageOps.exif_transpose(
+            img, in_place=True
+        )  # a no-op when upright (a copy otherwise: 0.5 ms for a 384 px photo)
         full = (height, width) if img.size != stored else (width, height)  # upright, before any reduction
         return fitted(to_rgb(img), fit, full, scale)
 

@@ -10,6 +10,7 @@ Both limits were chosen by measurement (``python -m bench agreement``, 1,000 lar
 than full decoding agrees with itself after a JPEG quality 95 re-encode (the noise floor); 1/8 keeps only each 8x8
 block's average (a box filter that aliases), and 1/4 with 2x left had too few pixels for the resize to average.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,7 +20,11 @@ from PIL import Image
 DECODES = ("scaled", "exact")
 HEADROOM = 3  # the decoded picture keeps at least this many pixels per output pixel on both sides
 MAX_JPEG_SCALE = 4  # libjpeg's 1/4 at most: at 1/8 only each block's average is left
-RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}
+RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,9 @@ def draft_jpeg(img: Image.Image, fit: Fit | None) -> int:
     if factor < 2:
         return 1
     width, height = img.size
-    drafted = img.draft(img.mode, (width // factor, height // factor))  # PIL picks the largest scale <= factor; None: none
+    drafted = img.draft(
+        img.mode, (width // factor, height // factor)
+    )  # PIL picks the largest scale <= factor; None: none
     return round(width / drafted[1][2]) if drafted else 1
 
 
@@ -89,5 +96,10 @@ def fitted(img: Image.Image, fit: Fit | None, full: tuple[int, int] | None = Non
         return img
     if scale == 1:
         return resize_shorter(img, fit)
-    box = (0, 0, min(full[0] / scale, img.size[0]), min(full[1] / scale, img.size[1]))  # the last row and column are partial
+    box = (
+        0,
+        0,
+        min(full[0] / scale, img.size[0]),
+        min(full[1] / scale, img.size[1]),
+    )  # the last row and column are partial
     return img.resize(resized_size(full, fit.shorter), RESAMPLE[fit.interpolation], box=box)

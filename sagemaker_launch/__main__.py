@@ -1,4 +1,5 @@
 """``python -m sagemaker_launch``."""
+
 import sys
 
 from sagemaker_launch.cli import main

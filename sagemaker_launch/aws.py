@@ -1,4 +1,5 @@
 """boto3 clients for one region, and what every resource this tool creates carries."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,7 +18,12 @@ CREATED_BY = {"Key": "created-by", "Value": "byoc-vision"}
 def session(region: str | None) -> boto3.session.Session:
     """A session in ``region`` (or the configured default) whose clients check each request against botocore's model
     before sending it (``api_model``); ``AWS_ENDPOINT_URL`` is honoured by boto3 itself."""
-    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or boto3.session.Session().region_name
+    region = (
+        region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or boto3.session.Session().region_name
+    )
     if not region:
         raise LaunchError("no AWS region: pass --region (or set AWS_REGION).")
     return api_model.install(boto3.session.Session(region_name=region))
@@ -29,12 +35,12 @@ def tags(extra: dict[str, str], kind: str) -> list[dict[str, str]]:
 
 
 def unique_name(prefix: str) -> str:
-    return f"{prefix}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    return f"{prefix}-{dt.datetime.now(dt.UTC).strftime('%Y%m%d-%H%M%S')}"
 
 
 def stamp() -> str:
     """A short UTC time stamp down to the millisecond, for names that must differ between quick runs."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%m%d-%H%M%S-%f")[:-3]
+    return dt.datetime.now(dt.UTC).strftime("%m%d-%H%M%S-%f")[:-3]
 
 
 def console_link(region: str, kind: str, name: str) -> str:
@@ -57,7 +63,9 @@ def wait_for(function, request: dict, status_key: str, terminal: tuple[str, ...]
 def not_offered(exc: botocore.exceptions.ClientError) -> bool:
     """Whether an error means the endpoint does not implement the operation (moto answers HTTP 500 with a page)."""
     code = exc.response.get("Error", {}).get("Code")
-    return code in ("NotImplemented", "NotImplementedError", "InternalFailure") or exc.response["ResponseMetadata"]["HTTPStatusCode"] in (500, 501)
+    return code in ("NotImplemented", "NotImplementedError", "InternalFailure") or exc.response["ResponseMetadata"][
+        "HTTPStatusCode"
+    ] in (500, 501)
 
 
 def _call(function, request: dict, tolerated):

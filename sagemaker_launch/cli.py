@@ -1,4 +1,5 @@
 """``python -m sagemaker_launch <command>``: flags, an optional YAML file (``--config``), and one function per command."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ from typing import NamedTuple
 
 from sagemaker_launch import aws, deploy, invoke, publish, resources, roles, training, transform, tuning, upload
 from sagemaker_launch.errors import LaunchError
+
 
 def load_config(path: str | None) -> dict:
     """The YAML file's settings; its keys are the flags' names (``instance-type`` or ``instance_type``)."""
@@ -65,11 +67,17 @@ def command_train(args: argparse.Namespace) -> None:
     name = request["TrainingJobName"]
     resources = request["ResourceConfig"]
     print(f"training job {name}\n  arn: {arn}\n  console: {aws.console_link(session.region_name, 'jobs', name)}")
-    print(f"  runs on {resources['InstanceCount']} x {resources['InstanceType']}{' (managed spot)' if request['EnableManagedSpotTraining'] else ''}; billed while it runs, it stops by itself")
+    print(
+        f"  runs on {resources['InstanceCount']} x {resources['InstanceType']}{' (managed spot)' if request['EnableManagedSpotTraining'] else ''}; billed while it runs, it stops by itself"
+    )
     if args.wait:
-        job = training.wait_and_report(client, session.client("logs"), session.client("s3"), name, args.download_dir, args.poll_seconds)
+        job = training.wait_and_report(
+            client, session.client("logs"), session.client("s3"), name, args.download_dir, args.poll_seconds
+        )
         if job["TrainingJobStatus"] != "Completed":
-            raise LaunchError(f"training job {name} ended {job['TrainingJobStatus']}: {job.get('FailureReason', 'no reason given')}")
+            raise LaunchError(
+                f"training job {name} ended {job['TrainingJobStatus']}: {job.get('FailureReason', 'no reason given')}"
+            )
         print(f"model: {job['ModelArtifacts']['S3ModelArtifacts']}")
 
 
@@ -80,14 +88,20 @@ def command_tune(args: argparse.Namespace) -> None:
     arn = aws.call(client.create_hyper_parameter_tuning_job, **request)["HyperParameterTuningJobArn"]
     name, config = request["HyperParameterTuningJobName"], request["HyperParameterTuningJobConfig"]
     limits = config["ResourceLimits"]
-    print(f"tuning job {name}\n  arn: {arn}\n  console: {aws.console_link(session.region_name, 'hyper-tuning-jobs', name)}")
-    print(f"  {config['Strategy']} search, {config['HyperParameterTuningJobObjective']['Type']} {config['HyperParameterTuningJobObjective']['MetricName']}, "
-          f"up to {limits.get('MaxNumberOfTrainingJobs', 'all grid')} jobs, {limits['MaxParallelTrainingJobs']} at a time; each trial is billed while it runs")  # fmt: skip
+    print(
+        f"tuning job {name}\n  arn: {arn}\n  console: {aws.console_link(session.region_name, 'hyper-tuning-jobs', name)}"
+    )
+    print(
+        f"  {config['Strategy']} search, {config['HyperParameterTuningJobObjective']['Type']} {config['HyperParameterTuningJobObjective']['MetricName']}, "
+        f"up to {limits.get('MaxNumberOfTrainingJobs', 'all grid')} jobs, {limits['MaxParallelTrainingJobs']} at a time; each trial is billed while it runs"
+    )
     if args.wait:
         job = tuning.follow(client, name, args.poll_seconds)
         best = job.get("BestTrainingJob")
         if job["HyperParameterTuningJobStatus"] != "Completed":
-            raise LaunchError(f"tuning job {name} ended {job['HyperParameterTuningJobStatus']}: {job.get('FailureReason', 'no reason given')}")
+            raise LaunchError(
+                f"tuning job {name} ended {job['HyperParameterTuningJobStatus']}: {job.get('FailureReason', 'no reason given')}"
+            )
         if best:
             metric = best.get("FinalHyperParameterTuningJobObjectiveMetric", {})
             print(f"best training job: {best['TrainingJobName']} ({metric.get('MetricName')}={metric.get('Value')})")
@@ -104,18 +118,49 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "build": Command(publish.add_build_arguments, publish.run_build, "build the training and serving images locally", creates=False),
-    "push": Command(publish.add_push_arguments, publish.run_push, "push the images to ECR (repositories created when missing)", creates=False),
-    "roles": Command(roles.add_arguments, roles.run, "create the execution roles: one for jobs, one for endpoints that only reads models", creates=False),
-    "upload-data": Command(upload.add_arguments, upload.run, "sync a local dataset to S3 as training channels", creates=False),
+    "build": Command(
+        publish.add_build_arguments, publish.run_build, "build the training and serving images locally", creates=False
+    ),
+    "push": Command(
+        publish.add_push_arguments,
+        publish.run_push,
+        "push the images to ECR (repositories created when missing)",
+        creates=False,
+    ),
+    "roles": Command(
+        roles.add_arguments,
+        roles.run,
+        "create the execution roles: one for jobs, one for endpoints that only reads models",
+        creates=False,
+    ),
+    "upload-data": Command(
+        upload.add_arguments, upload.run, "sync a local dataset to S3 as training channels", creates=False
+    ),
     "train": Command(training.add_arguments, command_train, "start a training job with our training image"),
     "tune": Command(tuning.add_arguments, command_tune, "start a hyperparameter tuning job over the training job"),
     "deploy": Command(deploy.add_arguments, deploy.run, "create or update an endpoint serving a trained model"),
-    "invoke": Command(invoke.add_arguments, invoke.run, "send images to an endpoint and print the top labels", creates=False),
+    "invoke": Command(
+        invoke.add_arguments, invoke.run, "send images to an endpoint and print the top labels", creates=False
+    ),
     "transform": Command(transform.add_arguments, transform.run, "run a batch transform job over images in S3"),
-    "status": Command(resources.add_status_arguments, resources.run_status, "list what this tool created, and what is billed now", creates=False),
-    "logs": Command(resources.add_logs_arguments, resources.run_logs, "print a job's or an endpoint's CloudWatch log lines", creates=False),
-    "cleanup": Command(resources.add_cleanup_arguments, resources.run_cleanup, "stop our jobs, delete our endpoints, configs, models (and ECR images)", creates=False),
+    "status": Command(
+        resources.add_status_arguments,
+        resources.run_status,
+        "list what this tool created, and what is billed now",
+        creates=False,
+    ),
+    "logs": Command(
+        resources.add_logs_arguments,
+        resources.run_logs,
+        "print a job's or an endpoint's CloudWatch log lines",
+        creates=False,
+    ),
+    "cleanup": Command(
+        resources.add_cleanup_arguments,
+        resources.run_cleanup,
+        "stop our jobs, delete our endpoints, configs, models (and ECR images)",
+        creates=False,
+    ),
 }
 
 

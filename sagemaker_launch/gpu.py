@@ -4,6 +4,7 @@ SageMaker picks the host's driver by an AMI version. A CUDA 12 build runs on dri
 version compatibility, on 535); a CUDA 13 build needs driver 580, which only the AL2023 inference AMI has. Batch
 transform offers no driver 580 AMI, so a CUDA 13 image cannot run there on a GPU.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,10 @@ import subprocess
 from sagemaker_launch.errors import LaunchError
 
 FAMILIES = ("ml.g", "ml.p")  # NVIDIA GPUs
-INFERENCE_AMI = {12: "al2-ami-sagemaker-inference-gpu-3-1", 13: "al2023-ami-sagemaker-inference-gpu-4-1"}  # driver 550, driver 580
+INFERENCE_AMI = {
+    12: "al2-ami-sagemaker-inference-gpu-3-1",
+    13: "al2023-ami-sagemaker-inference-gpu-4-1",
+}  # driver 550, driver 580
 TRANSFORM_AMI = {12: "al2-ami-sagemaker-batch-gpu-535"}  # driver 535
 CUDA_INDEX = re.compile(r"/whl/cu(?P<major>1[0-9])(?P<minor>[0-9])/?$")
 NO_CUDA = "none"
@@ -37,7 +41,12 @@ def cuda_from_labels(labels: dict[str, str]) -> str | None:
 def local_labels(image: str) -> dict[str, str] | None:
     """The labels of ``image`` where Docker on this machine has it (`push` leaves the pushed tag), else None."""
     try:
-        result = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", image], capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", image],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return (json.loads(result.stdout) or {}) if result.returncode == 0 else None
@@ -47,7 +56,9 @@ def image_cuda(image: str, given: str | None) -> str:
     """``--image-cuda`` (``12.6``, ``13.0`` or ``none``), else what the image's labels say; refuses when neither tells."""
     if given:
         if given != NO_CUDA and not re.fullmatch(r"1[0-9]\.[0-9]+", given):
-            raise LaunchError(f"--image-cuda {given!r}: give the CUDA version the image was built with (e.g. 12.6 or 13.0), or none.")
+            raise LaunchError(
+                f"--image-cuda {given!r}: give the CUDA version the image was built with (e.g. 12.6 or 13.0), or none."
+            )
         return given
     labels = local_labels(image)
     found = cuda_from_labels(labels) if labels is not None else None
@@ -66,11 +77,15 @@ def ami(cuda: str, versions: dict[int, str], where: str) -> str | None:
     major = int(cuda.split(".")[0])
     if major not in versions:
         newest = max(versions)
-        raise LaunchError(f"{where} has no GPU host for a CUDA {cuda} image (its newest driver runs CUDA {newest}): "
-                          f"build the image with a CUDA {newest} torch (TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126), or use a CPU instance.")  # fmt: skip
+        raise LaunchError(
+            f"{where} has no GPU host for a CUDA {cuda} image (its newest driver runs CUDA {newest}): "
+            f"build the image with a CUDA {newest} torch (TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126), or use a CPU instance."
+        )
     return versions[major]
 
 
-def host_ami(image: str, given_cuda: str | None, instance_type: str, versions: dict[int, str], where: str) -> str | None:
+def host_ami(
+    image: str, given_cuda: str | None, instance_type: str, versions: dict[int, str], where: str
+) -> str | None:
     """The GPU host's AMI version for the image's CUDA (None: a CPU instance, or an image without CUDA)."""
     return ami(image_cuda(image, given_cuda), versions, where) if is_gpu(instance_type) else None

@@ -1,4 +1,5 @@
 """Our two images: their local names, their tags from the git revision, and building them with BuildKit."""
+
 from __future__ import annotations
 
 import subprocess
@@ -25,7 +26,9 @@ def project_root(start: Path | None = None) -> Path:
     for folder in [start or Path.cwd(), *(start or Path.cwd()).resolve().parents, Path(__file__).resolve().parents[1]]:
         if all((folder / dockerfile).is_file() for dockerfile in DOCKERFILES.values()):
             return folder
-    raise LaunchError("cannot find docker/train.Dockerfile and docker/serve.Dockerfile: run this from a byoc-vision checkout (or pass --context).")
+    raise LaunchError(
+        "cannot find docker/train.Dockerfile and docker/serve.Dockerfile: run this from a byoc-vision checkout (or pass --context)."
+    )
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -56,7 +59,14 @@ def default_tag(root: Path) -> str:
     return f"{version()}-{commit or 'nogit'}{'-dirty' if dirty else ''}"
 
 
-def build(kind: str, tag: str, root: Path, platform: str = "linux/amd64", build_args: dict[str, str] | None = None, quiet: bool = False) -> str:
+def build(
+    kind: str,
+    tag: str,
+    root: Path,
+    platform: str = "linux/amd64",
+    build_args: dict[str, str] | None = None,
+    quiet: bool = False,
+) -> str:
     """Build one image with ``docker buildx build --load`` for one platform, without attestations (BuildKit: the
     Dockerfiles use cache mounts); returns ``name:tag``.
 
@@ -68,14 +78,30 @@ def build(kind: str, tag: str, root: Path, platform: str = "linux/amd64", build_
     labels = {"org.opencontainers.image.version": version(), "org.opencontainers.image.title": local_name(kind)}
     if commit:
         labels["org.opencontainers.image.revision"] = commit + ("-dirty" if dirty else "")
-    command = ["docker", "buildx", "build", "--load", "--platform", platform, *SINGLE_MANIFEST, "-f", DOCKERFILES[kind], "-t", reference]
+    command = [
+        "docker",
+        "buildx",
+        "build",
+        "--load",
+        "--platform",
+        platform,
+        *SINGLE_MANIFEST,
+        "-f",
+        DOCKERFILES[kind],
+        "-t",
+        reference,
+    ]
     command += [a for key, value in (build_args or {}).items() for a in ("--build-arg", f"{key}={value}")]
     command += [a for key, value in labels.items() for a in ("--label", f"{key}={value}")]
     command += ["--progress", "plain", "."]
     try:
-        result = subprocess.run(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE if quiet else None, text=True)
+        result = subprocess.run(
+            command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE if quiet else None, text=True
+        )
     except FileNotFoundError:
-        raise LaunchError("no docker CLI on PATH: install Docker (with the buildx plugin) to build the images.") from None
+        raise LaunchError(
+            "no docker CLI on PATH: install Docker (with the buildx plugin) to build the images."
+        ) from None
     if result.returncode != 0:
         tail = (result.stderr or "")[-3000:] if quiet else "(see the build log above)"
         raise LaunchError(f"building {reference} from {DOCKERFILES[kind]} failed: {tail}")

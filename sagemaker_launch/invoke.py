@@ -1,4 +1,5 @@
 """The `invoke` command: images sent to an endpoint (or a container on this machine), top-k labels printed."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,14 +21,31 @@ ASYNC_INLINE_BYTES = 128_000  # InvokeEndpointAsync takes a body this large inli
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("endpoint", help="endpoint name, or the http://host:port of a serving container on this machine")
+    parser.add_argument(
+        "endpoint", help="endpoint name, or the http://host:port of a serving container on this machine"
+    )
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders of them")
-    parser.add_argument("--target-model", help="multi-model endpoints: which model.tar.gz (relative to the endpoint's S3 prefix)")
+    parser.add_argument(
+        "--target-model", help="multi-model endpoints: which model.tar.gz (relative to the endpoint's S3 prefix)"
+    )
     parser.add_argument("--top-k", type=int, default=3, help="labels to print per image")
     parser.add_argument("--workers", type=int, default=4, help="requests in flight at once")
-    parser.add_argument("--async-input", help="asynchronous endpoints: s3:// prefix to upload inputs over 128,000 bytes to (default: inputs/ beside the endpoint's results)")
-    parser.add_argument("--async-timeout", type=int, default=900, help="asynchronous endpoints: seconds the container may take per request (1-3600)")
-    parser.add_argument("--wait-seconds", type=float, default=3600, help="asynchronous endpoints: how long to wait for each answer (the queue included)")
+    parser.add_argument(
+        "--async-input",
+        help="asynchronous endpoints: s3:// prefix to upload inputs over 128,000 bytes to (default: inputs/ beside the endpoint's results)",
+    )
+    parser.add_argument(
+        "--async-timeout",
+        type=int,
+        default=900,
+        help="asynchronous endpoints: seconds the container may take per request (1-3600)",
+    )
+    parser.add_argument(
+        "--wait-seconds",
+        type=float,
+        default=3600,
+        help="asynchronous endpoints: how long to wait for each answer (the queue included)",
+    )
     parser.add_argument("--poll-seconds", type=float, default=2, help=argparse.SUPPRESS)
 
 
@@ -53,9 +71,15 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 def sagemaker_sender(runtime, endpoint: str, target_model: str | None, top_k: int):
     """A function sending one image through the SageMaker runtime API; returns the response body."""
+
     def send(path: Path) -> bytes:
-        request = {"EndpointName": endpoint, "ContentType": content_type(path), "Accept": "application/json",
-                   "CustomAttributes": f"top_k={top_k}", "Body": path.read_bytes()}  # fmt: skip
+        request = {
+            "EndpointName": endpoint,
+            "ContentType": content_type(path),
+            "Accept": "application/json",
+            "CustomAttributes": f"top_k={top_k}",
+            "Body": path.read_bytes(),
+        }
         if target_model:
             request["TargetModel"] = target_model
         return aws.call(runtime.invoke_endpoint, **request)["Body"].read()
@@ -66,7 +90,9 @@ def sagemaker_sender(runtime, endpoint: str, target_model: str | None, top_k: in
 def async_config(client, endpoint: str) -> dict | None:
     """The endpoint's AsyncInferenceConfig, or None for a real-time endpoint."""
     described = aws.call(client.describe_endpoint, EndpointName=endpoint)
-    return aws.call(client.describe_endpoint_config, EndpointConfigName=described["EndpointConfigName"]).get("AsyncInferenceConfig")
+    return aws.call(client.describe_endpoint_config, EndpointConfigName=described["EndpointConfigName"]).get(
+        "AsyncInferenceConfig"
+    )
 
 
 def input_prefix(config: dict, given: str | None) -> tuple[str, str]:
@@ -89,7 +115,9 @@ def wait_for_answer(s3, output: str, failure: str | None, wait_seconds: float, p
             if aws.find(s3.head_object, "404", Bucket=bucket, Key=key) is not None:
                 body = aws.call(s3.get_object, Bucket=bucket, Key=key)["Body"].read()
                 if failed:
-                    raise LaunchError(f"the endpoint could not answer ({location}): {body[:500].decode(errors='replace')}")
+                    raise LaunchError(
+                        f"the endpoint could not answer ({location}): {body[:500].decode(errors='replace')}"
+                    )
                 return body
         if time.monotonic() > deadline:
             raise LaunchError(f"no answer after {wait_seconds:g} s; it may still come to {output} (or {failure}).")
@@ -104,8 +132,13 @@ def async_sender(session, endpoint: str, config: dict, args: argparse.Namespace)
 
     def send(path: Path) -> bytes:
         data = path.read_bytes()
-        request = {"EndpointName": endpoint, "ContentType": content_type(path), "Accept": "application/json",
-                   "CustomAttributes": f"top_k={args.top_k}", "InvocationTimeoutSeconds": args.async_timeout}  # fmt: skip
+        request = {
+            "EndpointName": endpoint,
+            "ContentType": content_type(path),
+            "Accept": "application/json",
+            "CustomAttributes": f"top_k={args.top_k}",
+            "InvocationTimeoutSeconds": args.async_timeout,
+        }
         if len(data) <= ASYNC_INLINE_BYTES:
             request["Body"] = data
         else:
@@ -113,7 +146,9 @@ def async_sender(session, endpoint: str, config: dict, args: argparse.Namespace)
             aws.call(s3.put_object, Bucket=bucket, Key=key, Body=data, ContentType=request["ContentType"])
             request["InputLocation"] = f"s3://{bucket}/{key}"
         answer = aws.call(runtime.invoke_endpoint_async, **request)
-        return wait_for_answer(s3, answer["OutputLocation"], answer.get("FailureLocation"), args.wait_seconds, args.poll_seconds)
+        return wait_for_answer(
+            s3, answer["OutputLocation"], answer.get("FailureLocation"), args.wait_seconds, args.poll_seconds
+        )
 
     return send
 
@@ -123,8 +158,12 @@ def local_sender(url: str, target_model: str | None, top_k: int, timeout: float 
     path_part = f"/models/{urllib.parse.quote(target_model, safe='')}/invoke" if target_model else "/invocations"
 
     def send(path: Path) -> bytes:
-        request = urllib.request.Request(f"{url.rstrip('/')}{path_part}?top_k={top_k}", data=path.read_bytes(), method="POST",
-                                         headers={"Content-Type": content_type(path), "Accept": "application/json"})  # fmt: skip
+        request = urllib.request.Request(
+            f"{url.rstrip('/')}{path_part}?top_k={top_k}",
+            data=path.read_bytes(),
+            method="POST",
+            headers={"Content-Type": content_type(path), "Accept": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.read()
@@ -154,8 +193,13 @@ def sender(args: argparse.Namespace):
     if config is None:
         return sagemaker_sender(session.client("sagemaker-runtime"), args.endpoint, args.target_model, args.top_k)
     if args.target_model:
-        raise LaunchError(f"{args.endpoint} is asynchronous, and asynchronous endpoints serve one model: leave out --target-model.")
-    print(f"{args.endpoint} is asynchronous: each image is queued with InvokeEndpointAsync and its answer read from S3", flush=True)
+        raise LaunchError(
+            f"{args.endpoint} is asynchronous, and asynchronous endpoints serve one model: leave out --target-model."
+        )
+    print(
+        f"{args.endpoint} is asynchronous: each image is queued with InvokeEndpointAsync and its answer read from S3",
+        flush=True,
+    )
     return async_sender(session, args.endpoint, config, args)
 
 

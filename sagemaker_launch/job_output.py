@@ -1,5 +1,6 @@
 """A finished training job's ``output.tar.gz`` (the in-job rules' verdicts, the profiling report): fetched from S3,
 extracted without letting any member land outside the folder, and summarised."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,9 @@ def download(s3, uri: str, folder: Path) -> Path | None:
     if head is None:
         return None
     if head["ContentLength"] > MAX_ARCHIVE_BYTES:
-        raise LaunchError(f"{uri} is {head['ContentLength'] / 2**30:.1f} GiB, more than the {MAX_ARCHIVE_BYTES >> 30} GiB --wait fetches; download it with `aws s3 cp`.")
+        raise LaunchError(
+            f"{uri} is {head['ContentLength'] / 2**30:.1f} GiB, more than the {MAX_ARCHIVE_BYTES >> 30} GiB --wait fetches; download it with `aws s3 cp`."
+        )
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "output.tar.gz"
     s3.download_file(bucket, key, str(path))
@@ -45,7 +48,9 @@ def _refusal(member: tarfile.TarInfo) -> str | None:
     if ".." in name.replace("\\", "/").split("/"):
         return "a '..' component"
     if member.issym() or member.islnk():
-        return f"a {'symbolic' if member.issym() else 'hard'} link (to {member.linkname[:200]!r}); the trainer writes none"
+        return (
+            f"a {'symbolic' if member.issym() else 'hard'} link (to {member.linkname[:200]!r}); the trainer writes none"
+        )
     if not (member.isfile() or member.isdir()):
         return "a device, FIFO or other special file"
     return None
@@ -59,11 +64,15 @@ def safe_extract(archive: Path, folder: Path) -> None:
             for member in tar:
                 reason = _refusal(member)
                 if reason:
-                    raise LaunchError(f"{archive} holds {member.name!r}, {reason}; nothing was extracted. The archive did not come from our trainer.")
+                    raise LaunchError(
+                        f"{archive} holds {member.name!r}, {reason}; nothing was extracted. The archive did not come from our trainer."
+                    )
                 members.append(member)
                 total += member.size
                 if len(members) > MAX_MEMBERS or total > MAX_EXTRACTED_BYTES:
-                    raise LaunchError(f"{archive} unpacks to more than {MAX_MEMBERS} files or {MAX_EXTRACTED_BYTES >> 30} GiB; nothing was extracted.")
+                    raise LaunchError(
+                        f"{archive} unpacks to more than {MAX_MEMBERS} files or {MAX_EXTRACTED_BYTES >> 30} GiB; nothing was extracted."
+                    )
             tar.extractall(folder, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise LaunchError(f"{archive} is not a readable .tar.gz ({exc}); nothing more was extracted.") from None
@@ -74,7 +83,9 @@ def summarise(folder: Path) -> str:
     lines = []
     rules_file = next(iter(sorted(folder.rglob(OUTPUT_FILE))), None)
     if rules_file is None:
-        lines.append(f"no {OUTPUT_FILE} in the job's output (the in-job rules were off, or the job failed before its first epoch ended)")
+        lines.append(
+            f"no {OUTPUT_FILE} in the job's output (the in-job rules were off, or the job failed before its first epoch ended)"
+        )
     else:
         try:
             summary = json.loads(rules_file.read_text())
@@ -86,7 +97,9 @@ def summarise(folder: Path) -> str:
         if summary.get("stopped"):
             lines.append(str(summary["stopped"].get("reason", summary["stopped"])))
     report = next(iter(sorted(folder.rglob(REPORT))), None)
-    lines.append(f"profiling report: {report.resolve()}" if report else f"no {REPORT} in the job's output (profiling was off)")
+    lines.append(
+        f"profiling report: {report.resolve()}" if report else f"no {REPORT} in the job's output (profiling was off)"
+    )
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
 """The `status`, `logs` and `cleanup` commands: what this tool created (found by its tag), its logs, and taking it down."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,11 @@ from sagemaker_launch import aws, scaling
 from sagemaker_launch.errors import LaunchError
 
 RUNNING = ("InProgress", "Stopping", "Creating", "Updating", "SystemUpdating", "RollingBack", "InService", "Deleting")
-LOG_GROUPS = {"training-job": "/aws/sagemaker/TrainingJobs", "transform-job": "/aws/sagemaker/TransformJobs", "endpoint": "/aws/sagemaker/Endpoints"}
+LOG_GROUPS = {
+    "training-job": "/aws/sagemaker/TrainingJobs",
+    "transform-job": "/aws/sagemaker/TransformJobs",
+    "endpoint": "/aws/sagemaker/Endpoints",
+}
 
 
 class Kind(NamedTuple):
@@ -25,14 +30,58 @@ class Kind(NamedTuple):
 
 
 KINDS = {
-    "training-job": Kind("list_training_jobs", "TrainingJobSummaries", "TrainingJobName", "TrainingJobArn", "TrainingJobStatus", "stop_training_job", None, "TrainingJobName"),
-    "tuning-job": Kind("list_hyper_parameter_tuning_jobs", "HyperParameterTuningJobSummaries", "HyperParameterTuningJobName", "HyperParameterTuningJobArn",
-                       "HyperParameterTuningJobStatus", "stop_hyper_parameter_tuning_job", None, "HyperParameterTuningJobName"),
-    "transform-job": Kind("list_transform_jobs", "TransformJobSummaries", "TransformJobName", "TransformJobArn", "TransformJobStatus", "stop_transform_job", None, "TransformJobName"),
-    "endpoint": Kind("list_endpoints", "Endpoints", "EndpointName", "EndpointArn", "EndpointStatus", None, "delete_endpoint", "EndpointName"),
-    "endpoint-config": Kind("list_endpoint_configs", "EndpointConfigs", "EndpointConfigName", "EndpointConfigArn", None, None, "delete_endpoint_config", "EndpointConfigName"),
+    "training-job": Kind(
+        "list_training_jobs",
+        "TrainingJobSummaries",
+        "TrainingJobName",
+        "TrainingJobArn",
+        "TrainingJobStatus",
+        "stop_training_job",
+        None,
+        "TrainingJobName",
+    ),
+    "tuning-job": Kind(
+        "list_hyper_parameter_tuning_jobs",
+        "HyperParameterTuningJobSummaries",
+        "HyperParameterTuningJobName",
+        "HyperParameterTuningJobArn",
+        "HyperParameterTuningJobStatus",
+        "stop_hyper_parameter_tuning_job",
+        None,
+        "HyperParameterTuningJobName",
+    ),
+    "transform-job": Kind(
+        "list_transform_jobs",
+        "TransformJobSummaries",
+        "TransformJobName",
+        "TransformJobArn",
+        "TransformJobStatus",
+        "stop_transform_job",
+        None,
+        "TransformJobName",
+    ),
+    "endpoint": Kind(
+        "list_endpoints",
+        "Endpoints",
+        "EndpointName",
+        "EndpointArn",
+        "EndpointStatus",
+        None,
+        "delete_endpoint",
+        "EndpointName",
+    ),
+    "endpoint-config": Kind(
+        "list_endpoint_configs",
+        "EndpointConfigs",
+        "EndpointConfigName",
+        "EndpointConfigArn",
+        None,
+        None,
+        "delete_endpoint_config",
+        "EndpointConfigName",
+    ),
     "model": Kind("list_models", "Models", "ModelName", "ModelArn", None, None, "delete_model", "ModelName"),
-}  # fmt: skip
+}
 
 
 class Resource(NamedTuple):
@@ -60,7 +109,11 @@ def find(client, kinds: list[str] | None = None) -> list[Resource]:
             summaries = [s for page in pages for s in page[spec.list_key]]
         except client.exceptions.ClientError as exc:
             raise LaunchError(f"cannot list {kind}s: {exc}") from None
-        found += [Resource(kind, s[spec.name_key], s.get(spec.status_key, "-") if spec.status_key else "-") for s in summaries if ours(client, s[spec.arn_key])]
+        found += [
+            Resource(kind, s[spec.name_key], s.get(spec.status_key, "-") if spec.status_key else "-")
+            for s in summaries
+            if ours(client, s[spec.arn_key])
+        ]
     return found
 
 
@@ -107,7 +160,9 @@ def add_logs_arguments(parser: argparse.ArgumentParser) -> None:
 def print_new_log_lines(logs, group: str, prefix: str, seen: set[str]) -> list[str]:
     """Print the group's events in streams starting with ``prefix`` not printed yet (nothing while the group does not
     exist); returns their messages."""
-    pages = logs.get_paginator("filter_log_events").paginate(logGroupName=group, **({"logStreamNamePrefix": prefix} if prefix else {}))
+    pages = logs.get_paginator("filter_log_events").paginate(
+        logGroupName=group, **({"logStreamNamePrefix": prefix} if prefix else {})
+    )
     printed = []
     try:
         for page in pages:
@@ -136,7 +191,9 @@ def run_logs(args: argparse.Namespace) -> None:
 
 
 def add_cleanup_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint", help="only the endpoint of exactly this name, with the endpoint config and models it runs")
+    parser.add_argument(
+        "--endpoint", help="only the endpoint of exactly this name, with the endpoint config and models it runs"
+    )
     parser.add_argument("--ecr", action="store_true", help="also delete our ECR repositories and their images")
     parser.add_argument("--yes", action="store_true", help="do not ask before deleting")
 
@@ -147,7 +204,9 @@ def endpoint_resources(client, endpoint: str) -> list[Resource]:
     if described is None or not ours(client, described["EndpointArn"]):
         raise LaunchError(f"no endpoint named exactly {endpoint} created by byoc-vision here (`status` lists them).")
     found = [Resource("endpoint", endpoint, described["EndpointStatus"])]
-    config = aws.find(client.describe_endpoint_config, "ValidationException", EndpointConfigName=described["EndpointConfigName"])
+    config = aws.find(
+        client.describe_endpoint_config, "ValidationException", EndpointConfigName=described["EndpointConfigName"]
+    )
     if config is not None and ours(client, config["EndpointConfigArn"]):
         found.append(Resource("endpoint-config", config["EndpointConfigName"], "-"))
     variants = (config or {}).get("ProductionVariants", []) + (config or {}).get("ShadowProductionVariants", [])
@@ -174,7 +233,11 @@ def take_down(client, autoscaling, cloudwatch, resource: Resource) -> str:
         if resource.status not in ("InProgress",):
             return "ended already"
         answer = aws.optional(getattr(client, spec.stop_call), **{spec.name_param: resource.name})
-        return "stopping" if answer is not None else f"NOT stopped: this AWS endpoint does not offer {spec.stop_call}; stop it in the console"
+        return (
+            "stopping"
+            if answer is not None
+            else f"NOT stopped: this AWS endpoint does not offer {spec.stop_call}; stop it in the console"
+        )
     if resource.kind == "endpoint":  # its auto scaling target (and our alarm) go first, as AWS asks
         scaling.remove(autoscaling, cloudwatch, resource.name)
     aws.call(getattr(client, spec.delete_call), **{spec.name_param: resource.name})
@@ -207,4 +270,6 @@ def run_cleanup(args: argparse.Namespace) -> None:
         failed += outcome.startswith("NOT")
         print(f"{resource.kind} {resource.name}: {outcome}")
     if failed:
-        raise LaunchError(f"{failed} could not be stopped here (see above); they stop by themselves at their max runtime.")
+        raise LaunchError(
+            f"{failed} could not be stopped here (see above); they stop by themselves at their max runtime."
+        )

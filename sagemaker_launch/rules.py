@@ -1,8 +1,14 @@
 """SageMaker Debugger and Profiler built-in rules, and the regional image that evaluates them (``--sagemaker-debugger``)."""
+
 from __future__ import annotations
 
-import json
+import copy
+import re
 
+import smdebug_rulesconfig
+
+from byoc_contract.rules import PROFILER_RULES as PROFILER_RULE_TABLE
+from byoc_contract.rules import TENSOR_RULES, RuleSpec, as_rule_parameter, collections_for
 from sagemaker_launch.errors import LaunchError
 
 # Account of the `sagemaker-debugger-rules` ECR repository in each region (SageMaker Developer Guide,
@@ -17,21 +23,9 @@ RULE_IMAGE_ACCOUNTS = {
     "us-west-1": "685455198987", "us-west-2": "895741380848",
 }  # fmt: skip
 
-# Built-in Debugger rules (by the names of byoc_contract.rules): their parameters and the hook collections they read.
-DEBUGGER_RULES = {
-    "LossNotDecreasing": ({"use_losses_collection": "True", "num_steps": "10", "diff_percent": "0.1", "mode": "TRAIN"}, ["losses"]),
-    "VanishingGradient": ({"threshold": "0.0000001"}, ["gradients"]),
-    "ExplodingTensor": ({"collection_names": "gradients,losses", "only_nan": "False"}, ["gradients", "losses"]),
-    "Overfit": ({"patience_train": "5", "patience_validation": "10", "ratio_threshold": "0.1"}, ["losses"]),
-    "Overtraining": ({"patience_train": "5", "patience_validation": "10", "delta": "0.01"}, ["losses"]),
-    "PoorWeightInitialization": ({"activation_inputs_regex": ".*relu_input", "threshold": "10.0", "distribution_range": "0.001", "patience": "5", "steps": "10"}, ["weights", "biases"]),
-    "ClassImbalance": ({"threshold_imbalance": "10", "threshold_misprediction": "0.7", "samples": "500", "argmax": "False", "labels_regex": ".*labels", "predictions_regex": ".*predictions"}, []),
-}  # fmt: skip
-
-PROFILER_RULES = {
-    "profiler_report": ("ProfilerReport", {}),
-    "low_gpu_utilization": ("LowGPUUtilization", {"threshold_p95": "70", "threshold_p5": "10", "window": "500", "patience": "1000"}),
-}
+# The profiler rules a course notebook asks for (``--profiler-rules`` names): ProfilerReport, and SageMaker's
+# LowGPUUtilization with the in-job rule's parameters (byoc_contract.rules.PROFILER_RULES).
+PROFILER_RULES = {"profiler_report": "ProfilerReport", "low_gpu_utilization": "LowGPUUtilization"}
 COURSE_PROFILER_RULES = tuple(PROFILER_RULES)
 
 
@@ -39,39 +33,75 @@ def rule_image(region: str) -> str:
     """The built-in rule evaluator image for ``region``."""
     account = RULE_IMAGE_ACCOUNTS.get(region)
     if account is None:
-        raise LaunchError(f"SageMaker Debugger's built-in rules are not offered in {region}; run without rules (--rules none) or pick one of {', '.join(sorted(RULE_IMAGE_ACCOUNTS))}.")
+        raise LaunchError(
+            f"SageMaker Debugger's built-in rules are not offered in {region}; run without rules (--rules none) or pick one of {', '.join(sorted(RULE_IMAGE_ACCOUNTS))}."
+        )
     domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     return f"{account}.dkr.ecr.{region}.{domain}/sagemaker-debugger-rules:latest"
 
 
-def _check(names: list[str], known: dict, flag: str) -> None:
+def _check(names: list[str], known, flag: str) -> None:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise LaunchError(f"unknown {flag} {', '.join(unknown)}; choose from {', '.join(known)} (or none).")
 
 
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def aws_rule(name: str) -> dict:
+    """AWS's own configuration of a built-in Debugger rule (``smdebug-rulesconfig``, what SDK v2's ``rule_configs``
+    returns): ``DebugRuleConfiguration`` and, where the rule needs them, ``CollectionConfigurations``."""
+    return getattr(smdebug_rulesconfig, _snake(name))()
+
+
+def aws_parameters(spec: RuleSpec) -> dict[str, object]:
+    """The rule's parameters that AWS's evaluator takes (ours are AWS's names), leaving out those without a default."""
+    return {k: v for k, v in spec.parameters.items() if v is not None and k not in spec.ours}
+
+
 def debugger_rules(names: list[str], region: str, stop_on: list[str], job_name: str) -> list[dict]:
-    """``DebugRuleConfigurations`` for the named built-in rules; those in ``stop_on`` stop the job (the StopTraining action)."""
-    _check(names, DEBUGGER_RULES, "--rules")
-    stop = json.dumps({"StopTraining": {"training_job_prefix": job_name}})
+    """``DebugRuleConfigurations`` for the named built-in rules, AWS's configuration with the parameters of
+    ``byoc_contract.rules``; those in ``stop_on`` stop the job (the StopTraining action)."""
+    _check(names, TENSOR_RULES, "--rules")
+    stop = smdebug_rulesconfig.ActionList(smdebug_rulesconfig.StopTraining(job_name)).serialize()  # as SDK v2 sent it
+    configs = []
+    for name in names:
+        config = copy.deepcopy(aws_rule(name)["DebugRuleConfiguration"])
+        config["RuleEvaluatorImage"] = rule_image(region)
+        config["RuleParameters"].update(
+            {k: as_rule_parameter(v) for k, v in aws_parameters(TENSOR_RULES[name]).items()}
+        )
+        if name in stop_on:
+            config["RuleParameters"]["action_json"] = stop
+        configs.append(config)
+    return configs
+
+
+def rule_collections(names: list[str], save_interval: str) -> list[dict]:
+    """The hook's ``CollectionConfigurations`` for the named rules: AWS's (``relu_input`` with its regex) and the
+    collections the trainer saves for them, each saved every ``save_interval`` steps, in a stable order."""
+    wanted = {c: {} for c in collections_for(names)}
+    for name in names:
+        for collection in aws_rule(name).get("CollectionConfigurations", []):
+            wanted.setdefault(collection["CollectionName"], {}).update(collection.get("CollectionParameters", {}))
     return [
-        {
-            "RuleConfigurationName": name, "RuleEvaluatorImage": rule_image(region),
-            "RuleParameters": {"rule_to_invoke": name, **DEBUGGER_RULES[name][0], **({"action_json": stop} if name in stop_on else {})},
-        }
-        for name in names
-    ]  # fmt: skip
-
-
-def rule_collections(names: list[str]) -> list[str]:
-    """The hook collections the named rules read, in a stable order."""
-    return sorted({c for n in names for c in DEBUGGER_RULES[n][1]})
+        {"CollectionName": c, "CollectionParameters": {**wanted[c], "save_interval": save_interval}}
+        for c in sorted(wanted)
+    ]
 
 
 def profiler_rules(names: list[str], region: str) -> list[dict]:
-    """``ProfilerRuleConfigurations`` for the named built-in profiler rules."""
+    """``ProfilerRuleConfigurations`` for the named built-in profiler rules, from AWS's configurations."""
     _check(names, PROFILER_RULES, "--profiler-rules")
-    return [
-        {"RuleConfigurationName": invoke, "RuleEvaluatorImage": rule_image(region), "RuleParameters": {"rule_to_invoke": invoke, **params}}
-        for invoke, params in (PROFILER_RULES[n] for n in names)
-    ]
+    configs = []
+    for name in names:
+        invoke = PROFILER_RULES[name]
+        ours = PROFILER_RULE_TABLE.get(invoke)
+        rule = getattr(smdebug_rulesconfig, invoke)(**(aws_parameters(ours) if ours else {}))
+        params = {k: as_rule_parameter(v) for k, v in rule.rule_parameters.items() if v is not None}
+        configs.append(
+            {"RuleConfigurationName": invoke, "RuleEvaluatorImage": rule_image(region), "RuleParameters": params}
+        )
+    return configs

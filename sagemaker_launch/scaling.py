@@ -6,6 +6,7 @@ Real-time endpoints track invocations per instance. Asynchronous endpoints track
 driven by a CloudWatch alarm on ``HasBacklogWithoutCapacity`` adds the first instance back when requests wait and
 no instance is running (AWS's documented set-up for scaling an asynchronous endpoint from zero).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,7 +40,11 @@ class Registered:
 
 def scalable_target(endpoint: str) -> dict:
     """What Application Auto Scaling calls the instance count of the endpoint's variant."""
-    return {"ServiceNamespace": "sagemaker", "ResourceId": f"endpoint/{endpoint}/variant/{VARIANT}", "ScalableDimension": DIMENSION}
+    return {
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": f"endpoint/{endpoint}/variant/{VARIANT}",
+        "ScalableDimension": DIMENSION,
+    }
 
 
 def alarm_name(endpoint: str) -> str:
@@ -49,14 +54,25 @@ def alarm_name(endpoint: str) -> str:
 
 def target_request(endpoint: str, low: int, high: int) -> dict:
     """RegisterScalableTarget, tagged: the IAM policy lets the launcher change only targets with our tag."""
-    return {**scalable_target(endpoint), "MinCapacity": low, "MaxCapacity": high, "Tags": {aws.CREATED_BY["Key"]: aws.CREATED_BY["Value"]}}
+    return {
+        **scalable_target(endpoint),
+        "MinCapacity": low,
+        "MaxCapacity": high,
+        "Tags": {aws.CREATED_BY["Key"]: aws.CREATED_BY["Value"]},
+    }
 
 
 def policy_requests(plan: Plan, endpoint: str) -> list[dict]:
     """PutScalingPolicy requests: target tracking, and for an asynchronous endpoint the step policy out of zero."""
     if plan.asynchronous:
-        metric = {"CustomizedMetricSpecification": {"MetricName": "ApproximateBacklogSizePerInstance", "Namespace": "AWS/SageMaker",
-                                                    "Dimensions": [{"Name": "EndpointName", "Value": endpoint}], "Statistic": "Average"}}  # fmt: skip
+        metric = {
+            "CustomizedMetricSpecification": {
+                "MetricName": "ApproximateBacklogSizePerInstance",
+                "Namespace": "AWS/SageMaker",
+                "Dimensions": [{"Name": "EndpointName", "Value": endpoint}],
+                "Statistic": "Average",
+            }
+        }
     else:
         metric = {"PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}}
     tracking = {
@@ -64,9 +80,12 @@ def policy_requests(plan: Plan, endpoint: str) -> list[dict]:
         **scalable_target(endpoint),
         "PolicyType": "TargetTrackingScaling",
         "TargetTrackingScalingPolicyConfiguration": {
-            "TargetValue": plan.target, **metric, "ScaleInCooldown": plan.scale_in_cooldown, "ScaleOutCooldown": plan.scale_out_cooldown,
+            "TargetValue": plan.target,
+            **metric,
+            "ScaleInCooldown": plan.scale_in_cooldown,
+            "ScaleOutCooldown": plan.scale_out_cooldown,
         },
-    }  # fmt: skip
+    }
     if not plan.asynchronous:
         return [tracking]
     step = {
@@ -74,22 +93,33 @@ def policy_requests(plan: Plan, endpoint: str) -> list[dict]:
         **scalable_target(endpoint),
         "PolicyType": "StepScaling",
         "StepScalingPolicyConfiguration": {
-            "AdjustmentType": "ChangeInCapacity", "MetricAggregationType": "Average", "Cooldown": STEP_COOLDOWN_SECONDS,
+            "AdjustmentType": "ChangeInCapacity",
+            "MetricAggregationType": "Average",
+            "Cooldown": STEP_COOLDOWN_SECONDS,
             "StepAdjustments": [{"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 1}],
         },
-    }  # fmt: skip
+    }
     return [tracking, step]
 
 
 def alarm_request(endpoint: str, policy_arn: str) -> dict:
     """PutMetricAlarm: requests wait while no instance runs (two minutes of it) -> the step policy adds one."""
     return {
-        "AlarmName": alarm_name(endpoint), "AlarmDescription": f"byoc-vision: {endpoint} has queued requests and no instance",
-        "MetricName": "HasBacklogWithoutCapacity", "Namespace": "AWS/SageMaker", "Statistic": "Average",
-        "Dimensions": [{"Name": "EndpointName", "Value": endpoint}], "Period": 60, "EvaluationPeriods": 2, "DatapointsToAlarm": 2,
-        "Threshold": 1.0, "ComparisonOperator": "GreaterThanOrEqualToThreshold", "TreatMissingData": "missing",
-        "AlarmActions": [policy_arn], "Tags": [aws.CREATED_BY],
-    }  # fmt: skip
+        "AlarmName": alarm_name(endpoint),
+        "AlarmDescription": f"byoc-vision: {endpoint} has queued requests and no instance",
+        "MetricName": "HasBacklogWithoutCapacity",
+        "Namespace": "AWS/SageMaker",
+        "Statistic": "Average",
+        "Dimensions": [{"Name": "EndpointName", "Value": endpoint}],
+        "Period": 60,
+        "EvaluationPeriods": 2,
+        "DatapointsToAlarm": 2,
+        "Threshold": 1.0,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        "TreatMissingData": "missing",
+        "AlarmActions": [policy_arn],
+        "Tags": [aws.CREATED_BY],
+    }
 
 
 def put_policies(scaling, cloudwatch, endpoint: str, policies: list[dict]) -> None:
@@ -106,14 +136,25 @@ def apply(scaling, cloudwatch, endpoint: str, plan: Plan) -> None:
     put_policies(scaling, cloudwatch, endpoint, policy_requests(plan, endpoint))
 
 
-POLICY_FIELDS = ("PolicyName", "ServiceNamespace", "ResourceId", "ScalableDimension", "PolicyType",
-                 "TargetTrackingScalingPolicyConfiguration", "StepScalingPolicyConfiguration")  # fmt: skip
+POLICY_FIELDS = (
+    "PolicyName",
+    "ServiceNamespace",
+    "ResourceId",
+    "ScalableDimension",
+    "PolicyType",
+    "TargetTrackingScalingPolicyConfiguration",
+    "StepScalingPolicyConfiguration",
+)
 
 
 def targets(scaling, endpoint: str) -> list[dict]:
     """The variant's scalable target as described (empty when it is not registered)."""
-    return aws.call(scaling.describe_scalable_targets, ServiceNamespace="sagemaker", ResourceIds=[scalable_target(endpoint)["ResourceId"]],
-                    ScalableDimension=DIMENSION)["ScalableTargets"]  # fmt: skip
+    return aws.call(
+        scaling.describe_scalable_targets,
+        ServiceNamespace="sagemaker",
+        ResourceIds=[scalable_target(endpoint)["ResourceId"]],
+        ScalableDimension=DIMENSION,
+    )["ScalableTargets"]
 
 
 def registered(scaling, endpoint: str) -> Registered | None:
@@ -134,7 +175,10 @@ def remove(scaling, cloudwatch, endpoint: str) -> None:
 
 def restore(scaling, cloudwatch, endpoint: str, saved: Registered) -> None:
     """Put back what ``registered`` described: the same bounds and the same policies (and our alarm)."""
-    aws.call(scaling.register_scalable_target, **target_request(endpoint, saved.target["MinCapacity"], saved.target["MaxCapacity"]))
+    aws.call(
+        scaling.register_scalable_target,
+        **target_request(endpoint, saved.target["MinCapacity"], saved.target["MaxCapacity"]),
+    )
     put_policies(scaling, cloudwatch, endpoint, saved.policies)
 
 

@@ -1,4 +1,5 @@
 """Training jobs with our image: the CreateTrainingJob request, its creation, and following it to the end."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,32 +18,95 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of the training job definition (shared by `train` and `tune`)."""
     parser.add_argument("--image", help="training image URI in ECR (printed by `push`)")
     parser.add_argument("--role", help="SageMaker execution role ARN")
-    parser.add_argument("--output", help="s3://bucket/prefix for models, checkpoints, TensorBoard, Debugger and Profiler output")
-    parser.add_argument("--channel", action="append", default=[], metavar="NAME=S3URI", help="input channel (train, valid, test, pretrained); repeatable")
-    parser.add_argument("--input-mode", choices=INPUT_MODES + ("Pipe",), default="File", help="how channels reach the container")
-    parser.add_argument("--hyperparameter", "-p", action="append", default=[], metavar="NAME=VALUE", help="trainer flag without dashes; repeatable")
+    parser.add_argument(
+        "--output", help="s3://bucket/prefix for models, checkpoints, TensorBoard, Debugger and Profiler output"
+    )
+    parser.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        metavar="NAME=S3URI",
+        help="input channel (train, valid, test, pretrained); repeatable",
+    )
+    parser.add_argument(
+        "--input-mode", choices=(*INPUT_MODES, "Pipe"), default="File", help="how channels reach the container"
+    )
+    parser.add_argument(
+        "--hyperparameter",
+        "-p",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="trainer flag without dashes; repeatable",
+    )
     parser.add_argument("--instance-type", default="ml.g4dn.xlarge")
     parser.add_argument("--instance-count", type=int, default=1)
     parser.add_argument("--volume-gb", type=int, default=50)
     parser.add_argument("--max-runtime", type=int, default=24 * 3600, help="seconds")
-    parser.add_argument("--spot", action="store_true", help="managed spot training (checkpoints synced to S3 make it resumable)")
-    parser.add_argument("--max-wait", type=int, default=None, help="seconds to wait for spot capacity plus runtime (default: 2 x max-runtime)")
     parser.add_argument(
-        "--rules", nargs="*", default=list(job_rules.DEFAULT_RULES),
+        "--spot", action="store_true", help="managed spot training (checkpoints synced to S3 make it resumable)"
+    )
+    parser.add_argument(
+        "--max-wait",
+        type=int,
+        default=None,
+        help="seconds to wait for spot capacity plus runtime (default: 2 x max-runtime)",
+    )
+    parser.add_argument(
+        "--rules",
+        nargs="*",
+        default=list(job_rules.DEFAULT_RULES),
         help=f"Debugger rules, judged inside the job at each epoch end ({', '.join(job_rules.RULE_NAMES)}), or none",
-    )  # fmt: skip
-    parser.add_argument("--stop-on-rule", nargs="*", default=[], metavar="RULE", help="stop training at the epoch end when one of these rules finds issues")
-    parser.add_argument("--save-interval", type=int, default=None, help="save the tensors the rules read every N steps (default: 10 in the job, 100 with --sagemaker-debugger)")
+    )
     parser.add_argument(
-        "--sagemaker-debugger", action="store_true",
+        "--stop-on-rule",
+        nargs="*",
+        default=[],
+        metavar="RULE",
+        help="stop training at the epoch end when one of these rules finds issues",
+    )
+    parser.add_argument(
+        "--save-interval",
+        type=int,
+        default=None,
+        help="save the tensors the rules read every N steps (default: 10 in the job, 100 with --sagemaker-debugger)",
+    )
+    parser.add_argument(
+        "--sagemaker-debugger",
+        action="store_true",
         help="for accounts that still have Debugger: AWS's hook config, rule jobs and Profiler instead of the in-job rules and profiling",
-    )  # fmt: skip
-    parser.add_argument("--collections", nargs="*", default=["losses"], help="--sagemaker-debugger: hook collections beyond those the rules need")
-    parser.add_argument("--profiler-rules", nargs="*", default=None, help=f"--sagemaker-debugger: built-in Profiler rules, or none (default: {' '.join(rules.COURSE_PROFILER_RULES)})")
-    parser.add_argument("--profiling-interval-ms", type=int, default=500, help="--sagemaker-debugger: system metrics interval (100, 200, 500, 1000, 5000, 60000)")
-    parser.add_argument("--download-dir", default="byoc-output", help="--wait: where the job's output.tar.gz (rules.json, profiling report) is extracted")
-    parser.add_argument("--distributed", action="store_true", help="torchrun across all GPUs and instances (sagemaker_torch_distributed_enabled)")
-    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra resource tag; repeatable")
+    )
+    parser.add_argument(
+        "--collections",
+        nargs="*",
+        default=["losses"],
+        help="--sagemaker-debugger: hook collections beyond those the rules need",
+    )
+    parser.add_argument(
+        "--profiler-rules",
+        nargs="*",
+        default=None,
+        help=f"--sagemaker-debugger: built-in Profiler rules, or none (default: {' '.join(rules.COURSE_PROFILER_RULES)})",
+    )
+    parser.add_argument(
+        "--profiling-interval-ms",
+        type=int,
+        default=500,
+        help="--sagemaker-debugger: system metrics interval (100, 200, 500, 1000, 5000, 60000)",
+    )
+    parser.add_argument(
+        "--download-dir",
+        default="byoc-output",
+        help="--wait: where the job's output.tar.gz (rules.json, profiling report) is extracted",
+    )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="torchrun across all GPUs and instances (sagemaker_torch_distributed_enabled)",
+    )
+    parser.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="extra resource tag; repeatable"
+    )
 
 
 def _names(values: list[str]) -> list[str]:
@@ -64,7 +128,9 @@ def in_job_rules(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     if args.sagemaker_debugger:
         return names, {job_rules.RULES_HYPERPARAMETER: "none"}
     if args.profiler_rules is not None:
-        raise LaunchError("--profiler-rules configures SageMaker's Profiler, which needs --sagemaker-debugger; the in-job profiling report is always written.")
+        raise LaunchError(
+            "--profiler-rules configures SageMaker's Profiler, which needs --sagemaker-debugger; the in-job profiling report is always written."
+        )
     hyperparameters = {job_rules.RULES_HYPERPARAMETER: ",".join(names) or "none"}
     if stop_on:
         hyperparameters[job_rules.STOP_HYPERPARAMETER] = ",".join(stop_on)
@@ -80,7 +146,9 @@ def job_definition(args: argparse.Namespace, region: str, name: str) -> tuple[di
     output = validate.s3_uri(args.output or "", "--output")
     validate.instance_type(args.instance_type)
     if args.input_mode == "Pipe":
-        raise LaunchError("--input-mode Pipe streams records through FIFOs, but the byoc-vision trainer reads image files; use FastFile to stream from S3.")
+        raise LaunchError(
+            "--input-mode Pipe streams records through FIFOs, but the byoc-vision trainer reads image files; use FastFile to stream from S3."
+        )
     channels = validate.key_values(args.channel, "--channel")
     if "train" not in channels:
         raise LaunchError("no train channel: pass --channel train=s3://<bucket>/<prefix>/train (see `upload-data`).")
@@ -90,7 +158,11 @@ def job_definition(args: argparse.Namespace, region: str, name: str) -> tuple[di
         hyperparameters.setdefault(key, value)  # an explicit -p wins
     if args.distributed:
         hyperparameters["sagemaker_torch_distributed_enabled"] = "true"
-    for count, flag in ((args.instance_count, "--instance-count"), (args.volume_gb, "--volume-gb"), (args.max_runtime, "--max-runtime")):
+    for count, flag in (
+        (args.instance_count, "--instance-count"),
+        (args.volume_gb, "--volume-gb"),
+        (args.max_runtime, "--max-runtime"),
+    ):
         if count < 1:
             raise LaunchError(f"{flag} must be at least 1 (got {count}).")
     stopping = {"MaxRuntimeInSeconds": args.max_runtime}
@@ -100,18 +172,32 @@ def job_definition(args: argparse.Namespace, region: str, name: str) -> tuple[di
             raise LaunchError(f"--max-wait ({args.max_wait} s) must be at least --max-runtime ({args.max_runtime} s).")
     definition = {
         "RoleArn": role,
-        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": args.input_mode, "MetricDefinitions": metric_definitions() + job_rules.metric_definitions(tuple(rule_names))},
+        "AlgorithmSpecification": {
+            "TrainingImage": image,
+            "TrainingInputMode": args.input_mode,
+            "MetricDefinitions": metric_definitions() + job_rules.metric_definitions(tuple(rule_names)),
+        },
         "HyperParameters": hyperparameters,
         "InputDataConfig": [
             {
                 "ChannelName": channel,
-                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": validate.s3_uri(uri, f"channel {channel}") + "/", "S3DataDistributionType": "FullyReplicated"}},
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": validate.s3_uri(uri, f"channel {channel}") + "/",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
                 "InputMode": args.input_mode,
             }
             for channel, uri in channels.items()
         ],
         "OutputDataConfig": {"S3OutputPath": f"{output}/models"},
-        "ResourceConfig": {"InstanceType": args.instance_type, "InstanceCount": args.instance_count, "VolumeSizeInGB": args.volume_gb},
+        "ResourceConfig": {
+            "InstanceType": args.instance_type,
+            "InstanceCount": args.instance_count,
+            "VolumeSizeInGB": args.volume_gb,
+        },
         "StoppingCondition": stopping,
         "EnableManagedSpotTraining": bool(args.spot),
         "CheckpointConfig": {"S3Uri": f"{output}/checkpoints/{name}", "LocalPath": "/opt/ml/checkpoints"},
@@ -129,7 +215,10 @@ def training_request(args: argparse.Namespace, region: str) -> dict:
         request.update(sagemaker_debugger(args, region, output, name))
     else:  # Debugger is closed to new accounts and the Profiler ends 2027-06-30: the job judges and profiles itself
         request["ProfilerConfig"] = {"DisableProfiler": True}
-    request["TensorBoardOutputConfig"] = {"S3OutputPath": f"{output}/tensorboard", "LocalPath": "/opt/ml/output/tensorboard"}
+    request["TensorBoardOutputConfig"] = {
+        "S3OutputPath": f"{output}/tensorboard",
+        "LocalPath": "/opt/ml/output/tensorboard",
+    }
     request["Tags"] = aws.tags(validate.key_values(args.tag, "--tag"), "training-job")
     return request
 
@@ -139,18 +228,27 @@ def sagemaker_debugger(args: argparse.Namespace, region: str, output: str, name:
     debugger, stop_on = rule_selection(args)
     profiler = _names(args.profiler_rules if args.profiler_rules is not None else list(rules.COURSE_PROFILER_RULES))
     config: dict = {}
-    collections = sorted(set(_names(args.collections)) | set(rules.rule_collections(debugger)))
+    interval = str(args.save_interval or 100)
+    collections = rules.rule_collections(debugger, interval)
+    asked = {c["CollectionName"] for c in collections}
+    collections += [
+        {"CollectionName": c, "CollectionParameters": {"save_interval": interval}}
+        for c in _names(args.collections)
+        if c not in asked
+    ]
     if collections:
-        interval = str(args.save_interval or 100)
         config["DebugHookConfig"] = {
             "S3OutputPath": f"{output}/debugger",
             "LocalPath": "/opt/ml/output/tensors",
             "HookParameters": {"save_interval": interval},
-            "CollectionConfigurations": [{"CollectionName": c, "CollectionParameters": {"save_interval": interval}} for c in collections],
+            "CollectionConfigurations": sorted(collections, key=lambda c: c["CollectionName"]),
         }
     if debugger:
         config["DebugRuleConfigurations"] = rules.debugger_rules(debugger, region, stop_on, name)
-    config["ProfilerConfig"] = {"S3OutputPath": f"{output}/profiler", "ProfilingIntervalInMilliseconds": args.profiling_interval_ms}
+    config["ProfilerConfig"] = {
+        "S3OutputPath": f"{output}/profiler",
+        "ProfilingIntervalInMilliseconds": args.profiling_interval_ms,
+    }
     if profiler:
         config["ProfilerRuleConfigurations"] = rules.profiler_rules(profiler, region)
     return config
@@ -170,7 +268,9 @@ def follow(client, logs, name: str, poll_seconds: float = 15) -> dict:
             if seen_rules.get(rule["RuleConfigurationName"]) != rule["RuleEvaluationStatus"]:
                 seen_rules[rule["RuleConfigurationName"]] = rule["RuleEvaluationStatus"]
                 print(f"  rule {rule['RuleConfigurationName']}: {rule['RuleEvaluationStatus']}", flush=True)
-        for message in resources.print_new_log_lines(logs, resources.LOG_GROUPS["training-job"], f"{name}/", seen_events):
+        for message in resources.print_new_log_lines(
+            logs, resources.LOG_GROUPS["training-job"], f"{name}/", seen_events
+        ):
             verdict = job_rules.parse_line(message)
             if verdict is not None:
                 at = "" if verdict["step"] is None else f" at step {verdict['step']}"

@@ -1,4 +1,5 @@
 """The `transform` command: a batch transform job over an S3 prefix of images or of JSON lines."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,10 +10,22 @@ from sagemaker_launch.errors import LaunchError
 MAX_PAYLOAD_TIMES_CONCURRENCY_MB = 100  # SageMaker: MaxConcurrentTransforms x MaxPayloadInMB <= 100 MB
 FORMATS = {
     # one image per request: the whole object is the body
-    "images": {"ContentType": "application/x-image", "SplitType": "None", "BatchStrategy": "SingleRecord", "Accept": "application/json", "AssembleWith": "None"},
+    "images": {
+        "ContentType": "application/x-image",
+        "SplitType": "None",
+        "BatchStrategy": "SingleRecord",
+        "Accept": "application/json",
+        "AssembleWith": "None",
+    },
     # one {"image": "<base64>"} per line: lines are batched into requests up to the payload limit, answers are lines again
-    "jsonlines": {"ContentType": "application/jsonlines", "SplitType": "Line", "BatchStrategy": "MultiRecord", "Accept": "application/jsonlines", "AssembleWith": "Line"},
-}  # fmt: skip
+    "jsonlines": {
+        "ContentType": "application/jsonlines",
+        "SplitType": "Line",
+        "BatchStrategy": "MultiRecord",
+        "Accept": "application/jsonlines",
+        "AssembleWith": "Line",
+    },
+}
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 
@@ -20,12 +33,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     deploy.add_model_arguments(parser, multi_model=False)
     parser.add_argument("--input", help="s3:// prefix of the inputs")
     parser.add_argument("--output", help="s3:// prefix for the results (<input name>.out each)")
-    parser.add_argument("--input-format", choices=tuple(FORMATS), default="images", help="one image per object, or JSON lines of base64 images")
+    parser.add_argument(
+        "--input-format",
+        choices=tuple(FORMATS),
+        default="images",
+        help="one image per object, or JSON lines of base64 images",
+    )
     parser.add_argument("--instance-type", default="ml.m5.xlarge")
     parser.add_argument("--instance-count", type=int, default=1)
     parser.add_argument("--max-payload-mb", type=int, default=6, help="largest request body (SageMaker allows 100)")
-    parser.add_argument("--concurrency", type=int, default=0, help="requests in flight per instance (0: SageMaker's default, 1); times --max-payload-mb at most 100")
-    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra resource tag; repeatable")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="requests in flight per instance (0: SageMaker's default, 1); times --max-payload-mb at most 100",
+    )
+    parser.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="extra resource tag; repeatable"
+    )
 
 
 def transform_ami(args: argparse.Namespace) -> str | None:
@@ -69,11 +94,15 @@ def check(args: argparse.Namespace, region: str) -> None:
     if args.instance_count < 1 or args.concurrency < 0:
         raise LaunchError("--instance-count must be at least 1 and --concurrency at least 0.")
     if not 1 <= args.max_payload_mb <= MAX_PAYLOAD_TIMES_CONCURRENCY_MB:
-        raise LaunchError(f"--max-payload-mb must be 1 to {MAX_PAYLOAD_TIMES_CONCURRENCY_MB} (got {args.max_payload_mb}).")
+        raise LaunchError(
+            f"--max-payload-mb must be 1 to {MAX_PAYLOAD_TIMES_CONCURRENCY_MB} (got {args.max_payload_mb})."
+        )
     if args.concurrency * args.max_payload_mb > MAX_PAYLOAD_TIMES_CONCURRENCY_MB:
-        raise LaunchError(f"--concurrency {args.concurrency} x --max-payload-mb {args.max_payload_mb} = {args.concurrency * args.max_payload_mb} MB; SageMaker allows at most "
-                          f"{MAX_PAYLOAD_TIMES_CONCURRENCY_MB} MB in flight per instance: lower --concurrency to {MAX_PAYLOAD_TIMES_CONCURRENCY_MB // args.max_payload_mb} "
-                          f"or --max-payload-mb to {MAX_PAYLOAD_TIMES_CONCURRENCY_MB // args.concurrency}.")  # fmt: skip
+        raise LaunchError(
+            f"--concurrency {args.concurrency} x --max-payload-mb {args.max_payload_mb} = {args.concurrency * args.max_payload_mb} MB; SageMaker allows at most "
+            f"{MAX_PAYLOAD_TIMES_CONCURRENCY_MB} MB in flight per instance: lower --concurrency to {MAX_PAYLOAD_TIMES_CONCURRENCY_MB // args.max_payload_mb} "
+            f"or --max-payload-mb to {MAX_PAYLOAD_TIMES_CONCURRENCY_MB // args.concurrency}."
+        )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -85,9 +114,17 @@ def run(args: argparse.Namespace) -> None:
     deploy.create_model(client, args, name, tags)
     request = transform_request(args, name, name, tags)
     arn = aws.call(client.create_transform_job, **request)["TransformJobArn"]
-    print(f"transform job {name}\n  arn: {arn}\n  console: {aws.console_link(session.region_name, 'transform-jobs', name)}")
-    print(f"  {args.instance_count} x {args.instance_type}, billed while it runs, it stops by itself; results: {request['TransformOutput']['S3OutputPath']}")
+    print(
+        f"transform job {name}\n  arn: {arn}\n  console: {aws.console_link(session.region_name, 'transform-jobs', name)}"
+    )
+    print(
+        f"  {args.instance_count} x {args.instance_type}, billed while it runs, it stops by itself; results: {request['TransformOutput']['S3OutputPath']}"
+    )
     if args.wait:
-        job = aws.wait_for(client.describe_transform_job, {"TransformJobName": name}, "TransformJobStatus", TERMINAL, args.poll_seconds)
+        job = aws.wait_for(
+            client.describe_transform_job, {"TransformJobName": name}, "TransformJobStatus", TERMINAL, args.poll_seconds
+        )
         if job["TransformJobStatus"] != "Completed":
-            raise LaunchError(f"transform job {name} ended {job['TransformJobStatus']}: {job.get('FailureReason', 'no reason given')}")
+            raise LaunchError(
+                f"transform job {name} ended {job['TransformJobStatus']}: {job.get('FailureReason', 'no reason given')}"
+            )

@@ -1,4 +1,5 @@
 """Hyperparameter tuning jobs over our training job definition, with the search space from a YAML file."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,10 +7,10 @@ import time
 
 import botocore.exceptions
 
-from sagemaker_launch import aws, training, validate
-from sagemaker_launch.errors import LaunchError
 from byoc_contract import search_space
 from byoc_contract.metric_log import METRIC_NAMES
+from sagemaker_launch import aws, training, validate
+from sagemaker_launch.errors import LaunchError
 
 STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
 MAX_WARM_START_PARENTS = 5  # SageMaker learns from at most 5 earlier tuning jobs
@@ -18,16 +19,51 @@ TERMINAL = ("Completed", "Failed", "Stopped")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_arguments(parser)
-    parser.add_argument("--search-space", help="YAML: name: {type: continuous|integer|categorical, min, max, scaling} or {values: [...]}")
+    parser.add_argument(
+        "--search-space",
+        help="YAML: name: {type: continuous|integer|categorical, min, max, scaling} or {values: [...]}",
+    )
     parser.add_argument("--strategy", choices=STRATEGIES, default="Bayesian")
-    parser.add_argument("--objective", default="valid_acc", choices=[m for m in METRIC_NAMES if m.startswith(("valid_", "test_", "train_"))], help="metric to optimise")
-    parser.add_argument("--direction", choices=("Maximize", "Minimize"), default=None, help="default: Minimize for losses, Maximize otherwise")
+    parser.add_argument(
+        "--objective",
+        default="valid_acc",
+        choices=[m for m in METRIC_NAMES if m.startswith(("valid_", "test_", "train_"))],
+        help="metric to optimise",
+    )
+    parser.add_argument(
+        "--direction",
+        choices=("Maximize", "Minimize"),
+        default=None,
+        help="default: Minimize for losses, Maximize otherwise",
+    )
     parser.add_argument("--max-jobs", type=int, default=10)
     parser.add_argument("--max-parallel-jobs", type=int, default=2)
-    parser.add_argument("--early-stopping", choices=("Auto", "Off"), default="Off", help="stop trials that do not keep up (not with Hyperband)")
-    parser.add_argument("--hyperband-resource", nargs=2, type=int, metavar=("MIN", "MAX"), default=(1, 20), help="Hyperband: min and max epochs")
-    parser.add_argument("--warm-start-from", action="append", default=[], metavar="TUNING_JOB", help="earlier tuning job to learn from; repeatable, up to 5")
-    parser.add_argument("--warm-start-type", choices=("IdenticalDataAndAlgorithm", "TransferLearning"), default="IdenticalDataAndAlgorithm")
+    parser.add_argument(
+        "--early-stopping",
+        choices=("Auto", "Off"),
+        default="Off",
+        help="stop trials that do not keep up (not with Hyperband)",
+    )
+    parser.add_argument(
+        "--hyperband-resource",
+        nargs=2,
+        type=int,
+        metavar=("MIN", "MAX"),
+        default=(1, 20),
+        help="Hyperband: min and max epochs",
+    )
+    parser.add_argument(
+        "--warm-start-from",
+        action="append",
+        default=[],
+        metavar="TUNING_JOB",
+        help="earlier tuning job to learn from; repeatable, up to 5",
+    )
+    parser.add_argument(
+        "--warm-start-type",
+        choices=("IdenticalDataAndAlgorithm", "TransferLearning"),
+        default="IdenticalDataAndAlgorithm",
+    )
 
 
 def parameter_ranges(path: str | None) -> dict:
@@ -42,7 +78,9 @@ def parameter_ranges(path: str | None) -> dict:
             ranges["CategoricalParameterRanges"].append({"Name": r.name, "Values": list(r.values)})
         else:
             key = "ContinuousParameterRanges" if r.kind == "continuous" else "IntegerParameterRanges"
-            ranges[key].append({"Name": r.name, "MinValue": str(r.low), "MaxValue": str(r.high), "ScalingType": r.scaling})
+            ranges[key].append(
+                {"Name": r.name, "MinValue": str(r.low), "MaxValue": str(r.high), "ScalingType": r.scaling}
+            )
     return ranges
 
 
@@ -50,7 +88,9 @@ def tuning_request(args: argparse.Namespace, region: str) -> dict:
     """The CreateHyperParameterTuningJob request; every argument is checked before AWS is called."""
     name = validate.job_name(args.name or aws.unique_name("byoc-tune"), limit=32)
     if args.sagemaker_debugger:
-        raise LaunchError("tuning jobs take no Debugger or Profiler configuration: leave out --sagemaker-debugger; each trial judges --rules itself.")
+        raise LaunchError(
+            "tuning jobs take no Debugger or Profiler configuration: leave out --sagemaker-debugger; each trial judges --rules itself."
+        )
     ranges = parameter_ranges(args.search_space)
     definition, _output = training.job_definition(args, region, name)
     static = definition.pop("HyperParameters")
@@ -59,7 +99,9 @@ def tuning_request(args: argparse.Namespace, region: str) -> dict:
     if clash:
         raise LaunchError(f"{', '.join(clash)} is both tuned and fixed with --hyperparameter; drop one of them.")
     if args.max_parallel_jobs < 1 or args.max_jobs < args.max_parallel_jobs:
-        raise LaunchError(f"--max-parallel-jobs ({args.max_parallel_jobs}) must be between 1 and --max-jobs ({args.max_jobs}).")
+        raise LaunchError(
+            f"--max-parallel-jobs ({args.max_parallel_jobs}) must be between 1 and --max-jobs ({args.max_jobs})."
+        )
     direction = args.direction or ("Minimize" if args.objective.endswith("loss") else "Maximize")
     config = {
         "Strategy": args.strategy,
@@ -70,7 +112,9 @@ def tuning_request(args: argparse.Namespace, region: str) -> dict:
     }
     if args.strategy == "Grid":
         if ranges["ContinuousParameterRanges"] or ranges["IntegerParameterRanges"]:
-            raise LaunchError("--strategy Grid searches categorical ranges only; list the values to try (type: categorical).")
+            raise LaunchError(
+                "--strategy Grid searches categorical ranges only; list the values to try (type: categorical)."
+            )
         config["ResourceLimits"].pop("MaxNumberOfTrainingJobs")
     if args.strategy == "Hyperband":
         if args.early_stopping != "Off":
@@ -86,17 +130,24 @@ def tuning_request(args: argparse.Namespace, region: str) -> dict:
         "Tags": aws.tags(validate.key_values(args.tag, "--tag"), "tuning-job"),
     }
     if len(args.warm_start_from) > MAX_WARM_START_PARENTS:
-        raise LaunchError(f"--warm-start-from names {len(args.warm_start_from)} tuning jobs; SageMaker learns from at most {MAX_WARM_START_PARENTS}: "
-                          "keep the ones whose search space is closest to this one.")  # fmt: skip
+        raise LaunchError(
+            f"--warm-start-from names {len(args.warm_start_from)} tuning jobs; SageMaker learns from at most {MAX_WARM_START_PARENTS}: "
+            "keep the ones whose search space is closest to this one."
+        )
     if args.warm_start_from:
-        request["WarmStartConfig"] = {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": p} for p in args.warm_start_from], "WarmStartType": args.warm_start_type}
+        request["WarmStartConfig"] = {
+            "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": p} for p in args.warm_start_from],
+            "WarmStartType": args.warm_start_type,
+        }
     return request
 
 
 def trials(client, name: str) -> list[dict] | None:
     """The tuning job's training jobs, or None where the API is not offered (moto lacks it)."""
     try:
-        pages = client.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job").paginate(HyperParameterTuningJobName=name)
+        pages = client.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job").paginate(
+            HyperParameterTuningJobName=name
+        )
         return [job for page in pages for job in page["TrainingJobSummaries"]]
     except botocore.exceptions.ClientError as exc:
         if aws.not_offered(exc):

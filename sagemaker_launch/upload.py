@@ -1,4 +1,5 @@
 """The `upload-data` command: a local dataset synced to S3 as training channels, unchanged files skipped."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,18 @@ MIB = 1024 * 1024
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", type=Path, help="dataset folder: train/valid/test of class folders, class folders alone, or an HDF5 + CSV pair")
+    parser.add_argument(
+        "source",
+        type=Path,
+        help="dataset folder: train/valid/test of class folders, class folders alone, or an HDF5 + CSV pair",
+    )
     parser.add_argument("destination", help="s3://bucket/prefix; each split lands in <prefix>/<split>/")
-    parser.add_argument("--part-size-mb", type=int, default=16, help="multipart part size (files larger than this go in parts; at least 5)")
+    parser.add_argument(
+        "--part-size-mb",
+        type=int,
+        default=16,
+        help="multipart part size (files larger than this go in parts; at least 5)",
+    )
     parser.add_argument("--workers", type=int, default=8, help="files uploaded at once")
     parser.add_argument("--create-bucket", action="store_true", help="create the bucket when it does not exist")
     parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
@@ -36,15 +46,21 @@ def channels(root: Path) -> dict[str, Path]:
     if not root.exists():
         raise LaunchError(f"{root} does not exist.")
     if not root.is_dir():
-        raise LaunchError(f"{root} is a file; pass the dataset folder (class folders, or train/valid/test folders of them).")
-    found = {split: root / alias for split, aliases in SPLIT_ALIASES.items() for alias in aliases if (root / alias).is_dir()}
+        raise LaunchError(
+            f"{root} is a file; pass the dataset folder (class folders, or train/valid/test folders of them)."
+        )
+    found = {
+        split: root / alias for split, aliases in SPLIT_ALIASES.items() for alias in aliases if (root / alias).is_dir()
+    }
     found = found if "train" in found else {"train": root}
     for split, folder in found.items():
         hdf5 = sorted(folder.glob("*.hdf5")) + sorted(folder.glob("*.h5"))
         if hdf5 and not list(folder.glob("*.csv")):
             raise LaunchError(f"{hdf5[0]} needs its CSV of labels (isic_id,target) beside it in {folder}.")
         if not hdf5 and not any(_has_images(p) for p in folder.iterdir() if p.is_dir()):
-            raise LaunchError(f"{folder} ({split}) holds no images in class folders and no HDF5 + CSV pair; put each class's images in a folder named after it.")
+            raise LaunchError(
+                f"{folder} ({split}) holds no images in class folders and no HDF5 + CSV pair; put each class's images in a folder named after it."
+            )
     return found
 
 
@@ -85,18 +101,27 @@ def run(args: argparse.Namespace) -> None:
     bucket, prefix = validate.s3_parts(destination)
     prefix = f"{prefix}/" if prefix else ""
     part_size = args.part_size_mb * MIB
-    files = [(path, f"{prefix}{split}/{path.relative_to(folder).as_posix()}")
-             for split, folder in found.items() for path in sorted(folder.rglob("*"))
-             if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)]  # fmt: skip
+    files = [
+        (path, f"{prefix}{split}/{path.relative_to(folder).as_posix()}")
+        for split, folder in found.items()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    ]
     session = aws.session(args.region)
     s3 = session.client("s3")
     ensure_bucket(s3, bucket, session.region_name, args.create_bucket and not args.dry_run)
     remote = remote_objects(s3, bucket, prefix)
     with ThreadPoolExecutor(args.workers) as pool:
         etags = list(pool.map(lambda item: s3_etag(item[0], part_size), files))
-    todo = [(path, key, etag) for (path, key), etag in zip(files, etags) if remote.get(key) != (path.stat().st_size, etag)]
+    todo = [
+        (path, key, etag)
+        for (path, key), etag in zip(files, etags, strict=False)
+        if remote.get(key) != (path.stat().st_size, etag)
+    ]
     total = sum(path.stat().st_size for path, _, _ in todo)
-    print(f"{len(files)} files, {len(files) - len(todo)} already in S3 unchanged, {len(todo)} to upload ({total / MIB:.1f} MiB)")
+    print(
+        f"{len(files)} files, {len(files) - len(todo)} already in S3 unchanged, {len(todo)} to upload ({total / MIB:.1f} MiB)"
+    )
     if args.dry_run:
         for path, key, _ in todo:
             print(f"  would upload {path} -> s3://{bucket}/{key}")
@@ -111,12 +136,15 @@ def _upload(s3, bucket: str, todo: list[tuple[Path, str, str]], part_size: int, 
     """Upload files in parallel (each in parts above ``part_size``) under one progress bar of bytes."""
     config = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=4)
     with tqdm(total=total, unit="B", unit_scale=True, desc="upload") as bar:
+
         def put(item):
             path, key, _ = item
             try:
                 aws.call(s3.upload_file, Filename=str(path), Bucket=bucket, Key=key, Config=config, Callback=bar.update)
             except S3UploadFailedError as exc:
-                raise LaunchError(f"uploading {path} to s3://{bucket}/{key} failed: {exc}; run the command again to upload what is missing.") from None
+                raise LaunchError(
+                    f"uploading {path} to s3://{bucket}/{key} failed: {exc}; run the command again to upload what is missing."
+                ) from None
 
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(put, todo))

@@ -1,5 +1,6 @@
 """The single-model server (FastAPI): SageMaker's /ping and /invocations, and the Open Inference Protocol's /v2
 routes (``serve.v2``), over the one request pipeline."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,7 +42,9 @@ class ModelState:
     def load(self, loop: asyncio.AbstractEventLoop) -> None:
         settings, started = self.settings, time.perf_counter()
         try:
-            module = user_module(settings.model_dir, settings.program, settings.code_packages_dir, settings.requirements_timeout_seconds)
+            module = user_module(
+                settings.model_dir, settings.program, settings.code_packages_dir, settings.requirements_timeout_seconds
+            )
             pipeline = Pipeline(Transformer(settings, module), settings, self.metrics)
         except Exception as exc:  # the log has the reason; /ping says it failed without paths; the server stays up
             self.error, self.cause = load_failure(exc), one_line(exc, 2000)
@@ -57,7 +60,12 @@ class ModelState:
 
     def ready_pipeline(self) -> Pipeline:
         if self.pipeline is None:
-            raise RequestError(503, "not ready", self.error or "The model is still loading; retry when /ping answers 200.", {"Retry-After": "5"})
+            raise RequestError(
+                503,
+                "not ready",
+                self.error or "The model is still loading; retry when /ping answers 200.",
+                {"Retry-After": "5"},
+            )
         return self.pipeline
 
 
@@ -83,7 +91,9 @@ class SingleModel:
 
     def pipeline(self, name: str) -> Pipeline:
         if name != self.name:
-            raise RequestError(404, "model not found", f"This server serves the model {self.name!r} (SERVE_MODEL_NAME), not {name!r}.")
+            raise RequestError(
+                404, "model not found", f"This server serves the model {self.name!r} (SERVE_MODEL_NAME), not {name!r}."
+            )
         return self.model.ready_pipeline()
 
 
@@ -128,7 +138,9 @@ async def model_description(request: Request) -> JSONResponse:
     and precision serving it, and the int8 gate's measurements."""
     transformer = request.app.state.model.ready_pipeline().transformer
     if transformer.spec is None:
-        raise RequestError(404, "no model description", "This model is loaded by code/inference.py's model_fn without model.json.")
+        raise RequestError(
+            404, "no model description", "This model is loaded by code/inference.py's model_fn without model.json."
+        )
     explains = transformer.cam is not None and getattr(transformer.model, "explains", False)
     return JSONResponse(describe(transformer.spec, explains, transformer.model, transformer.decoder.decoding))
 
@@ -150,13 +162,23 @@ def describe(spec: ModelSpec, explains: bool, model: object, decode: str) -> dic
     metrics, calibration, gate = info.get("metrics") or {}, info.get("calibration"), info.get("int8")
     accuracy = metrics.get("test_acc", metrics.get("valid_acc"))
     return {
-        "architecture": spec.architecture, "classes": spec.classes, "test_accuracy": accuracy if isinstance(accuracy, (int, float)) else None,
+        "architecture": spec.architecture,
+        "classes": spec.classes,
+        "test_accuracy": accuracy if isinstance(accuracy, (int, float)) else None,
         "calibration": {k: calibration[k] for k in ("temperature", "ece_before", "ece_after")} if calibration else None,
-        "trained": str(info.get("created", ""))[:10] or None, "explanations": explains, "explain_reason": spec.explain_reason if spec.cam_file is None else "this runtime does not compute them",
-        "serving": {"runtime": model.name, "precision": model.precision, "recheck_margin": getattr(model, "recheck_margin", 0.0)} if isinstance(model, Runtime) else None,
+        "trained": str(info.get("created", ""))[:10] or None,
+        "explanations": explains,
+        "explain_reason": spec.explain_reason if spec.cam_file is None else "this runtime does not compute them",
+        "serving": {
+            "runtime": model.name,
+            "precision": model.precision,
+            "recheck_margin": getattr(model, "recheck_margin", 0.0),
+        }
+        if isinstance(model, Runtime)
+        else None,
         "decode": {"serving": decode, "training": spec.decode},
         "int8": {k: gate.get(k) for k in INT8_SUMMARY} if isinstance(gate, dict) else None,
-    }  # fmt: skip
+    }
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -1,4 +1,5 @@
 """Reading the model artifact (model.json + model.onnx) written by training."""
+
 from __future__ import annotations
 
 import math
@@ -55,7 +56,9 @@ def load_spec(directory: Path) -> ModelSpec:
             int8_file=directory / plain_name(info["int8"]["file"]) if (info.get("int8") or {}).get("shipped") else None,
             temperature=float((info.get("calibration") or {}).get("temperature", 1.0)),
             threshold=operating_threshold(info),
-            cam_file=directory / plain_name(info["explain"]["head"]) if (info.get("explain") or {}).get("available") else None,
+            cam_file=directory / plain_name(info["explain"]["head"])
+            if (info.get("explain") or {}).get("available")
+            else None,
             explain_reason=(info.get("explain") or {}).get("reason") or ModelSpec.explain_reason,
             info=info,
         )
@@ -89,5 +92,9 @@ def plain_name(name: str) -> str:
 def load_failure(exc: Exception) -> str:
     """What /ping and /v2 tell a client about a model that failed to load: the kind of failure, never a path or
     the runtime's text (those are in the log)."""
-    kind = "the model folder or model.json is invalid" if isinstance(exc, ArtifactError) else f"{type(exc).__name__} while loading"
+    kind = (
+        "the model folder or model.json is invalid"
+        if isinstance(exc, ArtifactError)
+        else f"{type(exc).__name__} while loading"
+    )
     return f"The model failed to load ({kind}); the server's log says why. Fix the model folder and restart."

@@ -1,7 +1,9 @@
 """Dynamic batching: concurrent requests' images run through the model together."""
+
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ def run_together(predict: Callable[[np.ndarray], np.ndarray], batches: list[np.n
     """One model run over several requests' batches; each gets its own rows back, in order."""
     together = predict(np.concatenate(batches)) if len(batches) > 1 else predict(batches[0])
     bounds = np.cumsum([0] + [len(b) for b in batches])
-    return [together[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+    return [together[start:end] for start, end in itertools.pairwise(bounds)]
 
 
 @dataclass
@@ -35,7 +37,12 @@ class Batcher:
     """
 
     def __init__(
-        self, predict: Callable[[np.ndarray], np.ndarray], max_images: int, max_delay: float, observe: Callable[[int], None], coming: Callable[[], bool]
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        max_images: int,
+        max_delay: float,
+        observe: Callable[[int], None],
+        coming: Callable[[], bool],
     ):
         self.predict = predict
         self.coming = coming
@@ -70,7 +77,7 @@ class Batcher:
             try:
                 waiting = remaining > 0 and (not self.queue.empty() or self.coming())
                 job = await asyncio.wait_for(self.queue.get(), remaining) if waiting else self.queue.get_nowait()
-            except (asyncio.TimeoutError, asyncio.QueueEmpty):
+            except (TimeoutError, asyncio.QueueEmpty):
                 break
             if size + len(job.batch) > self.max_images:
                 self.carry = job
@@ -85,10 +92,12 @@ class Batcher:
             return
         self.observe(sum(len(j.batch) for j in jobs))
         try:
-            results = await asyncio.get_running_loop().run_in_executor(self.executor, run_together, self.predict, [j.batch for j in jobs])
+            results = await asyncio.get_running_loop().run_in_executor(
+                self.executor, run_together, self.predict, [j.batch for j in jobs]
+            )
         except Exception as exc:
             results = [exc] * len(jobs)
-        for job, result in zip(jobs, results):
+        for job, result in zip(jobs, results, strict=False):
             if job.future.done():
                 continue
             if isinstance(result, Exception):

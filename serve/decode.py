@@ -3,6 +3,7 @@
 Images are counted before any of them is decoded: over the per-request cap is a 413, and the count is reserved
 with the server's image budget (``reserve``) before the work starts.
 """
+
 from __future__ import annotations
 
 import base64
@@ -77,7 +78,9 @@ class Decoder:
         """How every image is decoded: resized to the model's shorter side, as training's eval transform did."""
         return Fit(self.spec.resize, self.spec.interpolation, self.decoding)
 
-    def decode(self, body: bytes, content_type: str | None, deadline: Deadline, reserve: Reserve, sources: list | None = None) -> tuple[np.ndarray, bool]:
+    def decode(
+        self, body: bytes, content_type: str | None, deadline: Deadline, reserve: Reserve, sources: list | None = None
+    ) -> tuple[np.ndarray, bool]:
         """(batch, one result per line?) from a request body of the given content type; with ``sources``, each
         image's encoded bytes and size are appended to it too (for explanations; a preprocessed array has none):
         the bytes, not the decoded pictures, are kept, so a request's pictures never sit in memory all at once."""
@@ -91,7 +94,9 @@ class Decoder:
         if kind in NPY_TYPES:
             return self.npy(body, reserve), False
         if kind in JSON_TYPES:
-            return self.images(json_items(parse_json(body, "the body"), "body", self.check_count), deadline, reserve, sources), False
+            return self.images(
+                json_items(parse_json(body, "the body"), "body", self.check_count), deadline, reserve, sources
+            ), False
         if kind in JSONLINES_TYPES:
             lines = [line for line in body.splitlines() if line.strip()]
             if not lines:
@@ -101,28 +106,39 @@ class Decoder:
             for n, line in enumerate(lines, 1):
                 found = json_items(parse_json(line, f"line {n}"), f"line {n}", self.check_count)
                 if len(found) != 1:
-                    raise RequestError(400, "bad JSON line", f"line {n} holds {len(found)} images; put one image on each line.")
+                    raise RequestError(
+                        400, "bad JSON line", f"line {n} holds {len(found)} images; put one image on each line."
+                    )
                 items += found
             return self.images(items, deadline, reserve, sources), True
         shown = content_type or "none"
-        raise RequestError(415, "unsupported content type", f"Content-Type {shown!r} is not served; use one of {', '.join(SUPPORTED)}.")
+        raise RequestError(
+            415, "unsupported content type", f"Content-Type {shown!r} is not served; use one of {', '.join(SUPPORTED)}."
+        )
 
     def check_count(self, count: int) -> None:
         if count > self.max_images:
             detail = f"The request holds {count} images; at most {self.max_images} are served per request (SERVE_MAX_IMAGES_PER_REQUEST). Split it."
             raise RequestError(413, "too many images", detail)
 
-    def images(self, items: list[Item], deadline: Deadline, reserve: Reserve, sources: list | None = None) -> np.ndarray:
+    def images(
+        self, items: list[Item], deadline: Deadline, reserve: Reserve, sources: list | None = None
+    ) -> np.ndarray:
         """Counts, reserves, then fetches and decodes ``items`` one by one, stopping at the deadline."""
         self.check_count(len(items))
         urls = sum(item.is_url for item in items)
         if urls and self.fetch is None:
             raise RequestError(
-                400, "image URLs are disabled",
+                400,
+                "image URLs are disabled",
                 "The server does not fetch URLs unless SERVE_ALLOW_IMAGE_URLS=true (they let callers reach internal hosts); send the image bytes, base64-encoded.",
-            )  # fmt: skip
+            )
         if urls > self.max_urls:
-            raise RequestError(413, "too many image URLs", f"The request holds {urls} image URLs; at most {self.max_urls} are fetched (SERVE_MAX_IMAGE_URLS_PER_REQUEST).")
+            raise RequestError(
+                413,
+                "too many image URLs",
+                f"The request holds {urls} image URLs; at most {self.max_urls} are fetched (SERVE_MAX_IMAGE_URLS_PER_REQUEST).",
+            )
         reserve(len(items))
         arrays = []
         for item in items:
@@ -143,7 +159,9 @@ class Decoder:
         return np.stack(arrays)
 
     def image(self, data: bytes, sources: list | None = None) -> np.ndarray:
-        if sources is not None:  # an explained request: its overlays' pixel budget is checked from the headers, before decoding
+        if (
+            sources is not None
+        ):  # an explained request: its overlays' pixel budget is checked from the headers, before decoding
             size = header_size(data)
             self.check_explain_budget(sum(w * h for w, h in (source.size for source in sources)) + size[0] * size[1])
             sources.append(Source(data, size))
@@ -152,29 +170,44 @@ class Decoder:
     def check_explain_budget(self, pixels: int) -> None:
         if pixels > self.max_explain_pixels:
             raise RequestError(
-                413, "too many pixels to explain",
+                413,
+                "too many pixels to explain",
                 f"The request's images hold over {pixels} pixels; at most {self.max_explain_pixels} are explained per request (SERVE_MAX_EXPLAIN_PIXELS). Send fewer or smaller images with explain=cam.",
-            )  # fmt: skip
+            )
 
     def npy(self, body: bytes, reserve: Reserve) -> np.ndarray:
         """An already preprocessed float tensor, (3, H, W) or (N, 3, H, W); its header is checked before the data."""
         try:
             stream = io.BytesIO(body)
             version = np.lib.format.read_magic(stream)
-            shape, _, dtype = np.lib.format.read_array_header_2_0(stream) if version >= (2, 0) else np.lib.format.read_array_header_1_0(stream)
+            shape, _, dtype = (
+                np.lib.format.read_array_header_2_0(stream)
+                if version >= (2, 0)
+                else np.lib.format.read_array_header_1_0(stream)
+            )
         except Exception as exc:
-            raise RequestError(400, "bad npy", f"The body is not a .npy array ({type(exc).__name__}); write it with numpy.save.") from exc
+            raise RequestError(
+                400, "bad npy", f"The body is not a .npy array ({type(exc).__name__}); write it with numpy.save."
+            ) from exc
         if not np.issubdtype(dtype, np.floating):
             raise RequestError(400, "bad npy dtype", f"Expected a float array, got {dtype}.")
-        if len(shape) not in (3, 4) or tuple(shape[-3:]) != self.spec.input_shape or (len(shape) == 4 and shape[0] == 0):
-            raise RequestError(400, "bad npy shape", f"Expected (N, {', '.join(map(str, self.spec.input_shape))}), got {tuple(shape)}.")
+        if (
+            len(shape) not in (3, 4)
+            or tuple(shape[-3:]) != self.spec.input_shape
+            or (len(shape) == 4 and shape[0] == 0)
+        ):
+            raise RequestError(
+                400, "bad npy shape", f"Expected (N, {', '.join(map(str, self.spec.input_shape))}), got {tuple(shape)}."
+            )
         count = shape[0] if len(shape) == 4 else 1
         self.check_count(count)
         reserve(count)
         try:
             array = np.load(io.BytesIO(body), allow_pickle=False)
         except Exception as exc:
-            raise RequestError(400, "bad npy", f"The body is not a complete .npy array ({type(exc).__name__}).") from exc
+            raise RequestError(
+                400, "bad npy", f"The body is not a complete .npy array ({type(exc).__name__})."
+            ) from exc
         if not np.isfinite(array).all():
             raise RequestError(400, "bad npy values", "The array holds NaN or infinite values.")
         return array.reshape(count, *self.spec.input_shape).astype(np.float32, copy=False)
@@ -201,7 +234,11 @@ def open_picture(data: bytes, max_pixels: int, fit: Fit | None = None):
     except ImageRefused as exc:
         raise RequestError(400, exc.error, f"{exc}.") from exc
     except Exception as exc:  # PIL raises many types for corrupt or truncated data; its texts can hold memory addresses
-        raise RequestError(400, "cannot decode image", f"The image is corrupt, truncated or of an unknown format ({type(exc).__name__}). Send a complete JPEG, PNG or WebP file.") from exc
+        raise RequestError(
+            400,
+            "cannot decode image",
+            f"The image is corrupt, truncated or of an unknown format ({type(exc).__name__}). Send a complete JPEG, PNG or WebP file.",
+        ) from exc
 
 
 def b64(value: object, where: str) -> bytes:
@@ -219,9 +256,13 @@ def parse_json(text: bytes, where: str) -> object:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, "bad JSON", f"{where} is not valid JSON: {exc}.") from exc
     except ValueError as exc:  # an integer of more than 4,300 digits (Python's int conversion limit)
-        raise RequestError(400, "bad JSON", f"{where} holds a number Python refuses to convert ({one_line(exc, 120)}).") from None
+        raise RequestError(
+            400, "bad JSON", f"{where} holds a number Python refuses to convert ({one_line(exc, 120)})."
+        ) from None
     except RecursionError:
-        raise RequestError(400, "bad JSON", f"{where} is nested too deeply; send {{\"instances\": [...]}} of images.") from None
+        raise RequestError(
+            400, "bad JSON", f'{where} is nested too deeply; send {{"instances": [...]}} of images.'
+        ) from None
 
 
 def json_items(obj: object, where: str, check_count: Callable[[int], None]) -> list[Item]:
@@ -251,11 +292,19 @@ def multipart_file(body: bytes, content_type: str | None) -> bytes:
     head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
     if not message.is_multipart():
-        raise RequestError(400, "bad multipart body", "The multipart body has no boundary or parts; send the image as a form file field.")
+        raise RequestError(
+            400,
+            "bad multipart body",
+            "The multipart body has no boundary or parts; send the image as a form file field.",
+        )
     try:
         for part in message.iter_parts():
             if part.get_filename() is not None:
                 return part.get_payload(decode=True) or b""
     except Exception:  # the email package raises many types for odd headers (filename*=, bad encodings)
-        raise RequestError(400, "bad multipart body", "A part's headers cannot be read; send the image as a plain form file field (filename=\"photo.jpg\").") from None
+        raise RequestError(
+            400,
+            "bad multipart body",
+            'A part\'s headers cannot be read; send the image as a plain form file field (filename="photo.jpg").',
+        ) from None
     raise RequestError(400, "no file", "The multipart form has no file field; attach the image as a file.")

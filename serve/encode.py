@@ -1,4 +1,5 @@
 """Probabilities -> the response body the client's Accept header asks for."""
+
 from __future__ import annotations
 
 import io
@@ -32,16 +33,25 @@ def choose_accept(header: str | None, jsonlines_input: bool) -> str:
             return kind
         if kind in ("*/*", "application/*", ""):
             return default
-    raise RequestError(406, "unsupported accept type", f"Accept {header!r} cannot be produced; ask for one of {', '.join(ACCEPTED)}.")
+    raise RequestError(
+        406, "unsupported accept type", f"Accept {header!r} cannot be produced; ask for one of {', '.join(ACCEPTED)}."
+    )
 
 
-def encode(probabilities: np.ndarray, classes: list[str], k: int, accept: str, threshold: float | None = None, explanations: list[dict] | None = None) -> bytes:
+def encode(
+    probabilities: np.ndarray,
+    classes: list[str],
+    k: int,
+    accept: str,
+    threshold: float | None = None,
+    explanations: list[dict] | None = None,
+) -> bytes:
     if accept == "application/x-npy":
         buffer = io.BytesIO()
         np.save(buffer, probabilities.astype(np.float32))
         return buffer.getvalue()
     results = [top_k(row, classes, k, threshold) for row in probabilities]
-    for result, explanation in zip(results, explanations or []):
+    for result, explanation in zip(results, explanations or [], strict=False):
         result["explanation"] = explanation
     if accept == "application/jsonlines":
         return "".join(json.dumps(r) + "\n" for r in results).encode()

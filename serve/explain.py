@@ -1,5 +1,6 @@
 """Class activation maps without torch: the network's last feature map (the model's second output) weighted by the
 head's weights for the top class (numpy), and a heatmap overlay of the input picture as a PNG (PIL)."""
+
 from __future__ import annotations
 
 import base64
@@ -35,17 +36,27 @@ class CamHead:
         try:
             with np.load(path, allow_pickle=False) as arrays:
                 found = {k: arrays[k].astype(np.float32) for k in arrays.files}
-            head = cls(found["weight"], found["bias"], found.get("norm_weight"), found.get("norm_bias"), float(found.get("norm_eps", 1e-6)))
+            head = cls(
+                found["weight"],
+                found["bias"],
+                found.get("norm_weight"),
+                found.get("norm_bias"),
+                float(found.get("norm_eps", 1e-6)),
+            )
         except (OSError, ValueError, KeyError) as exc:
             raise ArtifactError(f"{path} is not a class activation map head ({type(exc).__name__}: {exc})") from None
         if head.weight.ndim != 2 or head.weight.shape[0] != num_classes or head.bias.shape != (num_classes,):
-            raise ArtifactError(f"{path}: weight {head.weight.shape} and bias {head.bias.shape} do not match {num_classes} classes")
+            raise ArtifactError(
+                f"{path}: weight {head.weight.shape} and bias {head.bias.shape} do not match {num_classes} classes"
+            )
         return head
 
     def grid(self, features: np.ndarray, cls: int) -> np.ndarray:
         """The map of class ``cls`` over one image's (channels, h, w) features, scaled to [0, 1] (0: no evidence)."""
         if features.ndim != 3 or features.shape[0] != self.weight.shape[1]:
-            raise RequestError(500, "explanation failed", f"the feature map {features.shape} does not fit the head {self.weight.shape}")
+            raise RequestError(
+                500, "explanation failed", f"the feature map {features.shape} does not fit the head {self.weight.shape}"
+            )
         if self.norm_weight is not None:  # LayerNorm of the pooled vector, whose mean and spread are constants here
             pooled = features.mean(axis=(1, 2))
             features = (features - pooled.mean()) / np.sqrt(pooled.var() + self.norm_eps)
@@ -83,7 +94,9 @@ def colour(grid: np.ndarray) -> np.ndarray:
     return (stops[low] * (1 - mix) + stops[low + 1] * mix).astype(np.uint8)
 
 
-def bounded(picture: Image.Image, box: tuple[int, int, int, int], max_side: int) -> tuple[Image.Image, tuple[int, int, int, int]]:
+def bounded(
+    picture: Image.Image, box: tuple[int, int, int, int], max_side: int
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """The picture shrunk in place to at most ``max_side`` px on its longer side (SERVE_EXPLAIN_MAX_SIDE), and
     ``box`` scaled with it: an overlay's size, and the response's, no longer grows with the photo's."""
     width, height = picture.size
@@ -102,7 +115,9 @@ def overlay_png(picture: Image.Image, grid: np.ndarray, box: tuple[int, int, int
     left, top, right, bottom = box
     size = (max(right - left, 1), max(bottom - top, 1))
     heat = Image.fromarray(colour(grid)).resize(size, Image.Resampling.BILINEAR)
-    mask = Image.fromarray((np.clip(grid, 0, 1) * 255 * OPACITY).round().astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
+    mask = Image.fromarray((np.clip(grid, 0, 1) * 255 * OPACITY).round().astype(np.uint8)).resize(
+        size, Image.Resampling.BILINEAR
+    )
     picture.paste(heat, (left, top), mask)
     del heat, mask
     buffer = io.BytesIO()
@@ -116,11 +131,15 @@ def network_view(array: np.ndarray, spec: ModelSpec) -> Image.Image:
     return Image.fromarray((np.clip(array * std + mean, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0))
 
 
-def explanation(picture: Image.Image, features: np.ndarray, head: CamHead, cls: int, label: str, box: tuple[int, int, int, int]) -> dict:
+def explanation(
+    picture: Image.Image, features: np.ndarray, head: CamHead, cls: int, label: str, box: tuple[int, int, int, int]
+) -> dict:
     """One prediction's ``explanation``: the method, the class it explains, the map at the feature map's resolution
     (``grid``, 0..1) and the picture with the map over ``box`` (``overlay_png``, base64)."""
     grid = head.grid(features, cls)
     return {
-        "method": "cam", "label": label, "grid": np.round(grid, 4).tolist(),
+        "method": "cam",
+        "label": label,
+        "grid": np.round(grid, 4).tolist(),
         "overlay_png": base64.b64encode(overlay_png(picture, grid, box)).decode(),
-    }  # fmt: skip
+    }

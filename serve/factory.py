@@ -1,4 +1,5 @@
 """``serve.factory:app_from_env``: the app uvicorn runs, single- or multi-model as the environment says."""
+
 from fastapi import FastAPI
 
 from serve.settings import Settings

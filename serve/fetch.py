@@ -2,6 +2,7 @@
 so: http(s) only, no redirects, every resolved address checked (no loopback, private, link-local or metadata
 address unless SERVE_IMAGE_URL_ALLOW_PRIVATE=true) and then connected to as checked, one total deadline, one size
 cap, and one error for every failure (the log keeps the reason: a detailed error would be a port scanner)."""
+
 from __future__ import annotations
 
 import http.client
@@ -20,15 +21,19 @@ from serve.web import RequestError
 log = logging.getLogger(__name__)
 METADATA_ADDRESSES = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
 CANNOT_FETCH = RequestError(
-    400, "cannot fetch image URL", "The image URL could not be fetched: it is unreachable, not allowed, redirected, too slow or too large. Send the image bytes instead."
-)  # fmt: skip
+    400,
+    "cannot fetch image URL",
+    "The image URL could not be fetched: it is unreachable, not allowed, redirected, too slow or too large. Send the image bytes instead.",
+)
 
 
 class FetchRefused(Exception):
     """Why a URL was not fetched; logged, never shown to the caller."""
 
 
-NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix: the last 32 bits are an IPv4 address
+NAT64_PREFIX = ipaddress.ip_network(
+    "64:ff9b::/96"
+)  # RFC 6052's well-known prefix: the last 32 bits are an IPv4 address
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -82,9 +87,17 @@ class Fetcher:
         cutoff = threading.Timer(seconds, sock.shutdown, (socket.SHUT_RDWR,))  # one deadline for the whole exchange
         cutoff.start()
         connection = http.client.HTTPConnection(parts.hostname, port, timeout=seconds)
-        connection.sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname) if parts.scheme == "https" else sock
+        connection.sock = (
+            ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+            if parts.scheme == "https"
+            else sock
+        )
         try:
-            connection.request("GET", urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")), headers={"Accept": "image/*"})
+            connection.request(
+                "GET",
+                urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")),
+                headers={"Accept": "image/*"},
+            )
             response = connection.getresponse()  # http.client follows no redirect: a 3xx is refused below
             if response.status != 200:
                 raise FetchRefused(f"HTTP {response.status}")
@@ -100,7 +113,9 @@ class Fetcher:
 
     def resolve(self, host: str, port: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         """The first address of ``host``; refused when any of its addresses is not allowed (DNS may answer several)."""
-        addresses = [ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+        addresses = [
+            ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        ]
         refused = [a for a in addresses if not allowed(a, self.allow_private)]
         if refused or not addresses:
             raise FetchRefused(f"{host} resolves to {', '.join(map(str, refused)) or 'nothing'}, not allowed")

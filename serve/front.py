@@ -1,6 +1,7 @@
 """What every front does with an invocation, once: read its body within the upload limits, admit it (503 when
 full or shutting down), give it one request context and deadline, and count it in the metrics. Also the routes
 both servers have (/metrics)."""
+
 from __future__ import annotations
 
 import time
@@ -19,7 +20,11 @@ router = APIRouter()
 
 
 async def invocation(
-    request: Request, answer: Answer, top_k: str | None = None, on_error: Callable[[RequestError], Response] = error_response, explain: str | None = None
+    request: Request,
+    answer: Answer,
+    top_k: str | None = None,
+    on_error: Callable[[RequestError], Response] = error_response,
+    explain: str | None = None,
 ) -> Response:
     """``answer(body, context)`` for an admitted request; every refusal is a JSON error (``on_error``'s form), every
     outcome is counted. The body is read first, under the upload limits, and only then is the request admitted:
@@ -31,13 +36,22 @@ async def invocation(
         with DRAIN.request():
             body = await read_request_body(request, settings)
             with state.admission.enter() as ticket:
-                ctx = RequestContext.from_headers(dict(request.headers), settings.timeout_seconds, top_k=top_k, explain_query=explain, reserve=ticket.reserve, started=arrived)
+                ctx = RequestContext.from_headers(
+                    dict(request.headers),
+                    settings.timeout_seconds,
+                    top_k=top_k,
+                    explain_query=explain,
+                    reserve=ticket.reserve,
+                    started=arrived,
+                )
                 response = await answer(body, ctx)
     except RequestError as exc:
         response = on_error(exc)
     except Exception:
         response = on_error(internal_error(f"{request.method} {request.url.path}"))
-    state.metrics.observe_request(response.status_code, request.headers.get("content-type"), time.perf_counter() - started)
+    state.metrics.observe_request(
+        response.status_code, request.headers.get("content-type"), time.perf_counter() - started
+    )
     state.trimmer.after_request(declared_length(request) or 0, idle=DRAIN.active == 0)
     return response
 

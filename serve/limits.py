@@ -1,7 +1,9 @@
 """Back-pressure and time limits, enforced once for every front: requests in flight, images admitted, and one
 deadline per request that covers reading, fetching, decoding and predicting."""
+
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -15,10 +17,8 @@ WORKER_NICENESS = 10  # decoding and prediction yield the CPU to the event loop,
 
 def lower_priority() -> None:
     """Lower the calling thread's CPU priority (Linux schedules threads one by one; elsewhere this does nothing)."""
-    try:
+    with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
-    except (AttributeError, OSError):
-        pass
 
 
 def worker_pool(threads: int, name: str) -> ThreadPoolExecutor:
@@ -42,11 +42,18 @@ class Deadline:
             raise self.expired()
 
     def expired(self) -> RequestError:
-        return RequestError(504, "timeout", f"The request took longer than {self.seconds:g} s (SAGEMAKER_MODEL_SERVER_TIMEOUT).")
+        return RequestError(
+            504, "timeout", f"The request took longer than {self.seconds:g} s (SAGEMAKER_MODEL_SERVER_TIMEOUT)."
+        )
 
 
 def busy(what: str) -> RequestError:
-    return RequestError(503, "busy", f"The server is at its limit of {what}; retry after a second.", {"Retry-After": RETRY_AFTER_SECONDS})
+    return RequestError(
+        503,
+        "busy",
+        f"The server is at its limit of {what}; retry after a second.",
+        {"Retry-After": RETRY_AFTER_SECONDS},
+    )
 
 
 class Admission:

@@ -1,6 +1,7 @@
 """Memory: how much this container has left, and roughly how much loading one more model takes (a multi-model
 endpoint answers 507 before a load that would not fit, AWS's container contract, rather than let the kernel's
 out-of-memory killer pick a process); and giving freed memory back after a burst of large requests."""
+
 from __future__ import annotations
 
 import ctypes
@@ -8,7 +9,9 @@ import threading
 from pathlib import Path
 
 CGROUP = Path("/sys/fs/cgroup")
-WORKER_BASE_BYTES = 160 << 20  # a model worker before its model: Python, multi-model-server's worker, OpenVINO (measured: 120-150 MB)
+WORKER_BASE_BYTES = (
+    160 << 20
+)  # a model worker before its model: Python, multi-model-server's worker, OpenVINO (measured: 120-150 MB)
 MODEL_FACTOR = 2.5  # the model file's bytes, as read and as compiled by the runtime
 
 
@@ -25,7 +28,9 @@ def _stat(path: Path, key: str) -> int:
         lines = path.read_text().splitlines()
     except OSError:
         return 0
-    return next((int(value) for name, _, value in (line.partition(" ") for line in lines) if name == key and value.isdigit()), 0)
+    return next(
+        (int(value) for name, _, value in (line.partition(" ") for line in lines) if name == key and value.isdigit()), 0
+    )
 
 
 def host_available() -> int:
@@ -46,7 +51,9 @@ def limit_and_used(cgroup: Path = CGROUP) -> tuple[int | None, int]:
         return limit, (_read_int(cgroup / "memory.current") or 0) - _stat(cgroup / "memory.stat", "inactive_file")
     v1 = cgroup / "memory"
     limit = _read_int(v1 / "memory.limit_in_bytes")
-    return (limit if limit is not None and limit < 1 << 60 else None), (_read_int(v1 / "memory.usage_in_bytes") or 0) - _stat(v1 / "memory.stat", "total_inactive_file")
+    return (limit if limit is not None and limit < 1 << 60 else None), (
+        _read_int(v1 / "memory.usage_in_bytes") or 0
+    ) - _stat(v1 / "memory.stat", "total_inactive_file")
 
 
 def used_bytes(cgroup: Path = CGROUP) -> int:

@@ -1,5 +1,6 @@
 """Prometheus metrics of one server: requests by status and content type, latency, batch sizes, load time, and
 where an image's time goes (decoding + preprocessing against the model run)."""
+
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -15,12 +16,30 @@ STAGES = ("decode", "model")  # decode: request bytes -> network input (decoding
 class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
-        self.requests = Counter("byoc_requests", "Invocations by HTTP status and content type", ["status", "content_type"], registry=self.registry)
-        self.latency = Histogram("byoc_request_seconds", "Invocation latency", buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.batch = Histogram("byoc_batch_images", "Images per model run (after dynamic batching)", buckets=BATCH_BUCKETS, registry=self.registry)
-        self.load = Gauge("byoc_model_load_seconds", "Time to load the model and run the warm-up inference", registry=self.registry)
+        self.requests = Counter(
+            "byoc_requests",
+            "Invocations by HTTP status and content type",
+            ["status", "content_type"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "byoc_request_seconds", "Invocation latency", buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+        self.batch = Histogram(
+            "byoc_batch_images",
+            "Images per model run (after dynamic batching)",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.load = Gauge(
+            "byoc_model_load_seconds", "Time to load the model and run the warm-up inference", registry=self.registry
+        )
         self.stage = Histogram(
-            "byoc_stage_seconds_per_image", "Seconds per image in each stage (count: images; sum: seconds)", ["stage"], buckets=STAGE_BUCKETS, registry=self.registry
+            "byoc_stage_seconds_per_image",
+            "Seconds per image in each stage (count: images; sum: seconds)",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
         )
 
     def observe_stage(self, stage: str, seconds: float, images: int) -> None:

@@ -5,6 +5,7 @@ handler service, which runs the same request pipeline as ``/invocations`` (``ser
 checks load requests (the folder must be under /opt/ml/models; requirements are installed here, so a failure
 answers the load request), admits and reads invocations as /invocations does, and forwards them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -47,12 +48,22 @@ router = APIRouter()
 def start_backend(settings: Settings) -> subprocess.Popen:
     """multi-model-server on 127.0.0.1:``settings.backend_port`` (not published), in its own session."""
     address = f"http://127.0.0.1:{settings.backend_port}"  # MMS reads MMS_* variables (enable_envvars_config=true)
-    env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(settings.backend_port), "SAGEMAKER_MULTI_MODEL": "true", "MMS_INFERENCE_ADDRESS": address, "MMS_MANAGEMENT_ADDRESS": address,
-           "SAGEMAKER_MODEL_SERVER_WORKERS": str(settings.workers)}  # fmt: skip  # MMS's own default is a worker per core: the memory check counts these
+    env = {
+        **os.environ,
+        "SAGEMAKER_BIND_TO_PORT": str(settings.backend_port),
+        "SAGEMAKER_MULTI_MODEL": "true",
+        "MMS_INFERENCE_ADDRESS": address,
+        "MMS_MANAGEMENT_ADDRESS": address,
+        "SAGEMAKER_MODEL_SERVER_WORKERS": str(settings.workers),
+    }  # MMS's own default is a worker per core: the memory check counts these
     log.info("starting multi-model-server on %s", address)
     process = subprocess.Popen(
-        [sys.executable, "-m", "serve.mms_backend"], env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )  # fmt: skip
+        [sys.executable, "-m", "serve.mms_backend"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     threading.Thread(target=relay_log, args=(process.stdout,), name="mms-log", daemon=True).start()
     return process
 
@@ -91,10 +102,21 @@ def load_request(body: bytes, settings: Settings) -> dict:
     try:
         request = json.loads(body)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise RequestError(400, "invalid JSON", f"{type(exc).__name__}. Send {{\"model_name\": ..., \"url\": ...}}.") from None
-    if not isinstance(request, dict) or not isinstance(request.get("model_name"), str) or not isinstance(request.get("url"), str):
-        raise RequestError(400, "invalid load request", 'Send {"model_name": "<name>", "url": "/opt/ml/models/<name>/model"}.')
-    return {"model_name": check_name(request["model_name"]), "url": str(model_folder(request["url"], settings.models_root))}
+        raise RequestError(
+            400, "invalid JSON", f'{type(exc).__name__}. Send {{"model_name": ..., "url": ...}}.'
+        ) from None
+    if (
+        not isinstance(request, dict)
+        or not isinstance(request.get("model_name"), str)
+        or not isinstance(request.get("url"), str)
+    ):
+        raise RequestError(
+            400, "invalid load request", 'Send {"model_name": "<name>", "url": "/opt/ml/models/<name>/model"}.'
+        )
+    return {
+        "model_name": check_name(request["model_name"]),
+        "url": str(model_folder(request["url"], settings.models_root)),
+    }
 
 
 def model_folder(url: str, root: Path) -> Path:
@@ -103,8 +125,15 @@ def model_folder(url: str, root: Path) -> Path:
         folder = Path(url).resolve()
     except (OSError, RuntimeError, ValueError):
         folder = None
-    if folder is None or not Path(url).is_absolute() or not folder.is_relative_to(root.resolve()) or folder == root.resolve():
-        raise RequestError(400, "invalid model url", f"{url!r}: give the model's folder under {root}, e.g. {root}/<name>/model.")
+    if (
+        folder is None
+        or not Path(url).is_absolute()
+        or not folder.is_relative_to(root.resolve())
+        or folder == root.resolve()
+    ):
+        raise RequestError(
+            400, "invalid model url", f"{url!r}: give the model's folder under {root}, e.g. {root}/<name>/model."
+        )
     return folder
 
 
@@ -112,7 +141,11 @@ def check_artifact(folder: Path, runtime: str) -> Path | None:
     """The model file ``runtime`` loads from ``folder`` (None when the user's code/ decides); a folder it cannot load
     is refused (MMS would register it and fail on every request)."""
     if not folder.is_dir():
-        raise RequestError(404, "model not found", f"{folder} does not exist: SageMaker extracts model.tar.gz to /opt/ml/models/<name>/model.")
+        raise RequestError(
+            404,
+            "model not found",
+            f"{folder} does not exist: SageMaker extracts model.tar.gz to /opt/ml/models/<name>/model.",
+        )
     if (folder / "code").is_dir():
         return None  # the user's model_fn decides what a model is
     try:
@@ -141,9 +174,10 @@ def check_memory(name: str, file: Path | None, settings: Settings) -> None:
     need, free = memory.load_need_bytes(file, settings.workers), memory.available_bytes()
     if need > free:
         raise RequestError(
-            507, "insufficient memory",
+            507,
+            "insufficient memory",
             f"Loading {name!r} takes about {need >> 20} MB and {free >> 20} MB are free; unload a model (DELETE /models/<name>) or use an instance with more memory.",
-        )  # fmt: skip
+        )
 
 
 async def call_backend(state, method: str, path: str, timeout: float | None = None, **kwargs) -> httpx.Response:
@@ -151,11 +185,15 @@ async def call_backend(state, method: str, path: str, timeout: float | None = No
     try:
         return await state.client.request(method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs)
     except httpx.TimeoutException:
-        raise RequestError(504, "timeout", f"The model server took longer than {timeout or state.settings.timeout_seconds} s.") from None
+        raise RequestError(
+            504, "timeout", f"The model server took longer than {timeout or state.settings.timeout_seconds} s."
+        ) from None
     except httpx.TransportError as exc:
         exit_code = state.process.poll()
         reason = f"it exited with code {exit_code}" if exit_code is not None else f"{type(exc).__name__}: {exc}"
-        raise RequestError(503, "model server unavailable", f"multi-model-server is not answering ({reason}).") from None
+        raise RequestError(
+            503, "model server unavailable", f"multi-model-server is not answering ({reason})."
+        ) from None
 
 
 async def forward(request: Request, method: str, path: str, timeout: float | None = None, **kwargs) -> Response:
@@ -171,10 +209,18 @@ def invoke_headers(ctx: RequestContext, top_k: str | None = None, explain: str |
     """What the handler service needs of a request: its type (MMS parses forms, so the body goes as opaque bytes),
     Accept, custom attributes (``top_k`` from the query last: it wins, as on /invocations) and its protocol."""
     headers = {k: ctx.headers[k] for k in FORWARDED_HEADERS if k in ctx.headers}
-    headers.update({ORIGINAL_CONTENT_TYPE: headers.pop("content-type", ""), "content-type": "application/octet-stream", PROTOCOL: ctx.protocol})
+    headers.update(
+        {
+            ORIGINAL_CONTENT_TYPE: headers.pop("content-type", ""),
+            "content-type": "application/octet-stream",
+            PROTOCOL: ctx.protocol,
+        }
+    )
     queried = [f"{key}={value}" for key, value in (("top_k", top_k), ("explain", explain)) if value is not None]
     if queried:
-        headers["x-amzn-sagemaker-custom-attributes"] = ", ".join(filter(None, [headers.get("x-amzn-sagemaker-custom-attributes"), *queried]))
+        headers["x-amzn-sagemaker-custom-attributes"] = ", ".join(
+            filter(None, [headers.get("x-amzn-sagemaker-custom-attributes"), *queried])
+        )
     return headers
 
 
@@ -190,7 +236,9 @@ class MultiModel:
         while True:
             params = {"limit": 100, **({"next_page_token": token} if token else {})}
             page = self.checked(await call_backend(self.state, "GET", "/models", params=params)).json()
-            models += [{"name": m["modelName"], "version": "1", "state": "READY", "reason": ""} for m in page.get("models", [])]
+            models += [
+                {"name": m["modelName"], "version": "1", "state": "READY", "reason": ""} for m in page.get("models", [])
+            ]
             token = page.get("nextPageToken")
             if not token:
                 return models
@@ -204,18 +252,31 @@ class MultiModel:
         if response.status_code == 404:
             raise RequestError(404, "model not found", f"No model {name!r} is loaded; load it with POST /models first.")
         described = self.checked(response).json()
-        model = (described[0] if described else {}) if isinstance(described, list) else described  # MMS answers an object; TorchServe a list
+        model = (
+            (described[0] if described else {}) if isinstance(described, list) else described
+        )  # MMS answers an object; TorchServe a list
         if not any(w.get("status") == "READY" for w in model.get("workers", [])):
             raise RequestError(503, "not ready", f"The model {name!r} has no worker ready yet.", {"Retry-After": "5"})
         try:
             return load_spec(Path(model["modelUrl"]))
         except (ArtifactError, KeyError) as exc:
-            raise RequestError(400, "not served by the Open Inference Protocol", f"The model {name!r} has no byoc-vision model.json ({exc}).") from None
+            raise RequestError(
+                400,
+                "not served by the Open Inference Protocol",
+                f"The model {name!r} has no byoc-vision model.json ({exc}).",
+            ) from None
 
     async def infer(self, name: str, body: bytes, ctx: RequestContext) -> Response:
-        headers = {**invoke_headers(ctx), **({oip.HEADER_LENGTH: ctx.headers[oip.HEADER_LENGTH]} if oip.HEADER_LENGTH in ctx.headers else {})}
+        headers = {
+            **invoke_headers(ctx),
+            **({oip.HEADER_LENGTH: ctx.headers[oip.HEADER_LENGTH]} if oip.HEADER_LENGTH in ctx.headers else {}),
+        }
         path = f"/models/{check_name(name)}/invoke"
-        response = self.checked(await call_backend(self.state, "POST", path, timeout=max(ctx.deadline.remaining(), 0.001), content=body, headers=headers))
+        response = self.checked(
+            await call_backend(
+                self.state, "POST", path, timeout=max(ctx.deadline.remaining(), 0.001), content=body, headers=headers
+            )
+        )
         return v2.inference_response(response.content, response.headers.get("content-type", "application/json"))
 
     @staticmethod
@@ -231,7 +292,11 @@ async def ping(request: Request) -> Response:
     """200 once multi-model-server has answered once and while it runs (models are loaded later, on request)."""
     state = request.app.state
     if state.process.poll() is not None:
-        return error_response(RequestError(503, "model server unavailable", f"multi-model-server exited with code {state.process.poll()}."))
+        return error_response(
+            RequestError(
+                503, "model server unavailable", f"multi-model-server exited with code {state.process.poll()}."
+            )
+        )
     if not state.backend_up:
         response = await forward(request, "GET", "/ping", timeout=1.5)
         state.backend_up = response.status_code == 200
@@ -248,7 +313,11 @@ async def load(request: Request) -> Response:
         body = load_request(await read_body(request, LOAD_REQUEST_BYTES, settings.body_timeout_seconds), settings)
         name = body["model_name"]
         if (await call_backend(state, "GET", f"/models/{name}")).status_code == 200:  # before copying anything
-            raise RequestError(409, "conflict status", f"A model named {name!r} is already loaded; unload it first (DELETE /models/{name}).")
+            raise RequestError(
+                409,
+                "conflict status",
+                f"A model named {name!r} is already loaded; unload it first (DELETE /models/{name}).",
+            )
         staged = await asyncio.to_thread(readable_copy, Path(body["url"]))
         try:
             response = await load_readable(request, {**body, "url": str(staged or body["url"])})
@@ -268,14 +337,22 @@ async def load_readable(request: Request, body: dict) -> Response:
     file = check_artifact(folder, settings.runtime)
     check_memory(body["model_name"], file, settings)
     try:
-        await asyncio.to_thread(install_requirements, folder, settings.code_packages_dir, settings.requirements_timeout_seconds)
+        await asyncio.to_thread(
+            install_requirements, folder, settings.code_packages_dir, settings.requirements_timeout_seconds
+        )
     except RequirementsError as exc:
         raise RequestError(422, "cannot install requirements", str(exc)) from None
     batching = {"batch_size": settings.max_batch_images, "max_batch_delay": settings.max_batch_delay_ms}
     kills = memory.oom_kills()
     response = await forward(request, "POST", "/models", timeout=LOAD_TIMEOUT_SECONDS, json={**body, **batching})
     if response.status_code >= 500 and memory.oom_kills() > kills:
-        return error_response(RequestError(507, "insufficient memory", f"The kernel stopped a process loading {body['model_name']!r} for lack of memory; unload a model or use an instance with more memory."))
+        return error_response(
+            RequestError(
+                507,
+                "insufficient memory",
+                f"The kernel stopped a process loading {body['model_name']!r} for lack of memory; unload a model or use an instance with more memory.",
+            )
+        )
     return response
 
 
@@ -311,7 +388,14 @@ async def invoke(name: str, request: Request, top_k: str | None = None, explain:
     path = f"/models/{check_name(name)}/invoke"
 
     async def answer(body: bytes, ctx: RequestContext) -> Response:
-        return await forward(request, "POST", path, timeout=max(ctx.deadline.remaining(), 0.001), content=body, headers=invoke_headers(ctx, top_k, explain))
+        return await forward(
+            request,
+            "POST",
+            path,
+            timeout=max(ctx.deadline.remaining(), 0.001),
+            content=body,
+            headers=invoke_headers(ctx, top_k, explain),
+        )
 
     return await front.invocation(request, answer)
 
@@ -320,7 +404,9 @@ async def invoke(name: str, request: Request, top_k: str | None = None, explain:
 async def lifespan(app: FastAPI):
     settings: Settings = app.state.settings
     app.state.process = start_backend(settings)
-    app.state.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.backend_port}", timeout=httpx.Timeout(settings.timeout_seconds, connect=5))
+    app.state.client = httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{settings.backend_port}", timeout=httpx.Timeout(settings.timeout_seconds, connect=5)
+    )
     yield
     await app.state.client.aclose()
     app.state.process.terminate()

@@ -3,6 +3,7 @@
 The multi-model front (``serve.mme``) runs this on a private port; sagemaker-inference writes the MMS
 configuration from the SageMaker environment variables (workers, timeout, payload size) and supervises MMS.
 """
+
 from sagemaker_inference import model_server
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ MMS loads this module once per model (``initialize`` with the model's folder) an
 of that model's requests (up to SERVE_MAX_BATCH_SIZE, gathered for SERVE_MAX_BATCH_DELAY_MS); they run through
 the same pipeline as /invocations (``serve.pipeline.Transformer``), predicted together in one model run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,9 @@ from serve.user_code import user_module
 from serve.web import RequestError, internal_error
 
 log = logging.getLogger(__name__)
-ORIGINAL_CONTENT_TYPE = "x-byoc-content-type"  # the front sends bodies as opaque bytes (MMS parses forms), their type here
+ORIGINAL_CONTENT_TYPE = (
+    "x-byoc-content-type"  # the front sends bodies as opaque bytes (MMS parses forms), their type here
+)
 PROTOCOL = "x-byoc-protocol"  # the front's route: SageMaker's invoke or the Open Inference Protocol's infer
 
 
@@ -34,7 +37,9 @@ class HandlerService:
         settings = dataclasses.replace(Settings.from_env(), model_dir=Path(context.system_properties["model_dir"]))
         self.settings = settings
         try:
-            module = user_module(settings.model_dir, settings.program, settings.code_packages_dir, settings.requirements_timeout_seconds)
+            module = user_module(
+                settings.model_dir, settings.program, settings.code_packages_dir, settings.requirements_timeout_seconds
+            )
             self.transformer = Transformer(settings, module)
         except Exception as exc:
             self.error = load_failure(exc)
@@ -50,7 +55,9 @@ class HandlerService:
             headers["content-type"] = headers.pop(ORIGINAL_CONTENT_TYPE, headers.get("content-type", ""))
             body = request.get("body") or request.get("data") or b""
             protocol = OPEN_INFERENCE if headers.get(PROTOCOL) == OPEN_INFERENCE else SAGEMAKER
-            ctx = RequestContext.from_headers(headers, self.settings.timeout_seconds, protocol=protocol, model_name=context.model_name)
+            ctx = RequestContext.from_headers(
+                headers, self.settings.timeout_seconds, protocol=protocol, model_name=context.model_name
+            )
             requests.append((bytes(body), ctx))
         try:
             if self.transformer is None:

@@ -6,6 +6,7 @@ frames. A body with binary tensors is a JSON header of ``Inference-Header-Conten
 tensors' raw bytes; a ``BYTES`` element in binary form is a 4-byte little-endian length and its bytes, in JSON form
 a base64 string (the image bytes are never valid UTF-8 text).
 """
+
 from __future__ import annotations
 
 import json
@@ -66,7 +67,10 @@ def input_metadata(spec: ModelSpec) -> list[dict]:
 
 
 def output_metadata(spec: ModelSpec) -> list[dict]:
-    return [{"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, len(spec.classes)]}, {"name": LABELS, "datatype": "BYTES", "shape": [-1, -1]}]
+    return [
+        {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, len(spec.classes)]},
+        {"name": LABELS, "datatype": "BYTES", "shape": [-1, -1]},
+    ]
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -75,7 +79,9 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
         return body, b""
     length = whole_number(header_length)
     if length is None or not 0 < length <= len(body):
-        raise bad(f"Inference-Header-Content-Length {header_length[:40]!r} must be a whole number between 1 and the body's {len(body)} bytes.")
+        raise bad(
+            f"Inference-Header-Content-Length {header_length[:40]!r} must be a whole number between 1 and the body's {len(body)} bytes."
+        )
     return body[:length], body[length:]
 
 
@@ -84,14 +90,18 @@ def parse_request(body: bytes, header_length: str | None, spec: ModelSpec, check
     header, binary = split_body(body, header_length)
     document = parse_json(header, "the inference request")
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list) or len(document["inputs"]) != 1:
-        raise bad(f'Send {{"inputs": [one tensor]}}: {IMAGE_INPUT!r} (BYTES, the encoded images) or {spec.input_name!r} (FP32, [N, {", ".join(map(str, spec.input_shape))}]).')
+        raise bad(
+            f'Send {{"inputs": [one tensor]}}: {IMAGE_INPUT!r} (BYTES, the encoded images) or {spec.input_name!r} (FP32, [N, {", ".join(map(str, spec.input_shape))}]).'
+        )
     tensor = document["inputs"][0]
     if not isinstance(tensor, dict):
         raise bad("inputs[0] must be an object with name, datatype, shape and data.")
     name, datatype, shape = tensor.get("name"), tensor.get("datatype"), check_shape(tensor.get("shape"))
     expected = {IMAGE_INPUT: "BYTES", spec.input_name: "FP32"}
     if name not in expected or datatype != expected[name]:
-        raise bad(f"inputs[0] is {name!r} of {datatype!r}; the model takes {IMAGE_INPUT!r} as BYTES or {spec.input_name!r} as FP32.")
+        raise bad(
+            f"inputs[0] is {name!r} of {datatype!r}; the model takes {IMAGE_INPUT!r} as BYTES or {spec.input_name!r} as FP32."
+        )
     parameters = tensor.get("parameters") or {}
     size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
     if size is not None and (not isinstance(size, int) or size != len(binary)):
@@ -99,20 +109,33 @@ def parse_request(body: bytes, header_length: str | None, spec: ModelSpec, check
     if size is None and binary:
         raise bad("The body has bytes after the JSON header but the input has no binary_data_size.")
     data = binary if size is not None else tensor.get("data")
-    request = dict(id=request_id(document), input_name=name, datatype=datatype, shape=shape, outputs=outputs_wanted(document), top_k=top_k(document))
+    request = {
+        "id": request_id(document),
+        "input_name": name,
+        "datatype": datatype,
+        "shape": shape,
+        "outputs": outputs_wanted(document),
+        "top_k": top_k(document),
+    }
     if datatype == "BYTES":
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or shape[0] < 1:
             raise bad(f"The {IMAGE_INPUT!r} tensor has shape {list(shape)}; send [N] or [N, 1] images.")
         check_count(shape[0])
         return InferRequest(**request, images=byte_elements(data, shape[0]))
     if len(shape) != 4 or tuple(shape[1:]) != spec.input_shape or shape[0] < 1:
-        raise bad(f"The {spec.input_name!r} tensor has shape {list(shape)}; send [N, {', '.join(map(str, spec.input_shape))}].")
+        raise bad(
+            f"The {spec.input_name!r} tensor has shape {list(shape)}; send [N, {', '.join(map(str, spec.input_shape))}]."
+        )
     check_count(shape[0])
     return InferRequest(**request, tensor=float_tensor(data, shape))
 
 
 def check_shape(shape: object) -> tuple[int, ...]:
-    if not isinstance(shape, list) or not 1 <= len(shape) <= MAX_DIMENSIONS or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= MAX_DIMENSIONS
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
         raise bad(f"shape {shape!r} must be a list of 1 to {MAX_DIMENSIONS} non-negative whole numbers.")
     return tuple(shape)
 
@@ -141,7 +164,7 @@ def outputs_wanted(document: dict) -> dict[str, Output]:
     if outputs is None:
         return {name: Output(default) for name in OUTPUTS}
     if not isinstance(outputs, list) or not outputs:
-        raise bad(f"outputs must be a non-empty list of {{\"name\": ...}} naming {' or '.join(OUTPUTS)}.")
+        raise bad(f'outputs must be a non-empty list of {{"name": ...}} naming {" or ".join(OUTPUTS)}.')
     wanted = {}
     for output in outputs:
         name = output.get("name") if isinstance(output, dict) else None
@@ -164,7 +187,9 @@ def byte_elements(data: object, count: int) -> list[bytes]:
                 raise bad("A BYTES element's 4-byte length is cut off.")
             (length,) = struct.unpack_from("<I", data, offset)
             if length > len(data) - offset - 4:
-                raise bad(f"BYTES element {len(elements)} declares {length} bytes but only {len(data) - offset - 4} follow.")
+                raise bad(
+                    f"BYTES element {len(elements)} declares {length} bytes but only {len(data) - offset - 4} follow."
+                )
             elements.append(data[offset + 4 : offset + 4 + length])
             offset += 4 + length
         if len(elements) != count or offset != len(data):
@@ -173,7 +198,9 @@ def byte_elements(data: object, count: int) -> list[bytes]:
     if isinstance(data, list) and len(data) == count and all(isinstance(d, list) and len(d) == 1 for d in data):
         data = [d[0] for d in data]  # [[b64], [b64]] for shape [N, 1]
     if not isinstance(data, list) or len(data) != count:
-        raise bad(f"data must list the {count} images its shape says, each base64-encoded (or send them as binary data).")
+        raise bad(
+            f"data must list the {count} images its shape says, each base64-encoded (or send them as binary data)."
+        )
     return [b64(value, f"inputs[0].data[{i}]") for i, value in enumerate(data)]
 
 
@@ -196,14 +223,20 @@ def float_tensor(data: object, shape: tuple[int, ...]) -> np.ndarray:
     return array.astype(np.float32).reshape(shape)
 
 
-def encode_response(probabilities: np.ndarray, classes: list[str], request: InferRequest, model_name: str, k: int) -> tuple[bytes, str]:
+def encode_response(
+    probabilities: np.ndarray, classes: list[str], request: InferRequest, model_name: str, k: int
+) -> tuple[bytes, str]:
     """(body, media type): JSON, or the JSON header followed by the binary outputs when any is asked in binary."""
     outputs, blobs = [], []
     for name, wanted in request.outputs.items():
         datatype, shape, value = output_tensor(name, wanted, probabilities, classes, k)
         output = {"name": name, "datatype": datatype, "shape": shape}
         if wanted.binary:
-            blob = value.tobytes() if datatype == "FP32" else b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in value)
+            blob = (
+                value.tobytes()
+                if datatype == "FP32"
+                else b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in value)
+            )
             output["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -216,12 +249,18 @@ def encode_response(probabilities: np.ndarray, classes: list[str], request: Infe
     return (text + b"".join(blobs), "application/octet-stream") if blobs else (text, "application/json")
 
 
-def output_tensor(name: str, wanted: Output, probabilities: np.ndarray, classes: list[str], k: int) -> tuple[str, list[int], object]:
+def output_tensor(
+    name: str, wanted: Output, probabilities: np.ndarray, classes: list[str], k: int
+) -> tuple[str, list[int], object]:
     """(datatype, shape, values: a float32 array or a flat list of strings) of one output."""
     count = min(wanted.classification or k, len(classes))
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :count]
     if wanted.classification:  # Triton's classification extension
-        return "BYTES", [len(probabilities), count], [f"{row[i]:f}:{i}:{classes[i]}" for row, top in zip(probabilities, order) for i in top]
+        return (
+            "BYTES",
+            [len(probabilities), count],
+            [f"{row[i]:f}:{i}:{classes[i]}" for row, top in zip(probabilities, order, strict=False) for i in top],
+        )
     if name == PROBABILITIES:
         return "FP32", list(probabilities.shape), probabilities.astype("<f4")
     return "BYTES", [len(probabilities), count], [classes[i] for top in order for i in top]

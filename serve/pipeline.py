@@ -6,6 +6,7 @@ As in sagemaker-inference-toolkit's ``Transformer``, a user's ``input_fn``, ``pr
 functions; ``Pipeline`` runs them for the asyncio front (worker threads, the dynamic batcher, the deadline) and
 ``Transformer.transform_batch`` for MMS, which hands over a batch of requests at once.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -13,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from types import ModuleType
 
 import numpy as np
@@ -60,7 +62,9 @@ class RequestContext:
     network_input: np.ndarray | None = field(init=False, default=None)  # the batch the explained model run saw
 
     @classmethod
-    def from_headers(cls, headers: dict[str, str], timeout: float, started: float | None = None, **kwargs) -> RequestContext:
+    def from_headers(
+        cls, headers: dict[str, str], timeout: float, started: float | None = None, **kwargs
+    ) -> RequestContext:
         """The context of a request that arrived at ``started`` (time.monotonic(); default now) with ``timeout`` s."""
         headers = {k.lower(): v for k, v in headers.items()}
         return cls(headers.get("content-type"), headers.get("accept"), headers, Deadline(timeout, started), **kwargs)
@@ -69,7 +73,9 @@ class RequestContext:
 def load_model(settings: Settings, spec: ModelSpec) -> Runtime:
     """Our model_fn: the artifact in the runtime and precision the settings choose, warmed up by one inference."""
     try:
-        model = load_runtime(spec, settings.runtime, settings.threads, settings.precision, settings.recheck_margin, settings.calibrated)
+        model = load_runtime(
+            spec, settings.runtime, settings.threads, settings.precision, settings.recheck_margin, settings.calibrated
+        )
         model.warm_up()
     except ArtifactError:
         raise
@@ -84,7 +90,7 @@ def unloadable(spec: ModelSpec, runtime: str, exc: Exception) -> str:
         f"the {runtime} runtime cannot load or run the model in {spec.directory} ({one_line(exc, 400)}): a model file is corrupt, truncated or not"
         " written by byoc-vision's trainer. Export the artifact again (python -m train.quantize MODEL_DIR --data DIR rewrites model_int8.xml),"
         " or serve another of its models (SERVE_PRECISION=bf16, SERVE_RUNTIME=onnxruntime)."
-    )  # fmt: skip
+    )
 
 
 def chosen_decode(setting: str, spec: ModelSpec) -> str:
@@ -105,16 +111,32 @@ class Transformer:
         self.model_dir = str(settings.model_dir)
         self.user = {name: getattr(module, name) for name in HANDLER_FUNCTIONS if hasattr(module, name)}
         has_spec = "model_fn" not in self.user or (settings.model_dir / "model.json").is_file()  # ours needs model.json
-        self.spec = load_spec(settings.model_dir) if has_spec else None  # read once: loading, decoding and encoding share it
+        self.spec = (
+            load_spec(settings.model_dir) if has_spec else None
+        )  # read once: loading, decoding and encoding share it
         if "model_fn" in self.user:
             self.model = call(self.user["model_fn"], self.model_dir, context=Context(self.model_dir))
         else:
             self.model = load_model(settings, self.spec)
-        self.cam = CamHead.load(self.spec.cam_file, len(self.spec.classes)) if self.spec is not None and self.spec.cam_file else None
-        fetch = Fetcher(settings.max_payload_bytes, settings.image_url_timeout_seconds, settings.allow_private_image_urls) if settings.allow_image_urls else None
+        self.cam = (
+            CamHead.load(self.spec.cam_file, len(self.spec.classes))
+            if self.spec is not None and self.spec.cam_file
+            else None
+        )
+        fetch = (
+            Fetcher(settings.max_payload_bytes, settings.image_url_timeout_seconds, settings.allow_private_image_urls)
+            if settings.allow_image_urls
+            else None
+        )
         self.decoder = None
         if has_spec:
-            limits = (settings.max_pixels, settings.max_images_per_request, fetch, settings.max_image_urls, settings.max_explain_pixels)
+            limits = (
+                settings.max_pixels,
+                settings.max_images_per_request,
+                fetch,
+                settings.max_image_urls,
+                settings.max_explain_pixels,
+            )
             self.decoder = Decoder(self.spec, *limits, decoding=chosen_decode(settings.decode, self.spec))
 
     def run_user(self, name: str, *args, ctx: RequestContext):
@@ -131,8 +153,16 @@ class Transformer:
         """The spec, for a model the Open Inference Protocol can serve: with model.json, our decoding and encoding."""
         replaced = [name for name in OWN_STEPS if name in self.user]
         if replaced or self.spec is None:
-            detail = f"code/{self.settings.program} replaces {', '.join(replaced)}" if replaced else "folder has no model.json"
-            raise RequestError(400, "not served by the Open Inference Protocol", f"This model's {detail}; send its requests to /invocations.")
+            detail = (
+                f"code/{self.settings.program} replaces {', '.join(replaced)}"
+                if replaced
+                else "folder has no model.json"
+            )
+            raise RequestError(
+                400,
+                "not served by the Open Inference Protocol",
+                f"This model's {detail}; send its requests to /invocations.",
+            )
         return self.spec
 
     def check(self, ctx: RequestContext) -> None:
@@ -155,9 +185,17 @@ class Transformer:
         if self.cam is None:
             raise RequestError(422, "explanations not available", f"{self.spec.explain_reason}.")
         if not getattr(self.model, "explains", False) or "predict_fn" in self.user:
-            raise RequestError(400, "explanations not available", "This server's runtime or code/inference.py predict_fn does not compute them; use SERVE_RUNTIME=openvino or onnxruntime.")
+            raise RequestError(
+                400,
+                "explanations not available",
+                "This server's runtime or code/inference.py predict_fn does not compute them; use SERVE_RUNTIME=openvino or onnxruntime.",
+            )
         if ctx.accept != "application/json" and ctx.accept != "application/jsonlines":
-            raise RequestError(406, "explanations are JSON", f"Accept {ctx.accept!r} cannot carry an explanation; ask for application/json.")
+            raise RequestError(
+                406,
+                "explanations are JSON",
+                f"Accept {ctx.accept!r} cannot carry an explanation; ask for application/json.",
+            )
 
     def payload(self, body: bytes, ctx: RequestContext) -> bytes | str:
         """The body as a user's function receives it: text for JSON and CSV (as the toolkit does), else bytes."""
@@ -166,24 +204,43 @@ class Transformer:
         try:
             return body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise RequestError(400, "bad text body", f"The {media_type(ctx.content_type)} body is not UTF-8 ({exc}).") from None
+            raise RequestError(
+                400, "bad text body", f"The {media_type(ctx.content_type)} body is not UTF-8 ({exc})."
+            ) from None
 
     def decode(self, body: bytes, ctx: RequestContext):
         if "input_fn" in self.user:
             return self.run_user("input_fn", self.payload(body, ctx), ctx.content_type or "", ctx=ctx)
         if self.decoder is None:
-            raise RequestError(500, "handler error", "The model folder has no model.json, so code/inference.py must define input_fn.")
+            raise RequestError(
+                500, "handler error", "The model folder has no model.json, so code/inference.py must define input_fn."
+            )
         if ctx.protocol == OPEN_INFERENCE:
-            ctx.inference = oip.parse_request(body, ctx.headers.get(oip.HEADER_LENGTH), self.spec, self.decoder.check_count)
-            ctx.k = parse_top_k(ctx.inference.top_k, ctx.headers.get("x-amzn-sagemaker-custom-attributes"), self.settings.default_top_k, len(self.spec.classes))
+            ctx.inference = oip.parse_request(
+                body, ctx.headers.get(oip.HEADER_LENGTH), self.spec, self.decoder.check_count
+            )
+            ctx.k = parse_top_k(
+                ctx.inference.top_k,
+                ctx.headers.get("x-amzn-sagemaker-custom-attributes"),
+                self.settings.default_top_k,
+                len(self.spec.classes),
+            )
             return self.decoder.inference_batch(ctx.inference, ctx.deadline, ctx.reserve)
-        batch, _ = self.decoder.decode(body, ctx.content_type, ctx.deadline, ctx.reserve, ctx.sources if ctx.explain else None)
+        batch, _ = self.decoder.decode(
+            body, ctx.content_type, ctx.deadline, ctx.reserve, ctx.sources if ctx.explain else None
+        )
         return batch
 
     def batchable(self, data, ctx: RequestContext) -> bool:
         """Whether ``data`` can share a model run with other requests' (our predict on an NCHW float batch; an
         explanation runs on its own, so requests without one never wait for it)."""
-        return not ctx.explain and "predict_fn" not in self.user and isinstance(data, np.ndarray) and data.ndim == 4 and hasattr(self.model, "predict")
+        return (
+            not ctx.explain
+            and "predict_fn" not in self.user
+            and isinstance(data, np.ndarray)
+            and data.ndim == 4
+            and hasattr(self.model, "predict")
+        )
 
     def predict_rows(self, batch: np.ndarray) -> np.ndarray:
         return self.model.predict(batch)
@@ -201,10 +258,14 @@ class Transformer:
         if "output_fn" in self.user:
             return self.response(self.run_user("output_fn", prediction, self.user_accept(ctx), ctx=ctx), ctx)
         if self.spec is None:
-            raise RequestError(500, "handler error", "The model folder has no model.json, so code/inference.py must define output_fn.")
+            raise RequestError(
+                500, "handler error", "The model folder has no model.json, so code/inference.py must define output_fn."
+            )
         if ctx.inference is not None:
             return oip.encode_response(np.asarray(prediction), self.spec.classes, ctx.inference, ctx.model_name, ctx.k)
-        return encode(prediction, self.spec.classes, ctx.k, ctx.accept, self.spec.threshold, self.explanations(prediction, ctx)), ctx.accept
+        return encode(
+            prediction, self.spec.classes, ctx.k, ctx.accept, self.spec.threshold, self.explanations(prediction, ctx)
+        ), ctx.accept
 
     def explanations(self, prediction: np.ndarray, ctx: RequestContext) -> list[dict] | None:
         """Each image's class activation map for its top class, over its picture (or, for a preprocessed array,
@@ -212,7 +273,7 @@ class Transformer:
         if not ctx.explain:
             return None
         results = []
-        for i, (features, row) in enumerate(zip(ctx.features, prediction)):
+        for i, (features, row) in enumerate(zip(ctx.features, prediction, strict=False)):
             picture, box = self.explained_picture(ctx, i)
             top = int(row.argmax())
             results.append(explain.explanation(picture, features, self.cam, top, self.spec.classes[top], box))
@@ -230,7 +291,9 @@ class Transformer:
 
     def transform_whole(self, body: bytes, ctx: RequestContext) -> tuple[bytes, str]:
         """The user's transform_fn in place of all three steps."""
-        result = self.run_user("transform_fn", self.model, self.payload(body, ctx), ctx.content_type or "", self.user_accept(ctx), ctx=ctx)
+        result = self.run_user(
+            "transform_fn", self.model, self.payload(body, ctx), ctx.content_type or "", self.user_accept(ctx), ctx=ctx
+        )
         return self.response(result, ctx)
 
     def user_accept(self, ctx: RequestContext) -> str:
@@ -252,16 +315,24 @@ class Transformer:
         results: list = [None] * len(requests)
         decoded: dict[int, object] = {}
         for i, (body, ctx) in enumerate(requests):
-            outcome = own_outcome(lambda: self.first_step(body, ctx))
+            outcome = own_outcome(partial(self.first_step, body, ctx))
             if "transform_fn" in self.user or isinstance(outcome, RequestError):
                 results[i] = outcome
             else:
                 decoded[i] = outcome
         together = [i for i, data in decoded.items() if self.batchable(data, requests[i][1])]
-        predictions = dict(zip(together, run_together(self.predict_rows, [decoded[i] for i in together]))) if together else {}
+        predictions = (
+            dict(zip(together, run_together(self.predict_rows, [decoded[i] for i in together]), strict=False))
+            if together
+            else {}
+        )
         for i, data in decoded.items():
             ctx = requests[i][1]
-            results[i] = own_outcome(lambda: self.encode(predictions[i] if i in predictions else self.predict(data, ctx), ctx))
+            results[i] = own_outcome(
+                lambda i=i, data=data, ctx=ctx: self.encode(
+                    predictions[i] if i in predictions else self.predict(data, ctx), ctx
+                )
+            )
         return results
 
 
@@ -283,7 +354,13 @@ class Pipeline:
         self.transformer, self.metrics = transformer, metrics
         self.workers = worker_pool(settings.worker_threads, "decode")
         self.decoding = 0  # requests between arrival and the batcher: the only ones a batch can still wait for
-        self.batcher = Batcher(self.timed_predict, settings.max_batch_images, settings.max_batch_delay_ms / 1000, metrics.batch.observe, lambda: self.decoding > 0)
+        self.batcher = Batcher(
+            self.timed_predict,
+            settings.max_batch_images,
+            settings.max_batch_delay_ms / 1000,
+            metrics.batch.observe,
+            lambda: self.decoding > 0,
+        )
 
     def timed_predict(self, batch: np.ndarray) -> np.ndarray:
         """One model run of the batcher, timed per image (the ``model`` stage)."""
@@ -311,7 +388,7 @@ class Pipeline:
         """decode -> batched predict -> encode; 504 once the deadline passes, wherever the request is."""
         try:
             return await asyncio.wait_for(self._transform(body, ctx), ctx.deadline.remaining())
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ctx.deadline.expired() from None
 
     async def _transform(self, body: bytes, ctx: RequestContext) -> tuple[bytes, str]:
@@ -324,7 +401,9 @@ class Pipeline:
             data = await self.in_worker(self.timed_decode, body, ctx)
         finally:
             self.decoding -= 1
-        prediction = await self.batcher.submit(data) if t.batchable(data, ctx) else await self.in_worker(t.predict, data, ctx)
+        prediction = (
+            await self.batcher.submit(data) if t.batchable(data, ctx) else await self.in_worker(t.predict, data, ctx)
+        )
         return await self.in_worker(t.encode, prediction, ctx)
 
     async def in_worker(self, step, *args):

@@ -1,5 +1,6 @@
 """model.json's preprocessing in numpy + PIL, step for step the training side's eval transform
 (``byoc_images`` decodes and resizes the shorter side for both; then CenterCrop, ToTensor, Normalize), without torch."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,7 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
         padded = Image.new(image.mode, (max(width, size), max(height, size)))
         padded.paste(image, ((max(size - width, 0)) // 2, (max(size - height, 0)) // 2))
         image, (width, height) = padded, padded.size
-    top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    top, left = round((height - size) / 2.0), round((width - size) / 2.0)
     return image.crop((left, top, left + size, top + size))
 
 
@@ -24,7 +25,9 @@ def to_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:
     already fitted is not resized again). ToTensor and Normalize are one multiply and one subtraction per channel,
     ``(x / 255 - mean) / std = x / (255 std) - mean / std``, over PIL's contiguous bands (3x faster than normalising
     the interleaved HWC array and transposing it)."""
-    picture = resize_shorter(image if image.mode == "RGB" else image.convert("RGB"), Fit(spec.resize, spec.interpolation))
+    picture = resize_shorter(
+        image if image.mode == "RGB" else image.convert("RGB"), Fit(spec.resize, spec.interpolation)
+    )
     picture = center_crop(picture, spec.crop)
     scale = 1.0 / (255.0 * np.asarray(spec.std, dtype=np.float32))
     shift = np.asarray(spec.mean, dtype=np.float32) / np.asarray(spec.std, dtype=np.float32)

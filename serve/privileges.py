@@ -6,6 +6,7 @@ into a folder the service user owns, then drops to that user before it serves a 
 loads models later, so a small root helper (``python -m serve.privileges``, one job: copy a folder under
 /opt/ml/models) stays behind for them; everything that parses requests or runs a model runs unprivileged.
 """
+
 from __future__ import annotations
 
 import grp
@@ -89,7 +90,7 @@ def stage(folder: Path, user: ServiceUser, staging_root: Path) -> Path:
     """A copy of ``folder``'s regular files and folders (links, devices and FIFOs are left out: a link could point
     at a file only root may read) in a new folder ``user`` owns, after checking the disk has room for it."""
     entries, total = [], 0
-    for root, folders, files in os.walk(folder):
+    for root, _folders, files in os.walk(folder):
         for name in files:
             path = Path(root, name)
             info = path.lstat()
@@ -97,7 +98,9 @@ def stage(folder: Path, user: ServiceUser, staging_root: Path) -> Path:
                 entries.append(path)
                 total += info.st_size
             if len(entries) > MAX_STAGED_FILES:
-                raise StagingError(f"{folder} holds more than {MAX_STAGED_FILES} files; a model folder needs far fewer.")
+                raise StagingError(
+                    f"{folder} holds more than {MAX_STAGED_FILES} files; a model folder needs far fewer."
+                )
     staging_root.mkdir(mode=0o755, parents=True, exist_ok=True)
     os.chown(staging_root, user.uid, user.gid)  # the service user removes a model's copy when it unloads it
     free = shutil.disk_usage(staging_root).free
@@ -105,7 +108,7 @@ def stage(folder: Path, user: ServiceUser, staging_root: Path) -> Path:
         raise StagingError(
             f"{folder} holds {total >> 20} MB and {staging_root} has {free >> 20} MB free: give the container more disk, or make the model's files readable by others (chmod -R a+rX before packing model.tar.gz).",
             507,
-        )  # fmt: skip
+        )
     target = staging_root / uuid.uuid4().hex
     for source in entries:
         copy = target / source.relative_to(folder)
@@ -141,12 +144,22 @@ def run_as_service_user(settings: Settings) -> Path:
     if settings.multi_model:
         HELPER = Helper.start(user)
         drop_to(user)
-        log.info("started as root: serving as %s (uid %d); a root helper copies the model folders it cannot read", user.name, user.uid)
+        log.info(
+            "started as root: serving as %s (uid %d); a root helper copies the model folders it cannot read",
+            user.name,
+            user.uid,
+        )
         return model_dir
     if model_dir.is_dir() and not readable_by(model_dir, user):
         staged = stage(model_dir, user, settings.staging_dir)
         drop_to(user)
-        log.info("started as root: read %s as root into %s, now serving as %s (uid %d)", model_dir, staged, user.name, user.uid)
+        log.info(
+            "started as root: read %s as root into %s, now serving as %s (uid %d)",
+            model_dir,
+            staged,
+            user.name,
+            user.uid,
+        )
         return staged
     drop_to(user)
     log.info("started as root: the model folder is readable by %s, now serving as it (uid %d)", user.name, user.uid)
@@ -171,7 +184,9 @@ class Helper:
         """``folder`` copied for the service user (it must lie under the models root; the helper checks again)."""
         with self.lock:
             if self.process.poll() is not None:
-                raise StagingError(f"the root helper exited with code {self.process.returncode}; restart the container.")
+                raise StagingError(
+                    f"the root helper exited with code {self.process.returncode}; restart the container."
+                )
             self.process.stdin.write(json.dumps({"folder": str(folder)}) + "\n")
             self.process.stdin.flush()
             answer = json.loads(self.process.stdout.readline() or '{"error": "the root helper stopped answering"}')

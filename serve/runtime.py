@@ -2,17 +2,19 @@
 
 Every runtime's ``predict`` takes a preprocessed float32 NCHW batch and returns class probabilities.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
-from abc import ABC, abstractmethod
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 
 from byoc_contract import int8, recheck
+from byoc_machine import cpu_flags
 from serve.artifact import ArtifactError, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,9 @@ class Runtime(ABC):
 
     def explain_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, the last feature maps) for a batch, from the model's second output."""
-        raise ArtifactError(f"the {self.name} runtime does not compute explanations; use SERVE_RUNTIME=openvino or onnxruntime")
+        raise ArtifactError(
+            f"the {self.name} runtime does not compute explanations; use SERVE_RUNTIME=openvino or onnxruntime"
+        )
 
     def warm_up(self) -> None:
         self.predict(np.zeros((1, *self.spec.input_shape), dtype=np.float32))
@@ -61,9 +65,13 @@ def model_file(spec: ModelSpec, runtime: str) -> Path:
         for name in ("model.pt", "weights.safetensors"):
             if (spec.directory / name).is_file():
                 return spec.directory / name
-        raise ArtifactError(f"{spec.directory} has neither model.pt (TorchScript) nor weights.safetensors for the torch runtime.")
+        raise ArtifactError(
+            f"{spec.directory} has neither model.pt (TorchScript) nor weights.safetensors for the torch runtime."
+        )
     if not spec.onnx_file.is_file():
-        raise ArtifactError(f"{spec.onnx_file} is missing from the model folder; the {spec.architecture} artifact has no ONNX model.")
+        raise ArtifactError(
+            f"{spec.onnx_file} is missing from the model folder; the {spec.architecture} artifact has no ONNX model."
+        )
     return spec.onnx_file
 
 
@@ -81,7 +89,9 @@ class OnnxRuntimeModel(Runtime):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(model_file(spec, self.name)), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(model_file(spec, self.name)), options, providers=["CPUExecutionProvider"]
+        )
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.spec.output_name], {self.spec.input_name: batch})[0]
@@ -119,19 +129,25 @@ class OpenVinoModel(Runtime):
             log.warning("this CPU has no %s kernels; OpenVINO runs in %s", precision, granted)
         self.precision = "int8" if precision == "int8" else granted
         self.recheck_margin = recheck_margin if self.precision != "fp32" else 0.0
-        self.fp32_request = _openvino_request(core, logits_only(core, onnx), threads, "fp32")[0] if self.recheck_margin > 0 else None
+        self.fp32_request = (
+            _openvino_request(core, logits_only(core, onnx), threads, "fp32")[0] if self.recheck_margin > 0 else None
+        )
         gate = (spec.info or {}).get("int8") or {}
         if self.precision == "int8" and gate.get("rechecked", 0.0) > recheck.SLOW_SHARE:
             log.warning(
                 "the int8 model's accuracy gate re-ran %.1f%% of its images in fp32 (near ties): int8 may serve slower than bf16 here;"
-                " compare with SERVE_PRECISION=bf16", 100 * gate["rechecked"],
-            )  # fmt: skip
+                " compare with SERVE_PRECISION=bf16",
+                100 * gate["rechecked"],
+            )
         if self.precision == "int8" and self.recheck_margin < gate.get("recheck_margin", 0.0):
             alone = gate.get("agreement_int8_alone")
             log.warning(
                 "the int8 model's accuracy gate measured it with near ties re-checked at margin %s; SERVE_BF16_RECHECK_MARGIN=%s re-checks fewer"
-                " (int8 alone agreed with fp32 on %s of the gate's images)", gate["recheck_margin"], self.recheck_margin, "?" if alone is None else f"{alone:.2%}",
-            )  # fmt: skip
+                " (int8 alone agreed with fp32 on %s of the gate's images)",
+                gate["recheck_margin"],
+                self.recheck_margin,
+                "?" if alone is None else f"{alone:.2%}",
+            )
         self.rechecked = 0
         self.explain_request, self.compile_whole = None, lambda: _openvino_request(core, served, threads, hint)[0]
 
@@ -156,31 +172,24 @@ class OpenVinoModel(Runtime):
             return probabilities
         close = np.flatnonzero(recheck.near_ties(probabilities, self.recheck_margin))
         if len(close):
-            probabilities[close] = self.probabilities(self.logits(np.ascontiguousarray(batch[close]), self.fp32_request))
+            probabilities[close] = self.probabilities(
+                self.logits(np.ascontiguousarray(batch[close]), self.fp32_request)
+            )
             self.rechecked += len(close)
         return probabilities
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 INT8_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
-def choose_precision(spec: ModelSpec, asked: str, flags: set[str]) -> str:
+def choose_precision(spec: ModelSpec, asked: str, flags: frozenset[str] | set[str]) -> str:
     """``auto``: int8 when the artifact has an int8 model and the CPU has VNNI or AMX, else bf16 where the CPU has
     bf16 kernels, else fp32. ``int8`` without an int8 model in the artifact is an ArtifactError."""
     if asked == "int8" and spec.int8_file is None:
-        raise ArtifactError(f"{spec.directory} has no int8 model (train with --quantize, or run python -m train.quantize); use SERVE_PRECISION=auto or bf16.")
+        raise ArtifactError(
+            f"{spec.directory} has no int8 model (train with --quantize, or run python -m train.quantize); use SERVE_PRECISION=auto or bf16."
+        )
     if asked != "auto":
         return asked
     if spec.int8_file is not None and flags & INT8_FLAGS:
@@ -241,22 +250,44 @@ def _architecture(name: str, num_classes: int):
     import torchvision
 
     if name not in torchvision.models.list_models():
-        raise ArtifactError(f"model.json names architecture {name!r}, which torchvision does not have; export the model as TorchScript (model.pt).")
+        raise ArtifactError(
+            f"model.json names architecture {name!r}, which torchvision does not have; export the model as TorchScript (model.pt)."
+        )
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
 
 
 RUNTIMES = {"openvino": OpenVinoModel, "onnxruntime": OnnxRuntimeModel, "torch": TorchModel}
 
 
-def load_runtime(spec: ModelSpec, name: str, threads: int, precision: str = "fp32", recheck_margin: float = 0.0, calibrated: bool = True) -> Runtime:
+def load_runtime(
+    spec: ModelSpec,
+    name: str,
+    threads: int,
+    precision: str = "fp32",
+    recheck_margin: float = 0.0,
+    calibrated: bool = True,
+) -> Runtime:
     """Load ``spec``'s model with runtime ``name`` (a key of RUNTIMES); ``recheck_margin``: see OpenVinoModel;
     ``calibrated``: apply the artifact's temperature (``SERVE_CALIBRATION``)."""
     started = time.perf_counter()
     model = RUNTIMES[name](spec, threads, precision, recheck_margin)
     model.load_seconds = time.perf_counter() - started
     model.temperature = spec.temperature if calibrated else 1.0
-    calibration = f", temperature {model.temperature:.3f}" if spec.temperature != 1.0 and calibrated else " (raw softmax: SERVE_CALIBRATION=off)" if spec.temperature != 1.0 else ""
+    calibration = (
+        f", temperature {model.temperature:.3f}"
+        if spec.temperature != 1.0 and calibrated
+        else " (raw softmax: SERVE_CALIBRATION=off)"
+        if spec.temperature != 1.0
+        else ""
+    )
     log.info(
-        "loaded %s (%s, %d classes) with %s %s in %.2f s%s", spec.directory, spec.architecture, len(spec.classes), name, model.precision, model.load_seconds, calibration
-    )  # fmt: skip
+        "loaded %s (%s, %d classes) with %s %s in %.2f s%s",
+        spec.directory,
+        spec.architecture,
+        len(spec.classes),
+        name,
+        model.precision,
+        model.load_seconds,
+        calibration,
+    )
     return model

@@ -1,4 +1,5 @@
 """Every environment variable the server reads, in one place (names as the SageMaker toolkits define them)."""
+
 from __future__ import annotations
 
 import os
@@ -8,13 +9,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from byoc_contract import recheck
+from byoc_machine import usable_cores
 
 RUNTIMES = ("openvino", "onnxruntime", "torch")  # the default first: measured fastest (docs/benchmarks.md)
 DECODES = ("auto", "scaled", "exact")  # auto: as model.json's preprocess.decode says training evaluated the model
-PRECISIONS = ("auto", "int8", "bf16", "fp32")  # auto: int8 when the artifact has it and the CPU has VNNI/AMX, else bf16 where it can, else fp32
+PRECISIONS = (
+    "auto",
+    "int8",
+    "bf16",
+    "fp32",
+)  # auto: int8 when the artifact has it and the CPU has VNNI/AMX, else bf16 where it can, else fp32
 
 
-MAX_SHUTDOWN_GRACE = 25  # SIGTERM -> SIGKILL is 30 s on SageMaker; the rest of the shutdown takes at most 3 s (serve.__main__)
+MAX_SHUTDOWN_GRACE = (
+    25  # SIGTERM -> SIGKILL is 30 s on SageMaker; the rest of the shutdown takes at most 3 s (serve.__main__)
+)
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")  # SageMaker's multi-model names; also SERVE_MODEL_NAME
 
 
@@ -63,7 +72,9 @@ def _backend_port(env: Mapping[str, str], bind_port: int) -> int:
         raise SettingsError(f"SAGEMAKER_SAFE_PORT_RANGE={raw!r}: expected LOW-HIGH ports, e.g. 8100-8200")
     free = [port for port in range(low, min(high, low + 1) + 1) if port != bind_port]
     if not free:
-        raise SettingsError(f"SAGEMAKER_SAFE_PORT_RANGE={raw!r} has no port besides SAGEMAKER_BIND_TO_PORT={bind_port}; set SERVE_MME_BACKEND_PORT")
+        raise SettingsError(
+            f"SAGEMAKER_SAFE_PORT_RANGE={raw!r} has no port besides SAGEMAKER_BIND_TO_PORT={bind_port}; set SERVE_MME_BACKEND_PORT"
+        )
     return free[0]
 
 
@@ -130,7 +141,9 @@ class Settings:
             raise SettingsError(f"SERVE_RUNTIME={runtime!r}: choose one of {', '.join(RUNTIMES)}")
         precision = env.get("SERVE_PRECISION", "auto")
         if precision not in PRECISIONS or (precision in ("int8", "bf16") and runtime != "openvino"):
-            raise SettingsError(f"SERVE_PRECISION={precision!r}: use auto or fp32, or int8 / bf16 with SERVE_RUNTIME=openvino")
+            raise SettingsError(
+                f"SERVE_PRECISION={precision!r}: use auto or fp32, or int8 / bf16 with SERVE_RUNTIME=openvino"
+            )
         port = _int(env, "SAGEMAKER_BIND_TO_PORT", 8080)
         settings = cls(
             model_dir=Path(env.get("SAGEMAKER_MODEL_DIR", "/opt/ml/model")),
@@ -142,7 +155,7 @@ class Settings:
             runtime=runtime,
             precision=precision,
             recheck_margin=_float(env, "SERVE_BF16_RECHECK_MARGIN", recheck.DEFAULT_MARGIN),
-            threads=_int(env, "SERVE_THREADS", os.cpu_count() or 1),
+            threads=_int(env, "SERVE_THREADS", usable_cores()),
             default_top_k=_int(env, "SERVE_TOP_K", 5),
             max_batch_images=_int(env, "SERVE_MAX_BATCH_SIZE", 16),
             max_batch_delay_ms=_int(env, "SERVE_MAX_BATCH_DELAY_MS", 2, minimum=0),
@@ -157,7 +170,7 @@ class Settings:
             max_concurrent_requests=_int(env, "SERVE_MAX_CONCURRENT_REQUESTS", 64),
             max_queued_images=_int(env, "SERVE_MAX_QUEUED_IMAGES", 256),
             body_timeout_seconds=_int(env, "SERVE_BODY_READ_TIMEOUT_SECONDS", 20),
-            worker_threads=_int(env, "SERVE_WORKER_THREADS", os.cpu_count() or 1),
+            worker_threads=_int(env, "SERVE_WORKER_THREADS", usable_cores()),
             max_image_urls=_int(env, "SERVE_MAX_IMAGE_URLS_PER_REQUEST", 8),
             image_url_timeout_seconds=_int(env, "SERVE_IMAGE_URL_TIMEOUT_SECONDS", 5),
             allow_private_image_urls=_bool(env, "SERVE_IMAGE_URL_ALLOW_PRIVATE"),
@@ -174,13 +187,19 @@ class Settings:
             decode=env.get("SERVE_DECODE", "auto").strip().lower() or "auto",
         )
         if settings.decode not in DECODES:
-            raise SettingsError(f"SERVE_DECODE={settings.decode!r}: use auto (as the model was evaluated), scaled, or exact (every pixel, as older artifacts were)")
+            raise SettingsError(
+                f"SERVE_DECODE={settings.decode!r}: use auto (as the model was evaluated), scaled, or exact (every pixel, as older artifacts were)"
+            )
         if not MODEL_NAME.match(settings.model_name):
-            raise SettingsError(f"SERVE_MODEL_NAME={settings.model_name!r}: use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+            raise SettingsError(
+                f"SERVE_MODEL_NAME={settings.model_name!r}: use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
         if settings.shutdown_grace_seconds > MAX_SHUTDOWN_GRACE:
-            raise SettingsError(f"SERVE_SHUTDOWN_GRACE_SECONDS={settings.shutdown_grace_seconds}: at most {MAX_SHUTDOWN_GRACE} (SageMaker kills the container 30 s after SIGTERM)")
+            raise SettingsError(
+                f"SERVE_SHUTDOWN_GRACE_SECONDS={settings.shutdown_grace_seconds}: at most {MAX_SHUTDOWN_GRACE} (SageMaker kills the container 30 s after SIGTERM)"
+            )
         if settings.max_images_per_request > settings.max_queued_images:
             raise SettingsError(
                 f"SERVE_MAX_IMAGES_PER_REQUEST={settings.max_images_per_request} exceeds SERVE_MAX_QUEUED_IMAGES={settings.max_queued_images}: no such request could ever run"
-            )  # fmt: skip
+            )
         return settings

@@ -1,5 +1,6 @@
 """Graceful shutdown as SageMaker stops a container (SIGTERM, then SIGKILL 30 s later): on SIGTERM the server stops
 admitting (503 with Retry-After), answers the requests already in, then exits 0, within a bounded grace period."""
+
 from __future__ import annotations
 
 import logging
@@ -36,7 +37,12 @@ class Drain:
     def request(self):
         """Counts one request in progress; 503 with Retry-After once draining (the client retries another host)."""
         if self.draining:
-            raise RequestError(503, "shutting down", "This server is shutting down; retry, and the request goes to another instance.", {"Retry-After": "1", "Connection": "close"})
+            raise RequestError(
+                503,
+                "shutting down",
+                "This server is shutting down; retry, and the request goes to another instance.",
+                {"Retry-After": "1", "Connection": "close"},
+            )
         self.active += 1
         try:
             yield
@@ -58,7 +64,11 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame) -> None:
         if sig == signal.SIGTERM and not self.should_exit:
             if not DRAIN.draining:
-                log.info("SIGTERM: no longer admitting requests; finishing %d in progress (at most %g s)", DRAIN.active, self.grace)
+                log.info(
+                    "SIGTERM: no longer admitting requests; finishing %d in progress (at most %g s)",
+                    DRAIN.active,
+                    self.grace,
+                )
             DRAIN.begin()
             return
         super().handle_exit(sig, frame)

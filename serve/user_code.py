@@ -3,6 +3,7 @@
 (``serve.pipeline``), each may take an extra ``context`` argument, and ``code/requirements.txt`` is installed
 first: per model, into its own folder, under a lock, within one deadline, from the wheels shipped in ``code/`` alone
 when there are any."""
+
 from __future__ import annotations
 
 import fcntl
@@ -48,7 +49,9 @@ def call(function, *args, context: Context):
         return function(*args)
     if count == len(args) + 1:
         return function(*args, context)
-    raise TypeError(f"{function.__name__} takes {count} arguments but {len(args)} (or {len(args) + 1} with context) are given")
+    raise TypeError(
+        f"{function.__name__} takes {count} arguments but {len(args)} (or {len(args) + 1} with context) are given"
+    )
 
 
 def install_requirements(model_dir: Path, packages_root: Path, timeout: float) -> Path | None:
@@ -71,18 +74,43 @@ def install_requirements(model_dir: Path, packages_root: Path, timeout: float) -
         started = time.monotonic()
         offline = any(code.glob("*.whl"))
         with tempfile.TemporaryDirectory(dir=packages_root) as staging:
-            command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", staging, "-r", str(requirements)]
-            command += ["--no-index", "--find-links", str(code)] if offline else ["--prefer-binary", "--find-links", str(code)]
+            command = [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+                staging,
+                "-r",
+                str(requirements),
+            ]
+            command += (
+                ["--no-index", "--find-links", str(code)] if offline else ["--prefer-binary", "--find-links", str(code)]
+            )
             returncode, output = run_pip(command, requirements, deadline, timeout)
             if returncode != 0:
                 lines = output.strip().splitlines()
                 reason = lines[-1] if lines else f"pip exited with {returncode}"
-                advice = "code/ ships wheels, so only they are used: add the missing ones (pip download -d code/ -r code/requirements.txt)" if offline else "ship the wheels in code/ for an offline endpoint"
-                raise RequirementsError(f"pip could not install {requirements}: {reason}. {advice[0].upper()}{advice[1:]}.")
+                advice = (
+                    "code/ ships wheels, so only they are used: add the missing ones (pip download -d code/ -r code/requirements.txt)"
+                    if offline
+                    else "ship the wheels in code/ for an offline endpoint"
+                )
+                raise RequirementsError(
+                    f"pip could not install {requirements}: {reason}. {advice[0].upper()}{advice[1:]}."
+                )
             shutil.rmtree(target, ignore_errors=True)
             Path(staging).rename(target)
             (target / ".installed").touch()
-            log.info("installed %s into %s in %.1f s%s", requirements, target, time.monotonic() - started, " from its wheels alone" if offline else "")
+            log.info(
+                "installed %s into %s in %.1f s%s",
+                requirements,
+                target,
+                time.monotonic() - started,
+                " from its wheels alone" if offline else "",
+            )
             return target
 
 
@@ -90,13 +118,22 @@ def run_pip(command: list[str], requirements: Path, deadline: float, timeout: fl
     """(exit code, output) of pip installing ``requirements``, run in its folder in a process group of its own;
     past ``deadline`` the whole group is killed (pip's build backends and their children too) and
     RequirementsError says so."""
-    process = subprocess.Popen(command, cwd=requirements.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=requirements.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=max(deadline - time.monotonic(), 0.1))
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
-        raise RequirementsError(f"installing {requirements} took over {timeout:g} s (SERVE_REQUIREMENTS_TIMEOUT_SECONDS); ship wheels in code/.") from None
+        raise RequirementsError(
+            f"installing {requirements} took over {timeout:g} s (SERVE_REQUIREMENTS_TIMEOUT_SECONDS); ship wheels in code/."
+        ) from None
     return process.returncode, output
 
 
@@ -109,7 +146,9 @@ def acquire(lock, deadline: float, timeout: float) -> None:
             return
         except BlockingIOError:
             if time.monotonic() > deadline:
-                raise RequirementsError(f"another process held the requirements lock {lock.name} for over {timeout:g} s (SERVE_REQUIREMENTS_TIMEOUT_SECONDS)") from None
+                raise RequirementsError(
+                    f"another process held the requirements lock {lock.name} for over {timeout:g} s (SERVE_REQUIREMENTS_TIMEOUT_SECONDS)"
+                ) from None
             time.sleep(0.1)
 
 

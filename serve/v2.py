@@ -1,6 +1,7 @@
 """The Open Inference Protocol's REST routes (KServe V2, Triton's extensions for binary tensors and the repository
 index), beside SageMaker's. Both servers mount them; each app's ``state.repository`` says which models it has and
 runs their requests through its one request pipeline (``serve.app.SingleModel``, ``serve.mme.MultiModel``)."""
+
 from __future__ import annotations
 
 import json
@@ -66,7 +67,9 @@ async def repository_index(request: Request) -> JSONResponse:
     """Triton's repository index: every model with its state (the body's ``ready`` filter is honoured)."""
     models = await repository(request).index()
     try:
-        wanted = json.loads(await read_body(request, INDEX_REQUEST_BYTES, request.app.state.settings.body_timeout_seconds) or b"{}")
+        wanted = json.loads(
+            await read_body(request, INDEX_REQUEST_BYTES, request.app.state.settings.body_timeout_seconds) or b"{}"
+        )
     except (ValueError, RecursionError):
         wanted = {}
     if isinstance(wanted, dict) and wanted.get("ready") is True:
@@ -82,7 +85,15 @@ async def model_metadata(name: str, request: Request, version: str | None = None
         spec = await repository(request).spec(name)
     except RequestError as exc:
         return protocol_error(exc)
-    return JSONResponse({"name": name, "versions": ["1"], "platform": "byoc-vision", "inputs": oip.input_metadata(spec), "outputs": oip.output_metadata(spec)})
+    return JSONResponse(
+        {
+            "name": name,
+            "versions": ["1"],
+            "platform": "byoc-vision",
+            "inputs": oip.input_metadata(spec),
+            "outputs": oip.output_metadata(spec),
+        }
+    )
 
 
 @router.get("/models/{name}/ready")
@@ -114,7 +125,11 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
 
 def check_version(version: str | None) -> None:
     if version not in (None, "", "1"):
-        raise RequestError(404, "unknown model version", f"Version {version!r} is not served; each model has version 1 (or leave the version out).")
+        raise RequestError(
+            404,
+            "unknown model version",
+            f"Version {version!r} is not served; each model has version 1 (or leave the version out).",
+        )
 
 
 def inference_response(content: bytes, media_type: str) -> Response:

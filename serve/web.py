@@ -1,5 +1,6 @@
 """HTTP plumbing every front shares: the error type and its JSON body, reading a body within limits, and the
 exception handlers that give every error (the framework's own 404/405/422 included) the same shape."""
+
 from __future__ import annotations
 
 import asyncio
@@ -59,13 +60,22 @@ def declared_length(request: Request) -> int | None:
     return whole_number(request.headers.get("content-length") or "")
 
 
-async def read_body(request: Request, limit: int, timeout: float, min_rate: float = 0.0, grace: float = 2.0, grow: Callable[[int], None] = lambda n: None) -> bytes:
+async def read_body(
+    request: Request,
+    limit: int,
+    timeout: float,
+    min_rate: float = 0.0,
+    grace: float = 2.0,
+    grow: Callable[[int], None] = lambda n: None,
+) -> bytes:
     """The body: 413 as soon as it is known to exceed ``limit`` bytes; 408 when it takes over ``timeout`` s in all,
     or when, after ``grace`` s, it arrives slower than ``min_rate`` bytes/s on average (a stalled upload). ``grow``
     is told of every chunk (the upload budget). A client that hangs up is one log line and a 400."""
     declared = declared_length(request)
     detail = f"The body exceeds {limit / (1024 * 1024):g} MB (SAGEMAKER_MAX_PAYLOAD_IN_MB); send larger inputs to an asynchronous endpoint (up to 1 GB, in S3)."
-    too_large = RequestError(413, "payload too large", detail, {"Connection": "close"})  # the rest of the body is never read
+    too_large = RequestError(
+        413, "payload too large", detail, {"Connection": "close"}
+    )  # the rest of the body is never read
     if declared is not None and declared > limit:
         raise too_large
     started = time.monotonic()
@@ -77,13 +87,21 @@ async def read_body(request: Request, limit: int, timeout: float, min_rate: floa
             chunk = await asyncio.wait_for(stream.__anext__(), max(cutoff - now, 0.0))
         except StopAsyncIteration:
             return b"".join(parts)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             slow = time.monotonic() - started < timeout
-            why = f"arrived slower than {min_rate / 1024:g} kB/s (SERVE_MIN_BODY_RATE_KBPS)" if slow else f"did not arrive within {timeout:g} s (SERVE_BODY_READ_TIMEOUT_SECONDS)"
-            raise RequestError(408, "request timeout", f"The body {why}; send it in one go.", {"Connection": "close"}) from None
+            why = (
+                f"arrived slower than {min_rate / 1024:g} kB/s (SERVE_MIN_BODY_RATE_KBPS)"
+                if slow
+                else f"did not arrive within {timeout:g} s (SERVE_BODY_READ_TIMEOUT_SECONDS)"
+            )
+            raise RequestError(
+                408, "request timeout", f"The body {why}; send it in one go.", {"Connection": "close"}
+            ) from None
         except ClientDisconnect:
             log.info("client %s hung up before sending its whole body (%d bytes read)", client_address(request), size)
-            raise RequestError(400, "client disconnected", "The client closed the connection before the body was complete.") from None
+            raise RequestError(
+                400, "client disconnected", "The client closed the connection before the body was complete."
+            ) from None
         size += len(chunk)
         if size > limit:
             raise too_large

@@ -1,4 +1,5 @@
 """moto_server on a free 127.0.0.1 port: the AWS APIs the launcher calls, over real HTTP."""
+
 from __future__ import annotations
 
 import base64
@@ -16,7 +17,12 @@ from pathlib import Path
 # Every request the launcher built while a stand-in ran, in order: (service, operation, parameters), recorded before
 # the launcher's own check against botocore's model (test_launch_requests checks them against the IAM policy).
 CALLS: list[tuple[str, str, dict]] = []
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
 
 
 def free_port() -> int:
@@ -37,7 +43,9 @@ def moto_server():
     with tempfile.TemporaryDirectory(prefix="moto-") as folder:
         recording, log_path = Path(folder, "requests.jsonl"), Path(folder, "server.log")
         env = {**os.environ, "MOTO_ENABLE_RECORDING": "true", "MOTO_RECORDER_FILEPATH": str(recording)}
-        with log_path.open("wb") as log:  # a file, not a pipe: nobody reads it while tests run, and a full pipe blocks the server
+        with log_path.open(
+            "wb"
+        ) as log:  # a file, not a pipe: nobody reads it while tests run, and a full pipe blocks the server
             process = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log, env=env)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -90,8 +98,12 @@ def recording():
 
 def queue_answers(env: dict, kind: str, results: list[dict]) -> None:
     """Tell moto_server what its SageMaker runtime answers next (``endpoint-results`` or ``async-endpoint-results``)."""
-    request = urllib.request.Request(f"{env['AWS_ENDPOINT_URL']}/moto-api/static/sagemaker/{kind}", data=json.dumps({"results": results}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
+    request = urllib.request.Request(
+        f"{env['AWS_ENDPOINT_URL']}/moto-api/static/sagemaker/{kind}",
+        data=json.dumps({"results": results}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     urllib.request.urlopen(request).close()
 
 

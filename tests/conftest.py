@@ -1,4 +1,5 @@
 """Shared fixtures: real Fashion-MNIST datasets, a SageMaker /opt/ml tree, the Docker engine and images."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import fashion_mnist  # noqa: E402
-from aws_stand_in import environment, moto_server, recording  # noqa: E402
-from sagemaker_launch import images  # noqa: E402
+import fashion_mnist
+from aws_stand_in import environment, moto_server, recording
+
+from sagemaker_launch import images
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,18 +59,28 @@ def make_opt_ml(root: Path, data: Path | None, hyperparameters: dict, channels=(
 @pytest.fixture
 def opt_ml(tmp_path, fashion):
     """Factory: ``opt_ml(hyperparameters, channels=...)`` -> a filled /opt/ml tree."""
-    return lambda hyperparameters, channels=("train", "valid", "test"): make_opt_ml(tmp_path / "opt_ml", fashion, hyperparameters, channels)
+    return lambda hyperparameters, channels=("train", "valid", "test"): make_opt_ml(
+        tmp_path / "opt_ml", fashion, hyperparameters, channels
+    )
 
 
-def run_trainer(args: list[str], base_dir: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_trainer(
+    args: list[str], base_dir: Path, timeout: int = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """``python -m train`` as a subprocess with /opt/ml at ``base_dir``."""
     full_env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "train", *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "train", *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def expected_artifact_files(model_dir: Path) -> set[str]:
     """The files a CPU training run writes to ``model_dir``: the int8 model's two only when its gate shipped them."""
-    int8 = {"model_int8.xml", "model_int8.bin"} if json.loads((model_dir / "model.json").read_text())["int8"]["shipped"] else set()
+    int8 = (
+        {"model_int8.xml", "model_int8.bin"}
+        if json.loads((model_dir / "model.json").read_text())["int8"]["shipped"]
+        else set()
+    )
     return {"model.onnx", "model.json", "weights.safetensors", "metrics.json", "cam_head.npz"} | int8
 
 
@@ -76,7 +88,20 @@ def expected_artifact_files(model_dir: Path) -> set[str]:
 def trained_run(tmp_path_factory, fashion) -> tuple[Path, subprocess.CompletedProcess]:
     """One real 2-epoch resnet18 run at 32 px: (its /opt/ml folder, the finished process)."""
     base = tmp_path_factory.mktemp("opt_ml")
-    args = ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "32", "--workers", "0", "--epochs", "2"]
+    args = [
+        "--model",
+        "resnet18",
+        "--pretrained",
+        "none",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "32",
+        "--workers",
+        "0",
+        "--epochs",
+        "2",
+    ]
     args += [a for split in ("train", "valid", "test") for a in (f"--{split}", str(fashion / split))]
     result = run_trainer(args, base)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -88,7 +113,11 @@ def docker_available() -> str | None:
     if shutil.which("docker") is None:
         return "no docker CLI (run ../shared/container-host/up.sh)"
     result = subprocess.run(["docker", "info"], capture_output=True, text=True)
-    return None if result.returncode == 0 else f"no Docker engine answers (run ../shared/container-host/up.sh): {result.stderr.strip()[:200]}"
+    return (
+        None
+        if result.returncode == 0
+        else f"no Docker engine answers (run ../shared/container-host/up.sh): {result.stderr.strip()[:200]}"
+    )
 
 
 def build_image(kind: str, tag: str, **build_args: str) -> str:

@@ -1,15 +1,16 @@
 """Training runs with planted failures, on real Fashion-MNIST photos, saving tensors through the trainer's own
 smdebug hook (``train.debugger.create_hook``): what the offline Debugger rules are tested against."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+import fashion_mnist
 import numpy as np
 import torch
 from torch import nn
 
-import fashion_mnist
 from train.debugger import create_hook, record, set_mode
 
 
@@ -24,10 +25,19 @@ def photos(per_class: list[int], offset: int = 0) -> tuple[torch.Tensor, torch.T
 def small_cnn(batch_norm: bool = True) -> nn.Module:
     norm = nn.BatchNorm2d if batch_norm else (lambda _: nn.Identity())
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1, bias=not batch_norm), norm(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1, bias=not batch_norm), norm(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, 10),
-    )  # fmt: skip
+        nn.Conv2d(1, 16, 3, padding=1, bias=not batch_norm),
+        norm(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1, bias=not batch_norm),
+        norm(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 7 * 7, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
 
 
 def deep_sigmoid_mlp(depth: int = 12) -> nn.Module:
@@ -38,7 +48,9 @@ def deep_sigmoid_mlp(depth: int = 12) -> nn.Module:
 
 
 def wide_mlp() -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
+    )
 
 
 def scale_init(model: nn.Module, std: float) -> nn.Module:
@@ -52,7 +64,15 @@ def scale_init(model: nn.Module, std: float) -> nn.Module:
     return model
 
 
-def train(out: Path, model: Callable[[], nn.Module], optimizer: Callable, data, epochs: int, batch: int = 64, interval: int = 5) -> Path:
+def train(
+    out: Path,
+    model: Callable[[], nn.Module],
+    optimizer: Callable,
+    data,
+    epochs: int,
+    batch: int = 64,
+    interval: int = 5,
+) -> Path:
     """Train with the trainer's hook (TRAIN steps, then one EVAL pass per epoch) and close it; returns ``out``."""
     torch.manual_seed(0)
     model = model()
@@ -100,7 +120,11 @@ SCENARIOS: dict[str, Callable[[Path], Path]] = {
     "vanishing gradient": lambda out: train(out, deep_sigmoid_mlp, sgd(0.01), balanced(200), epochs=3),
     "loss stops decreasing": lambda out: train(out, small_cnn, sgd(1e-6), balanced(200), epochs=3),
     "overfitting": lambda out: train(out, wide_mlp, adam(), balanced(10), epochs=30, batch=20),
-    "bad initialisation": lambda out: train(out, lambda: scale_init(small_cnn(batch_norm=False), 0.2), adam(), balanced(200), epochs=2),
+    "bad initialisation": lambda out: train(
+        out, lambda: scale_init(small_cnn(batch_norm=False), 0.2), adam(), balanced(200), epochs=2
+    ),
     "exploding": lambda out: train(out, wide_mlp, sgd(50.0), balanced(100), epochs=2),
-    "class imbalance": lambda out: train(out, small_cnn, adam(), (photos([300] * 9 + [12]), photos([60] * 9 + [3], offset=300)), epochs=3),
+    "class imbalance": lambda out: train(
+        out, small_cnn, adam(), (photos([300] * 9 + [12]), photos([60] * 9 + [3], offset=300)), epochs=3
+    ),
 }

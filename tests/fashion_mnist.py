@@ -1,4 +1,5 @@
 """Real Fashion-MNIST photos (Debian package dataset-fashion-mnist) written out as small datasets."""
+
 from __future__ import annotations
 
 import gzip
@@ -8,7 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))  # another folder: a machine without the package
+ROOT = Path(
+    os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
+)  # another folder: a machine without the package
 CLASSES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot"]
 
 
@@ -30,7 +33,9 @@ def pick(labels: np.ndarray, per_class: int, classes: int, offset: int = 0) -> n
     return np.concatenate([np.flatnonzero(labels == c)[offset : offset + per_class] for c in range(classes)])
 
 
-def write_imagefolder(root: Path, split: str, per_class: int, classes: int = 10, offset: int = 0, fmt: str = "png") -> Path:
+def write_imagefolder(
+    root: Path, split: str, per_class: int, classes: int = 10, offset: int = 0, fmt: str = "png"
+) -> Path:
     """root/<class>/<index>.<fmt> for a balanced subset; returns root."""
     images, labels = load(split)
     for i in pick(labels, per_class, classes, offset):

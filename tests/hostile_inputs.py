@@ -1,5 +1,6 @@
 """Bad and hostile request bodies with the status and error each must get: the tests send them to every front,
 and ``python -m bench soak`` mixes them into its load."""
+
 from __future__ import annotations
 
 import base64
@@ -58,14 +59,38 @@ BAD = [
     ("bad base64", json.dumps({"image": "%%%"}).encode(), "application/json", 400, "bad base64"),
     ("bad json", b"{not json", "application/json", 400, "bad JSON"),
     ("json without image", b'{"picture": 1}', "application/json", 400, "bad JSON body"),
-    ("image url", b'{"url": "http://169.254.169.254/latest/meta-data"}', "application/json", 400, "image URLs are disabled"),
+    (
+        "image url",
+        b'{"url": "http://169.254.169.254/latest/meta-data"}',
+        "application/json",
+        400,
+        "image URLs are disabled",
+    ),
     ("npy wrong shape", npy(np.zeros((1, 3, 8, 8), np.float32)), "application/x-npy", 400, "bad npy shape"),
     ("npy wrong dtype", npy(np.zeros((1, 3, 32, 32), np.int64)), "application/x-npy", 400, "bad npy dtype"),
     ("npy nan", npy(np.full((1, 3, 32, 32), np.nan, np.float32)), "application/x-npy", 400, "bad npy values"),
     ("npy pickle", b"\x93NUMPY garbage", "application/x-npy", 400, "bad npy"),
     ("jsonlines with two images", b'{"instances": ["aGk=", "aGk="]}\n', "application/jsonlines", 400, "bad JSON line"),
     ("deeply nested json", b"[" * 200_000, "application/json", 400, "bad JSON"),
-    ("nested instances", json.dumps({"instances": [{"instances": ["aGk="]}]}).encode(), "application/json", 400, "bad JSON body"),
-    ("60,000 tiny images", json.dumps({"instances": [base64.b64encode(b"\x89PNG\r\n").decode()] * 60_000}).encode(), "application/json", 413, "too many images"),
-    ("multipart without a file", b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--\r\n", "multipart/form-data; boundary=b", 400, "no file"),
+    (
+        "nested instances",
+        json.dumps({"instances": [{"instances": ["aGk="]}]}).encode(),
+        "application/json",
+        400,
+        "bad JSON body",
+    ),
+    (
+        "60,000 tiny images",
+        json.dumps({"instances": [base64.b64encode(b"\x89PNG\r\n").decode()] * 60_000}).encode(),
+        "application/json",
+        413,
+        "too many images",
+    ),
+    (
+        "multipart without a file",
+        b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--\r\n",
+        "multipart/form-data; boundary=b",
+        400,
+        "no file",
+    ),
 ]

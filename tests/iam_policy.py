@@ -6,6 +6,7 @@ Evaluated as IAM does for identity policies with Allow statements only: an actio
 as ``byoc-vision`` for ``byoc-*`` resources (the launcher tags everything it creates so, which moto does not keep for
 every kind); a condition key this module does not know fails the check rather than passing it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,10 +14,23 @@ from fnmatch import fnmatchcase
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
 IAM_PREFIX = {"sagemaker-runtime": "sagemaker", "cloudwatch": "cloudwatch"}
-S3_ACTIONS = {"HeadObject": "GetObject", "CreateMultipartUpload": "PutObject", "UploadPart": "PutObject", "CompleteMultipartUpload": "PutObject",
-              "ListObjectsV2": "ListBucket", "ListObjects": "ListBucket", "HeadBucket": "ListBucket"}  # fmt: skip
-SAGEMAKER_NAMES = {"TrainingJobName": "training-job", "HyperParameterTuningJobName": "hyper-parameter-tuning-job", "TransformJobName": "transform-job",
-                   "EndpointName": "endpoint", "EndpointConfigName": "endpoint-config", "ModelName": "model"}  # fmt: skip
+S3_ACTIONS = {
+    "HeadObject": "GetObject",
+    "CreateMultipartUpload": "PutObject",
+    "UploadPart": "PutObject",
+    "CompleteMultipartUpload": "PutObject",
+    "ListObjectsV2": "ListBucket",
+    "ListObjects": "ListBucket",
+    "HeadBucket": "ListBucket",
+}
+SAGEMAKER_NAMES = {
+    "TrainingJobName": "training-job",
+    "HyperParameterTuningJobName": "hyper-parameter-tuning-job",
+    "TransformJobName": "transform-job",
+    "EndpointName": "endpoint",
+    "EndpointConfigName": "endpoint-config",
+    "ModelName": "model",
+}
 NEEDS_NO_PERMISSION = {("sts", "GetCallerIdentity")}
 
 
@@ -37,7 +51,7 @@ def request_tags(params: dict) -> dict[str, str]:
 
 
 def sagemaker_resource(operation: str, params: dict) -> str:
-    if operation.startswith(("List", "Search")) or operation.startswith("Describe") and not params:
+    if operation.startswith(("List", "Search")) or (operation.startswith("Describe") and not params):
         return "*"
     if "ResourceArn" in params:
         return params["ResourceArn"]
@@ -62,15 +76,25 @@ def resource(service: str, operation: str, params: dict) -> str:
     if service == "ecr":
         if operation in ("GetAuthorizationToken", "GetRegistryScanningConfiguration"):
             return "*"
-        name = params.get("repositoryName") or (params.get("repositoryNames") or [None])[0] or params.get("resourceArn", "").rpartition("/")[2]
+        name = (
+            params.get("repositoryName")
+            or (params.get("repositoryNames") or [None])[0]
+            or params.get("resourceArn", "").rpartition("/")[2]
+        )
         return f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{name or '*'}"  # no name: every repository (a listing)
     if service == "iam":
         return f"arn:aws:iam::{ACCOUNT}:role/{params['RoleName']}" if "RoleName" in params else "*"
     if service == "logs":
-        return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{params['logGroupName']}" if "logGroupName" in params else "*"
+        return (
+            f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{params['logGroupName']}" if "logGroupName" in params else "*"
+        )
     if service == "cloudwatch":
         names = [params["AlarmName"]] if "AlarmName" in params else params.get("AlarmNames", [])
-        return f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{names[0]}" if names and operation != "DescribeAlarms" else "*"
+        return (
+            f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{names[0]}"
+            if names and operation != "DescribeAlarms"
+            else "*"
+        )
     if service == "application-autoscaling":
         if operation.startswith("Describe") or operation == "RegisterScalableTarget":
             return "*"  # a new target has no ARN yet; the IAM policy conditions it on the request instead
@@ -83,16 +107,28 @@ def needs(service: str, operation: str, params: dict) -> list[Need]:
     action where it creates with tags."""
     if (service, operation) in NEEDS_NO_PERMISSION:
         return []
-    action = f"{IAM_PREFIX.get(service, service)}:{S3_ACTIONS.get(operation, operation) if service == 's3' else operation}"
+    action = (
+        f"{IAM_PREFIX.get(service, service)}:{S3_ACTIONS.get(operation, operation) if service == 's3' else operation}"
+    )
     target = resource(service, operation, params)
     tags = request_tags(params)
     context = {f"aws:RequestTag/{k}": [v] for k, v in tags.items()}
     if service == "application-autoscaling":
-        context.update({"application-autoscaling:service-namespace": [params.get("ServiceNamespace", "")],
-                        "application-autoscaling:scalable-dimension": [params.get("ScalableDimension", "")]})  # fmt: skip
+        context.update(
+            {
+                "application-autoscaling:service-namespace": [params.get("ServiceNamespace", "")],
+                "application-autoscaling:scalable-dimension": [params.get("ScalableDimension", "")],
+            }
+        )
     found = [Need(action, target, context)]
     if tags and service in ("iam", "cloudwatch", "ecr") and operation.startswith(("Create", "Put")):
-        found.append(Need({"iam": "iam:TagRole", "cloudwatch": "cloudwatch:TagResource", "ecr": "ecr:TagResource"}[service], target, context))
+        found.append(
+            Need(
+                {"iam": "iam:TagRole", "cloudwatch": "cloudwatch:TagResource", "ecr": "ecr:TagResource"}[service],
+                target,
+                context,
+            )
+        )
     if tags and service == "application-autoscaling":
         found.append(Need("application-autoscaling:TagResource", target, context))
     definition = params.get("TrainingJobDefinition", {})
@@ -113,9 +149,16 @@ def condition_holds(condition: dict, need: Need) -> bool:
         for key, expected in pairs.items():
             if key.startswith("aws:ResourceTag/"):
                 given = ["byoc-vision"] if "/byoc-" in need.resource or ":byoc-" in need.resource else []
-            elif key.startswith("aws:RequestTag/") or key in need.context:
-                given = need.context.get(key, [])
-            elif key in ("iam:PassedToService", "application-autoscaling:service-namespace", "application-autoscaling:scalable-dimension"):
+            elif (
+                key.startswith("aws:RequestTag/")
+                or key in need.context
+                or key
+                in (
+                    "iam:PassedToService",
+                    "application-autoscaling:service-namespace",
+                    "application-autoscaling:scalable-dimension",
+                )
+            ):
                 given = need.context.get(key, [])
             else:
                 raise ValueError(f"condition key {key} is not evaluated here")
@@ -130,6 +173,8 @@ def allows(policy: dict, need: Need) -> bool:
     for statement in policy["Statement"]:
         if statement["Effect"] != "Allow" or not any(fnmatchcase(need.action, a) for a in listed(statement["Action"])):
             continue
-        if any(fnmatchcase(need.resource, r) for r in listed(statement["Resource"])) and condition_holds(statement.get("Condition", {}), need):
+        if any(fnmatchcase(need.resource, r) for r in listed(statement["Resource"])) and condition_holds(
+            statement.get("Condition", {}), need
+        ):
             return True
     return False

@@ -5,6 +5,7 @@ Photo ``i`` of the set depends on ``i`` alone (its own seed), so the first five 
 the 1,000 the benchmarks use. Each is 2 to 15 MP; most are baseline JPEGs of quality 80-95, some progressive, some
 stored sideways with an EXIF orientation (so they are upright only when it is honoured), some PNG.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,7 +23,11 @@ PACKAGE = "plasma-workspace-wallpapers"
 VERSION = 1  # bump when the derivation changes: the cached set is named after it
 MIN_PIXELS, MAX_PIXELS = 2_000_000, 15_000_000
 ASPECTS = (4 / 3, 3 / 2, 16 / 9, 1.0, 3 / 4, 2 / 3, 9 / 16)  # camera, DSLR, video, square, and their portraits
-ORIENTATIONS = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270, 3: Image.Transpose.ROTATE_180}  # EXIF tag -> how the pixels are stored
+ORIENTATIONS = {
+    6: Image.Transpose.ROTATE_90,
+    8: Image.Transpose.ROTATE_270,
+    3: Image.Transpose.ROTATE_180,
+}  # EXIF tag -> how the pixels are stored
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,12 @@ def ensure_installed() -> None:
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", PACKAGE], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", PACKAGE],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
     if not sources(check=False):
         raise SystemExit(f"no photographs under {ROOT}: run `sudo apt-get install {PACKAGE}` (or set WALLPAPERS_DIR)")
 
@@ -100,7 +110,9 @@ def render(r: Recipe, picture: Image.Image) -> bytes:
     if r.orientation != 1:
         out = out.transpose(ORIENTATIONS[r.orientation])  # stored sideways; the tag turns it upright again
         exif[0x0112] = r.orientation
-    out.save(buffer, format="JPEG", quality=r.quality, progressive=r.progressive, exif=exif.tobytes(), subsampling="4:2:0")
+    out.save(
+        buffer, format="JPEG", quality=r.quality, progressive=r.progressive, exif=exif.tobytes(), subsampling="4:2:0"
+    )
     return buffer.getvalue()
 
 
@@ -124,4 +136,3 @@ def build(count: int, folder: Path | None = None) -> list[Path]:
             partial.write_bytes(render(r, picture))
             partial.replace(folder / r.name)
     return [folder / r.name for r in recipes]
-

@@ -6,6 +6,7 @@ The update does what AWS documents, and no more: the endpoint must exist and be 
 exist, and, as AWS refuses it, the instance type of a variant registered with Application Auto Scaling may not
 change (deregister it first). The endpoint then runs the new config (moto has no fleets to shift between).
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,13 +24,20 @@ from moto.server import main
 
 def update_endpoint(backend: SageMakerModelBackend, endpoint_name: str, endpoint_config_name: str) -> str:
     if endpoint_name not in backend.endpoints:
-        raise ValidationError(message=f"Could not find endpoint '{FakeEndpoint.arn_formatter(endpoint_name, backend.account_id, backend.region_name)}'.")
+        raise ValidationError(
+            message=f"Could not find endpoint '{FakeEndpoint.arn_formatter(endpoint_name, backend.account_id, backend.region_name)}'."
+        )
     endpoint = backend.endpoints[endpoint_name]
     if endpoint.endpoint_status != "InService":
         raise ValidationError(message=f"Cannot update in-progress endpoint '{endpoint.arn}'.")
     new = backend.describe_endpoint_config(endpoint_config_name)  # ValidationError when it does not exist
-    old = {v["VariantName"]: v.get("InstanceType") for v in backend.describe_endpoint_config(endpoint.endpoint_config_name)["ProductionVariants"]}
-    targets = applicationautoscaling_backends[backend.account_id][backend.region_name].targets.get("sagemaker:variant:DesiredInstanceCount", {})
+    old = {
+        v["VariantName"]: v.get("InstanceType")
+        for v in backend.describe_endpoint_config(endpoint.endpoint_config_name)["ProductionVariants"]
+    }
+    targets = applicationautoscaling_backends[backend.account_id][backend.region_name].targets.get(
+        "sagemaker:variant:DesiredInstanceCount", {}
+    )
     for variant in new["ProductionVariants"]:
         registered = f"endpoint/{endpoint_name}/variant/{variant['VariantName']}" in targets
         if registered and old.get(variant["VariantName"]) != variant.get("InstanceType"):
@@ -45,11 +53,15 @@ def update_endpoint(backend: SageMakerModelBackend, endpoint_name: str, endpoint
 
 
 def update_endpoint_response(self: SageMakerResponse) -> ActionResult:
-    arn = update_endpoint(self.sagemaker_backend, self._get_param("EndpointName"), self._get_param("EndpointConfigName"))
+    arn = update_endpoint(
+        self.sagemaker_backend, self._get_param("EndpointName"), self._get_param("EndpointConfigName")
+    )
     return ActionResult({"EndpointArn": arn})
 
 
 SageMakerResponse.update_endpoint = update_endpoint_response
+
+
 def invoke_endpoint_binary(self: SageMakerRuntimeResponse):
     """moto's InvokeEndpoint keys its answers by a JSON dump of the request, body included: give it the body as base64."""
     if isinstance(self.body, bytes):

@@ -1,4 +1,5 @@
 """Debian's docker-registry (the CNCF distribution registry) on a free 127.0.0.1 port, with htpasswd logins."""
+
 from __future__ import annotations
 
 import shutil
@@ -11,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import bcrypt
-
 from aws_stand_in import free_port
 
 CONFIG = """version: 0.1
@@ -33,7 +33,11 @@ auth:
 
 def available() -> str | None:
     """None when the registry binary is installed, else the reason to skip."""
-    return None if shutil.which("docker-registry") else "Debian's docker-registry is not installed (apt-get install docker-registry)"
+    return (
+        None
+        if shutil.which("docker-registry")
+        else "Debian's docker-registry is not installed (apt-get install docker-registry)"
+    )
 
 
 @contextmanager
@@ -41,9 +45,15 @@ def docker_registry(username: str, password: str):
     """Yields ``127.0.0.1:<port>`` of a fresh registry that accepts only ``username``/``password``."""
     with tempfile.TemporaryDirectory(prefix="registry-") as root:
         port = free_port()
-        Path(root, "htpasswd").write_text(f"{username}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()}\n")
+        Path(root, "htpasswd").write_text(
+            f"{username}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()}\n"
+        )
         Path(root, "config.yml").write_text(CONFIG.format(root=root, port=port))
-        process = subprocess.Popen([shutil.which("docker-registry"), "serve", f"{root}/config.yml"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            [shutil.which("docker-registry"), "serve", f"{root}/config.yml"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             deadline = time.monotonic() + 30
             while True:
@@ -55,7 +65,9 @@ def docker_registry(username: str, password: str):
                     time.sleep(0.1)
                 except OSError:
                     if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"docker-registry did not start: {process.stderr.read().decode()[-2000:]}") from None
+                        raise RuntimeError(
+                            f"docker-registry did not start: {process.stderr.read().decode()[-2000:]}"
+                        ) from None
                     time.sleep(0.1)
             yield f"127.0.0.1:{port}"
         finally:

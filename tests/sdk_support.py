@@ -1,5 +1,6 @@
 """What the SageMaker Python SDK tests share: telemetry off, dummy credentials, a loopback-only serving port, and the
 cached virtual environments for clients that cannot share ours (SDK v2 and v3 cannot share one environment)."""
+
 from __future__ import annotations
 
 import fcntl
@@ -29,13 +30,18 @@ def sdk_environment(folder: Path) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sdk.yaml").write_text(TELEMETRY_OFF)
     env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"}
-    return {**env, **CREDENTIALS, "SAGEMAKER_USER_CONFIG_OVERRIDE": str(folder / "sdk.yaml"), "SAGEMAKER_SUPPRESS_V2_WARNING": "1"}
+    return {
+        **env,
+        **CREDENTIALS,
+        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(folder / "sdk.yaml"),
+        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+    }
 
 
 def cached_python(name: str, requirements: tuple[str, ...]) -> Path:
     """The Python of a virtual environment holding ``requirements``, created once per requirement set under ~/.cache
     and reused (for clients whose pins clash with ours: SDK v2, KServe's SDK)."""
-    key = hashlib.sha256(" ".join(requirements + (sys.version,)).encode()).hexdigest()[:12]
+    key = hashlib.sha256(" ".join((*requirements, sys.version)).encode()).hexdigest()[:12]
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "byoc-vision" / f"{name}-{key}"
     python, ready = root / "bin" / "python", root / ".ready"
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +49,11 @@ def cached_python(name: str, requirements: tuple[str, ...]) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel test runs build it once
         if not ready.exists():
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(root)], check=True)
-            subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *requirements], check=True, timeout=900)
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *requirements],
+                check=True,
+                timeout=900,
+            )
             ready.touch()
     return python
 

@@ -1,4 +1,5 @@
 """Dynamic batching: concurrent requests share model runs, each gets its own rows back in order."""
+
 import asyncio
 import time
 
@@ -23,7 +24,7 @@ def run_concurrently(sizes: list[int], max_images: int, delay: float = 0.05):
         return requests, results
 
     requests, results = asyncio.run(main())
-    for request, result in zip(requests, results):
+    for request, result in zip(requests, results, strict=False):
         assert np.array_equal(result, request * 10)
     return calls
 
@@ -58,7 +59,13 @@ def test_a_batch_waits_only_while_another_request_is_on_its_way():
     on_its_way = [False]
 
     async def main():
-        batcher = Batcher(lambda b: calls.append(len(b)) or b, max_images=8, max_delay=2.0, observe=lambda n: None, coming=lambda: on_its_way[0])
+        batcher = Batcher(
+            lambda b: calls.append(len(b)) or b,
+            max_images=8,
+            max_delay=2.0,
+            observe=lambda n: None,
+            coming=lambda: on_its_way[0],
+        )
         batcher.start()
         started = time.perf_counter()
         await batcher.submit(np.zeros((1, 1)))

@@ -1,5 +1,6 @@
 """The peers' shared pieces (bench/peers/), on the host's torch: the TorchServe model file loads the artifact's weights,
 and every torch mode that needs no compiler gives eager's answers."""
+
 import json
 
 import pytest
@@ -15,8 +16,12 @@ from bench.peers.torchserve_start import model_file
 def artifact(tmp_path):
     model = torchvision.models.resnet18(num_classes=3).eval()
     save_file(model.state_dict(), tmp_path / "weights.safetensors")
-    info = {"architecture": "resnet18", "num_classes": 3, "classes": ["a", "b", "c"],
-            "preprocess": {"resize": 36, "crop": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}  # fmt: skip
+    info = {
+        "architecture": "resnet18",
+        "num_classes": 3,
+        "classes": ["a", "b", "c"],
+        "preprocess": {"resize": 36, "crop": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+    }
     (tmp_path / "model.json").write_text(json.dumps(info))
     return tmp_path, model
 
@@ -41,7 +46,12 @@ def test_unsupported_architectures_are_refused_with_the_supported_list():
 def test_modes_agree_with_eager_and_unknown_modes_are_refused(artifact):
     folder, _ = artifact
     model, info = torch_model.load(folder)
-    assert [t.__class__.__name__ for t in torch_model.eval_transform(info).transforms] == ["Resize", "CenterCrop", "ToTensor", "Normalize"]
+    assert [t.__class__.__name__ for t in torch_model.eval_transform(info).transforms] == [
+        "Resize",
+        "CenterCrop",
+        "ToTensor",
+        "Normalize",
+    ]
     batch = torch.randn(4, 3, 32, 32)
     eager = torch_model.prepare(model, "eager")(batch)
     bf16 = torch_model.prepare(model, "bf16")(batch)

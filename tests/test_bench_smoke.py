@@ -2,15 +2,15 @@
 
 No number is checked (the suite's timings are never asserted); this only proves the suite works.
 """
+
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-from PIL import Image
-
 from conftest import REPO
+from PIL import Image
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -32,8 +32,19 @@ SECTIONS = {
 def test_bench_all_smoke_writes_every_result_table_and_plot(tmp_path, serve_image, torch_serve_image, train_image):
     before = {p: p.stat().st_mtime_ns for p in (REPO / "bench" / "results").glob("*.json")}
     env = {**os.environ, "BENCH_OUT": str(tmp_path)}
-    command = [sys.executable, "-m", "bench", "all", "--smoke", "--serve-image", serve_image, "--torch-serve-image", torch_serve_image,
-               "--train-image", train_image]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "all",
+        "--smoke",
+        "--serve-image",
+        serve_image,
+        "--torch-serve-image",
+        torch_serve_image,
+        "--train-image",
+        train_image,
+    ]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     doc = (tmp_path / "benchmarks.md").read_text()
@@ -51,14 +62,31 @@ def test_bench_all_smoke_writes_every_result_table_and_plot(tmp_path, serve_imag
     assert "Ours without HTTP" in doc and "| int8 |" in doc  # the serving image timed its runtime alone
     assert "real JPEG, CPU decode" in doc  # the GPU benchmark's code ran (on the CPU, --allow-cpu)
     assert f"Training image `{train_image}`" in doc  # docker run ... train was timed
-    assert {p: p.stat().st_mtime_ns for p in (REPO / "bench" / "results").glob("*.json")} == before  # BENCH_OUT kept the repo's results
+    assert {
+        p: p.stat().st_mtime_ns for p in (REPO / "bench" / "results").glob("*.json")
+    } == before  # BENCH_OUT kept the repo's results
     # serve and soak trained the ResNet-50 artifacts; ceiling, explain and burst, with the same flags, reused them
     assert result.stdout.count("earlier in this run is reused") == 3, result.stdout[-3000:]
 
 
 def test_bench_path_compares_the_serving_image_at_a_commit_with_the_working_tree(tmp_path, serve_image):
     env = {**os.environ, "BENCH_OUT": str(tmp_path)}
-    command = [sys.executable, "-m", "bench", "path", "--before", "HEAD", "--image", serve_image, "--rounds", "1", "--seconds", "1", "--jpeg-size", "64"]
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "path",
+        "--before",
+        "HEAD",
+        "--image",
+        serve_image,
+        "--rounds",
+        "1",
+        "--seconds",
+        "1",
+        "--jpeg-size",
+        "64",
+    ]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "results" / "serve_path.json").read_text())
@@ -75,7 +103,24 @@ def test_bench_input_on_large_photos_writes_its_section(tmp_path):
     except SystemExit as exc:
         pytest.skip(str(exc))
     env = {**os.environ, "BENCH_OUT": str(tmp_path)}
-    command = [sys.executable, "-m", "bench", "input", "--photos", "large", "--images", "6", "--decode-files", "2", "--reps", "1", "--epochs", "1", "--batch", "4"]
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "input",
+        "--photos",
+        "large",
+        "--images",
+        "6",
+        "--decode-files",
+        "2",
+        "--reps",
+        "1",
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+    ]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "results" / "large_input.json").read_text())

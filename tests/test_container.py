@@ -1,21 +1,33 @@
 """The training image under the SageMaker contract: ``docker run IMAGE train`` with /opt/ml mounted."""
+
 import json
 import re
 import subprocess
 import time
 
 import pytest
+from conftest import REPO, expected_artifact_files
 
 from byoc_contract import rules as job_rules
 from byoc_contract.metric_log import metric_definitions
-from conftest import REPO, expected_artifact_files
 
 pytestmark = pytest.mark.container
 HYPER = {"model": "resnet18", "pretrained": "none", "epochs": 2, "batch_size": 32, "image_size": 32, "workers": 2}
 
 
 def docker_train(image: str, opt_ml, *extra: str, timeout: int = 900) -> tuple[subprocess.CompletedProcess, float]:
-    command = ["docker", "run", "--rm", "-v", f"{opt_ml}:/opt/ml", "-e", "SM_STUDIO_LOCAL_MODE=true", *extra, image, "train"]
+    command = [
+        "docker",
+        "run",
+        "--rm",
+        "-v",
+        f"{opt_ml}:/opt/ml",
+        "-e",
+        "SM_STUDIO_LOCAL_MODE=true",
+        *extra,
+        image,
+        "train",
+    ]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     return result, time.perf_counter() - started
@@ -24,7 +36,11 @@ def docker_train(image: str, opt_ml, *extra: str, timeout: int = 900) -> tuple[s
 def test_training_job_writes_the_artifact_and_success(train_image, opt_ml):
     # SageMaker's own hook config, as `train --sagemaker-debugger` sends it (AWS judges the rules then: debugger-rules none)
     root = opt_ml({**HYPER, "_tuning_objective_metric": "valid_acc", "debugger-rules": "none"})
-    config = {"LocalPath": "/opt/ml/output/tensors", "HookParameters": {"save_interval": "5"}, "CollectionConfigurations": [{"CollectionName": "losses"}]}
+    config = {
+        "LocalPath": "/opt/ml/output/tensors",
+        "HookParameters": {"save_interval": "5"},
+        "CollectionConfigurations": [{"CollectionName": "losses"}],
+    }
     (root / "input" / "config" / "debughookconfig.json").write_text(json.dumps(config))
     result, seconds = docker_train(train_image, root)
     print(f"docker run ... train: {seconds:.1f} s")
@@ -59,11 +75,22 @@ def test_bad_hyperparameter_fails_before_training(train_image, opt_ml):
     root = opt_ml({**HYPER, "epochs": "ten"})
     result, _ = docker_train(train_image, root)
     assert result.returncode != 0
-    assert "Bad hyperparameter or flag: argument --epochs: invalid int value: 'ten'" in (root / "output" / "failure").read_text()
+    assert (
+        "Bad hyperparameter or flag: argument --epochs: invalid int value: 'ten'"
+        in (root / "output" / "failure").read_text()
+    )
 
 
 def test_distributed_job_runs_torchrun(train_image, opt_ml):
-    root = opt_ml({**HYPER, "epochs": 1, "workers": 0, "sagemaker_torch_distributed_enabled": "true", "sagemaker_processes_per_host": 2})
+    root = opt_ml(
+        {
+            **HYPER,
+            "epochs": 1,
+            "workers": 0,
+            "sagemaker_torch_distributed_enabled": "true",
+            "sagemaker_processes_per_host": 2,
+        }
+    )
     result, _ = docker_train(train_image, root, "-e", "OMP_NUM_THREADS=1")
     logs = result.stdout + result.stderr
     assert result.returncode == 0, logs[-4000:]
@@ -73,12 +100,18 @@ def test_distributed_job_runs_torchrun(train_image, opt_ml):
 
 
 def test_image_size_and_labels(train_image):
-    inspect = json.loads(subprocess.run(["docker", "image", "inspect", train_image], capture_output=True, text=True, check=True).stdout)[0]
+    inspect = json.loads(
+        subprocess.run(["docker", "image", "inspect", train_image], capture_output=True, text=True, check=True).stdout
+    )[0]
     print(f"training image size: {inspect['Size'] / 1e9:.2f} GB")
     labels = inspect["Config"]["Labels"]
     assert labels["org.opencontainers.image.title"] == "byoc-vision-train"
     assert "SAGEMAKER_TRAINING_MODULE=train.launcher:main" in inspect["Config"]["Env"]
-    tools = subprocess.run(["docker", "run", "--rm", train_image, "sh", "-c", "command -v gcc cc || echo none"], capture_output=True, text=True)
+    tools = subprocess.run(
+        ["docker", "run", "--rm", train_image, "sh", "-c", "command -v gcc cc || echo none"],
+        capture_output=True,
+        text=True,
+    )
     assert tools.stdout.strip() == "none"  # compilers stayed in the builder stage
 
 
@@ -92,10 +125,18 @@ def test_local_run_without_config_files_gets_single_host_defaults(train_image, t
         shutil.copytree(fashion / split, root / "input" / "data" / split)
     (root / "input" / "config").mkdir(parents=True)
     (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps({**HYPER, "epochs": "1"}))
-    result = subprocess.run(["docker", "run", "--rm", "-v", f"{root}:/opt/ml", train_image, "train"], capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{root}:/opt/ml", train_image, "train"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resourceconfig.json was missing: running with" in result.stderr
-    assert 'inputdataconfig.json was missing: running with {"train": {"TrainingInputMode": "File"}, "valid"' in result.stderr
+    assert (
+        'inputdataconfig.json was missing: running with {"train": {"TrainingInputMode": "File"}, "valid"'
+        in result.stderr
+    )
     assert (root / "output" / "success").exists() and (root / "model" / "model.onnx").is_file()
 
 
@@ -104,9 +145,21 @@ def test_missing_config_on_a_read_only_mount_fails_loudly(train_image, tmp_path)
     (root / "input" / "config").mkdir(parents=True)
     (root / "input" / "config" / "hyperparameters.json").write_text("{}")
     result = subprocess.run(
-        ["docker", "run", "--rm", "-v", f"{root}:/opt/ml", "-v", f"{root / 'input' / 'config'}:/opt/ml/input/config:ro", train_image, "train"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            "docker",
+            "run",
+            "--rm",
+            "-v",
+            f"{root}:/opt/ml",
+            "-v",
+            f"{root / 'input' / 'config'}:/opt/ml/input/config:ro",
+            train_image,
+            "train",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
     reason = (root / "output" / "failure").read_text()
     assert "resourceconfig.json is missing and cannot be created (Read-only file system)" in reason
@@ -147,25 +200,37 @@ def test_docker_compose_up_trains_serves_and_a_second_up_reuses_the_model(train_
     compose = ["docker", "compose", "-p", project]
     env = {**__import__("os").environ, "SERVE_PORT": port}
     try:
-        up = subprocess.run([*compose, "up", "-d", "--build"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+        up = subprocess.run(
+            [*compose, "up", "-d", "--build"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800
+        )
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 600)
         train_logs = subprocess.run([*compose, "logs", "train"], cwd=REPO, capture_output=True, text=True).stdout
         assert "| epoch=4 " in train_logs and "Reporting training SUCCESS" in train_logs
-        assert re.search(r"loaded \d+ pretrained tensors from /opt/ml/input/data/pretrained/efficientnet-lite0", train_logs)
+        assert re.search(
+            r"loaded \d+ pretrained tensors from /opt/ml/input/data/pretrained/efficientnet-lite0", train_logs
+        )
         assert float(re.search(r"test_acc=([0-9.]+)", train_logs).group(1)) >= 0.85, train_logs[-3000:]
         # a log for people: no number that was not measured, no verdict against our own default, no library chatter
         assert not re.search(r"\bnan\b", train_logs, re.I) and "Using categorical units" not in train_logs
-        contradicting = r"(^\S*\s*\|?\s*|rule=)(Dataloader|PoorWeightInitialization|LossNotDecreasing)(\s+| status=)IssuesFound"
+        contradicting = (
+            r"(^\S*\s*\|?\s*|rule=)(Dataloader|PoorWeightInitialization|LossNotDecreasing)(\s+| status=)IssuesFound"
+        )
         assert not re.search(contradicting, train_logs, re.M), train_logs[-3000:]
-        status, answer = post(f"http://127.0.0.1:{port}/invocations", (REPO / "demo" / "sneaker.jpg").read_bytes(), "image/jpeg")
+        status, answer = post(
+            f"http://127.0.0.1:{port}/invocations", (REPO / "demo" / "sneaker.jpg").read_bytes(), "image/jpeg"
+        )
         assert status == 200, answer
         assert answer["predictions"][0]["label"] == "Sneaker" and len(answer["predictions"][0]["top_k"]) == 5
-        health = subprocess.run([*compose, "ps", "serve", "--format", "{{.Health}}"], cwd=REPO, capture_output=True, text=True).stdout
+        health = subprocess.run(
+            [*compose, "ps", "serve", "--format", "{{.Health}}"], cwd=REPO, capture_output=True, text=True
+        ).stdout
         deadline = time.monotonic() + 60
         while "healthy" not in health and time.monotonic() < deadline:
             time.sleep(1)
-            health = subprocess.run([*compose, "ps", "serve", "--format", "{{.Health}}"], cwd=REPO, capture_output=True, text=True).stdout
+            health = subprocess.run(
+                [*compose, "ps", "serve", "--format", "{{.Health}}"], cwd=REPO, capture_output=True, text=True
+            ).stdout
         assert health.strip() == "healthy"
         subprocess.run([*compose, "down"], cwd=REPO, capture_output=True, timeout=300, check=True)
 
@@ -230,6 +295,7 @@ def test_in_job_rules_stay_quiet_on_a_healthy_run(train_image, opt_ml):
     assert {v["rule"] for v in lines} == set(job_rules.DEFAULT_RULES)
     assert all(v["status"] == "NoIssuesFound" for v in lines), lines
     summary = json.loads((root / "output" / "data" / "rules.json").read_text())
-    assert [r["status"] for r in summary["rules"]] == ["NoIssuesFound"] * len(job_rules.DEFAULT_RULES) and summary["stopped"] is None
+    assert [r["status"] for r in summary["rules"]] == ["NoIssuesFound"] * len(job_rules.DEFAULT_RULES) and summary[
+        "stopped"
+    ] is None
     assert summary["evaluations"] == 4  # each of the 3 epoch ends, and once more after the final evaluation
-

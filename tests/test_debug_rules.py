@@ -1,16 +1,17 @@
 """Offline Debugger rules: planted failures on real Fashion-MNIST runs trigger the rules that describe them."""
+
 import json
 import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 pytest.importorskip("smdebug", reason="smdebug is part of the train extra")
-import debug_scenarios  # noqa: E402
-from train.debug.tensor_check import evaluate, open_trial  # noqa: E402
-from train.debug.tensor_rules import RULES  # noqa: E402
+import debug_scenarios
+
+from train.debug.tensor_check import evaluate, open_trial
+from train.debug.tensor_rules import RULES
 
 # scenario -> the rules that must find issues (every other rule must not). Besides the planted failure:
 # a model that learns nothing mispredicts whole classes (ClassImbalance's misprediction check); a flat
@@ -41,7 +42,9 @@ for name, make in debug_scenarios.SCENARIOS.items():
 def tensors(tmp_path_factory):
     """Every scenario trained once (in a child process, as training runs), its tensors saved by the trainer's hook."""
     root = tmp_path_factory.mktemp("scenarios")
-    result = subprocess.run([sys.executable, "-c", TRAIN_ALL, str(root)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-c", TRAIN_ALL, str(root)], cwd=REPO, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return {name: root / name.replace(" ", "_") for name in debug_scenarios.SCENARIOS}
 
@@ -58,7 +61,9 @@ def test_planted_failure_triggers_exactly_its_rules(tensors, scenario):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "train.debug", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "train.debug", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_prints_the_table_and_exits_for_ci(tensors, tmp_path):
@@ -102,7 +107,9 @@ def test_a_folder_without_tensors_is_refused(tmp_path):
 
 
 def test_rule_without_its_tensors_is_an_error(tensors):
-    [verdict] = evaluate(open_trial(tensors["healthy"]), ["ClassImbalance"], {"ClassImbalance": {"labels_regex": "^nothing$"}})
+    [verdict] = evaluate(
+        open_trial(tensors["healthy"]), ["ClassImbalance"], {"ClassImbalance": {"labels_regex": "^nothing$"}}
+    )
     assert verdict.status == "Error" and "were not saved" in verdict.evidence
 
 

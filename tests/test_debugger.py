@@ -1,9 +1,9 @@
 """SageMaker Debugger: the smdebug hook saves tensors that smdebug's own trial reader reads back."""
+
 import json
 
 import numpy as np
 import pytest
-
 from conftest import run_trainer
 
 smdebug = pytest.importorskip("smdebug", reason="smdebug is part of the train extra")
@@ -17,8 +17,28 @@ def read_trial(path):
 
 def test_debugger_out_saves_losses_weights_and_gradients(tmp_path, fashion):
     out = tmp_path / "tensors"
-    args = ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "32", "--workers", "0", "--epochs", "2",
-            "--train", str(fashion / "train"), "--valid", str(fashion / "valid"), "--debugger-out", str(out), "--debugger-interval", "5"]  # fmt: skip
+    args = [
+        "--model",
+        "resnet18",
+        "--pretrained",
+        "none",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "32",
+        "--workers",
+        "0",
+        "--epochs",
+        "2",
+        "--train",
+        str(fashion / "train"),
+        "--valid",
+        str(fashion / "valid"),
+        "--debugger-out",
+        str(out),
+        "--debugger-interval",
+        "5",
+    ]
     result = run_trainer(args, tmp_path / "ml")
     assert result.returncode == 0, result.stderr[-3000:]
     from smdebug import modes
@@ -46,14 +66,29 @@ def test_sagemaker_hook_config_is_honoured(tmp_path, fashion):
         "CollectionConfigurations": [{"CollectionName": "losses"}, {"CollectionName": "biases"}],
     }
     (base / "input" / "config" / "debughookconfig.json").write_text(json.dumps(config))
-    args = ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "32", "--workers", "0", "--epochs", "1",
-            "--train", str(fashion / "train"), "--valid", str(fashion / "valid")]  # fmt: skip
+    args = [
+        "--model",
+        "resnet18",
+        "--pretrained",
+        "none",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "32",
+        "--workers",
+        "0",
+        "--epochs",
+        "1",
+        "--train",
+        str(fashion / "train"),
+        "--valid",
+        str(fashion / "valid"),
+    ]
     result = run_trainer(args, base)
     assert result.returncode == 0, result.stderr[-3000:]
     trial = read_trial(out)
     assert trial.tensor_names(collection="losses") and trial.tensor_names(collection="biases")
     assert not trial.tensor_names(collection="gradients")
-
 
 
 LEAN_HOOK = """
@@ -94,11 +129,14 @@ def test_lean_hook_keeps_gradient_reductions_after_the_early_steps_and_vanishing
     import sys
 
     from conftest import REPO
+
     from train.debug.tensor_check import first_issue, open_trial
     from train.debug.tensor_rules import VanishingGradient
 
     out = tmp_path / "tensors"
-    run = subprocess.run([sys.executable, "-c", LEAN_HOOK, str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", LEAN_HOOK, str(out)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     trial = open_trial(out)
     dead = next(n for n in trial.tensor_names(collection="gradients") if "dead" in n and n.endswith("weight"))
@@ -121,10 +159,13 @@ def test_an_unreadable_tensor_file_makes_an_error_verdict_not_a_failed_job(tmp_p
     import sys
 
     from conftest import REPO
+
     from train.debug.in_job import InJobRules
 
     out = tmp_path / "tensors"
-    run = subprocess.run([sys.executable, "-c", LEAN_HOOK, str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", LEAN_HOOK, str(out)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     for events in (out / "events").rglob("*.tfevents"):
         events.write_bytes(events.read_bytes()[:40])  # truncated mid-record, as by a full disk

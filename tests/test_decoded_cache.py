@@ -3,6 +3,7 @@
 In this process builds use no DataLoader workers (forked workers in the pytest process were followed by a segfault
 later in the suite); the trainer test builds with worker processes in its own process.
 """
+
 import logging
 import subprocess
 import sys
@@ -11,9 +12,9 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, run_trainer
 from PIL import Image
 
-from conftest import REPO, run_trainer
 from train import decoded_cache
 from train.data import ImageDataset, loader_settings
 from train.errors import TrainingError
@@ -29,7 +30,9 @@ def photos(tmp_path, fashion):
     root = tmp_path / "photos"
     for label, name in enumerate(("wide", "tall")):
         (root / name).mkdir(parents=True)
-        for i, path in enumerate(sorted((fashion / "train" / sorted(p.name for p in (fashion / "train").iterdir())[label]).iterdir())[:12]):
+        for i, path in enumerate(
+            sorted((fashion / "train" / sorted(p.name for p in (fashion / "train").iterdir())[label]).iterdir())[:12]
+        ):
             image = Image.open(path).convert("RGB")
             image.resize((90, 50) if name == "wide" else (44, 77)).save(root / name / f"{i:02d}.jpg", quality=90)
     (root / "tall" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
@@ -61,7 +64,9 @@ def test_built_once_reused_and_rebuilt_when_a_file_changes(tmp_path, photos, cap
     stamp = (first.folder / "images.u8").stat().st_mtime_ns
     again = decoded_cache.open_or_build(FolderSource(photos), PRE, root, workers=0, strict=False)
     assert again.folder == first.folder and (again.folder / "images.u8").stat().st_mtime_ns == stamp
-    assert [r.message.split(" (")[0] for r in caplog.records if "reusing" in r.message] == [f"decoded-image cache: reusing {first.folder}"]
+    assert [r.message.split(" (")[0] for r in caplog.records if "reusing" in r.message] == [
+        f"decoded-image cache: reusing {first.folder}"
+    ]
     Image.new("RGB", (60, 60), "red").save(photos / "wide" / "00.jpg")  # same name, new pixels
     changed = decoded_cache.open_or_build(FolderSource(photos), PRE, root, workers=0, strict=False)
     assert changed.folder != first.folder
@@ -72,7 +77,7 @@ def test_built_once_reused_and_rebuilt_when_a_file_changes(tmp_path, photos, cap
 
 def test_strict_data_fails_on_the_broken_file_and_leaves_no_entry(tmp_path, photos):
     root = tmp_path / "cache"
-    with pytest.raises(TrainingError, match="broken.jpg.*drop --strict-data"):
+    with pytest.raises(TrainingError, match=r"broken.jpg.*drop --strict-data"):
         decoded_cache.open_or_build(FolderSource(photos), PRE, root, workers=0, strict=True)
     assert not any(p.is_dir() for p in root.iterdir())
 
@@ -91,10 +96,15 @@ def test_parallel_runs_build_one_entry_and_both_read_it(tmp_path, photos):
         from train.sources import FolderSource
         from train.transforms import Preprocess
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        entry = open_or_build(FolderSource(Path({str(photos)!r})), Preprocess(40, 32, (0.5,) * 3, (0.25,) * 3), Path({str(tmp_path / 'cache')!r}), 0, False)
+        entry = open_or_build(FolderSource(Path({str(photos)!r})), Preprocess(40, 32, (0.5,) * 3, (0.25,) * 3), Path({str(tmp_path / "cache")!r}), 0, False)
         print(int(entry.images().sum()))
     """)
-    runs = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
     outputs = [run.communicate(timeout=120) for run in runs]
     assert all(run.returncode == 0 for run in runs), outputs
     logs = "".join(err for _, err in outputs)
@@ -104,8 +114,28 @@ def test_parallel_runs_build_one_entry_and_both_read_it(tmp_path, photos):
 
 
 def test_trainer_uses_the_cache_and_a_second_run_reuses_it(tmp_path, fashion):
-    args = ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "32", "--epochs", "1", "--workers", "1",
-            "--profiler-interval", "0", "--decoded-cache", str(tmp_path / "shared"), "--train", str(fashion / "train"), "--valid", str(fashion / "valid")]  # fmt: skip
+    args = [
+        "--model",
+        "resnet18",
+        "--pretrained",
+        "none",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "1",
+        "--workers",
+        "1",
+        "--profiler-interval",
+        "0",
+        "--decoded-cache",
+        str(tmp_path / "shared"),
+        "--train",
+        str(fashion / "train"),
+        "--valid",
+        str(fashion / "valid"),
+    ]
     first = run_trainer(args, tmp_path / "one")
     assert first.returncode == 0, first.stderr[-3000:]
     assert first.stderr.count("decoded once into") == 2  # train and valid
@@ -140,6 +170,8 @@ def test_uint8_batches_are_normalised_on_the_device_exactly_like_the_float_prese
     assert batch.dtype == torch.uint8
     on_device = DeviceInput(torch.device("cpu"), True, PRE.mean, PRE.std)(batch)
     assert on_device.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(on_device, torch.stack([eval_transform(PRE)(image) for image in images]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        on_device, torch.stack([eval_transform(PRE)(image) for image in images]), atol=1e-6, rtol=0
+    )
     erased = [train_pixels(PRE, "strong")(images[0]) for _ in range(40)]
     assert all(e.dtype == torch.uint8 and e.shape == (3, 32, 32) for e in erased)

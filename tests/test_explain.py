@@ -1,5 +1,6 @@
 """Class activation maps without torch: the export's second output and head, ``?explain=cam`` on every front, the
 overlay, and the clear 4xx for networks without a pooled linear head. Real training runs."""
+
 import base64
 import io
 import json
@@ -8,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
-
 from conftest import run_trainer
-from serve import explain
+from PIL import Image, ImageDraw
 from test_serve import ready_client, settings_for
+
+from serve import explain
 
 SIDE = 128
 
@@ -26,7 +27,9 @@ def shapes(root, per_class: int, seed: int) -> None:
             image = Image.new("RGB", (SIDE, SIDE))
             size = rng.randint(24, 40)
             x, y = rng.randint(0, SIDE - size), rng.randint(0, SIDE - size)
-            (ImageDraw.Draw(image).ellipse if label == "disc" else ImageDraw.Draw(image).rectangle)([x, y, x + size, y + size], fill="white")
+            (ImageDraw.Draw(image).ellipse if label == "disc" else ImageDraw.Draw(image).rectangle)(
+                [x, y, x + size, y + size], fill="white"
+            )
             image.save(root / label / f"{i:03d}.png")
 
 
@@ -36,8 +39,30 @@ def shapes_model(tmp_path_factory):
     base = tmp_path_factory.mktemp("shapes")
     for split, count, seed in (("train", 80, 0), ("valid", 20, 1), ("test", 20, 2)):
         shapes(base / "data" / split, count, seed)
-    args = ["--model", "resnet18", "--pretrained", "none", "--image-size", str(SIDE), "--resize-size", str(SIDE), "--epochs", "4", "--lr", "0.003",
-            "--workers", "0", "--augment", "none", "--quantize", "off", "--profiler-interval", "0", "--debugger-rules", "none"]  # fmt: skip
+    args = [
+        "--model",
+        "resnet18",
+        "--pretrained",
+        "none",
+        "--image-size",
+        str(SIDE),
+        "--resize-size",
+        str(SIDE),
+        "--epochs",
+        "4",
+        "--lr",
+        "0.003",
+        "--workers",
+        "0",
+        "--augment",
+        "none",
+        "--quantize",
+        "off",
+        "--profiler-interval",
+        "0",
+        "--debugger-rules",
+        "none",
+    ]
     args += [a for split in ("train", "valid", "test") for a in (f"--{split}", str(base / "data" / split))]
     result = run_trainer(args, base / "opt_ml")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -69,7 +94,9 @@ def test_the_map_of_an_object_in_one_corner_peaks_in_that_corner(shapes_model, r
             prediction = answer.json()["predictions"][0]
             explanation = prediction["explanation"]
             grid = np.array(explanation["grid"])
-            assert grid.shape == (4, 4) and explanation["label"] == prediction["label"] and explanation["method"] == "cam"
+            assert (
+                grid.shape == (4, 4) and explanation["label"] == prediction["label"] and explanation["method"] == "cam"
+            )
             row, col = np.unravel_index(grid.argmax(), grid.shape)
             assert (row < 2 and col < 2) if corner == "top-left" else (row >= 2 and col >= 2), (corner, grid)
             overlay = Image.open(io.BytesIO(base64.b64decode(explanation["overlay_png"])))
@@ -84,23 +111,67 @@ def test_explanations_by_custom_attribute_for_json_and_arrays_at_the_input_size(
         wide = Image.new("RGB", (300, 200))
         ImageDraw.Draw(wide).rectangle([140, 90, 170, 120], fill="white")
         body = json.dumps({"instances": [base64.b64encode(png(wide)).decode()] * 2}).encode()
-        answer = client.post("/invocations", content=body, headers={"Content-Type": "application/json", "X-Amzn-SageMaker-Custom-Attributes": "top_k=1, explain=cam"})
+        answer = client.post(
+            "/invocations",
+            content=body,
+            headers={"Content-Type": "application/json", "X-Amzn-SageMaker-Custom-Attributes": "top_k=1, explain=cam"},
+        )
         predictions = answer.json()["predictions"]
-        assert len(predictions) == 2 and all(Image.open(io.BytesIO(base64.b64decode(p["explanation"]["overlay_png"]))).size == (300, 200) for p in predictions)
-        plain = client.post("/invocations", content=png(wide), headers={"Content-Type": "image/png"}).json()["predictions"][0]
-        assert "explanation" not in plain and plain["top_k"][0]["probability"] == pytest.approx(predictions[0]["probability"], abs=1e-5)
-        assert client.post("/invocations?explain=shap", content=png(wide), headers={"Content-Type": "image/png"}).status_code == 400
-        npy = client.post("/invocations?explain=cam", content=png(wide), headers={"Content-Type": "image/png", "Accept": "application/x-npy"})
+        assert len(predictions) == 2 and all(
+            Image.open(io.BytesIO(base64.b64decode(p["explanation"]["overlay_png"]))).size == (300, 200)
+            for p in predictions
+        )
+        plain = client.post("/invocations", content=png(wide), headers={"Content-Type": "image/png"}).json()[
+            "predictions"
+        ][0]
+        assert "explanation" not in plain and plain["top_k"][0]["probability"] == pytest.approx(
+            predictions[0]["probability"], abs=1e-5
+        )
+        assert (
+            client.post(
+                "/invocations?explain=shap", content=png(wide), headers={"Content-Type": "image/png"}
+            ).status_code
+            == 400
+        )
+        npy = client.post(
+            "/invocations?explain=cam",
+            content=png(wide),
+            headers={"Content-Type": "image/png", "Accept": "application/x-npy"},
+        )
         assert npy.status_code == 406 and npy.json()["error"] == "explanations are JSON"
         described = client.get("/model").json()
-        assert described["architecture"] == "resnet18" and described["explanations"] and described["calibration"]["ece_after"] >= 0
+        assert (
+            described["architecture"] == "resnet18"
+            and described["explanations"]
+            and described["calibration"]["ece_after"] >= 0
+        )
     finally:
         client.__exit__(None, None, None)
 
 
 def test_a_network_without_a_pooled_linear_head_answers_explain_with_a_clear_4xx(tmp_path, fashion):
-    args = ["--model", "mobilenet_v3_small", "--pretrained", "none", "--image-size", "32", "--epochs", "1", "--workers", "0",
-            "--quantize", "off", "--profiler-interval", "0", "--debugger-rules", "none", "--train", str(fashion / "train"), "--valid", str(fashion / "valid")]  # fmt: skip
+    args = [
+        "--model",
+        "mobilenet_v3_small",
+        "--pretrained",
+        "none",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--quantize",
+        "off",
+        "--profiler-interval",
+        "0",
+        "--debugger-rules",
+        "none",
+        "--train",
+        str(fashion / "train"),
+        "--valid",
+        str(fashion / "valid"),
+    ]
     result = run_trainer(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((tmp_path / "model" / "model.json").read_text())
@@ -138,7 +209,9 @@ def test_explain_requests_are_bounded_by_the_pixels_their_overlays_would_hold(sh
         refused = client.post("/invocations?explain=cam", content=body, headers={"Content-Type": "application/json"})
         assert refused.status_code == 413 and refused.json()["error"] == "too many pixels to explain"
         assert "SERVE_MAX_EXPLAIN_PIXELS" in refused.json()["detail"]
-        assert client.post("/invocations", content=body, headers={"Content-Type": "application/json"}).status_code == 200  # no overlay: no bound
+        assert (
+            client.post("/invocations", content=body, headers={"Content-Type": "application/json"}).status_code == 200
+        )  # no overlay: no bound
         alone = client.post("/invocations?explain=cam", content=one, headers={"Content-Type": "image/png"})
         assert alone.status_code == 200 and "overlay_png" in alone.json()["predictions"][0]["explanation"]
     finally:
@@ -163,14 +236,20 @@ def test_overlays_of_large_photos_are_drawn_at_a_bounded_size(shapes_model):
     try:
         answer = client.post("/invocations?explain=cam", content=photo, headers={"Content-Type": "image/jpeg"})
         assert answer.status_code == 200, answer.text
-        overlay = Image.open(io.BytesIO(base64.b64decode(answer.json()["predictions"][0]["explanation"]["overlay_png"])))
-        assert overlay.size == (1024, 576) and len(answer.content) < 6 * 1024 * 1024  # SageMaker's real-time response limit
+        overlay = Image.open(
+            io.BytesIO(base64.b64decode(answer.json()["predictions"][0]["explanation"]["overlay_png"]))
+        )
+        assert (
+            overlay.size == (1024, 576) and len(answer.content) < 6 * 1024 * 1024
+        )  # SageMaker's real-time response limit
     finally:
         client.__exit__(None, None, None)
     small = ready_client(settings_for(shapes_model, explain_max_side=256))
     try:
         answer = small.post("/invocations?explain=cam", content=photo, headers={"Content-Type": "image/jpeg"})
-        assert Image.open(io.BytesIO(base64.b64decode(answer.json()["predictions"][0]["explanation"]["overlay_png"]))).size == (256, 144)
+        assert Image.open(
+            io.BytesIO(base64.b64decode(answer.json()["predictions"][0]["explanation"]["overlay_png"]))
+        ).size == (256, 144)
     finally:
         small.__exit__(None, None, None)
 

@@ -1,10 +1,10 @@
 """code/inference.py overrides with the SageMaker inference toolkit's semantics."""
+
 import contextlib
 import shutil
 import textwrap
 
 import pytest
-
 from test_serve import ready_client, settings_for
 
 
@@ -45,7 +45,9 @@ def test_output_fn_override_with_context_keeps_our_input_and_predict(model_with_
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
         label, probability = response.text.split(",")
         assert label in {p.name for p in (fashion / "train").iterdir()} and 0 < float(probability) <= 1
-        assert client.post("/invocations", content=b"", headers={"Content-Type": "image/png"}).status_code == 400  # our input_fn
+        assert (
+            client.post("/invocations", content=b"", headers={"Content-Type": "image/png"}).status_code == 400
+        )  # our input_fn
 
 
 def test_model_input_predict_fn_overrides_and_text_bodies(model_with_code):
@@ -91,9 +93,15 @@ def test_transform_fn_and_errors_in_user_code(model_with_code, caplog):
         failed = client.post("/invocations", content=b"boom", headers={"Content-Type": "application/octet-stream"})
         assert failed.status_code == 500 and failed.json()["error"] == "internal error"
         request_id = failed.headers["x-request-id"]
-        assert "the user's code failed" not in failed.text and request_id in failed.json()["detail"]  # the client gets an id, not the text
+        assert (
+            "the user's code failed" not in failed.text and request_id in failed.json()["detail"]
+        )  # the client gets an id, not the text
         logged = [r for r in caplog.records if request_id in r.getMessage()]
-        assert len(logged) == 1 and "transform_fn in code/inference.py failed" in logged[0].getMessage() and "the user's code failed" in caplog.text
+        assert (
+            len(logged) == 1
+            and "transform_fn in code/inference.py failed" in logged[0].getMessage()
+            and "the user's code failed" in caplog.text
+        )
 
 
 def test_requirements_are_installed_before_the_script_loads(model_with_code, tmp_path):
@@ -114,7 +122,9 @@ def test_requirements_are_installed_before_the_script_loads(model_with_code, tmp
 
 
 def test_broken_script_makes_ping_say_it_failed_and_the_log_why(model_with_code):
-    (model_with_code / "code" / "inference.py").write_text("def model_fn(model_dir):\n    raise RuntimeError('no weights here')\n")
+    (model_with_code / "code" / "inference.py").write_text(
+        "def model_fn(model_dir):\n    raise RuntimeError('no weights here')\n"
+    )
     import time
 
     from fastapi.testclient import TestClient
@@ -126,7 +136,10 @@ def test_broken_script_makes_ping_say_it_failed_and_the_log_why(model_with_code)
         while "failed" not in client.get("/ping").text and time.monotonic() < deadline:
             time.sleep(0.05)
         ping = client.get("/ping").json()
-        assert ping == {"error": "model failed to load", "detail": "The model failed to load (RuntimeError while loading); the server's log says why. Fix the model folder and restart."}
+        assert ping == {
+            "error": "model failed to load",
+            "detail": "The model failed to load (RuntimeError while loading); the server's log says why. Fix the model folder and restart.",
+        }
         assert client.app.state.model.cause == "RuntimeError: no weights here"  # what the log line says
 
 
@@ -136,16 +149,18 @@ def every_body(png: bytes) -> dict:
     import json
 
     import numpy as np
-
     from hostile_inputs import as_format, npy
 
     b64 = base64.b64encode(png).decode()
     return {
-        "image/png": png, "image/jpeg": as_format(png, "JPEG"), "image/webp": as_format(png, "WEBP"), "application/x-image": as_format(png, "JPEG"),
+        "image/png": png,
+        "image/jpeg": as_format(png, "JPEG"),
+        "image/webp": as_format(png, "WEBP"),
+        "application/x-image": as_format(png, "JPEG"),
         "application/json": json.dumps({"instances": [b64, {"image": b64}]}).encode(),
         "application/jsonlines": f'{{"image": "{b64}"}}\n{{"b64": "{b64}"}}\n'.encode(),
         "application/x-npy": npy(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)),
-    }  # fmt: skip
+    }
 
 
 ACCEPTS = ("application/json", "application/jsonlines", "application/x-npy", "*/*")
@@ -162,7 +177,9 @@ def answers(post, png: bytes) -> dict:
     return results
 
 
-def test_the_override_path_answers_as_invocations_for_every_content_and_accept_type(model_with_code, trained_run, fashion):
+def test_the_override_path_answers_as_invocations_for_every_content_and_accept_type(
+    model_with_code, trained_run, fashion
+):
     """A code/inference.py replacing only predict_fn keeps our decoding, batching-free prediction and encoding."""
     png = next((fashion / "test" / "Dress").iterdir()).read_bytes()
     plain = ready_client(settings_for(trained_run[0] / "model", runtime="onnxruntime", precision="fp32"))
@@ -171,8 +188,15 @@ def test_the_override_path_answers_as_invocations_for_every_content_and_accept_t
     finally:
         plain.__exit__(None, None, None)
     assert all(status == 200 for status, _, _ in expected.values())
-    with serve_with(model_with_code, "def predict_fn(data, model):\n    return model.predict(data)\n", runtime="onnxruntime", precision="fp32") as client:
-        assert answers(lambda body, headers: client.post("/invocations", content=body, headers=headers), png) == expected
+    with serve_with(
+        model_with_code,
+        "def predict_fn(data, model):\n    return model.predict(data)\n",
+        runtime="onnxruntime",
+        precision="fp32",
+    ) as client:
+        assert (
+            answers(lambda body, headers: client.post("/invocations", content=body, headers=headers), png) == expected
+        )
 
 
 def make_wheel(folder, name: str, version: str, source: str):
@@ -207,7 +231,9 @@ def test_requirements_install_offline_from_wheels_in_code_per_model(model_with_c
         """,
         code_packages_dir=packages,
     ) as client:
-        answer, location = client.post("/invocations", content=b"x", headers={"Content-Type": "application/octet-stream"}).text.split(" ", 1)
+        answer, location = client.post(
+            "/invocations", content=b"x", headers={"Content-Type": "application/octet-stream"}
+        ).text.split(" ", 1)
     assert answer == "42" and location.startswith(str(packages)) and len(list(packages.glob("*/.installed"))) == 1
 
 
@@ -220,7 +246,9 @@ def test_requirements_that_cannot_install_make_ping_say_why(model_with_code, tmp
 
     from serve.app import create_app
 
-    with TestClient(create_app(settings_for(model_with_code, code_packages_dir=tmp_path / "p", requirements_timeout_seconds=120))) as client:
+    with TestClient(
+        create_app(settings_for(model_with_code, code_packages_dir=tmp_path / "p", requirements_timeout_seconds=120))
+    ) as client:
         deadline = time.monotonic() + 120
         while "failed" not in client.get("/ping").text and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -236,7 +264,9 @@ def test_shipped_wheels_are_the_only_source(model_with_code, tmp_path):
 
     make_wheel(model_with_code / "code", "byoc_probe", "1.0", "ANSWER = 42\n")
     (model_with_code / "code" / "requirements.txt").write_text("byoc_probe==1.0\nsix\n")
-    with pytest.raises(RequirementsError, match=r"No matching distribution found for six.*only they are used: add the missing ones"):
+    with pytest.raises(
+        RequirementsError, match=r"No matching distribution found for six.*only they are used: add the missing ones"
+    ):
         install_requirements(model_with_code, tmp_path / "p", 120)
     assert not list((tmp_path / "p").glob("*/six.py"))
 
@@ -255,13 +285,17 @@ def test_a_requirements_timeout_kills_pip_and_its_children(model_with_code, tmp_
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # accepts connections and never answers
     marker = f"byoc-stuck-{silent.getsockname()[1]}"
-    (model_with_code / "code" / "requirements.txt").write_text(f"--index-url http://127.0.0.1:{silent.getsockname()[1]}/{marker}/\nbyoc-anything\n")
+    (model_with_code / "code" / "requirements.txt").write_text(
+        f"--index-url http://127.0.0.1:{silent.getsockname()[1]}/{marker}/\nbyoc-anything\n"
+    )
     started = time.monotonic()
     with pytest.raises(RequirementsError, match=r"took over 3 s \(SERVE_REQUIREMENTS_TIMEOUT_SECONDS\)"):
         install_requirements(model_with_code, tmp_path / "p", 3)
     assert time.monotonic() - started < 6
     requirements = str(model_with_code / "code" / "requirements.txt")
-    assert requirements not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout  # no pip left behind
+    assert (
+        requirements not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    )  # no pip left behind
     lock_file = next((tmp_path / "p").glob("*.lock"))
     with open(lock_file) as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # another worker holds the lock for the whole deadline

@@ -1,12 +1,12 @@
 """docs/kserve.md's InferenceService manifests, loaded into KServe's own Python SDK model (``V1beta1InferenceService``,
 PyPI ``kserve``, in a cached environment of its own): every field they set must survive the round trip."""
+
 import json
 import re
 import subprocess
 
 import pytest
 import yaml
-
 from conftest import REPO
 from sdk_support import cached_python
 
@@ -68,7 +68,9 @@ def kserve_python():
 def test_every_field_of_the_manifests_survives_kserve_s_model(kserve_python):
     sent = manifests()
     assert len(sent) == 2 and all(m["kind"] == "InferenceService" for m in sent)
-    result = subprocess.run([str(kserve_python), "-c", ROUND_TRIP], input=json.dumps(sent), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(kserve_python), "-c", ROUND_TRIP], input=json.dumps(sent), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout) == sent
 
@@ -76,8 +78,12 @@ def test_every_field_of_the_manifests_survives_kserve_s_model(kserve_python):
 def test_a_misplaced_field_would_fail_the_round_trip(kserve_python):
     """The check can fail: a field KServe does not know is dropped by its model."""
     broken = manifests()[0]
-    broken["spec"]["predictor"]["containers"][0]["readinesProbe"] = broken["spec"]["predictor"]["containers"][0].pop("readinessProbe")
-    result = subprocess.run([str(kserve_python), "-c", ROUND_TRIP], input=json.dumps([broken]), capture_output=True, text=True, timeout=120)
+    broken["spec"]["predictor"]["containers"][0]["readinesProbe"] = broken["spec"]["predictor"]["containers"][0].pop(
+        "readinessProbe"
+    )
+    result = subprocess.run(
+        [str(kserve_python), "-c", ROUND_TRIP], input=json.dumps([broken]), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout) != [broken]
 

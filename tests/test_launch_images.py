@@ -1,14 +1,16 @@
 """`build` and `push`: real BuildKit builds, the ECR token from moto_server, a push to a real registry, a pull back by digest."""
+
+import contextlib
 import json
 import subprocess
 
 import boto3
-import docker
 import pytest
-
 import registry_stand_in
 from aws_stand_in import environment, run_cli
 from conftest import REPO
+
+import docker
 from sagemaker_launch import images
 
 REGION = "us-east-1"
@@ -16,10 +18,16 @@ ECR_PASSWORD = "123456789012-auth-token"  # what moto's GetAuthorizationToken ha
 
 
 def test_default_tag_names_version_and_commit():
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     tag = images.default_tag(REPO)
     assert tag.startswith(f"{images.version()}-{commit}")
-    assert tag.endswith("-dirty") == bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip())
+    assert tag.endswith("-dirty") == bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+    )
 
 
 def test_build_labels_the_image_with_the_revision(serve_image, capsys):
@@ -47,23 +55,49 @@ def test_build_refusals(capsys):
 def test_push_through_ecr_token_to_real_registry_and_pull_by_digest(aws, serve_image, capsys):
     client = docker.from_env()
     with registry_stand_in.docker_registry("AWS", ECR_PASSWORD) as host:
-        code, out, err = run_cli(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION, "--keep-images", "12"], capsys)
+        code, out, err = run_cli(
+            [
+                "push",
+                "--images",
+                "serve",
+                "--tag",
+                "test",
+                "--registry",
+                host,
+                "--region",
+                REGION,
+                "--keep-images",
+                "12",
+            ],
+            capsys,
+        )
         assert code == 0, err
         uri = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/byoc-vision-serve"
         assert "ECR repository byoc-vision-serve created (lifecycle policy)" in out
-        assert "image scanning: this account's registry does not scan byoc-vision-* (per-repository scan on push is deprecated)" in out
+        assert (
+            "image scanning: this account's registry does not scan byoc-vision-* (per-repository scan on push is deprecated)"
+            in out
+        )
         assert f"image: {uri}:test" in out
         digest = out.split(f"digest: {host}/byoc-vision-serve@")[1].split()[0]
         assert digest.startswith("sha256:") and len(digest) == 71
 
         ecr = boto3.client("ecr", region_name=REGION)
         repository = ecr.describe_repositories(repositoryNames=["byoc-vision-serve"])["repositories"][0]
-        assert repository["imageScanningConfiguration"] == {"scanOnPush": False} and repository["repositoryUri"] == uri  # the registry's setting rules
+        assert (
+            repository["imageScanningConfiguration"] == {"scanOnPush": False} and repository["repositoryUri"] == uri
+        )  # the registry's setting rules
         assert repository["encryptionConfiguration"]["encryptionType"] == "AES256"
         rules = json.loads(ecr.get_lifecycle_policy(repositoryName="byoc-vision-serve")["lifecyclePolicyText"])["rules"]
         assert [r["selection"]["tagStatus"] for r in rules] == ["untagged", "any"]
-        assert rules[0]["selection"]["countNumber"] == 7 and rules[1]["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 12}
-        tags = {t["Key"]: t["Value"] for t in ecr.list_tags_for_resource(resourceArn=repository["repositoryArn"])["tags"]}
+        assert rules[0]["selection"]["countNumber"] == 7 and rules[1]["selection"] == {
+            "tagStatus": "any",
+            "countType": "imageCountMoreThan",
+            "countNumber": 12,
+        }
+        tags = {
+            t["Key"]: t["Value"] for t in ecr.list_tags_for_resource(resourceArn=repository["repositoryArn"])["tags"]
+        }
         assert tags["created-by"] == "byoc-vision"
 
         auth = {"username": "AWS", "password": ECR_PASSWORD}
@@ -71,42 +105,74 @@ def test_push_through_ecr_token_to_real_registry_and_pull_by_digest(aws, serve_i
         assert pulled.id == client.images.get(serve_image).id
         assert client.images.get_registry_data(f"{host}/byoc-vision-serve:latest", auth_config=auth).id == digest
 
-        assert "manifest: application/vnd.docker.distribution.manifest.v2+json (one platform, as SageMaker requires)" in out
+        assert (
+            "manifest: application/vnd.docker.distribution.manifest.v2+json (one platform, as SageMaker requires)"
+            in out
+        )
         for reference in ("test", "latest"):  # read back through the registry's HTTP API, as SageMaker's pull would
-            assert manifest_type(host, "byoc-vision-serve", reference) == "application/vnd.docker.distribution.manifest.v2+json"
+            assert (
+                manifest_type(host, "byoc-vision-serve", reference)
+                == "application/vnd.docker.distribution.manifest.v2+json"
+            )
 
-        code, out, err = run_cli(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION, "--no-latest"], capsys)
+        code, out, err = run_cli(
+            ["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION, "--no-latest"],
+            capsys,
+        )
         assert code == 0, err
         assert "ECR repository byoc-vision-serve exists" in out and f"@{digest}" in out
         refuses_an_index_in_the_registry(host, digest)
-    for reference in (f"{host}/byoc-vision-serve:test", f"{host}/byoc-vision-serve:latest", f"{host}/byoc-vision-serve@{digest}"):
-        try:
+    for reference in (
+        f"{host}/byoc-vision-serve:test",
+        f"{host}/byoc-vision-serve:latest",
+        f"{host}/byoc-vision-serve@{digest}",
+    ):
+        with contextlib.suppress(docker.errors.ImageNotFound):
             client.images.remove(reference)
-        except docker.errors.ImageNotFound:
-            pass
 
 
 @pytest.mark.skipif(registry_stand_in.available() is not None, reason=str(registry_stand_in.available()))
 def test_push_with_a_rejected_token_fails_with_the_reason(aws, serve_image, capsys):
     with registry_stand_in.docker_registry("AWS", "another-password") as host:
-        code, _, err = run_cli(["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION], capsys)
-    assert code == 2 and f"docker login to {host} with the ECR token failed" in err and "ecr:GetAuthorizationToken" in err
+        code, _, err = run_cli(
+            ["push", "--images", "serve", "--tag", "test", "--registry", host, "--region", REGION], capsys
+        )
+    assert (
+        code == 2 and f"docker login to {host} with the ECR token failed" in err and "ecr:GetAuthorizationToken" in err
+    )
 
 
 def test_push_refuses_an_image_never_built_before_any_aws_call(capsys):
     with environment({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}):
         code, _, err = run_cli(["push", "--images", "serve", "--tag", "never-built", "--region", REGION], capsys)
-    assert code == 2 and "no local image byoc-vision-serve:never-built: run `build --images serve --tag never-built` first" in err
+    assert (
+        code == 2
+        and "no local image byoc-vision-serve:never-built: run `build --images serve --tag never-built` first" in err
+    )
 
 
-@pytest.mark.parametrize("host", ["registry.example.com", "10.0.0.5:5000", "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io", "user@127.0.0.1"])
+@pytest.mark.parametrize(
+    "host",
+    ["registry.example.com", "10.0.0.5:5000", "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io", "user@127.0.0.1"],
+)
 def test_push_never_sends_the_ecr_token_to_another_host(host, capsys):
     with environment({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}):  # any AWS call would fail differently
-        code, _, err = run_cli(["push", "--images", "serve", "--tag", "never-built", "--registry", host, "--region", REGION], capsys)
+        code, _, err = run_cli(
+            ["push", "--images", "serve", "--tag", "never-built", "--registry", host, "--region", REGION], capsys
+        )
     assert code == 2 and f"--registry {host}" in err and "ECR" in err
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1:5000", "localhost:5000", "[::1]:5000", "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1:5000",
+        "localhost:5000",
+        "[::1]:5000",
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+        "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn",
+    ],
+)
 def test_push_accepts_ecr_and_loopback_registries(host):
     from sagemaker_launch import validate
 
@@ -115,8 +181,24 @@ def test_push_accepts_ecr_and_loopback_registries(host):
 
 def test_allow_registry_lets_a_trusted_mirror_through(capsys):
     with environment({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}):
-        code, _, err = run_cli(["push", "--images", "serve", "--tag", "never-built", "--registry", "mirror.example.com", "--allow-registry", "--region", REGION], capsys)
-    assert code == 2 and "no local image byoc-vision-serve:never-built" in err  # past the host check, stopped by the next one
+        code, _, err = run_cli(
+            [
+                "push",
+                "--images",
+                "serve",
+                "--tag",
+                "never-built",
+                "--registry",
+                "mirror.example.com",
+                "--allow-registry",
+                "--region",
+                REGION,
+            ],
+            capsys,
+        )
+    assert (
+        code == 2 and "no local image byoc-vision-serve:never-built" in err
+    )  # past the host check, stopped by the next one
 
 
 def manifest_type(host: str, repository: str, reference: str) -> str:
@@ -135,7 +217,9 @@ def manifest_type(host: str, repository: str, reference: str) -> str:
 def test_both_images_are_pushed_as_single_platform_docker_v2_manifests(aws, serve_image, train_image, capsys):
     """What SageMaker takes: `build` turns buildx's attestations off, and each pushed manifest is read back."""
     with registry_stand_in.docker_registry("AWS", ECR_PASSWORD) as host:
-        code, out, err = run_cli(["push", "--tag", "test", "--registry", host, "--region", REGION, "--no-latest"], capsys)
+        code, out, err = run_cli(
+            ["push", "--tag", "test", "--registry", host, "--region", REGION, "--no-latest"], capsys
+        )
         assert code == 0, err
         for kind in ("train", "serve"):
             media_type = manifest_type(host, f"byoc-vision-{kind}", "test")
@@ -144,20 +228,29 @@ def test_both_images_are_pushed_as_single_platform_docker_v2_manifests(aws, serv
         assert out.count("manifest: application/vnd.docker.distribution.manifest.v2+json") == 2
     client = docker.from_env()
     for kind in ("train", "serve"):
-        try:
+        with contextlib.suppress(docker.errors.ImageNotFound):
             client.images.remove(f"{host}/byoc-vision-{kind}:test")  # the push's local tag
-        except docker.errors.ImageNotFound:
-            pass
 
 
 OCI_INDEX = {
-    "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.index.v1+json",
     "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "a" * 64, "size": 500, "platform": {"architecture": "amd64", "os": "linux"}},
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "b" * 64, "size": 500,
-         "annotations": {"vnd.docker.reference.type": "attestation-manifest"}, "platform": {"architecture": "unknown", "os": "unknown"}},
+        {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": "sha256:" + "a" * 64,
+            "size": 500,
+            "platform": {"architecture": "amd64", "os": "linux"},
+        },
+        {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": "sha256:" + "b" * 64,
+            "size": 500,
+            "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
+            "platform": {"architecture": "unknown", "os": "unknown"},
+        },
     ],
-}  # fmt: skip
+}
 
 
 def test_an_index_in_ecr_is_refused_after_the_push_with_what_to_do(aws):
@@ -168,12 +261,28 @@ def test_an_index_in_ecr_is_refused_after_the_push_with_what_to_do(aws):
 
     ecr = boto3.client("ecr", region_name=REGION)
     ecr.create_repository(repositoryName="byoc-index-check")
-    ecr.put_image(repositoryName="byoc-index-check", imageManifest=json.dumps(OCI_INDEX), imageTag="v1", imageManifestMediaType=OCI_INDEX["mediaType"])
+    ecr.put_image(
+        repositoryName="byoc-index-check",
+        imageManifest=json.dumps(OCI_INDEX),
+        imageTag="v1",
+        imageManifestMediaType=OCI_INDEX["mediaType"],
+    )
     media_type = registry.ecr_manifest_type(ecr, "byoc-index-check", "v1")
     assert media_type == "application/vnd.oci.image.index.v1+json"
-    with pytest.raises(LaunchError, match=r"which SageMaker refuses.*byoc-launch build.*docker push --platform linux/amd64"):
+    with pytest.raises(
+        LaunchError, match=r"which SageMaker refuses.*byoc-launch build.*docker push --platform linux/amd64"
+    ):
         registry.check_single_manifest(media_type, "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-index-check:v1")
-    single = {"schemaVersion": 2, "mediaType": registry.DOCKER_V2, "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": "sha256:" + "c" * 64, "size": 10}, "layers": []}
+    single = {
+        "schemaVersion": 2,
+        "mediaType": registry.DOCKER_V2,
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "digest": "sha256:" + "c" * 64,
+            "size": 10,
+        },
+        "layers": [],
+    }
     ecr.put_image(repositoryName="byoc-index-check", imageManifest=json.dumps(single), imageTag="v2")
     registry.check_single_manifest(registry.ecr_manifest_type(ecr, "byoc-index-check", "v2"), "v2")  # passes
     with pytest.raises(LaunchError, match="ECR has no image byoc-index-check:v3 after the push"):
@@ -189,16 +298,33 @@ def refuses_an_index_in_the_registry(host: str, digest: str) -> None:
     from sagemaker_launch import registry
     from sagemaker_launch.errors import LaunchError
 
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX["mediaType"], "manifests": [
-        {"mediaType": registry.DOCKER_V2, "digest": digest, "size": len(fetch_manifest(host, digest)), "platform": {"architecture": "amd64", "os": "linux"}}]}  # fmt: skip
-    request = urllib.request.Request(f"http://{host}/v2/byoc-vision-serve/manifests/index", data=json.dumps(index).encode(), method="PUT",
-                                     headers={"Content-Type": OCI_INDEX["mediaType"]})  # fmt: skip
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX["mediaType"],
+        "manifests": [
+            {
+                "mediaType": registry.DOCKER_V2,
+                "digest": digest,
+                "size": len(fetch_manifest(host, digest)),
+                "platform": {"architecture": "amd64", "os": "linux"},
+            }
+        ],
+    }
+    request = urllib.request.Request(
+        f"http://{host}/v2/byoc-vision-serve/manifests/index",
+        data=json.dumps(index).encode(),
+        method="PUT",
+        headers={"Content-Type": OCI_INDEX["mediaType"]},
+    )
     request.add_header("Authorization", "Basic " + base64.b64encode(f"AWS:{ECR_PASSWORD}".encode()).decode())
     urllib.request.urlopen(request, timeout=30).read()
     auth = {"username": "AWS", "password": ECR_PASSWORD}
     media_type = registry.registry_manifest_type(host, "byoc-vision-serve", "index", auth)
     assert media_type == OCI_INDEX["mediaType"]
-    with pytest.raises(LaunchError, match="byoc-vision-serve:index was pushed as application/vnd.oci.image.index.v1\\+json, which SageMaker refuses"):
+    with pytest.raises(
+        LaunchError,
+        match=r"byoc-vision-serve:index was pushed as application/vnd.oci.image.index.v1\+json, which SageMaker refuses",
+    ):
         registry.check_single_manifest(media_type, f"{host}/byoc-vision-serve:index")
     assert registry.registry_manifest_type(host, "byoc-vision-serve", "test", auth) == registry.DOCKER_V2
 
@@ -207,7 +333,10 @@ def fetch_manifest(host: str, reference: str) -> bytes:
     import base64
     import urllib.request
 
-    request = urllib.request.Request(f"http://{host}/v2/byoc-vision-serve/manifests/{reference}", headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    request = urllib.request.Request(
+        f"http://{host}/v2/byoc-vision-serve/manifests/{reference}",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
     request.add_header("Authorization", "Basic " + base64.b64encode(f"AWS:{ECR_PASSWORD}".encode()).decode())
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.read()

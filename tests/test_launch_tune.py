@@ -1,13 +1,14 @@
 """`python -m sagemaker_launch tune` against moto_server: ranges, strategies, objective, warm start, --wait."""
+
 import textwrap
 
 import boto3
 import pytest
-
 from aws_stand_in import run_cli
+from test_launch_train import BASE, IMAGE, REGION, ROLE
+
 from sagemaker_launch import cli, tuning
 from sagemaker_launch.errors import LaunchError
-from test_launch_train import BASE, IMAGE, REGION, ROLE
 
 SPACE = """
 lr: {type: continuous, min: 0.0001, max: 0.1, scaling: Logarithmic}
@@ -28,30 +29,67 @@ def request_for(argv: list[str]) -> dict:
 
 
 def test_tune_request_read_back(aws, capsys, space):
-    argv = ["tune", *BASE, "--name", "byoc-hpo", "--search-space", space, "-p", "model=resnet50", "--objective", "valid_loss",
-            "--max-jobs", "8", "--max-parallel-jobs", "2", "--early-stopping", "Auto", "--spot", "--tag", "team=vision"]  # fmt: skip
+    argv = [
+        "tune",
+        *BASE,
+        "--name",
+        "byoc-hpo",
+        "--search-space",
+        space,
+        "-p",
+        "model=resnet50",
+        "--objective",
+        "valid_loss",
+        "--max-jobs",
+        "8",
+        "--max-parallel-jobs",
+        "2",
+        "--early-stopping",
+        "Auto",
+        "--spot",
+        "--tag",
+        "team=vision",
+    ]
     code, out, err = run_cli(argv, capsys)
     assert code == 0, err
     assert "tuning job byoc-hpo" in out and "Bayesian search, Minimize valid_loss" in out
-    job = boto3.client("sagemaker", region_name=REGION).describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="byoc-hpo")
+    job = boto3.client("sagemaker", region_name=REGION).describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName="byoc-hpo"
+    )
     config = job["HyperParameterTuningJobConfig"]
-    assert config["Strategy"] == "Bayesian" and config["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "valid_loss"}
+    assert config["Strategy"] == "Bayesian" and config["HyperParameterTuningJobObjective"] == {
+        "Type": "Minimize",
+        "MetricName": "valid_loss",
+    }
     assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 8, "MaxParallelTrainingJobs": 2}
     assert config["TrainingJobEarlyStoppingType"] == "Auto"
     assert config["ParameterRanges"] == {
-        "ContinuousParameterRanges": [{"Name": "lr", "MinValue": "0.0001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}],
+        "ContinuousParameterRanges": [
+            {"Name": "lr", "MinValue": "0.0001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}
+        ],
         "IntegerParameterRanges": [{"Name": "epochs", "MinValue": "2", "MaxValue": "12", "ScalingType": "Auto"}],
         "CategoricalParameterRanges": [{"Name": "batch-size", "Values": ["32", "64", "128"]}],
     }
     definition = job["TrainingJobDefinition"]
-    assert definition["StaticHyperParameters"] == {  # every trial judges the course rules itself (no Debugger in tuning jobs)
-        "model": "resnet50", "debugger-rules": "LossNotDecreasing,VanishingGradient,Overfit,Overtraining,PoorWeightInitialization,ClassImbalance",
-    }  # fmt: skip
+    assert definition[
+        "StaticHyperParameters"
+    ] == {  # every trial judges the course rules itself (no Debugger in tuning jobs)
+        "model": "resnet50",
+        "debugger-rules": "LossNotDecreasing,VanishingGradient,Overfit,Overtraining,PoorWeightInitialization,ClassImbalance",
+    }
     assert definition["RoleArn"] == ROLE
     assert definition["AlgorithmSpecification"]["TrainingImage"] == IMAGE
-    assert definition["EnableManagedSpotTraining"] is True and definition["CheckpointConfig"]["S3Uri"] == "s3://byoc-bucket/runs/checkpoints/byoc-hpo"
+    assert (
+        definition["EnableManagedSpotTraining"] is True
+        and definition["CheckpointConfig"]["S3Uri"] == "s3://byoc-bucket/runs/checkpoints/byoc-hpo"
+    )
     assert [c["ChannelName"] for c in definition["InputDataConfig"]] == ["train"]
-    metric_names = {d["Name"] for d in request_for(["--name", "byoc-x", "--search-space", space])["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"]}
+    metric_names = {
+        d["Name"]
+        for d in request_for(["--name", "byoc-x", "--search-space", space])["TrainingJobDefinition"][
+            "AlgorithmSpecification"
+        ]["MetricDefinitions"]
+    }
     assert "valid_loss" in metric_names and "valid_acc" in metric_names  # the objective is one of the job's metrics
     assert "rule_VanishingGradient" in metric_names  # a trial's rule verdicts are metrics of the tuning job too
     with pytest.raises(LaunchError, match="leave out --sagemaker-debugger"):
@@ -59,15 +97,40 @@ def test_tune_request_read_back(aws, capsys, space):
 
 
 def test_strategies_and_warm_start(space, tmp_path):
-    hyperband = request_for(["--name", "byoc-hb", "--search-space", space, "--strategy", "Hyperband", "--hyperband-resource", "2", "30"])
-    assert hyperband["HyperParameterTuningJobConfig"]["StrategyConfig"] == {"HyperbandStrategyConfig": {"MinResource": 2, "MaxResource": 30}}
+    hyperband = request_for(
+        ["--name", "byoc-hb", "--search-space", space, "--strategy", "Hyperband", "--hyperband-resource", "2", "30"]
+    )
+    assert hyperband["HyperParameterTuningJobConfig"]["StrategyConfig"] == {
+        "HyperbandStrategyConfig": {"MinResource": 2, "MaxResource": 30}
+    }
     grid_space = tmp_path / "grid.yaml"
     grid_space.write_text("batch-size: {values: [32, 64]}\nfinetune: {values: [head, full]}\n")
-    grid = request_for(["--name", "byoc-grid", "--search-space", str(grid_space), "--strategy", "Grid", "--max-parallel-jobs", "2"])
+    grid = request_for(
+        ["--name", "byoc-grid", "--search-space", str(grid_space), "--strategy", "Grid", "--max-parallel-jobs", "2"]
+    )
     assert "MaxNumberOfTrainingJobs" not in grid["HyperParameterTuningJobConfig"]["ResourceLimits"]
-    warm = request_for(["--name", "byoc-warm", "--search-space", space, "--warm-start-from", "byoc-hpo", "--warm-start-type", "TransferLearning"])
-    assert warm["WarmStartConfig"] == {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "byoc-hpo"}], "WarmStartType": "TransferLearning"}
-    assert request_for(["--name", "byoc-r", "--search-space", space, "--strategy", "Random"])["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["Type"] == "Maximize"
+    warm = request_for(
+        [
+            "--name",
+            "byoc-warm",
+            "--search-space",
+            space,
+            "--warm-start-from",
+            "byoc-hpo",
+            "--warm-start-type",
+            "TransferLearning",
+        ]
+    )
+    assert warm["WarmStartConfig"] == {
+        "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "byoc-hpo"}],
+        "WarmStartType": "TransferLearning",
+    }
+    assert (
+        request_for(["--name", "byoc-r", "--search-space", space, "--strategy", "Random"])[
+            "HyperParameterTuningJobConfig"
+        ]["HyperParameterTuningJobObjective"]["Type"]
+        == "Maximize"
+    )
 
 
 BAD_SPACES = [
@@ -92,10 +155,14 @@ def test_bad_search_spaces_fail_before_any_aws_call(text, message, tmp_path, cap
 
 @pytest.mark.parametrize(
     "extra,message",
-    [(["--strategy", "Grid"], "categorical ranges only"), (["--strategy", "Hyperband", "--early-stopping", "Auto"], "leave --early-stopping Off"),
-     (["-p", "lr=0.1"], "both tuned and fixed"), (["--max-jobs", "2", "--max-parallel-jobs", "3"], "must be between 1 and --max-jobs"),
-     (["--name", "a-tuning-job-name-longer-than-32-characters"], "up to 32")],
-)  # fmt: skip
+    [
+        (["--strategy", "Grid"], "categorical ranges only"),
+        (["--strategy", "Hyperband", "--early-stopping", "Auto"], "leave --early-stopping Off"),
+        (["-p", "lr=0.1"], "both tuned and fixed"),
+        (["--max-jobs", "2", "--max-parallel-jobs", "3"], "must be between 1 and --max-jobs"),
+        (["--name", "a-tuning-job-name-longer-than-32-characters"], "up to 32"),
+    ],
+)
 def test_bad_tuning_arguments(extra, message, space, capsys, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     code, _, err = run_cli(["tune", *BASE, "--search-space", space, *extra], capsys)
@@ -114,7 +181,9 @@ def test_missing_search_space(capsys):
 
 
 def test_wait_copes_with_the_missing_trials_api_and_reports_the_end(aws, capsys, space):
-    code, out, err = run_cli(["tune", *BASE, "--name", "byoc-waited", "--search-space", space, "--wait", "--poll-seconds", "0"], capsys)
+    code, out, err = run_cli(
+        ["tune", *BASE, "--name", "byoc-waited", "--search-space", space, "--wait", "--poll-seconds", "0"], capsys
+    )
     assert "this endpoint does not list the trials" in out and "byoc-waited:" in out
     assert code == 0 or "ended" in err, (out, err)
 
@@ -123,4 +192,7 @@ def test_warm_start_takes_at_most_five_parents(space):
     parents = [a for i in range(6) for a in ("--warm-start-from", f"byoc-hpo-{i}")]
     with pytest.raises(LaunchError, match="names 6 tuning jobs; SageMaker learns from at most 5"):
         request_for(["--search-space", space, *parents])
-    assert len(request_for(["--search-space", space, *parents[:10]])["WarmStartConfig"]["ParentHyperParameterTuningJobs"]) == 5
+    assert (
+        len(request_for(["--search-space", space, *parents[:10]])["WarmStartConfig"]["ParentHyperParameterTuningJobs"])
+        == 5
+    )

@@ -1,4 +1,5 @@
 """The SageMaker entry: torchrun placement and the accelerator check."""
+
 import pytest
 import torch
 
@@ -10,7 +11,15 @@ def test_torchrun_command_for_one_and_several_hosts():
     one = torchrun_command(["--epochs", "1"], ["algo-1"], "algo-1", 8)
     assert one[3:] == ["--standalone", "--nproc-per-node=8", "-m", "train", "--epochs", "1"]
     two = torchrun_command([], ["algo-1", "algo-2"], "algo-2", 4)
-    assert two[3:] == ["--nnodes=2", "--node-rank=1", "--master-addr=algo-1", "--master-port=29500", "--nproc-per-node=4", "-m", "train"]
+    assert two[3:] == [
+        "--nnodes=2",
+        "--node-rank=1",
+        "--master-addr=algo-1",
+        "--master-port=29500",
+        "--nproc-per-node=4",
+        "-m",
+        "train",
+    ]
 
 
 def test_cpu_host_is_described(monkeypatch):

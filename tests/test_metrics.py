@@ -1,4 +1,5 @@
 """Metric values against hand computations, and the metric line format."""
+
 import math
 import re
 

@@ -1,4 +1,5 @@
 """Multi-model endpoints: the serving image with SAGEMAKER_MULTI_MODEL=true (multi-model-server behind our front)."""
+
 import base64
 import io
 import json
@@ -9,10 +10,9 @@ import textwrap
 import httpx
 import numpy as np
 import pytest
-
+from hostile_inputs import BAD, as_format
 from test_container import wait_for_ping
 from test_handler import ACCEPTS, every_body, make_wheel
-from hostile_inputs import BAD, as_format
 from test_serve_container import start_server
 
 pytestmark = pytest.mark.container
@@ -41,7 +41,9 @@ def models_root(trained_run, tmp_path_factory):
         code.mkdir()
         make_wheel(code, "byoc_probe", "1.0", "ANSWER = 42\n")
         (code / "requirements.txt").write_text(requirements)
-        (code / "inference.py").write_text("import byoc_probe\n\ndef output_fn(prediction, accept):\n    return f'{byoc_probe.ANSWER}', 'text/plain'\n")
+        (code / "inference.py").write_text(
+            "import byoc_probe\n\ndef output_fn(prediction, accept):\n    return f'{byoc_probe.ANSWER}', 'text/plain'\n"
+        )
     subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
     return root
 
@@ -50,7 +52,9 @@ def models_root(trained_run, tmp_path_factory):
 def mme(serve_image, models_root):
     # fp32, as the single-model server it is compared with: bf16's rounding, scaled by a calibration temperature
     # below 1, would exceed the comparison's 1e-3
-    name, port = start_server(serve_image, models_root, env=("SAGEMAKER_MULTI_MODEL=true", "SERVE_PRECISION=fp32"), mount="/opt/ml/models")
+    name, port = start_server(
+        serve_image, models_root, env=("SAGEMAKER_MULTI_MODEL=true", "SERVE_PRECISION=fp32"), mount="/opt/ml/models"
+    )
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
@@ -80,32 +84,52 @@ def test_load_list_describe_invoke_unload(mme, fashion):
     png = next((fashion / "test" / "Sneaker").iterdir()).read_bytes()
     answer = client.post("/models/fashion/invoke", content=png, headers={"Content-Type": "image/png"})
     assert answer.status_code == 200 and len(answer.json()["predictions"][0]["top_k"]) == 5
-    npy = client.post("/models/fashion/invoke", content=png, headers={"Content-Type": "image/png", "Accept": "application/x-npy"})
+    npy = client.post(
+        "/models/fashion/invoke", content=png, headers={"Content-Type": "image/png", "Accept": "application/x-npy"}
+    )
     assert npy.status_code == 200 and npy.headers["content-type"] == "application/x-npy"
 
     assert client.delete("/models/fashion").status_code == 200
-    assert_error(client.post("/models/fashion/invoke", content=png, headers={"Content-Type": "image/png"}), 404, "model not found")
+    assert_error(
+        client.post("/models/fashion/invoke", content=png, headers={"Content-Type": "image/png"}),
+        404,
+        "model not found",
+    )
 
 
 def test_bad_requests_get_json_errors_and_the_endpoint_keeps_serving(mme, fashion):
     client, name = mme
-    assert_error(client.post("/models", content=b'{"model_name": "x"', headers={"Content-Type": "application/json"}), 400, "invalid JSON")
+    assert_error(
+        client.post("/models", content=b'{"model_name": "x"', headers={"Content-Type": "application/json"}),
+        400,
+        "invalid JSON",
+    )
     assert_error(client.post("/models", json={"model_name": "fashion"}), 400, "invalid load request")
-    assert_error(client.post("/models", json={"model_name": "../etc", "url": "/opt/ml/models/fashion/model"}), 400, "invalid model name")
+    assert_error(
+        client.post("/models", json={"model_name": "../etc", "url": "/opt/ml/models/fashion/model"}),
+        400,
+        "invalid model name",
+    )
     assert_error(load(client, "missing"), 404, "model not found")
     assert_error(load(client, "broken"), 422, "invalid model")
     assert_error(client.get("/models/nope"), 404, "model not found")
     assert_error(client.delete("/models/nope"), 404, "model not found")
-    assert_error(client.post("/models/nope/invoke", content=b"x", headers={"Content-Type": "image/png"}), 404, "model not found")
+    assert_error(
+        client.post("/models/nope/invoke", content=b"x", headers={"Content-Type": "image/png"}), 404, "model not found"
+    )
 
     assert load(client, "fashion").status_code == 200
     try:
         png = next((fashion / "test" / "Bag").iterdir()).read_bytes()
         for bad, body, content_type, status, error in BAD:
             body = as_format(png, "JPEG")[:150] if body is None else body
-            response = client.post("/models/fashion/invoke", content=body, headers={"Content-Type": content_type} if content_type else {})
+            response = client.post(
+                "/models/fashion/invoke", content=body, headers={"Content-Type": content_type} if content_type else {}
+            )
             assert response.status_code == status and response.json()["error"] == error, (bad, response.text)
-        assert client.post("/models/fashion/invoke", content=png, headers={"Content-Type": "image/png"}).status_code == 200
+        assert (
+            client.post("/models/fashion/invoke", content=png, headers={"Content-Type": "image/png"}).status_code == 200
+        )
     finally:
         client.delete("/models/fashion")
     logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
@@ -136,7 +160,9 @@ def test_invoke_answers_as_invocations_for_every_content_and_accept_type(mme, se
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as single:
-            expected = {key: single.post("/invocations", content=body, headers=headers) for key, body, headers in requests(png)}
+            expected = {
+                key: single.post("/invocations", content=body, headers=headers) for key, body, headers in requests(png)
+            }
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     assert load(client, "fashion").status_code == 200
@@ -144,11 +170,17 @@ def test_invoke_answers_as_invocations_for_every_content_and_accept_type(mme, se
         for key, body, headers in requests(png):
             got = client.post("/models/fashion/invoke?top_k=2", content=body, headers=headers)
             want = expected[key]
-            assert (got.status_code, got.headers["content-type"]) == (want.status_code, want.headers["content-type"]) == (200, want.headers["content-type"]), key
+            assert (
+                (got.status_code, got.headers["content-type"])
+                == (want.status_code, want.headers["content-type"])
+                == (200, want.headers["content-type"])
+            ), key
             if want.headers["content-type"] == "application/x-npy":
                 assert np.abs(np.load(io.BytesIO(got.content)) - np.load(io.BytesIO(want.content))).max() < 1e-3, key
             else:
-                assert labels(got) == labels(want) and [len(r["top_k"]) for r in results(got)] == [2] * len(results(want)), key
+                assert labels(got) == labels(want) and [len(r["top_k"]) for r in results(got)] == [2] * len(
+                    results(want)
+                ), key
         form = client.post("/models/fashion/invoke", files={"file": ("dress.png", png, "image/png")})
         assert form.status_code == 200, form.text
         assert form.json()["predictions"][0]["label"] == results(expected["image/png", "*/*"])[0]["label"]
@@ -178,9 +210,17 @@ def test_model_folders_must_be_under_opt_ml_models_and_mms_listens_on_loopback_o
     client, name = mme
     for url in ("/usr/../tmp/x", "/opt/ml/models/../../../etc", "/opt/ml/models", "fashion/model", "/tmp"):
         assert_error(client.post("/models", json={"model_name": "escape", "url": url}), 400, "invalid model url")
-    listening = subprocess.run(["docker", "exec", name, "cat", "/proc/net/tcp", "/proc/net/tcp6"], capture_output=True, text=True, check=True).stdout
-    backend = [line.split()[1] for line in listening.splitlines()[1:] if line.split()[1].endswith(":2378") and line.split()[3] == "0A"]  # 9080, LISTEN
-    assert backend and all(address.startswith(("0100007F:", "00000000000000000000000001000000:")) for address in backend), backend
+    listening = subprocess.run(
+        ["docker", "exec", name, "cat", "/proc/net/tcp", "/proc/net/tcp6"], capture_output=True, text=True, check=True
+    ).stdout
+    backend = [
+        line.split()[1]
+        for line in listening.splitlines()[1:]
+        if line.split()[1].endswith(":2378") and line.split()[3] == "0A"
+    ]  # 9080, LISTEN
+    assert backend and all(
+        address.startswith(("0100007F:", "00000000000000000000000001000000:")) for address in backend
+    ), backend
 
 
 def test_requirements_install_per_model_from_shipped_wheels_and_a_failure_answers_the_load(mme, fashion):
@@ -206,15 +246,30 @@ def test_open_inference_protocol_serves_every_loaded_model_under_its_own_name(mm
     with triton.InferenceServerClient(url=url, network_timeout=120) as v2:
         assert v2.is_server_ready() and v2.is_model_ready("fashion") and not v2.is_model_ready("nothing")
         assert {m["name"] for m in v2.get_model_repository_index()} >= {"fashion", "custom"}
-        assert v2.get_model_metadata("fashion")["outputs"][0] == {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}
+        assert v2.get_model_metadata("fashion")["outputs"][0] == {
+            "name": "probabilities",
+            "datatype": "FP32",
+            "shape": [-1, 10],
+        }
         png = next((fashion / "test" / "Sneaker").iterdir()).read_bytes()
         image = triton.InferInput("image", [2], "BYTES")
         image.set_data_from_numpy(np.array([png, png], dtype=np.object_), binary_data=True)
-        result = v2.infer("fashion", [image], outputs=[triton.InferRequestedOutput("probabilities", binary_data=True), triton.InferRequestedOutput("labels")])
-        invoked = client.post("/models/fashion/invoke", content=png, headers={"Content-Type": "image/png"}).json()["predictions"][0]
+        result = v2.infer(
+            "fashion",
+            [image],
+            outputs=[
+                triton.InferRequestedOutput("probabilities", binary_data=True),
+                triton.InferRequestedOutput("labels"),
+            ],
+        )
+        invoked = client.post("/models/fashion/invoke", content=png, headers={"Content-Type": "image/png"}).json()[
+            "predictions"
+        ][0]
         assert result.as_numpy("labels")[0][0].decode() == invoked["label"]
         assert abs(float(result.as_numpy("probabilities")[0].max()) - invoked["probability"]) < 1e-5
-        with pytest.raises(InferenceServerException, match="replaces output_fn"):  # its own output_fn: /invocations only
+        with pytest.raises(
+            InferenceServerException, match="replaces output_fn"
+        ):  # its own output_fn: /invocations only
             v2.infer("custom", [image])
         with pytest.raises(InferenceServerException, match="No model 'nothing' is loaded"):
             v2.get_model_metadata("nothing")

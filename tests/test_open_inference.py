@@ -1,5 +1,6 @@
 """The Open Inference Protocol (KServe V2 REST) of the serving container, driven by Triton's own HTTP client
 (``tritonclient.http``), as Triton and KServe users would, plus hostile bodies over raw HTTP."""
+
 import base64
 import http.client
 import io
@@ -11,7 +12,6 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_container import post, wait_for_ping
 from test_serve_container import start_server
 
@@ -59,7 +59,10 @@ def image_input(images: list[bytes], binary: bool = True):
 
 
 def outputs(binary: bool = True):
-    return [httpclient.InferRequestedOutput("probabilities", binary_data=binary), httpclient.InferRequestedOutput("labels", binary_data=binary)]
+    return [
+        httpclient.InferRequestedOutput("probabilities", binary_data=binary),
+        httpclient.InferRequestedOutput("labels", binary_data=binary),
+    ]
 
 
 def test_health_metadata_and_repository_index(client):
@@ -70,7 +73,10 @@ def test_health_metadata_and_repository_index(client):
     metadata = client.get_model_metadata(NAME)
     assert {(i["name"], i["datatype"]) for i in metadata["inputs"]} == {("image", "BYTES"), ("input", "FP32")}
     assert next(i for i in metadata["inputs"] if i["name"] == "input")["shape"] == [-1, 3, 32, 32]
-    assert {o["name"]: (o["datatype"], o["shape"]) for o in metadata["outputs"]} == {"probabilities": ("FP32", [-1, 10]), "labels": ("BYTES", [-1, -1])}
+    assert {o["name"]: (o["datatype"], o["shape"]) for o in metadata["outputs"]} == {
+        "probabilities": ("FP32", [-1, 10]),
+        "labels": ("BYTES", [-1, -1]),
+    }
     assert [(m["name"], m["state"]) for m in client.get_model_repository_index()] == [(NAME, "READY")]
 
 
@@ -84,7 +90,7 @@ def test_binary_jpeg_bytes_agree_with_invocations(client, server, photos):
     probabilities, labels = result.as_numpy("probabilities"), result.as_numpy("labels")
     assert probabilities.shape == (4, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
     assert labels.shape == (4, 5) and result.get_response()["id"] == "req-1"
-    for jpeg, probs, top in zip(jpegs, probabilities, labels):
+    for jpeg, probs, top in zip(jpegs, probabilities, labels, strict=False):
         status, answer = post(f"http://{server}/invocations", jpeg, "image/jpeg")
         assert status == 200
         expected = answer["predictions"][0]
@@ -96,7 +102,9 @@ def test_binary_jpeg_bytes_agree_with_invocations(client, server, photos):
 def test_json_bytes_and_a_float_tensor_give_the_same_probabilities(client, photos, trained_run):
     spec = load_spec(trained_run[0] / "model")
     pngs = [png for _, png in photos[:3]]
-    by_bytes = client.infer(NAME, [image_input(pngs, binary=False)], outputs=outputs(binary=False)).as_numpy("probabilities")
+    by_bytes = client.infer(NAME, [image_input(pngs, binary=False)], outputs=outputs(binary=False)).as_numpy(
+        "probabilities"
+    )
     batch = np.stack([to_input(Image.open(io.BytesIO(p)).convert("RGB"), spec) for p in pngs])
     for binary in (True, False):
         tensor = httpclient.InferInput("input", list(batch.shape), "FP32")
@@ -107,10 +115,16 @@ def test_json_bytes_and_a_float_tensor_give_the_same_probabilities(client, photo
     tensor.set_data_from_numpy(batch)
     only_labels = client.infer(NAME, [tensor], outputs=outputs()[1:], parameters={"top_k": 2})
     assert only_labels.as_numpy("probabilities") is None and only_labels.as_numpy("labels").shape == (3, 2)
-    classified = client.infer(NAME, [tensor], outputs=[httpclient.InferRequestedOutput("probabilities", class_count=3)]).as_numpy("probabilities")
+    classified = client.infer(
+        NAME, [tensor], outputs=[httpclient.InferRequestedOutput("probabilities", class_count=3)]
+    ).as_numpy("probabilities")
     assert classified.shape == (3, 3)  # Triton's classification extension: "score:index:label", best first
     score, index, label = classified[0, 0].decode().split(":")
-    assert abs(float(score) - by_bytes[0].max()) < 1e-5 and int(index) == by_bytes[0].argmax() and label == spec.classes[int(index)]
+    assert (
+        abs(float(score) - by_bytes[0].max()) < 1e-5
+        and int(index) == by_bytes[0].argmax()
+        and label == spec.classes[int(index)]
+    )
 
 
 @pytest.mark.parametrize(
@@ -118,9 +132,28 @@ def test_json_bytes_and_a_float_tensor_give_the_same_probabilities(client, photo
     [
         (lambda: [image_input([b"\xff\xd8\xff not a jpeg"])], "cannot decode image"),
         (lambda: [image_input([b"x"] * 5)], "too many images"),
-        (lambda: [httpclient.InferInput("input", [1, 3, 8, 8], "FP32").set_data_from_numpy(np.zeros((1, 3, 8, 8), np.float32))], "shape [1, 3, 8, 8]"),
-        (lambda: [httpclient.InferInput("input", [1, 3, 32, 32], "FP32").set_data_from_numpy(np.full((1, 3, 32, 32), np.nan, np.float32))], "NaN"),
-        (lambda: [httpclient.InferInput("pixels", [1], "BYTES").set_data_from_numpy(np.array([b"x"], dtype=np.object_))], "the model takes 'image'"),
+        (
+            lambda: [
+                httpclient.InferInput("input", [1, 3, 8, 8], "FP32").set_data_from_numpy(
+                    np.zeros((1, 3, 8, 8), np.float32)
+                )
+            ],
+            "shape [1, 3, 8, 8]",
+        ),
+        (
+            lambda: [
+                httpclient.InferInput("input", [1, 3, 32, 32], "FP32").set_data_from_numpy(
+                    np.full((1, 3, 32, 32), np.nan, np.float32)
+                )
+            ],
+            "NaN",
+        ),
+        (
+            lambda: [
+                httpclient.InferInput("pixels", [1], "BYTES").set_data_from_numpy(np.array([b"x"], dtype=np.object_))
+            ],
+            "the model takes 'image'",
+        ),
     ],
 )
 def test_errors_reach_the_client_with_the_reason_and_the_server_keeps_serving(client, photos, make, message):
@@ -135,7 +168,10 @@ def test_unknown_model_and_version(client, photos):
         client.infer("other", [image_input([photos[0][1]])])
     with pytest.raises(InferenceServerException, match="unknown model version"):
         client.infer(NAME, [image_input([photos[0][1]])], model_version="7")
-    assert client.infer(NAME, [image_input([photos[0][1]])], model_version="1").as_numpy("probabilities").shape == (1, 10)
+    assert client.infer(NAME, [image_input([photos[0][1]])], model_version="1").as_numpy("probabilities").shape == (
+        1,
+        10,
+    )
 
 
 def raw_infer(server: str, body: bytes, headers: dict) -> tuple[int, dict, dict]:
@@ -147,20 +183,49 @@ def raw_infer(server: str, body: bytes, headers: dict) -> tuple[int, dict, dict]
 
 
 def binary_request(elements: bytes, count: int, size: int | None = None) -> tuple[bytes, dict]:
-    header = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [count], "parameters": {"binary_data_size": size if size is not None else len(elements)}}]}).encode()
-    return header + elements, {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": [count],
+                    "parameters": {"binary_data_size": size if size is not None else len(elements)},
+                }
+            ]
+        }
+    ).encode()
+    return header + elements, {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
 
 
 @pytest.mark.parametrize(
     "body_headers, message",
     [
-        (binary_request(struct.pack("<I", 2**31) + b"abc", 1), "declares 2147483648 bytes"),  # a length far past the body
-        (binary_request(struct.pack("<I", 3) + b"abc", 1000000), "too many images"),  # counted before any element is read
+        (
+            binary_request(struct.pack("<I", 2**31) + b"abc", 1),
+            "declares 2147483648 bytes",
+        ),  # a length far past the body
+        (
+            binary_request(struct.pack("<I", 3) + b"abc", 1000000),
+            "too many images",
+        ),  # counted before any element is read
         (binary_request(struct.pack("<I", 3) + b"abc", 1, size=10**9), "binary_data_size"),
         ((b'{"inputs": []}', {"Inference-Header-Content-Length": "999"}), "Inference-Header-Content-Length"),
         ((b"[" * 100000, {}), "nested too deeply"),
-        ((b'{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1, 1, 1, 1, 1, 1], "data": []}]}', {}), "shape"),
-        ((b'{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["ok"]}], "outputs": [{"name": "secrets"}]}', {}), "Unknown output"),
+        (
+            (b'{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1, 1, 1, 1, 1, 1], "data": []}]}', {}),
+            "shape",
+        ),
+        (
+            (
+                b'{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["ok"]}], "outputs": [{"name": "secrets"}]}',
+                {},
+            ),
+            "Unknown output",
+        ),
     ],
 )
 def test_hostile_bodies_are_refused_before_the_work_with_a_json_error(server, body_headers, message):
@@ -176,7 +241,12 @@ def test_binary_response_carries_the_header_length(server, photos):
     document["parameters"] = {"binary_data_output": True}
     header = json.dumps(document).encode()
     connection = http.client.HTTPConnection(server, timeout=30)
-    connection.request("POST", f"/v2/models/{NAME}/infer", body=header + body[len(body) - len(png) - 4 :], headers={"Inference-Header-Content-Length": str(len(header))})
+    connection.request(
+        "POST",
+        f"/v2/models/{NAME}/infer",
+        body=header + body[len(body) - len(png) - 4 :],
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
     response = connection.getresponse()
     data = response.read()
     length = int(response.getheader("Inference-Header-Content-Length"))
@@ -201,6 +271,8 @@ def test_the_model_is_not_ready_until_it_is_loaded(serve_image, tmp_path):
                     time.sleep(0.5)
             assert client.is_server_live() and not client.is_server_ready() and not client.is_model_ready("model")
             index = client.get_model_repository_index()
-            assert index[0]["state"] in ("UNAVAILABLE", "LOADING") and (index[0]["state"] == "LOADING" or "model.json" in index[0]["reason"])
+            assert index[0]["state"] in ("UNAVAILABLE", "LOADING") and (
+                index[0]["state"] == "LOADING" or "model.json" in index[0]["reason"]
+            )
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)

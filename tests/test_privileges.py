@@ -1,6 +1,7 @@
 """Reading a root-only model folder for the service user (``serve.privileges``): which folders need a copy, what the
 copy holds (regular files and folders only: a link could point at a root-only file, a FIFO would hang the copy), and
 the multi-model root helper that copies only folders under the models root."""
+
 import os
 import pwd
 import stat
@@ -9,7 +10,9 @@ import pytest
 
 from serve import privileges
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="copies as root, as the serving image does when SageMaker starts it")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="copies as root, as the serving image does when SageMaker starts it"
+)
 
 
 @pytest.fixture
@@ -37,7 +40,9 @@ def test_a_root_only_folder_is_copied_with_its_regular_files_alone(tmp_path, nob
     staged = privileges.stage(folder, nobody, tmp_path / "staging")
     assert sorted(str(p.relative_to(staged)) for p in staged.rglob("*")) == ["code", "code/inference.py", "model.json"]
     assert all(p.stat().st_uid == nobody.uid for p in [staged, *staged.rglob("*")])
-    assert (tmp_path / "staging").stat().st_uid == nobody.uid  # the service user removes a copy when it unloads the model
+    assert (
+        tmp_path / "staging"
+    ).stat().st_uid == nobody.uid  # the service user removes a copy when it unloads the model
     for path in [staged, *staged.rglob("*")]:
         info = path.stat()
         assert privileges.can_read(info.st_mode, info.st_uid, info.st_gid, nobody, 5 if path.is_dir() else 4), path

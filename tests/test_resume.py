@@ -1,4 +1,5 @@
 """Spot interruptions: SIGKILL and SIGTERM mid-epoch lose no epoch and repeat none."""
+
 import json
 import os
 import re
@@ -8,17 +9,36 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO
 
 EPOCHS = 4
-ARGS = ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--epochs", str(EPOCHS)]
+ARGS = [
+    "--model",
+    "resnet18",
+    "--pretrained",
+    "none",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--epochs",
+    str(EPOCHS),
+]
 
 
 def start(fashion, base):
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONUNBUFFERED": "1"}
     args = [*ARGS, "--train", str(fashion / "train"), "--valid", str(fashion / "valid")]
-    return subprocess.Popen([sys.executable, "-m", "train", *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "train", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def interrupt_mid_epoch(process, sig) -> list[str]:
@@ -36,7 +56,7 @@ def interrupt_mid_epoch(process, sig) -> list[str]:
 
 
 def epochs_printed(lines: list[str]) -> list[int]:
-    return [int(l.split()[0].split("=")[1]) for l in lines if l.startswith("epoch=")]
+    return [int(line.split()[0].split("=")[1]) for line in lines if line.startswith("epoch=")]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])

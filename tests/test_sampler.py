@@ -1,4 +1,7 @@
 """The resumable, shardable sampler and the imbalance helpers."""
+
+import functools
+import operator
 from collections import Counter
 
 import torch
@@ -32,7 +35,7 @@ def test_ranks_get_disjoint_equal_shards_covering_everything():
     assert {len(s) for s in shards} == {4}
     assert set().union(*shards) == set(range(10))
     evaluation = [list(ResumableSampler(10, shuffle=False, seed=0, rank=r, world_size=3)) for r in range(3)]
-    assert sorted(sum(evaluation, [])) == list(range(10))
+    assert sorted(functools.reduce(operator.iadd, evaluation, [])) == list(range(10))
 
 
 def test_balanced_sampler_draws_classes_equally():

@@ -1,14 +1,15 @@
 """Scaled decoding (byoc_images.fit) on real large photos: the DCT scale chosen, EXIF orientation, CMYK, grey,
 progressive and PNG files, the header limits before any decoding, and serving's pictures equal to training's."""
+
 from __future__ import annotations
 
 import io
 
+import large_photos
 import numpy as np
 import pytest
 from PIL import Image
 
-import large_photos
 from byoc_images import Fit, ImageTooElongated, ImageTooLarge, open_rgb, resized_size
 from byoc_images.fit import HEADROOM, MAX_JPEG_SCALE, draft_jpeg, reduction
 
@@ -23,7 +24,10 @@ def photos() -> list:
         large_photos.ensure_installed()
     except SystemExit as exc:
         pytest.skip(str(exc))
-    return [(large_photos.recipe(i, large_photos.sources()), path.read_bytes()) for i, path in enumerate(large_photos.build(12))]
+    return [
+        (large_photos.recipe(i, large_photos.sources()), path.read_bytes())
+        for i, path in enumerate(large_photos.build(12))
+    ]
 
 
 def encoded(picture: Image.Image, fmt: str = "JPEG", **options) -> bytes:
@@ -38,8 +42,14 @@ def test_the_set_is_real_large_photos_of_every_kind(photos):
     kinds = {(r.fmt, r.progressive, r.orientation != 1) for r, _ in photos}
     assert ("jpeg", False, False) in kinds and len(kinds) >= 2, kinds
     assert len({data for _, data in photos}) == len(photos)
-    recipes = [large_photos.recipe(i, large_photos.sources()) for i in range(1000)]  # the benchmarks' set: every kind, 2-15 MP
-    assert {r.fmt for r in recipes} == {"jpeg", "png"} and any(r.progressive for r in recipes) and {r.orientation for r in recipes} == {1, 3, 6, 8}
+    recipes = [
+        large_photos.recipe(i, large_photos.sources()) for i in range(1000)
+    ]  # the benchmarks' set: every kind, 2-15 MP
+    assert (
+        {r.fmt for r in recipes} == {"jpeg", "png"}
+        and any(r.progressive for r in recipes)
+        and {r.orientation for r in recipes} == {1, 3, 6, 8}
+    )
     assert len({r.name for r in recipes}) == 1000
 
 
@@ -60,9 +70,14 @@ def test_a_large_jpeg_is_decoded_at_the_smallest_scale_that_keeps_the_headroom(p
 
 def test_scaled_pictures_are_the_resized_size_upright_and_close_to_every_pixel_decoded(photos):
     for r, data in photos:
-        scaled, exact = np.asarray(open_rgb(data, fit=FIT), dtype=np.float32), np.asarray(open_rgb(data, fit=EXACT), dtype=np.float32)
+        scaled, exact = (
+            np.asarray(open_rgb(data, fit=FIT), dtype=np.float32),
+            np.asarray(open_rgb(data, fit=EXACT), dtype=np.float32),
+        )
         upright = (r.size[0], r.size[1])
-        assert scaled.shape == exact.shape == (*resized_size(upright, 256)[::-1], 3), r.name  # EXIF honoured: the photo's own shape
+        assert scaled.shape == exact.shape == (*resized_size(upright, 256)[::-1], 3), (
+            r.name
+        )  # EXIF honoured: the photo's own shape
         assert np.abs(scaled - exact).mean() < 1.5, r.name  # of 255: the same picture
 
 
@@ -78,7 +93,9 @@ def test_exif_orientation_is_honoured_when_decoding_small():
     assert np.abs(got - want).mean() < 2
 
 
-@pytest.mark.parametrize("mode,options", [("CMYK", {}), ("L", {}), ("RGB", {"progressive": True}), ("RGB", {"subsampling": "4:4:4"})])
+@pytest.mark.parametrize(
+    "mode,options", [("CMYK", {}), ("L", {}), ("RGB", {"progressive": True}), ("RGB", {"subsampling": "4:4:4"})]
+)
 def test_cmyk_grey_and_progressive_jpegs_decode_small(mode, options):
     photo = Image.open(large_photos.sources()[0]).convert("RGB").resize((3000, 2000))
     data = encoded(photo.convert(mode), quality=90, **options)
@@ -133,7 +150,9 @@ def test_serving_pictures_equal_the_training_eval_transform_on_large_photos(phot
     split = Split(source, list(range(len(source))))
     for decode in ("scaled", "exact"):
         pre = Preprocess(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bicubic", decode)
-        spec = ModelSpec(None, ["all"], 256, 224, pre.mean, pre.std, "bicubic", None, "input", "logits", "x", decode=decode)
+        spec = ModelSpec(
+            None, ["all"], 256, 224, pre.mean, pre.std, "bicubic", None, "input", "logits", "x", decode=decode
+        )
         decoder = Decoder(spec, 40_000_000, 64, decoding=decode)
         pixels = ImageDataset(split, eval_pixels(pre), strict=True, fit=pre.fit())
         inputs = ImageDataset(split, eval_transform(pre), strict=True, fit=pre.fit())

@@ -1,5 +1,6 @@
 """The training and launch side's security fixes: hostile CIFAR pickles, a checkpoint write that fails half-way,
 the IAM policy's name prefix, and the build context."""
+
 import json
 import pickle
 import re
@@ -7,11 +8,11 @@ import subprocess
 import sys
 from fnmatch import fnmatch
 
+import fashion_mnist
 import numpy as np
 import pytest
-
-import fashion_mnist
 from conftest import REPO, docker_available
+
 from train.errors import TrainingError
 from train.sources import CifarSource, load_splits
 
@@ -46,7 +47,9 @@ def test_crafted_cifar_pickle_runs_nothing_and_fails_clearly(tmp_path, payload):
     with pytest.raises(TrainingError) as refused:
         load_splits(tmp_path / "cifar", tmp_path / "absent", tmp_path / "absent", 0.2, 0.2, 0)
     assert "is not a CIFAR python batch" in str(refused.value) and "nothing in it ran" in str(refused.value)
-    assert re.search(r"refers to (posix|os|builtins|__builtin__)\.(system|eval)", str(refused.value)), str(refused.value)
+    assert re.search(r"refers to (posix|os|builtins|__builtin__)\.(system|eval)", str(refused.value)), str(
+        refused.value
+    )
     assert not marker.exists()
 
 
@@ -89,10 +92,14 @@ except TrainingError as exc:
 
 def test_a_checkpoint_write_that_fails_leaves_no_temporary_file(tmp_path):
     folder = tmp_path / "checkpoints"
-    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(folder)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(folder)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 3, result.stdout + result.stderr[-2000:]
     assert "Could not write the checkpoint" in result.stdout and "Free space on the job's volume" in result.stdout
-    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-e0000-s0000001.pt"]  # the earlier one kept, no .tmp file
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "checkpoint-e0000-s0000001.pt"
+    ]  # the earlier one kept, no .tmp file
 
 
 def iam_policy() -> dict:
@@ -121,7 +128,12 @@ def test_iam_policy_tags_and_deletes_only_byoc_named_resources():
         if any(a.startswith(("sagemaker:Delete", "sagemaker:Stop", "sagemaker:Update")) for a in statement["Action"]):
             assert statement["Condition"]["StringEquals"]["aws:ResourceTag/created-by"] == "byoc-vision"
     arn = "arn:aws:sagemaker:us-east-1:123456789012:{}/{}"
-    for kind, prefix in (("training-job", "byoc-train"), ("hyper-parameter-tuning-job", "byoc-tune"), ("endpoint", "byoc-endpoint"), ("transform-job", "byoc-transform")):
+    for kind, prefix in (
+        ("training-job", "byoc-train"),
+        ("hyper-parameter-tuning-job", "byoc-tune"),
+        ("endpoint", "byoc-endpoint"),
+        ("transform-job", "byoc-transform"),
+    ):
         assert any(fnmatch(arn.format(kind, aws.unique_name(prefix)), p) for p in patterns), kind
     assert not any(fnmatch(arn.format("endpoint", "someone-elses-endpoint"), p) for p in patterns)
     with pytest.raises(LaunchError, match="names start with byoc-"):
@@ -137,7 +149,12 @@ def test_build_context_leaves_out_git_venv_and_test_output(tmp_path):
     (REPO / "byoc-output").mkdir(exist_ok=True)  # what `train --wait` downloads by default
     dockerfile = "FROM debian:bookworm-slim\nCOPY . /context\nRUN ls -A /context\n"
     result = subprocess.run(
-        ["docker", "buildx", "build", "--no-cache", "--progress", "plain", "-f", "-", "."], cwd=REPO, input=dockerfile, capture_output=True, text=True, timeout=600
+        ["docker", "buildx", "build", "--no-cache", "--progress", "plain", "-f", "-", "."],
+        cwd=REPO,
+        input=dockerfile,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if made:
         (REPO / "byoc-output").rmdir()

@@ -1,4 +1,5 @@
 """The FastAPI server over real HTTP semantics (TestClient) with a real trained artifact."""
+
 import base64
 import io
 import json
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import REPO
 from hostile_inputs import BAD, as_format
+from PIL import Image
+
 from serve.app import create_app
 from serve.artifact import ArtifactError, load_spec
 from serve.settings import Settings, SettingsError
@@ -46,7 +47,13 @@ def int8_model_dir(model_dir, fashion, tmp_path_factory):
     folder = tmp_path_factory.mktemp("int8") / "model"
     shutil.copytree(model_dir, folder)
     if load_spec(folder).int8_file is None:
-        done = subprocess.run([sys.executable, "-m", "train.quantize", str(folder), "--data", str(fashion), "--force"], cwd=REPO, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "train.quantize", str(folder), "--data", str(fashion), "--force"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
     return folder
 
@@ -71,7 +78,10 @@ def assert_prediction(result: dict, classes_k: int = 5):
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
 
 
-@pytest.mark.parametrize("content_type,fmt", [("image/png", "PNG"), ("image/jpeg", "JPEG"), ("image/webp", "WEBP"), ("application/x-image", "JPEG")])
+@pytest.mark.parametrize(
+    "content_type,fmt",
+    [("image/png", "PNG"), ("image/jpeg", "JPEG"), ("image/webp", "WEBP"), ("application/x-image", "JPEG")],
+)
 def test_image_bodies(client, photos, content_type, fmt):
     response = client.post("/invocations", content=as_format(photos[0][1], fmt), headers={"Content-Type": content_type})
     assert response.status_code == 200, response.text
@@ -104,7 +114,9 @@ def test_top_k_from_query_and_custom_attributes(client, photos):
     png = {"content": photos[0][1], "headers": {"Content-Type": "image/png"}}
     assert len(client.post("/invocations?top_k=2", **png).json()["predictions"][0]["top_k"]) == 2
     headers = {**png["headers"], "X-Amzn-SageMaker-Custom-Attributes": "trace=1, top_k=3"}
-    assert len(client.post("/invocations", content=photos[0][1], headers=headers).json()["predictions"][0]["top_k"]) == 3
+    assert (
+        len(client.post("/invocations", content=photos[0][1], headers=headers).json()["predictions"][0]["top_k"]) == 3
+    )
     assert len(client.post("/invocations?top_k=99", **png).json()["predictions"][0]["top_k"]) == 10
 
 
@@ -120,15 +132,21 @@ def test_served_prediction_equals_the_training_side_prediction(runtime, model_di
 
     info = json.loads((model_dir / "model.json").read_text())
     pre = info["preprocess"]
-    transform = eval_transform(Preprocess(pre["resize"], pre["crop"], tuple(pre["mean"]), tuple(pre["std"]), pre["interpolation"]))
+    transform = eval_transform(
+        Preprocess(pre["resize"], pre["crop"], tuple(pre["mean"]), tuple(pre["std"]), pre["interpolation"])
+    )
     net = build_network(info["architecture"], info["num_classes"], "none")
     load_model(net.model, str(model_dir / "weights.safetensors"))
     client = ready_client(settings_for(model_dir, runtime=runtime, precision="fp32"))
     for _, png in photos:
         with torch.no_grad():
             logits = net.model.eval()(transform(open_rgb(png))[None])
-            expected = torch.softmax(logits / info["calibration"]["temperature"], dim=1).numpy()  # calibrated, as served
-        response = client.post("/invocations", content=png, headers={"Content-Type": "image/png", "Accept": "application/x-npy"})
+            expected = torch.softmax(
+                logits / info["calibration"]["temperature"], dim=1
+            ).numpy()  # calibrated, as served
+        response = client.post(
+            "/invocations", content=png, headers={"Content-Type": "image/png", "Accept": "application/x-npy"}
+        )
         assert response.status_code == 200 and response.headers["content-type"] == "application/x-npy"
         served = np.load(io.BytesIO(response.content))
         assert np.abs(served - expected).max() < 1e-4
@@ -142,17 +160,36 @@ def test_preprocessing_matches_torchvision_on_odd_sizes():
     from train.transforms import Preprocess, eval_transform
 
     rng = np.random.default_rng(0)
-    cases = [((53, 31), 37, 32, "bilinear"), ((300, 400), 256, 224, "bicubic"), ((20, 20), 24, 28, "bilinear"), ((384, 384), 256, 224, "bilinear")]
+    cases = [
+        ((53, 31), 37, 32, "bilinear"),
+        ((300, 400), 256, 224, "bicubic"),
+        ((20, 20), 24, 28, "bilinear"),
+        ((384, 384), 256, 224, "bilinear"),
+    ]
     cases += [((640, 427), 256, 224, "bicubic"), ((256, 300), 256, 224, "bilinear"), ((97, 1000), 64, 64, "nearest")]
     for size, resize, crop, interpolation in cases:
         image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-        spec = ModelSpec(None, [], resize, crop, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), interpolation, None, "input", "logits", "x")
+        spec = ModelSpec(
+            None,
+            [],
+            resize,
+            crop,
+            (0.485, 0.456, 0.406),
+            (0.229, 0.224, 0.225),
+            interpolation,
+            None,
+            "input",
+            "logits",
+            "x",
+        )
         expected = eval_transform(Preprocess(resize, crop, spec.mean, spec.std, interpolation))(image).numpy()
         assert np.abs(to_input(image, spec) - expected).max() < 1e-5
 
 
 @pytest.mark.parametrize("name,body,content_type,status,error", BAD, ids=[b[0] for b in BAD])
-def test_bad_inputs_get_a_4xx_json_error_and_the_server_keeps_serving(client, photos, name, body, content_type, status, error):
+def test_bad_inputs_get_a_4xx_json_error_and_the_server_keeps_serving(
+    client, photos, name, body, content_type, status, error
+):
     if body is None:
         body = as_format(photos[0][1], "JPEG")[:150]
     headers = {"Content-Type": content_type} if content_type else {}
@@ -165,7 +202,9 @@ def test_bad_inputs_get_a_4xx_json_error_and_the_server_keeps_serving(client, ph
 def test_bad_top_k_and_accept(client, photos):
     png = {"content": photos[0][1], "headers": {"Content-Type": "image/png"}}
     assert client.post("/invocations?top_k=zero", **png).json()["error"] == "bad top_k"
-    response = client.post("/invocations", content=photos[0][1], headers={"Content-Type": "image/png", "Accept": "text/csv"})
+    response = client.post(
+        "/invocations", content=photos[0][1], headers={"Content-Type": "image/png", "Accept": "text/csv"}
+    )
     assert response.status_code == 406 and response.json()["error"] == "unsupported accept type"
 
 
@@ -203,7 +242,9 @@ def failed_ping(settings: Settings) -> dict:
         response = client.post("/invocations", content=b"x", headers={"Content-Type": "image/png"})
         assert response.status_code == 503 and response.json()["error"] == "not ready"
         for answer in (ping, response, client.get("/v2/health/ready"), client.post("/v2/repository/index")):
-            assert str(settings.model_dir) not in answer.text and "the server's log says why" in answer.text, answer.text  # paths stay in the log
+            assert str(settings.model_dir) not in answer.text and "the server's log says why" in answer.text, (
+                answer.text
+            )  # paths stay in the log
         return {"detail": client.app.state.model.cause}  # the log line's reason
 
 
@@ -222,10 +263,16 @@ def test_an_oversized_model_description_is_refused_before_it_is_read(model_dir, 
 
 
 HOSTILE_DESCRIPTIONS = {
-    "a resize that would cost gigabytes per image": ({"preprocess": {"resize": 100_000}}, "preprocess.resize is 100000"),
+    "a resize that would cost gigabytes per image": (
+        {"preprocess": {"resize": 100_000}},
+        "preprocess.resize is 100000",
+    ),
     "a crop of 0 px": ({"preprocess": {"crop": 0}}, "preprocess.crop is 0"),
     "a crop that is text": ({"preprocess": {"crop": "224"}}, "preprocess.crop is '224'"),
-    "an unknown interpolation": ({"preprocess": {"interpolation": "lanczos9"}}, "preprocess.interpolation is 'lanczos9'"),
+    "an unknown interpolation": (
+        {"preprocess": {"interpolation": "lanczos9"}},
+        "preprocess.interpolation is 'lanczos9'",
+    ),
     "a zero standard deviation": ({"preprocess": {"std": [0.2, 0, 0.2]}}, "each must be above 0"),
     "two means": ({"preprocess": {"mean": [0.5, 0.5]}}, "three finite numbers"),
     "BGR inputs": ({"preprocess": {"channel_order": "BGR"}}, "only those are supported"),
@@ -243,7 +290,9 @@ def test_a_hostile_model_description_is_a_503_that_says_which_field(model_dir, t
     if change is None:
         info = [info]
     else:
-        info.update({key: {**info[key], **value} if isinstance(value, dict) else value for key, value in change.items()})
+        info.update(
+            {key: {**info[key], **value} if isinstance(value, dict) else value for key, value in change.items()}
+        )
     (hostile / "model.json").write_text(json.dumps(info))
     detail = failed_ping(settings_for(hostile))["detail"]
     assert expected in detail and "model.json" in detail, detail
@@ -258,7 +307,9 @@ def test_a_corrupt_model_file_is_a_503_that_says_which_and_what_to_do(int8_model
     hostile = tmp_path / "model"
     shutil.copytree(int8_model_dir, hostile)
     target = hostile / damage
-    target.write_bytes(b"<net>\x00\xff garbage" * 100 if how == "garbage" else target.read_bytes()[: target.stat().st_size // 3])
+    target.write_bytes(
+        b"<net>\x00\xff garbage" * 100 if how == "garbage" else target.read_bytes()[: target.stat().st_size // 3]
+    )
     detail = failed_ping(settings_for(hostile, precision=precision))["detail"]
     assert "the openvino runtime cannot load or run the model in" in detail and "corrupt, truncated" in detail
     assert "python -m train.quantize" in detail and len(detail) < 1000
@@ -271,7 +322,12 @@ def test_a_model_description_cannot_point_outside_its_folder(model_dir, tmp_path
     shutil.copytree(model_dir, hostile)
     info = json.loads((hostile / "model.json").read_text())
     info.setdefault("int8", {"shipped": True})
-    info[field[0]] = {**info[field[0]], field[1]: target, **({"shipped": True} if field[0] == "int8" else {}), **({"available": True} if field[0] == "explain" else {})}
+    info[field[0]] = {
+        **info[field[0]],
+        field[1]: target,
+        **({"shipped": True} if field[0] == "int8" else {}),
+        **({"available": True} if field[0] == "explain" else {}),
+    }
     (hostile / "model.json").write_text(json.dumps(info))
     with pytest.raises(ArtifactError, match="not a file name inside the model folder"):
         load_spec(hostile)
@@ -279,28 +335,49 @@ def test_a_model_description_cannot_point_outside_its_folder(model_dir, tmp_path
 
 @pytest.mark.parametrize(
     "env,message",
-    [({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "six"}, "not a whole number"), ({"SAGEMAKER_MODEL_SERVER_WORKERS": "0"}, "at least 1"),
-     ({"SERVE_RUNTIME": "tensorrt"}, "choose one of openvino, onnxruntime, torch"),
-     ({"SERVE_RUNTIME": "onnxruntime", "SERVE_PRECISION": "bf16"}, "bf16 with SERVE_RUNTIME=openvino"), ({"SERVE_PRECISION": "int4"}, "use auto or fp32"), ({"SERVE_RUNTIME": "onnxruntime", "SERVE_PRECISION": "int8"}, "int8 / bf16 with SERVE_RUNTIME=openvino"),
-     ({"SERVE_BF16_RECHECK_MARGIN": "lots"}, "not a number"), ({"SERVE_BF16_RECHECK_MARGIN": "2"}, "between 0 and 1")],
-)  # fmt: skip
+    [
+        ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "six"}, "not a whole number"),
+        ({"SAGEMAKER_MODEL_SERVER_WORKERS": "0"}, "at least 1"),
+        ({"SERVE_RUNTIME": "tensorrt"}, "choose one of openvino, onnxruntime, torch"),
+        ({"SERVE_RUNTIME": "onnxruntime", "SERVE_PRECISION": "bf16"}, "bf16 with SERVE_RUNTIME=openvino"),
+        ({"SERVE_PRECISION": "int4"}, "use auto or fp32"),
+        ({"SERVE_RUNTIME": "onnxruntime", "SERVE_PRECISION": "int8"}, "int8 / bf16 with SERVE_RUNTIME=openvino"),
+        ({"SERVE_BF16_RECHECK_MARGIN": "lots"}, "not a number"),
+        ({"SERVE_BF16_RECHECK_MARGIN": "2"}, "between 0 and 1"),
+    ],
+)
 def test_settings_errors(env, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
 
 
 def test_settings_from_sagemaker_env():
-    s = Settings.from_env({"SAGEMAKER_BIND_TO_PORT": "9090", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "5"})
+    s = Settings.from_env(
+        {"SAGEMAKER_BIND_TO_PORT": "9090", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "5"}
+    )
     assert (s.port, s.max_payload_bytes, s.timeout_seconds, s.workers) == (9090, 2 * 1024 * 1024, 5, 1)
 
 
 def test_the_multi_model_backend_port_comes_from_the_pipeline_safe_range():
     """In an inference pipeline the containers share one network: a private port must come from SAGEMAKER_SAFE_PORT_RANGE."""
     assert Settings.from_env({}).backend_port == 9080
-    assert Settings.from_env({"SAGEMAKER_SAFE_PORT_RANGE": "8100-8200", "SAGEMAKER_BIND_TO_PORT": "8100"}).backend_port == 8101
-    assert Settings.from_env({"SAGEMAKER_SAFE_PORT_RANGE": "8150-8200", "SAGEMAKER_BIND_TO_PORT": "8080"}).backend_port == 8150
-    assert Settings.from_env({"SAGEMAKER_SAFE_PORT_RANGE": "8100-8200", "SERVE_MME_BACKEND_PORT": "9999"}).backend_port == 9999
-    for raw, message in (("8200-8100", "expected LOW-HIGH"), ("ports", "expected LOW-HIGH"), ("8100-8100", "no port besides")):
+    assert (
+        Settings.from_env({"SAGEMAKER_SAFE_PORT_RANGE": "8100-8200", "SAGEMAKER_BIND_TO_PORT": "8100"}).backend_port
+        == 8101
+    )
+    assert (
+        Settings.from_env({"SAGEMAKER_SAFE_PORT_RANGE": "8150-8200", "SAGEMAKER_BIND_TO_PORT": "8080"}).backend_port
+        == 8150
+    )
+    assert (
+        Settings.from_env({"SAGEMAKER_SAFE_PORT_RANGE": "8100-8200", "SERVE_MME_BACKEND_PORT": "9999"}).backend_port
+        == 9999
+    )
+    for raw, message in (
+        ("8200-8100", "expected LOW-HIGH"),
+        ("ports", "expected LOW-HIGH"),
+        ("8100-8100", "no port besides"),
+    ):
         with pytest.raises(SettingsError, match=message):
             Settings.from_env({"SAGEMAKER_SAFE_PORT_RANGE": raw, "SAGEMAKER_BIND_TO_PORT": "8100"})
 
@@ -312,15 +389,25 @@ def test_metrics_count_requests_batches_and_load_time(model_dir, photos):
     try:
         png = photos[0][1]
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(lambda _: client.post("/invocations", content=png, headers={"Content-Type": "image/png"}).status_code, range(8)))
+            statuses = list(
+                pool.map(
+                    lambda _: (
+                        client.post("/invocations", content=png, headers={"Content-Type": "image/png"}).status_code
+                    ),
+                    range(8),
+                )
+            )
         assert statuses == [200] * 8
         client.post("/invocations", content=b"", headers={"Content-Type": "image/png"})
         text = client.get("/metrics").text
         assert 'byoc_requests_total{content_type="image/png",status="200"} 8.0' in text
         assert 'byoc_requests_total{content_type="image/png",status="400"} 1.0' in text
-        runs = float(next(l for l in text.splitlines() if l.startswith("byoc_batch_images_count")).split()[-1])
+        runs = float(next(line for line in text.splitlines() if line.startswith("byoc_batch_images_count")).split()[-1])
         assert 1 <= runs < 8  # concurrent requests shared model runs
-        assert float(next(l for l in text.splitlines() if l.startswith("byoc_model_load_seconds")).split()[-1]) > 0
+        assert (
+            float(next(line for line in text.splitlines() if line.startswith("byoc_model_load_seconds")).split()[-1])
+            > 0
+        )
         assert "byoc_request_seconds_bucket" in text
     finally:
         client.__exit__(None, None, None)
@@ -345,7 +432,9 @@ def test_openvino_bf16_keeps_top1_agreement_with_fp32_on_real_photos(model_dir):
         model = load_runtime(spec, defaults.runtime, 2, "bf16", margin)
         top1 = np.concatenate([model.predict(batch[i : i + 16]) for i in range(0, len(batch), 16)]).argmax(1)
         agreement[margin] = float((top1 == fp32).mean())
-        print(f"{model.name} {model.precision}, re-check margin {margin}: top-1 agreement with fp32 {agreement[margin]:.4f}, {model.rechecked} re-checked")
+        print(
+            f"{model.name} {model.precision}, re-check margin {margin}: top-1 agreement with fp32 {agreement[margin]:.4f}, {model.rechecked} re-checked"
+        )
     assert agreement[defaults.recheck_margin] >= 0.99 and agreement[defaults.recheck_margin] >= agreement[0.0]
 
 
@@ -370,7 +459,10 @@ def test_torch_runtime_serves_state_dicts_and_torchscript_without_onnx(form, mod
         torch.jit.trace(net, torch.zeros(1, 3, 32, 32)).save(str(torch_dir / "model.pt"))
         (torch_dir / "weights.safetensors").unlink()
     headers = {"Content-Type": "image/png", "Accept": "application/x-npy"}
-    onnx_client, torch_client = ready_client(settings_for(model_dir, runtime="onnxruntime", precision="fp32")), ready_client(settings_for(torch_dir, runtime="torch", precision="fp32"))
+    onnx_client, torch_client = (
+        ready_client(settings_for(model_dir, runtime="onnxruntime", precision="fp32")),
+        ready_client(settings_for(torch_dir, runtime="torch", precision="fp32")),
+    )
     for _, png in photos:
         expected = np.load(io.BytesIO(onnx_client.post("/invocations", content=png, headers=headers).content))
         served = np.load(io.BytesIO(torch_client.post("/invocations", content=png, headers=headers).content))
@@ -383,12 +475,25 @@ def test_stage_timers_count_each_image_in_decode_and_model(model_dir, photos):
     client = ready_client(settings_for(model_dir))
     try:
         body = json.dumps({"instances": [{"image": base64.b64encode(png).decode()} for _, png in photos[:3]]})
-        assert client.post("/invocations", content=body, headers={"Content-Type": "application/json"}).status_code == 200
-        assert client.post("/invocations", content=photos[0][1], headers={"Content-Type": "image/png"}).status_code == 200
+        assert (
+            client.post("/invocations", content=body, headers={"Content-Type": "application/json"}).status_code == 200
+        )
+        assert (
+            client.post("/invocations", content=photos[0][1], headers={"Content-Type": "image/png"}).status_code == 200
+        )
         text = client.get("/metrics").text
         for stage in ("decode", "model"):
             assert f'byoc_stage_seconds_per_image_count{{stage="{stage}"}} 4.0' in text, text
-            assert float(next(line for line in text.splitlines() if line.startswith(f'byoc_stage_seconds_per_image_sum{{stage="{stage}"}}')).split()[-1]) > 0
+            assert (
+                float(
+                    next(
+                        line
+                        for line in text.splitlines()
+                        if line.startswith(f'byoc_stage_seconds_per_image_sum{{stage="{stage}"}}')
+                    ).split()[-1]
+                )
+                > 0
+            )
     finally:
         client.__exit__(None, None, None)
 
@@ -405,21 +510,32 @@ def test_the_server_decodes_as_model_json_says_unless_serve_decode_says_otherwis
     del info["preprocess"]["decode"]
     (old / "model.json").write_text(json.dumps(info))
     answers = {}
-    for folder, setting, serving, training in ((model_dir, "auto", "scaled", "scaled"), (old, "auto", "exact", "exact"), (model_dir, "exact", "exact", "scaled"), (old, "scaled", "scaled", "exact")):
+    for folder, setting, serving, training in (
+        (model_dir, "auto", "scaled", "scaled"),
+        (old, "auto", "exact", "exact"),
+        (model_dir, "exact", "exact", "scaled"),
+        (old, "scaled", "scaled", "exact"),
+    ):
         client = ready_client(settings_for(folder, decode=setting))
         try:
             assert client.get("/model").json()["decode"] == {"serving": serving, "training": training}
-            response = client.post("/invocations", content=large.read_bytes(), headers={"Content-Type": "image/jpeg", "Accept": "application/x-npy"})
+            response = client.post(
+                "/invocations",
+                content=large.read_bytes(),
+                headers={"Content-Type": "image/jpeg", "Accept": "application/x-npy"},
+            )
             assert response.status_code == 200, response.text
             answers[(folder.name, setting)] = np.load(io.BytesIO(response.content))
         finally:
             client.__exit__(None, None, None)
     assert np.array_equal(answers[("model", "exact")], answers[("old", "auto")])
     assert np.array_equal(answers[("model", "auto")], answers[("old", "scaled")])
-    assert np.abs(answers[("model", "auto")] - answers[("model", "exact")]).max() < 0.05  # the same picture, decoded two ways
+    assert (
+        np.abs(answers[("model", "auto")] - answers[("model", "exact")]).max() < 0.05
+    )  # the same picture, decoded two ways
     with pytest.raises(SettingsError, match="SERVE_DECODE='fast'"):
         Settings.from_env({"SERVE_DECODE": "fast"})
     info["preprocess"]["decode"] = "lossy"
     (old / "model.json").write_text(json.dumps(info))
-    with pytest.raises(ArtifactError, match="preprocess.decode is 'lossy'"):
+    with pytest.raises(ArtifactError, match=r"preprocess.decode is 'lossy'"):
         load_spec(old)

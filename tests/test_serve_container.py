@@ -1,26 +1,49 @@
 """The serving image under the SageMaker endpoint contract: ``docker run IMAGE serve`` with the artifact mounted."""
+
 import base64
 import json
+import os
 import subprocess
 import time
 import uuid
 
 import pytest
-
 from aws_stand_in import free_port
 from test_container import post, wait_for_ping
 
 pytestmark = pytest.mark.container
 
 
-def start_server(image: str, model_dir, container_port: int = 8080, env: tuple[str, ...] = (), mount: str = "/opt/ml/model") -> tuple[str, int]:
+def start_server(
+    image: str,
+    model_dir,
+    container_port: int = 8080,
+    env: tuple[str, ...] = (),
+    mount: str = "/opt/ml/model",
+    docker_options: tuple[str, ...] = (),
+) -> tuple[str, int]:
     """``docker run -d IMAGE serve`` with the model folder mounted at ``mount``, published on a free 127.0.0.1 port."""
     name, port = f"byoc-serve-{uuid.uuid4().hex[:8]}", free_port()
     options = [a for e in env for a in ("-e", e)]
     subprocess.run(
-        ["docker", "run", "-d", "--name", name, *options, "-p", f"127.0.0.1:{port}:{container_port}", "-v", f"{model_dir}:{mount}:ro", image, "serve"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            name,
+            *options,
+            *docker_options,
+            "-p",
+            f"127.0.0.1:{port}:{container_port}",
+            "-v",
+            f"{model_dir}:{mount}:ro",
+            image,
+            "serve",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return name, port
 
 
@@ -68,20 +91,61 @@ def test_bad_input_is_a_4xx_and_the_container_keeps_serving(endpoint, fashion):
 
 def test_image_is_small_starts_as_root_as_sagemaker_does_and_has_no_torch(serve_image):
     """No USER: SageMaker runs containers as root; `serve` drops to model-server itself (tests/test_root_container.py)."""
-    inspect = json.loads(subprocess.run(["docker", "image", "inspect", serve_image], capture_output=True, text=True, check=True).stdout)[0]
+    inspect = json.loads(
+        subprocess.run(["docker", "image", "inspect", serve_image], capture_output=True, text=True, check=True).stdout
+    )[0]
     print(f"serving image size: {inspect['Size'] / 1e6:.0f} MB")
     assert inspect["Size"] <= 1e9
     labels = inspect["Config"]["Labels"]
-    assert labels["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == labels["com.amazonaws.sagemaker.capabilities.multi-models"] == "true"
+    assert (
+        labels["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"]
+        == labels["com.amazonaws.sagemaker.capabilities.multi-models"]
+        == "true"
+    )
     assert inspect["Config"]["User"] in ("", "root") and "8080/tcp" in inspect["Config"]["ExposedPorts"]
-    probe = subprocess.run(["docker", "run", "--rm", serve_image, "python", "-c", "import importlib.util as u; print(u.find_spec('torch'))"], capture_output=True, text=True)
+    probe = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            serve_image,
+            "python",
+            "-c",
+            "import importlib.util as u; print(u.find_spec('torch'))",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert probe.stdout.strip() == "None"
 
 
 def test_bind_to_port(serve_image, trained_run):
-    name, port = start_server(serve_image, trained_run[0] / "model", container_port=9123, env=("SAGEMAKER_BIND_TO_PORT=9123",))
+    name, port = start_server(
+        serve_image, trained_run[0] / "model", container_port=9123, env=("SAGEMAKER_BIND_TO_PORT=9123",)
+    )
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
+        cores = len(os.sched_getaffinity(0))  # no CPU limit: every core of the host's affinity
+        assert f"{cores} model thread(s), {cores} decode thread(s)" in container_logs(name)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def container_logs(name: str) -> str:
+    done = subprocess.run(["docker", "logs", name], capture_output=True, text=True, check=True)
+    return done.stdout + done.stderr
+
+
+def test_a_cpu_limit_gives_one_thread_and_the_start_up_line_says_why(serve_image, trained_run, fashion):
+    """``docker run --cpus 1`` on a multi-core host: os.cpu_count() still counts the host's cores, the server must
+    count the cgroup's quota."""
+    name, port = start_server(serve_image, trained_run[0] / "model", docker_options=("--cpus", "1"))
+    try:
+        wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
+        logs = container_logs(name)
+        assert "1 model thread(s), 1 decode thread(s): 1 usable core (cgroup CPU quota 1," in logs, logs
+        photo = next((fashion / "test").rglob("*.png")).read_bytes()
+        assert post(f"http://127.0.0.1:{port}/invocations", photo, "image/png")[0] == 200
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
@@ -91,7 +155,10 @@ def test_sigterm_drains_in_flight_requests(serve_image, trained_run, fashion):
     import http.client
     import threading
 
-    limits = ("SERVE_MAX_IMAGES_PER_REQUEST=400", "SERVE_MAX_QUEUED_IMAGES=1600")  # large requests, to be in flight at the stop
+    limits = (
+        "SERVE_MAX_IMAGES_PER_REQUEST=400",
+        "SERVE_MAX_QUEUED_IMAGES=1600",
+    )  # large requests, to be in flight at the stop
     name, port = start_server(serve_image, trained_run[0] / "model", env=limits)
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
@@ -121,7 +188,9 @@ def test_sigterm_drains_in_flight_requests(serve_image, trained_run, fashion):
             thread.join(timeout=120)
         assert all(o in ((200, 400), "refused") for o in outcomes), outcomes
         assert outcomes.count((200, 400)) >= 1
-        state = json.loads(subprocess.run(["docker", "inspect", name], capture_output=True, text=True, check=True).stdout)[0]["State"]
+        state = json.loads(
+            subprocess.run(["docker", "inspect", name], capture_output=True, text=True, check=True).stdout
+        )[0]["State"]
         assert state["ExitCode"] == 0
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
@@ -170,7 +239,9 @@ def test_torch_flavour_serves_weights_and_user_code_that_needs_torch(torch_serve
             answers.append(answer["predictions"][0])
         finally:
             subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-    assert answers[0]["label"] == answers[1]["label"] and abs(answers[0]["probability"] - answers[1]["probability"]) < 1e-4
+    assert (
+        answers[0]["label"] == answers[1]["label"] and abs(answers[0]["probability"] - answers[1]["probability"]) < 1e-4
+    )
 
 
 @pytest.fixture(scope="module")
@@ -185,21 +256,29 @@ def test_every_content_type_and_accept_type_over_real_http(client, fashion):
     import io
 
     import numpy as np
-
     from hostile_inputs import as_format, npy
 
     png = next((fashion / "test" / "Dress").iterdir()).read_bytes()
     b64 = base64.b64encode(png).decode()
     bodies = {
-        "image/png": png, "image/jpeg": as_format(png, "JPEG"), "image/webp": as_format(png, "WEBP"), "application/x-image": as_format(png, "JPEG"),
+        "image/png": png,
+        "image/jpeg": as_format(png, "JPEG"),
+        "image/webp": as_format(png, "WEBP"),
+        "application/x-image": as_format(png, "JPEG"),
         "application/json": json.dumps({"instances": [b64, {"image": b64}]}).encode(),
         "application/jsonlines": f'{{"image": "{b64}"}}\n{{"image": "{b64}"}}\n'.encode(),
         "application/x-npy": npy(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)),
-    }  # fmt: skip
+    }
     for content_type, body in bodies.items():
         for accept in ("application/json", "application/jsonlines", "application/x-npy"):
-            response = client.post("/invocations", content=body, headers={"Content-Type": content_type, "Accept": accept})
-            assert response.status_code == 200 and response.headers["content-type"] == accept, (content_type, accept, response.text)
+            response = client.post(
+                "/invocations", content=body, headers={"Content-Type": content_type, "Accept": accept}
+            )
+            assert response.status_code == 200 and response.headers["content-type"] == accept, (
+                content_type,
+                accept,
+                response.text,
+            )
             count = 2 if content_type in ("application/json", "application/jsonlines", "application/x-npy") else 1
             if accept == "application/x-npy":
                 assert np.load(io.BytesIO(response.content)).shape == (count, 10)
@@ -209,7 +288,16 @@ def test_every_content_type_and_accept_type_over_real_http(client, fashion):
                 assert [len(json.loads(line)["top_k"]) for line in response.text.splitlines()] == [5] * count
     form = client.post("/invocations", files={"file": ("dress.png", png, "image/png")})
     assert form.status_code == 200 and form.json()["predictions"][0]["label"]
-    assert len(client.post("/invocations", content=png, headers={"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": "top_k=2"}).json()["predictions"][0]["top_k"]) == 2
+    assert (
+        len(
+            client.post(
+                "/invocations",
+                content=png,
+                headers={"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": "top_k=2"},
+            ).json()["predictions"][0]["top_k"]
+        )
+        == 2
+    )
 
 
 def test_every_bad_input_over_real_http(client, fashion):
@@ -218,10 +306,23 @@ def test_every_bad_input_over_real_http(client, fashion):
     png = next((fashion / "test" / "Shirt").iterdir()).read_bytes()
     for name, body, content_type, status, error in BAD:
         body = as_format(png, "JPEG")[:150] if body is None else body
-        response = client.post("/invocations", content=body, headers={"Content-Type": content_type} if content_type else {})
-        assert response.status_code == status and response.json()["error"] == error and response.json()["detail"], (name, response.text)
-    assert client.post("/invocations?top_k=zero", content=png, headers={"Content-Type": "image/png"}).json()["error"] == "bad top_k"
-    assert client.post("/invocations", content=png, headers={"Content-Type": "image/png", "Accept": "text/csv"}).status_code == 406
+        response = client.post(
+            "/invocations", content=body, headers={"Content-Type": content_type} if content_type else {}
+        )
+        assert response.status_code == status and response.json()["error"] == error and response.json()["detail"], (
+            name,
+            response.text,
+        )
+    assert (
+        client.post("/invocations?top_k=zero", content=png, headers={"Content-Type": "image/png"}).json()["error"]
+        == "bad top_k"
+    )
+    assert (
+        client.post(
+            "/invocations", content=png, headers={"Content-Type": "image/png", "Accept": "text/csv"}
+        ).status_code
+        == 406
+    )
     assert client.post("/invocations", content=png, headers={"Content-Type": "image/png"}).status_code == 200
 
 
@@ -259,11 +360,22 @@ def test_handler_overrides_in_the_container(serve_image, trained_run, tmp_path, 
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
         headers = {"Content-Type": "application/json", "X-Amzn-SageMaker-Custom-Attributes": "tenant=a"}
         answer = httpx.post(f"http://127.0.0.1:{port}/invocations", content=b'{"x": 1}', headers=headers, timeout=30)
-        assert answer.status_code == 200 and answer.json() == {"echo": {"x": 1}, "model": "OpenVinoModel", "custom": "tenant=a"}
-        failed = httpx.post(f"http://127.0.0.1:{port}/invocations", content=b"x", headers={"Content-Type": "image/png"}, timeout=30)
-        assert failed.status_code == 500 and failed.json()["error"] == "internal error" and "send JSON" not in failed.text
+        assert answer.status_code == 200 and answer.json() == {
+            "echo": {"x": 1},
+            "model": "OpenVinoModel",
+            "custom": "tenant=a",
+        }
+        failed = httpx.post(
+            f"http://127.0.0.1:{port}/invocations", content=b"x", headers={"Content-Type": "image/png"}, timeout=30
+        )
+        assert (
+            failed.status_code == 500 and failed.json()["error"] == "internal error" and "send JSON" not in failed.text
+        )
         request_id = failed.headers["x-request-id"]
         logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr
-        assert f"input_fn in code/inference.py failed (request id {request_id})" in logs and "ValueError: send JSON" in logs
+        assert (
+            f"input_fn in code/inference.py failed (request id {request_id})" in logs
+            and "ValueError: send JSON" in logs
+        )
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)

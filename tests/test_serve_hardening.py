@@ -1,15 +1,16 @@
 """Holes a review found in the serving code, each with the hostile request that opened it (issue 26): malformed
 headers and bodies that used to be 500s with the exception's text, a bad request failing its neighbours in a
 multi-model batch, and what an unexpected error tells a client."""
+
 import io
 import json
 
 import pytest
 from PIL import Image
+from test_serve import ready_client, settings_for
 
 from serve.pipeline import RequestContext, Transformer
 from serve.web import RequestError
-from test_serve import ready_client, settings_for
 
 
 @pytest.fixture(scope="module")
@@ -36,28 +37,50 @@ def assert_400(response) -> str:
     return text
 
 
-@pytest.mark.parametrize("length", [b"\xb2", "\u0663".encode("latin-1", "replace"), b"9" * 4301, b"1" * 5000, b" ", b"-3", b"1e3"])
+@pytest.mark.parametrize(
+    "length", [b"\xb2", "\u0663".encode("latin-1", "replace"), b"9" * 4301, b"1" * 5000, b" ", b"-3", b"1e3"]
+)
 def test_a_malformed_inference_header_length_is_a_400(client, png, length):
     """``'²'.isdigit()`` is true and ``int('²')`` fails; more than 4,300 digits exceed Python's int conversion."""
-    header = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(png)}}]}).encode()
-    response = client.post("/v2/models/model/infer", content=header + png, headers={"Inference-Header-Content-Length": length, "Content-Type": "application/octet-stream"})
+    header = json.dumps(
+        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(png)}}]}
+    ).encode()
+    response = client.post(
+        "/v2/models/model/infer",
+        content=header + png,
+        headers={"Inference-Header-Content-Length": length, "Content-Type": "application/octet-stream"},
+    )
     assert "Inference-Header-Content-Length" in assert_400(response)
 
 
 @pytest.mark.parametrize("route", ["/invocations", "/v2/models/model/infer"])
 def test_json_with_an_integer_of_over_4300_digits_is_a_400(client, route):
-    body = b'{"instances": [' + b"7" * 5000 + b"]}" if route == "/invocations" else b'{"inputs": [{"name": "image", "shape": [' + b"7" * 5000 + b"]}]}"
-    assert "number Python refuses to convert" in assert_400(client.post(route, content=body, headers={"Content-Type": "application/json"}))
+    body = (
+        b'{"instances": [' + b"7" * 5000 + b"]}"
+        if route == "/invocations"
+        else b'{"inputs": [{"name": "image", "shape": [' + b"7" * 5000 + b"]}]}"
+    )
+    assert "number Python refuses to convert" in assert_400(
+        client.post(route, content=body, headers={"Content-Type": "application/json"})
+    )
 
 
 @pytest.mark.parametrize(
     "disposition",
-    [b"form-data; name=\"file\"; filename*=UTF-8''photo.png", b"form-data; name=\"file\"; filename*=idna''abc", b"form-data; name=\"file\"; filename*=UTF-8''%FF%FE",
-     b"form-data; name=\"file\"; filename*0*=UTF-8''a; filename*1=b", b"form-data; name=\"file\"; filename*=\xff''\xfe", b"form-data; name=\"file\"; filename*="],
-)  # fmt: skip
+    [
+        b"form-data; name=\"file\"; filename*=UTF-8''photo.png",
+        b"form-data; name=\"file\"; filename*=idna''abc",
+        b"form-data; name=\"file\"; filename*=UTF-8''%FF%FE",
+        b"form-data; name=\"file\"; filename*0*=UTF-8''a; filename*1=b",
+        b"form-data; name=\"file\"; filename*=\xff''\xfe",
+        b'form-data; name="file"; filename*=',
+    ],
+)
 def test_multipart_parts_with_filename_star_are_answered_never_a_500(client, png, disposition):
     """RFC 2231's ``filename*`` is a legal way to name the file: a readable one is served, any other a 400."""
-    body = b"--B\r\nContent-Disposition: " + disposition + b"\r\nContent-Type: image/png\r\n\r\n" + png + b"\r\n--B--\r\n"
+    body = (
+        b"--B\r\nContent-Disposition: " + disposition + b"\r\nContent-Type: image/png\r\n\r\n" + png + b"\r\n--B--\r\n"
+    )
     response = client.post("/invocations", content=body, headers={"Content-Type": "multipart/form-data; boundary=B"})
     if response.status_code != 200:
         assert_400(response)
@@ -91,7 +114,10 @@ def test_one_bad_request_never_fails_its_neighbours_in_a_multi_model_batch(train
         return decode(body, ctx)
 
     monkeypatch.setattr(transformer, "decode", decode_or_crash)
-    requests = [(png, RequestContext.from_headers({"content-type": "image/png", "accept": "application/json"}, 60)) for _ in range(3)]
+    requests = [
+        (png, RequestContext.from_headers({"content-type": "image/png", "accept": "application/json"}, 60))
+        for _ in range(3)
+    ]
     requests.insert(1, (b"crash", RequestContext.from_headers({"content-type": "image/png"}, 60)))
     requests.insert(3, (b"not an image", RequestContext.from_headers({"content-type": "image/png"}, 60)))
     outcomes = transformer.transform_batch(requests)

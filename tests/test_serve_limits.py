@@ -1,5 +1,6 @@
 """The pipeline's limits with a real artifact over the ASGI app (TestClient): images per request, requests in flight,
 queued images, one deadline per request, deep nesting, URL fetching, and the error shape of every 4xx."""
+
 import base64
 import concurrent.futures
 import functools
@@ -13,10 +14,10 @@ import time
 
 import numpy as np
 import pytest
-
-from serve.settings import Settings, SettingsError
 from hostile_inputs import npy
 from test_serve import ready_client, settings_for
+
+from serve.settings import Settings, SettingsError
 
 
 @pytest.fixture(scope="module")
@@ -75,19 +76,39 @@ def test_too_many_images_is_413_before_any_is_decoded(serve, png):
     client = serve()
     hostile = json.dumps({"instances": ["iVBORw0KGgo="] * 66_000}).encode()
     started = time.perf_counter()
-    body = assert_error(client.post("/invocations", content=hostile, headers={"Content-Type": "application/json"}), 413, "too many images")
+    body = assert_error(
+        client.post("/invocations", content=hostile, headers={"Content-Type": "application/json"}),
+        413,
+        "too many images",
+    )
     assert time.perf_counter() - started < 3 and "SERVE_MAX_IMAGES_PER_REQUEST" in body["detail"]
     lines = b"".join(json.dumps({"image": base64.b64encode(png).decode()}).encode() + b"\n" for _ in range(65))
-    assert_error(client.post("/invocations", content=lines, headers={"Content-Type": "application/jsonlines"}), 413, "too many images")
+    assert_error(
+        client.post("/invocations", content=lines, headers={"Content-Type": "application/jsonlines"}),
+        413,
+        "too many images",
+    )
     tensor = npy(np.zeros((65, 3, 32, 32), np.float32))
-    assert_error(client.post("/invocations", content=tensor, headers={"Content-Type": "application/x-npy"}), 413, "too many images")
+    assert_error(
+        client.post("/invocations", content=tensor, headers={"Content-Type": "application/x-npy"}),
+        413,
+        "too many images",
+    )
     at_limit = json.dumps({"instances": [base64.b64encode(png).decode()] * 64}).encode()
-    assert client.post("/invocations", content=at_limit, headers={"Content-Type": "application/json"}).status_code == 200
+    assert (
+        client.post("/invocations", content=at_limit, headers={"Content-Type": "application/json"}).status_code == 200
+    )
 
 
 @pytest.mark.parametrize(
-    "body", [b"[" * 200_000, b'{"instances": ' * 50_000, json.dumps({"instances": [{"instances": ["aGk="]}]}).encode(), b'{"instances": [{"url": 5}]}']
-)  # fmt: skip
+    "body",
+    [
+        b"[" * 200_000,
+        b'{"instances": ' * 50_000,
+        json.dumps({"instances": [{"instances": ["aGk="]}]}).encode(),
+        b'{"instances": [{"url": 5}]}',
+    ],
+)
 def test_deep_nesting_and_odd_json_are_400(serve, body):
     assert serve().post("/invocations", content=body, headers={"Content-Type": "application/json"}).status_code == 400
 
@@ -97,8 +118,14 @@ def test_every_4xx_has_the_error_shape_the_frameworks_own_too(serve, png):
     assert_error(client.get("/no-such-route"), 404, "not found")
     assert_error(client.get("/invocations"), 405, "method not allowed")
     assert_error(client.post("/invocations", files={"field": (None, "text only")}), 400, "no file")
-    assert_error(client.post("/invocations", content=b"--x\r\n\r\n", headers={"Content-Type": "multipart/form-data"}), 400, "bad multipart body")
-    assert_error(client.post("/invocations", content=png, headers={"Content-Type": "application/json"}), 400, "bad JSON")
+    assert_error(
+        client.post("/invocations", content=b"--x\r\n\r\n", headers={"Content-Type": "multipart/form-data"}),
+        400,
+        "bad multipart body",
+    )
+    assert_error(
+        client.post("/invocations", content=png, headers={"Content-Type": "application/json"}), 400, "bad JSON"
+    )
 
 
 def test_requests_over_the_concurrency_limit_get_503_with_retry_after_and_ping_stays_fast(serve, slow_model, png):
@@ -124,7 +151,12 @@ def test_images_over_the_queue_budget_get_503(serve, slow_model, png):
     client = serve(slow_model, max_queued_images=6, max_images_per_request=4)
     body = json.dumps({"instances": [base64.b64encode(png).decode()] * 4}).encode()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        answers = list(pool.map(lambda _: client.post("/invocations", content=body, headers={"Content-Type": "application/json"}), range(2)))
+        answers = list(
+            pool.map(
+                lambda _: client.post("/invocations", content=body, headers={"Content-Type": "application/json"}),
+                range(2),
+            )
+        )
     assert sorted(a.status_code for a in answers) == [200, 503]
     assert "SERVE_MAX_QUEUED_IMAGES" in next(a for a in answers if a.status_code == 503).json()["detail"]
     assert client.post("/invocations", content=body, headers={"Content-Type": "application/json"}).status_code == 200
@@ -170,7 +202,9 @@ class Files(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def files(fashion):
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), functools.partial(Files, directory=str(fashion / "test")))
+    server = socketserver.ThreadingTCPServer(
+        ("127.0.0.1", 0), functools.partial(Files, directory=str(fashion / "test"))
+    )
     server.daemon_threads = True
     server.root = fashion / "test"
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -187,13 +221,25 @@ def test_image_urls_to_private_addresses_are_refused_unless_allowed(serve, files
     base, photo = files
     default = serve(allow_image_urls=True)
     refused = assert_error(fetch(default, base + photo), 400, "cannot fetch image URL")
-    for url in (base + "/missing.png", "http://127.0.0.1:1/x.png", "http://169.254.169.254/latest/meta-data/", base + "/redirect"):
-        assert assert_error(fetch(default, url), 400, "cannot fetch image URL") == refused  # one answer: no port-scan oracle
+    for url in (
+        base + "/missing.png",
+        "http://127.0.0.1:1/x.png",
+        "http://169.254.169.254/latest/meta-data/",
+        base + "/redirect",
+    ):
+        assert (
+            assert_error(fetch(default, url), 400, "cannot fetch image URL") == refused
+        )  # one answer: no port-scan oracle
     assert_error(fetch(default, "file:///etc/passwd"), 400, "bad image URL")
     private = serve(allow_image_urls=True, allow_private_image_urls=True, image_url_timeout_seconds=1)
     assert fetch(private, base + photo).status_code == 200
-    assert assert_error(fetch(private, base + "/redirect"), 400, "cannot fetch image URL") == refused  # redirects are never followed
-    assert assert_error(fetch(private, "http://169.254.169.254/latest/meta-data/"), 400, "cannot fetch image URL") == refused
+    assert (
+        assert_error(fetch(private, base + "/redirect"), 400, "cannot fetch image URL") == refused
+    )  # redirects are never followed
+    assert (
+        assert_error(fetch(private, "http://169.254.169.254/latest/meta-data/"), 400, "cannot fetch image URL")
+        == refused
+    )
     started = time.perf_counter()
     assert assert_error(fetch(private, base + "/trickle"), 400, "cannot fetch image URL") == refused
     assert time.perf_counter() - started < 1.6  # one total deadline, not one per read
@@ -213,13 +259,35 @@ def test_private_address_check():
 
     from serve.fetch import allowed
 
-    for address in ("127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.0.1", "169.254.169.254", "::1", "fd00:ec2::254", "::ffff:127.0.0.1", "0.0.0.0"):
+    for address in (
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.0.1",
+        "172.16.0.1",
+        "169.254.169.254",
+        "::1",
+        "fd00:ec2::254",
+        "::ffff:127.0.0.1",
+        "0.0.0.0",
+    ):
         assert not allowed(ipaddress.ip_address(address), False), address
     assert allowed(ipaddress.ip_address("93.184.216.34"), False) and allowed(ipaddress.ip_address("10.1.2.3"), True)
-    assert not allowed(ipaddress.ip_address("169.254.169.254"), True) and not allowed(ipaddress.ip_address("fd00:ec2::254"), True)
+    assert not allowed(ipaddress.ip_address("169.254.169.254"), True) and not allowed(
+        ipaddress.ip_address("fd00:ec2::254"), True
+    )
 
 
-@pytest.mark.parametrize("address", ["64:ff9b::10.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:0a00:0001::1", "2002:c0a8:0001::", "2002:a9fe:a9fe::1"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::10.0.0.1",
+        "64:ff9b::7f00:1",
+        "64:ff9b::a9fe:a9fe",
+        "2002:0a00:0001::1",
+        "2002:c0a8:0001::",
+        "2002:a9fe:a9fe::1",
+    ],
+)
 def test_ipv6_addresses_that_carry_a_private_ipv4_are_refused(address):
     """NAT64 (64:ff9b::/96) and 6to4 (2002::/16) addresses reach the IPv4 address they carry."""
     import ipaddress
@@ -227,5 +295,9 @@ def test_ipv6_addresses_that_carry_a_private_ipv4_are_refused(address):
     from serve.fetch import allowed
 
     assert not allowed(ipaddress.ip_address(address), False)
-    assert allowed(ipaddress.ip_address("64:ff9b::5db8:d822"), False) and allowed(ipaddress.ip_address("2002:5db8:d822::1"), False)  # 93.184.216.34
-    assert not allowed(ipaddress.ip_address("2002:a9fe:a9fe::1"), True)  # the metadata address stays refused even with private allowed
+    assert allowed(ipaddress.ip_address("64:ff9b::5db8:d822"), False) and allowed(
+        ipaddress.ip_address("2002:5db8:d822::1"), False
+    )  # 93.184.216.34
+    assert not allowed(
+        ipaddress.ip_address("2002:a9fe:a9fe::1"), True
+    )  # the metadata address stays refused even with private allowed

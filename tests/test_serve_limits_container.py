@@ -1,5 +1,6 @@
 """The serving image's limits over real HTTP, inside a 2 GB memory limit as on a real instance: a body that stalls,
 too many images, a flood of large JPEGs (503 with Retry-After, /ping still fast), one deadline, deep nesting."""
+
 import base64
 import concurrent.futures
 import http.client
@@ -13,16 +14,19 @@ import time
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
-
 from aws_stand_in import free_port
+from PIL import Image
 from test_container import wait_for_ping
 
 pytestmark = pytest.mark.container
 LIMITS = {
-    "SERVE_MAX_CONCURRENT_REQUESTS": "8", "SERVE_MAX_IMAGES_PER_REQUEST": "16", "SERVE_MAX_QUEUED_IMAGES": "16",
-    "SERVE_BODY_READ_TIMEOUT_SECONDS": "2", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3", "SERVE_ALLOW_IMAGE_URLS": "true",
-}  # fmt: skip
+    "SERVE_MAX_CONCURRENT_REQUESTS": "8",
+    "SERVE_MAX_IMAGES_PER_REQUEST": "16",
+    "SERVE_MAX_QUEUED_IMAGES": "16",
+    "SERVE_BODY_READ_TIMEOUT_SECONDS": "2",
+    "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3",
+    "SERVE_ALLOW_IMAGE_URLS": "true",
+}
 
 
 def large_jpeg(seed: int, size=(6000, 4000)) -> bytes:
@@ -35,7 +39,12 @@ def large_jpeg(seed: int, size=(6000, 4000)) -> bytes:
 
 
 def memory_mb(name: str) -> float:
-    usage = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", name], capture_output=True, text=True, check=True).stdout
+    usage = subprocess.run(
+        ["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     value = usage.split("/")[0].strip()
     scale = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}
     return next(float(value[: -len(unit)]) * factor for unit, factor in scale.items() if value.endswith(unit))
@@ -47,10 +56,27 @@ def limited(serve_image, trained_run):
     name, port = f"byoc-limits-{free_port()}", free_port()
     env = [a for k, v in LIMITS.items() for a in ("-e", f"{k}={v}")]
     subprocess.run(
-        ["docker", "run", "-d", "--name", name, "--memory", "2g", "--memory-swap", "2g", *env, "-p", f"127.0.0.1:{port}:8080",
-         "-v", f"{trained_run[0] / 'model'}:/opt/ml/model:ro", serve_image, "serve"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--memory",
+            "2g",
+            "--memory-swap",
+            "2g",
+            *env,
+            "-p",
+            f"127.0.0.1:{port}:8080",
+            "-v",
+            f"{trained_run[0] / 'model'}:/opt/ml/model:ro",
+            serve_image,
+            "serve",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 120)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
@@ -71,13 +97,19 @@ def png(fashion) -> bytes:
 def test_a_stalled_body_is_408_within_the_read_timeout(limited, png):
     client, _, port = limited
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n" + png[:100])
+        sock.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
+            + png[:100]
+        )
         started = time.perf_counter()
         answer = b""
         while chunk := sock.recv(65536):  # the server closes the connection after its answer
             answer += chunk
         answer, waited = answer.decode(), time.perf_counter() - started
-    assert answer.startswith("HTTP/1.1 408") and '"error": "request timeout"' in answer and 1.5 < waited < 4, (answer, waited)
+    assert answer.startswith("HTTP/1.1 408") and '"error": "request timeout"' in answer and 1.5 < waited < 4, (
+        answer,
+        waited,
+    )
     healthy(client, png)
 
 
@@ -91,7 +123,9 @@ def test_too_many_tiny_images_are_refused_at_once_and_cost_no_memory(limited, pn
     assert response.status_code == 413 and response.json()["error"] == "too many images"
     assert time.perf_counter() - started < 3 and memory_mb(name) < before + 200
     for nested in (b"[" * 500_000, b'{"instances": [' * 100_000):
-        assert client.post("/invocations", content=nested, headers={"Content-Type": "application/json"}).status_code == 400
+        assert (
+            client.post("/invocations", content=nested, headers={"Content-Type": "application/json"}).status_code == 400
+        )
     healthy(client, png)
 
 
@@ -115,7 +149,9 @@ def flood(port: int, jpegs: list[bytes], requests: int, path: str = "/invocation
 def test_a_flood_of_large_jpegs_gets_503s_and_ping_stays_fast(limited, png):
     """32 concurrent 24-megapixel JPEGs from another process (so the client's own threads do not delay the pings)."""
     client, name, port = limited
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as other:  # no fork of a threaded process
+    with concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn")
+    ) as other:  # no fork of a threaded process
         flooding = other.submit(flood, port, [large_jpeg(seed) for seed in range(4)], 32)
         pings = []
         while not flooding.done():
@@ -125,7 +161,9 @@ def test_a_flood_of_large_jpegs_gets_503s_and_ping_stays_fast(limited, png):
             time.sleep(0.02)
         outcomes = flooding.result()
     statuses = sorted(status for status, _ in outcomes)
-    print(f"flood of 32 x 24 MP JPEGs: statuses {statuses}; /ping p99 {np.percentile(pings, 99) * 1000:.0f} ms, worst {max(pings) * 1000:.0f} ms over {len(pings)}")
+    print(
+        f"flood of 32 x 24 MP JPEGs: statuses {statuses}; /ping p99 {np.percentile(pings, 99) * 1000:.0f} ms, worst {max(pings) * 1000:.0f} ms over {len(pings)}"
+    )
     assert set(statuses) <= {200, 503, 504} and statuses.count(503) >= 1 and statuses.count(200) >= 8
     assert all(retry == "1" for status, retry in outcomes if status == 503)
     assert np.percentile(pings, 99) < 0.1 and max(pings) < 1
@@ -144,7 +182,11 @@ def test_a_flood_of_large_jpegs_asking_for_explanations_stays_inside_the_memory_
             peak = max(peak, memory_mb(name))
             assert client.get("/ping").status_code == 200
         statuses = sorted(status for status, _ in flooding.result())
-    state = json.loads(subprocess.run(["docker", "inspect", "--format", "{{json .State}}", name], capture_output=True, text=True, check=True).stdout)
+    state = json.loads(
+        subprocess.run(
+            ["docker", "inspect", "--format", "{{json .State}}", name], capture_output=True, text=True, check=True
+        ).stdout
+    )
     print(f"flood of 16 x 24 MP JPEGs with explain=cam: statuses {statuses}; peak memory {peak:.0f} MB")
     assert state["Running"] and not state["OOMKilled"] and peak < 2048 * 0.9
     assert set(statuses) <= {200, 503, 504}  # 504: past these limits' 3 s deadline, the work in hand is still bounded
@@ -183,14 +225,22 @@ def test_one_deadline_covers_decoding(limited, png):
     started = time.perf_counter()
     response = client.post("/invocations", content=body, headers={"Content-Type": "application/json"})
     elapsed = time.perf_counter() - started
-    assert response.status_code == 504 and response.json()["error"] == "timeout" and elapsed < 4.5, (response.text, elapsed)
+    assert response.status_code == 504 and response.json()["error"] == "timeout" and elapsed < 4.5, (
+        response.text,
+        elapsed,
+    )
     healthy(client, png)
 
 
 def test_image_urls_to_loopback_or_the_metadata_address_get_one_answer(limited, png):
     client, _, _ = limited
     answers = set()
-    for url in ("http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8080/ping", "http://localhost:1/", "http://10.0.0.1:9/x.png"):
+    for url in (
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:8080/ping",
+        "http://localhost:1/",
+        "http://10.0.0.1:9/x.png",
+    ):
         started = time.perf_counter()
         response = client.post("/invocations", json={"url": url})
         assert response.status_code == 400 and time.perf_counter() - started < 2, response.text

@@ -1,5 +1,6 @@
 """The server as its image runs it (``python -m serve``, real uvicorn, real sockets on 127.0.0.1): stalled uploads
 hold no inference slot, a client that hangs up is one log line, and SIGTERM drains (issue 26)."""
+
 import concurrent.futures
 import http.client
 import io
@@ -13,9 +14,8 @@ import threading
 import time
 
 import pytest
-from PIL import Image
-
 from conftest import REPO
+from PIL import Image
 
 
 def free_port() -> int:
@@ -29,8 +29,22 @@ class Server:
 
     def __init__(self, model_dir, **env):
         self.port = free_port()
-        full_env = {**os.environ, "SAGEMAKER_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": str(self.port), "SERVE_THREADS": "2", "PYTHONUNBUFFERED": "1", **env}
-        self.process = subprocess.Popen([sys.executable, "-m", "serve"], cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        full_env = {
+            **os.environ,
+            "SAGEMAKER_MODEL_DIR": str(model_dir),
+            "SAGEMAKER_BIND_TO_PORT": str(self.port),
+            "SERVE_THREADS": "2",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serve"],
+            cwd=REPO,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
         deadline, workers = time.monotonic() + 90, int(env.get("SAGEMAKER_MODEL_SERVER_WORKERS", "1"))
@@ -42,7 +56,9 @@ class Server:
     def log(self) -> str:
         return "".join(self.lines)
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 30) -> http.client.HTTPResponse:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 30
+    ) -> http.client.HTTPResponse:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
@@ -85,7 +101,10 @@ def server(trained_run):
 def stalled_upload(port: int, sent: int, declared: int) -> socket.socket:
     """A connection that sends its headers and ``sent`` bytes of a ``declared``-byte body, then goes silent."""
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {declared}\r\n\r\n".encode() + b"\0" * sent)
+    sock.sendall(
+        f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {declared}\r\n\r\n".encode()
+        + b"\0" * sent
+    )
     return sock
 
 
@@ -96,14 +115,20 @@ def test_stalled_uploads_hold_no_inference_slot(server, png):
     stalled = [stalled_upload(live.port, 20_000, 40_000) for _ in range(100)]
     try:
         time.sleep(0.5)
-        latencies, statuses, until = [], [], time.monotonic() + 3  # the stalled uploads are cut after 2 s + 20 kB / 8 kB/s = 4.4 s
+        latencies, statuses, until = (
+            [],
+            [],
+            time.monotonic() + 3,
+        )  # the stalled uploads are cut after 2 s + 20 kB / 8 kB/s = 4.4 s
         while time.monotonic() < until:
             started = time.perf_counter()
             statuses.append(live.request("POST", "/invocations", png, {"Content-Type": "image/png"}).status)
             latencies.append(time.perf_counter() - started)
         assert set(statuses) == {200} and len(statuses) >= 5, statuses
         assert statistics.median(latencies) < 1.0
-        print(f"with 100 uploads stalled: {len(statuses)} good requests, all 200, p50 {1000 * statistics.median(latencies):.0f} ms")
+        print(
+            f"with 100 uploads stalled: {len(statuses)} good requests, all 200, p50 {1000 * statistics.median(latencies):.0f} ms"
+        )
         time.sleep(3)
         for sock in stalled:
             sock.settimeout(5)
@@ -121,14 +146,18 @@ def test_a_client_that_hangs_up_is_one_log_line(server):
     time.sleep(1)
     assert live.status("GET", "/ping") == 200
     hung_up = [line for line in live.lines if "hung up" in line]
-    assert len(hung_up) == 1 and "Traceback" not in live.log and "Exception in ASGI application" not in live.log, live.log
+    assert len(hung_up) == 1 and "Traceback" not in live.log and "Exception in ASGI application" not in live.log, (
+        live.log
+    )
 
 
 def slow_request(port: int, png: bytes, seconds: float) -> int:
     """A request whose body takes ``seconds`` to arrive (faster than the minimum rate): in flight meanwhile."""
     body = png + b"\0" * 30_000  # PNG readers stop at IEND: the padding is ignored
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+    sock.sendall(
+        f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    )
     pieces = 10
     for i in range(pieces):
         sock.sendall(body[i * len(body) // pieces : (i + 1) * len(body) // pieces])
@@ -154,7 +183,9 @@ def test_sigterm_answers_the_requests_in_flight_refuses_new_ones_and_exits_0(ser
     assert live.process.wait(30) == 0
     took = time.monotonic() - signalled
     assert took < 10, live.log
-    print(f"{workers} worker(s), SIGTERM with 6 requests in flight: 6 x 200, a new request 503 with Retry-After: 1, exit code 0 after {took:.1f} s")
+    print(
+        f"{workers} worker(s), SIGTERM with 6 requests in flight: 6 x 200, a new request 503 with Retry-After: 1, exit code 0 after {took:.1f} s"
+    )
     assert live.log.count("SIGTERM: no longer admitting requests") == workers, live.log
     if workers == 1:
         assert "SIGTERM: no longer admitting requests; finishing 6 in progress" in live.log, live.log

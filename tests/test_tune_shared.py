@@ -1,5 +1,6 @@
 """``python -m train.tune --storage postgresql://...``: tuners sharing one study in a real PostgreSQL server (Debian's
 ``postgresql`` package, started on 127.0.0.1 for the test and removed after)."""
+
 import os
 import shutil
 import signal
@@ -10,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from aws_stand_in import free_port
 from conftest import REPO
 from test_tune_local import tuner
@@ -18,6 +18,7 @@ from test_tune_local import tuner
 optuna = pytest.importorskip("optuna", reason="optuna is part of the train extra")
 pytest.importorskip("psycopg2", reason="psycopg2-binary is part of the train extra")
 import sqlalchemy  # noqa: E402  (optuna's dependency)
+
 BINARIES = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
 
 
@@ -34,10 +35,20 @@ def postgres():
     port = free_port()
     data = root / "data"
     try:
-        subprocess.run([*as_user, bindir / "initdb", "-D", data, "-U", "byoc", "--auth=trust"], check=True, capture_output=True)
+        subprocess.run(
+            [*as_user, bindir / "initdb", "-D", data, "-U", "byoc", "--auth=trust"], check=True, capture_output=True
+        )
         options = f"-p {port} -h 127.0.0.1 -k {root}"
-        subprocess.run([*as_user, bindir / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-o", options, "start"], check=True, capture_output=True)
-        subprocess.run([*as_user, bindir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "byoc", "tuning"], check=True, capture_output=True)
+        subprocess.run(
+            [*as_user, bindir / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-o", options, "start"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [*as_user, bindir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "byoc", "tuning"],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql+psycopg2://byoc@127.0.0.1:{port}/tuning"
     finally:
         subprocess.run([*as_user, bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
@@ -46,7 +57,9 @@ def postgres():
 
 def space_file(tmp_path: Path) -> Path:
     space = tmp_path / "space.yaml"
-    space.write_text("lr: {type: continuous, min: 1e-4, max: 1e-2, scaling: Logarithmic}\nbatch-size: {type: categorical, values: [16, 32]}\n")
+    space.write_text(
+        "lr: {type: continuous, min: 1e-4, max: 1e-2, scaling: Logarithmic}\nbatch-size: {type: categorical, values: [16, 32]}\n"
+    )
     return space
 
 
@@ -54,18 +67,38 @@ def counted(url: str) -> list:
     """The study's trials minus those run again under a later one (the tuner's own rule)."""
     trials = optuna.load_study(study_name="byoc-vision", storage=url).get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    return [t for t in trials if t.number not in retried and not t.user_attrs.get("surplus") and not t.user_attrs.get("superseded")]
+    return [
+        t
+        for t in trials
+        if t.number not in retried and not t.user_attrs.get("surplus") and not t.user_attrs.get("superseded")
+    ]
 
 
 def started_slots(stderr: str) -> list[int]:
-    return [int(line.split("trial slot ")[1].split(":")[0]) for line in stderr.splitlines() if "trial slot " in line and ": --" in line]
+    return [
+        int(line.split("trial slot ")[1].split(":")[0])
+        for line in stderr.splitlines()
+        if "trial slot " in line and ": --" in line
+    ]
 
 
 def test_two_tuners_share_one_study_and_stop_together_at_max_jobs(tmp_path, fashion, postgres):
-    command = tuner(tmp_path / "study", space_file(tmp_path), "--storage", postgres, "--max-jobs", "4", "--heartbeat-seconds", "2", fashion=fashion)
-    processes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    command = tuner(
+        tmp_path / "study",
+        space_file(tmp_path),
+        "--storage",
+        postgres,
+        "--max-jobs",
+        "4",
+        "--heartbeat-seconds",
+        "2",
+        fashion=fashion,
+    )
+    processes = [
+        subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=900) for p in processes]
-    for process, (_, stderr) in zip(processes, outputs):
+    for process, (_, stderr) in zip(processes, outputs, strict=False):
         assert process.returncode == 0, stderr[-3000:]
     per_process = [started_slots(stderr) for _, stderr in outputs]
     print(f"trial slots started by each tuner: {per_process}")
@@ -95,13 +128,28 @@ def trial_mid_epoch(url: str, timeout: float = 600) -> list:
 
 def test_a_killed_tuner_s_trial_is_finished_by_the_other_and_a_restart_has_nothing_left(tmp_path, fashion, postgres):
     study = tmp_path / "study"
-    command = tuner(study, space_file(tmp_path), "--storage", postgres, "--max-jobs", "3", "--heartbeat-seconds", "2", fashion=fashion, epochs=3)
-    victim = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    command = tuner(
+        study,
+        space_file(tmp_path),
+        "--storage",
+        postgres,
+        "--max-jobs",
+        "3",
+        "--heartbeat-seconds",
+        "2",
+        fashion=fashion,
+        epochs=3,
+    )
+    victim = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         mid = trial_mid_epoch(postgres)
         survivor = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     finally:
-        os.killpg(victim.pid, signal.SIGKILL)  # the tuner and its trainer, as a machine loss would (or as the test fails)
+        os.killpg(
+            victim.pid, signal.SIGKILL
+        )  # the tuner and its trainer, as a machine loss would (or as the test fails)
         victim.wait()
     cut = mid[0].user_attrs["slot"]
     _, stderr = survivor.communicate(timeout=900)
@@ -111,7 +159,9 @@ def test_a_killed_tuner_s_trial_is_finished_by_the_other_and_a_restart_has_nothi
     slots = [t.user_attrs["slot"] for t in kept]
     assert len(slots) == len(set(slots)) == 3 and cut in slots and all(t.state.name == "COMPLETE" for t in kept)
     [again] = [t for t in kept if t.user_attrs["slot"] == cut]
-    print(f"killed mid-trial: slot {cut} (trial {mid[0].number}); run again as trial {again.number} by the other tuner; finished slots {sorted(slots)}")
+    print(
+        f"killed mid-trial: slot {cut} (trial {mid[0].number}); run again as trial {again.number} by the other tuner; finished slots {sorted(slots)}"
+    )
     assert again.system_attrs["retry_history"] == [mid[0].number] and again.params == mid[0].params
     assert "resuming from" in (study / "trials" / f"{cut:03d}" / "train.log").read_text()
 
@@ -132,7 +182,16 @@ print(study.study_name)
 
 def test_tuners_started_together_on_a_fresh_database_all_open_the_one_study(postgres):
     at = time.time() + 6  # after every interpreter has imported optuna
-    processes = [subprocess.Popen([sys.executable, "-c", OPEN_AT, postgres, str(at)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(12)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AT, postgres, str(at)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(12)
+    ]
     for process in processes:
         stdout, stderr = process.communicate(timeout=120)
         assert process.returncode == 0 and stdout.strip() == "byoc-vision", stderr[-2000:]

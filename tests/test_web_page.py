@@ -1,12 +1,12 @@
 """The web page in headless Chromium: upload a real photo, the top-5 list, the latency, the model's description
 and the class activation map overlay appear."""
+
 import os
 import re
 import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 from test_container import wait_for_ping
 from test_serve_container import free_port
@@ -19,7 +19,9 @@ def server(trained_run):
     """``python -m serve`` on a free 127.0.0.1 port with the trained artifact."""
     port = free_port()
     env = {**os.environ, "SAGEMAKER_MODEL_DIR": str(trained_run[0] / "model"), "SAGEMAKER_BIND_TO_PORT": str(port)}
-    process = subprocess.Popen([sys.executable, "-m", "serve"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serve"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/ping", 60)
         yield f"http://127.0.0.1:{port}"
@@ -47,10 +49,19 @@ def test_upload_shows_top5_and_latency(server, fashion, tmp_path, browser):
     assert driver.find_element(By.ID, "error").text == ""
     # what is loaded, from model.json, and where the model looked (the class activation map over the photo)
     described = driver.find_element(By.ID, "model").text
-    assert described.startswith("resnet18, 10 classes") and "test accuracy" in described and "calibration error (ECE)" in described
+    assert (
+        described.startswith("resnet18, 10 classes")
+        and "test accuracy" in described
+        and "calibration error (ECE)" in described
+    )
     assert re.search(r"served by openvino in (int8|bf16|fp32)", described), described  # what SERVE_PRECISION=auto chose
     overlay = driver.find_element(By.ID, "overlay")
-    WebDriverWait(driver, 10).until(lambda d: overlay.is_displayed() and overlay.get_attribute("naturalWidth") not in (None, "0"))
-    assert overlay.get_attribute("src").startswith("data:image/png;base64,") and int(overlay.get_attribute("naturalWidth")) == 28
+    WebDriverWait(driver, 10).until(
+        lambda d: overlay.is_displayed() and overlay.get_attribute("naturalWidth") not in (None, "0")
+    )
+    assert (
+        overlay.get_attribute("src").startswith("data:image/png;base64,")
+        and int(overlay.get_attribute("naturalWidth")) == 28
+    )
     assert driver.find_element(By.ID, "overlay-caption").text.startswith('where the model saw "')
     driver.save_screenshot(str(tmp_path / "page.png"))

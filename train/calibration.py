@@ -1,5 +1,6 @@
 """Calibrated probabilities (numpy only): temperature scaling fitted on held-out logits, the expected calibration
 error and reliability bins to report it, and the operating point of a two-class screen."""
+
 from __future__ import annotations
 
 import math
@@ -57,10 +58,15 @@ def reliability(probabilities: np.ndarray, targets: np.ndarray, bins: int = BINS
     for b in range(bins):
         members = index == b
         count = int(members.sum())
-        rows.append({
-            "low": b / bins, "high": (b + 1) / bins, "count": count,
-            "confidence": float(confidence[members].mean()) if count else None, "accuracy": float(correct[members].mean()) if count else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "low": b / bins,
+                "high": (b + 1) / bins,
+                "count": count,
+                "confidence": float(confidence[members].mean()) if count else None,
+                "accuracy": float(correct[members].mean()) if count else None,
+            }
+        )
     return rows
 
 
@@ -69,7 +75,13 @@ def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, b
     total = len(targets)
     if total == 0:
         return 0.0
-    return float(sum(r["count"] / total * abs(r["confidence"] - r["accuracy"]) for r in reliability(probabilities, targets, bins) if r["count"]))
+    return float(
+        sum(
+            r["count"] / total * abs(r["confidence"] - r["accuracy"])
+            for r in reliability(probabilities, targets, bins)
+            if r["count"]
+        )
+    )
 
 
 def operating_point(positive_probability: np.ndarray, is_positive: np.ndarray, target_sensitivity: float) -> dict:
@@ -84,9 +96,11 @@ def operating_point(positive_probability: np.ndarray, is_positive: np.ndarray, t
     predicted = positive_probability >= threshold
     negatives = ~is_positive
     return {
-        "threshold": threshold, "target_sensitivity": target_sensitivity,
-        "sensitivity": float(predicted[is_positive].mean()), "specificity": float((~predicted[negatives]).mean()) if negatives.any() else None,
-    }  # fmt: skip
+        "threshold": threshold,
+        "target_sensitivity": target_sensitivity,
+        "sensitivity": float(predicted[is_positive].mean()),
+        "specificity": float((~predicted[negatives]).mean()) if negatives.any() else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -102,23 +116,46 @@ class Calibration:
 
     def metrics(self) -> dict[str, float]:
         """For metrics.json and the metric line (the test split's names; a run without one reports on valid)."""
-        return {"temperature": self.temperature, **{f"{self.split}_{k}_{when}": d[k] for when, d in (("before", self.before), ("after", self.after)) for k in ("nll", "ece")}}
+        return {
+            "temperature": self.temperature,
+            **{
+                f"{self.split}_{k}_{when}": d[k]
+                for when, d in (("before", self.before), ("after", self.after))
+                for k in ("nll", "ece")
+            },
+        }
 
     def to_json(self) -> dict:
         """model.json's ``calibration`` entry, which serving applies."""
         return {
-            "method": "temperature scaling", "temperature": self.temperature, "fitted_on": "valid", "evaluated_on": self.split, "bins": BINS,
-            "nll_before": self.before["nll"], "nll_after": self.after["nll"], "ece_before": self.before["ece"], "ece_after": self.after["ece"],
+            "method": "temperature scaling",
+            "temperature": self.temperature,
+            "fitted_on": "valid",
+            "evaluated_on": self.split,
+            "bins": BINS,
+            "nll_before": self.before["nll"],
+            "nll_after": self.after["nll"],
+            "ece_before": self.before["ece"],
+            "ece_after": self.after["ece"],
             **({"operating_point": self.operating_point} if self.operating_point else {}),
-        }  # fmt: skip
+        }
 
 
 def summary(logits: np.ndarray, targets: np.ndarray, temperature: float) -> dict:
     probabilities = scaled_softmax(logits, temperature)
-    return {"nll": nll(logits, targets, temperature), "ece": expected_calibration_error(probabilities, targets), "bins": reliability(probabilities, targets)}
+    return {
+        "nll": nll(logits, targets, temperature),
+        "ece": expected_calibration_error(probabilities, targets),
+        "bins": reliability(probabilities, targets),
+    }
 
 
-def calibrate(valid: tuple[np.ndarray, np.ndarray], report: tuple[np.ndarray, np.ndarray], split: str, target_sensitivity: float | None) -> Calibration:
+def calibrate(
+    valid: tuple[np.ndarray, np.ndarray],
+    report: tuple[np.ndarray, np.ndarray],
+    split: str,
+    target_sensitivity: float | None,
+) -> Calibration:
     """Fit the temperature on ``valid`` (logits, targets) and measure it on ``report``; with ``target_sensitivity``
     (two classes), also the threshold on the calibrated probability of class 1 that reaches it on ``valid``."""
     temperature = fit_temperature(*valid)

@@ -1,6 +1,7 @@
 """What a class activation map needs, taken from the network at export: its last convolutional feature map as a
 second output, and its head (global average pool -> [LayerNorm] -> one Linear) as plain arrays, so serving computes
 the map without torch. Networks whose head is anything else are exported without it, with the reason."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,14 +47,20 @@ def split(model: nn.Module, arch: str) -> TwoOutputs | str:
     """The network as :class:`TwoOutputs`, or why a class activation map cannot be computed for it."""
     if arch.startswith("timm/"):
         pooled_avg = getattr(getattr(model, "global_pool", None), "pool_type", None) == "avg"
-        if type(model).__name__ not in TIMM_CLASSES or not pooled_avg or not isinstance(model.get_classifier(), nn.Linear):
+        if (
+            type(model).__name__ not in TIMM_CLASSES
+            or not pooled_avg
+            or not isinstance(model.get_classifier(), nn.Linear)
+        ):
             return f"{arch} has no global-average-pool + linear head that explanations are built for"
         return TwoOutputs(TimmFeatures(model), TimmHead(model))
     if not arch.startswith(TORCHVISION_FAMILIES):
         return f"{arch} has no global-average-pool + linear head that explanations are built for (ResNets, EfficientNets, MobileNetV2, ConvNeXts, RegNets)"
     children = dict(model.named_children())
     if arch.startswith("mobilenet_v2"):
-        return TwoOutputs(children["features"], nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), children["classifier"]))
+        return TwoOutputs(
+            children["features"], nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), children["classifier"])
+        )
     names = list(children)
     features = nn.Sequential(*[children[n] for n in names[: names.index("avgpool")]])
     classifier = children.get("fc") or children["classifier"]
@@ -74,7 +81,9 @@ def head_arrays(network: TwoOutputs) -> dict[str, np.ndarray]:
     return {k: v.detach().float().cpu().numpy() for k, v in arrays.items()}
 
 
-def explainable(model: nn.Module, arch: str, sample: torch.Tensor) -> tuple[TwoOutputs | None, dict[str, np.ndarray] | None, str | None]:
+def explainable(
+    model: nn.Module, arch: str, sample: torch.Tensor
+) -> tuple[TwoOutputs | None, dict[str, np.ndarray] | None, str | None]:
     """(the two-output network, its head's arrays, None), or (None, None, the reason explanations are unavailable).
     The split must give the network's own logits: otherwise its forward is not features -> pool -> linear."""
     network = split(model, arch)
@@ -87,7 +96,11 @@ def explainable(model: nn.Module, arch: str, sample: torch.Tensor) -> tuple[TwoO
     except (ValueError, KeyError, RuntimeError) as exc:
         return None, None, f"{arch}: its head cannot be split off for explanations ({exc})"
     if not same:
-        return None, None, f"{arch}: its forward is not features -> global average pool -> linear, so explanations are not available"
+        return (
+            None,
+            None,
+            f"{arch}: its forward is not features -> global average pool -> linear, so explanations are not available",
+        )
     return network, arrays, None
 
 

@@ -1,4 +1,5 @@
 """Checkpoints for spot resume: written atomically, the newest complete one is loaded on start."""
+
 from __future__ import annotations
 
 import logging
@@ -69,7 +70,9 @@ def save(directory: Path, state: dict, epoch: int, step: int) -> Path:
 
 
 def _sorted(directory: Path) -> list[Path]:
-    found = [(tuple(map(int, m.groups())), p) for p in directory.glob("checkpoint-*.pt") if (m := PATTERN.match(p.name))]
+    found = [
+        (tuple(map(int, m.groups())), p) for p in directory.glob("checkpoint-*.pt") if (m := PATTERN.match(p.name))
+    ]
     return [p for _, p in sorted(found)]
 
 

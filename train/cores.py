@@ -1,15 +1,16 @@
 """How many cores a rank has and how many DataLoader workers they call for: the one rule behind ``--workers auto``
 and the Dataloader profiler rule (torch-free, so the rules load without it)."""
+
 from __future__ import annotations
 
-import os
+from byoc_machine import usable_cores
 
 MAX_WORKERS = 16
 
 
 def core_share(ranks_on_node: int = 1) -> int:
-    """Usable cores per rank (the process's CPU affinity split between the node's ranks)."""
-    return max(len(os.sched_getaffinity(0)) // max(ranks_on_node, 1), 1)
+    """Usable cores per rank (``byoc_machine.usable_cores``: affinity and cgroup quota, split between the node's ranks)."""
+    return max(usable_cores() // max(ranks_on_node, 1), 1)
 
 
 def auto_workers(cores: int) -> int:

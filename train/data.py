@@ -1,4 +1,5 @@
 """torch datasets, a resumable sampler and a collate that drops unreadable images."""
+
 from __future__ import annotations
 
 import logging
@@ -8,8 +9,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from train.cores import auto_workers, core_share
 from byoc_images import Fit
+from train.cores import auto_workers, core_share
 from train.errors import TrainingError
 from train.sources import Split
 
@@ -92,7 +93,9 @@ class ResumableSampler(Sampler[int]):
         self.weights = weights
         self.epoch = 0
         self.start = 0
-        self.per_rank = math.ceil(size / world_size) if shuffle or weights is not None else len(range(rank, size, world_size))
+        self.per_rank = (
+            math.ceil(size / world_size) if shuffle or weights is not None else len(range(rank, size, world_size))
+        )
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Select the epoch's order and skip its first ``start`` samples of this rank."""

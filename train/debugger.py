@@ -4,6 +4,7 @@ Besides the collections asked for, the hook saves what the built-in rules read: 
 (``relu_input``, PoorWeightInitialization), ``labels`` and ``predictions`` (ClassImbalance), and every
 EVAL step of the losses, so a validation pass can be told apart from the training around it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,7 +24,13 @@ EARLY_STEPS = 10  # PoorWeightInitialization judges the first 10 training steps:
 
 
 def create_hook(
-    out_dir: str | None, interval: int, collections: str, model: nn.Module, loss_fn: nn.Module, activations: bool = True, lean: bool = False
+    out_dir: str | None,
+    interval: int,
+    collections: str,
+    model: nn.Module,
+    loss_fn: nn.Module,
+    activations: bool = True,
+    lean: bool = False,
 ):
     """A registered smdebug hook, or None when Debugger is not asked for.
 
@@ -46,7 +53,8 @@ def create_hook(
             out_dir=out_dir,
             export_tensorboard=False,
             save_config=smd.SaveConfig(save_interval=interval),
-            include_collections=wanted + [c for c in ("relu_input", "labels", "predictions") + (REDUCED,) * lean if c not in wanted],
+            include_collections=wanted
+            + [c for c in ("relu_input", "labels", "predictions") + (REDUCED,) * lean if c not in wanted],
         )
         if lean and "gradients" in wanted:
             reduce_gradients_after_early_steps(hook, interval)
@@ -66,13 +74,18 @@ def create_hook(
             }
         )
     elif not activations:
-        log.info("ReLU inputs are not saved under reduced-precision autocast (smdebug writes float32 only); use --amp none to include them")
+        log.info(
+            "ReLU inputs are not saved under reduced-precision autocast (smdebug writes float32 only); use --amp none to include them"
+        )
     hook.get_collection("labels").include("^labels$")
     hook.get_collection("predictions").include("^predictions$")
     for name in DENSE_IN_EVAL:
         collection = hook.get_collection(name)
         collection.save_config = smd.SaveConfig(
-            mode_save_configs={smd.modes.TRAIN: smd.SaveConfigMode(save_interval=_train_interval(collection, interval)), smd.modes.EVAL: smd.SaveConfigMode(save_interval=1)}
+            mode_save_configs={
+                smd.modes.TRAIN: smd.SaveConfigMode(save_interval=_train_interval(collection, interval)),
+                smd.modes.EVAL: smd.SaveConfigMode(save_interval=1),
+            }
         )
     return hook
 
@@ -87,7 +100,9 @@ def reduce_gradients_after_early_steps(hook, interval: int) -> None:
     reduced = hook.get_collection(REDUCED)
     reduced.include("^gradient/")
     reduced.reduction_config = smd.ReductionConfig(abs_reductions=["mean", "max"])
-    reduced.save_config = smd.SaveConfig(mode_save_configs={smd.modes.TRAIN: smd.SaveConfigMode(save_interval=interval)})
+    reduced.save_config = smd.SaveConfig(
+        mode_save_configs={smd.modes.TRAIN: smd.SaveConfigMode(save_interval=interval)}
+    )
 
 
 def _train_interval(collection, default: int) -> int:

@@ -5,6 +5,7 @@ the same files (the trials of a tuning job), because an entry is named after the
 Layout of ``<root>/<key>/``: ``images.u8`` (N x S x S x 3, the ``resize_square`` of every image),
 ``readable.npy`` (False where an image could not be decoded) and ``meta.json``.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -43,7 +44,9 @@ class DecodedImages:
     side: int
 
     def images(self) -> np.ndarray:
-        return np.memmap(self.folder / "images.u8", dtype=np.uint8, mode="r", shape=(self.count, self.side, self.side, 3))
+        return np.memmap(
+            self.folder / "images.u8", dtype=np.uint8, mode="r", shape=(self.count, self.side, self.side, 3)
+        )
 
     def readable(self) -> np.ndarray:
         return np.load(self.folder / "readable.npy")
@@ -68,7 +71,13 @@ def open_or_build(source: ImageSource, pre: Preprocess, root: Path, workers: int
     with _exclusive(root / f"{key}.lock"):
         if (folder / "meta.json").is_file():
             meta = json.loads((folder / "meta.json").read_text())
-            log.info("decoded-image cache: reusing %s (%d images at %d px, built in %.1f s)", folder, meta["count"], meta["side"], meta["seconds"])
+            log.info(
+                "decoded-image cache: reusing %s (%d images at %d px, built in %.1f s)",
+                folder,
+                meta["count"],
+                meta["side"],
+                meta["seconds"],
+            )
         else:
             needed = len(source) * pre.resize * pre.resize * 3
             free = shutil.disk_usage(root).free
@@ -76,7 +85,11 @@ def open_or_build(source: ImageSource, pre: Preprocess, root: Path, workers: int
                 log.warning(
                     "decoded-image cache off: %d images at %d px need %.1f GB and %s has %.1f GB free; "
                     "give a larger volume or --decoded-cache DIR elsewhere, or a smaller --resize-size",
-                    len(source), pre.resize, needed / 1e9, root, free / 1e9,
+                    len(source),
+                    pre.resize,
+                    needed / 1e9,
+                    root,
+                    free / 1e9,
                 )
                 return None
             _build(source, pre, folder, workers, strict)
@@ -95,7 +108,11 @@ def _build(source: ImageSource, pre: Preprocess, folder: Path, workers: int, str
         shutil.rmtree(partial, ignore_errors=True)
     log.info(
         "decoded-image cache: %d images decoded once into %s (%.1f GB, %.1f s, %.0f images/s)",
-        len(source), folder, len(source) * pre.resize**2 * 3 / 1e9, seconds, len(source) / max(seconds, 1e-9),
+        len(source),
+        folder,
+        len(source) * pre.resize**2 * 3 / 1e9,
+        seconds,
+        len(source) / max(seconds, 1e-9),
     )
 
 
@@ -104,7 +121,9 @@ def _decode_into(source: ImageSource, pre: Preprocess, partial: Path, workers: i
     started = time.perf_counter()
     images = np.memmap(partial / "images.u8", dtype=np.uint8, mode="w+", shape=(len(source), pre.resize, pre.resize, 3))
     readable = np.zeros(len(source), dtype=bool)
-    squares = ImageDataset(Split(source, list(range(len(source)))), T.Compose([resize_square(pre), np.asarray]), strict, pre.fit())
+    squares = ImageDataset(
+        Split(source, list(range(len(source)))), T.Compose([resize_square(pre), np.asarray]), strict, pre.fit()
+    )
     loader = DataLoader(squares, batch_size=64, num_workers=workers, collate_fn=list)
     for batch in _progress_bar(loader, "decoding into the cache", len(loader)):
         for square, _label, index in batch:
@@ -115,7 +134,13 @@ def _decode_into(source: ImageSource, pre: Preprocess, partial: Path, workers: i
     del images
     np.save(partial / "readable.npy", readable)
     seconds = time.perf_counter() - started
-    meta = {"count": len(source), "side": pre.resize, "unreadable": int((~readable).sum()), "seconds": round(seconds, 2), "format": FORMAT}
+    meta = {
+        "count": len(source),
+        "side": pre.resize,
+        "unreadable": int((~readable).sum()),
+        "seconds": round(seconds, 2),
+        "format": FORMAT,
+    }
     (partial / "meta.json").write_text(json.dumps(meta))
     return seconds
 

@@ -1,4 +1,5 @@
 """torch.distributed set-up from torchrun's environment (NCCL on GPUs, gloo on CPUs)."""
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,9 @@ def setup() -> Context:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return Context(rank=rank, local_rank=local_rank, world_size=world_size, device=device, local_world_size=local_world_size)
+    return Context(
+        rank=rank, local_rank=local_rank, world_size=world_size, device=device, local_world_size=local_world_size
+    )
 
 
 def gather(obj, ctx: Context) -> list:

@@ -1,4 +1,5 @@
 """One training epoch and one evaluation pass; plain loops over a loader of ``(images, labels, skipped)``."""
+
 from __future__ import annotations
 
 import math
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from byoc_machine import cpu_flags
 from train.errors import TrainingError
 from train.profiler import StepTimer
 
@@ -38,9 +40,7 @@ def resolve_precision(choice: str, device: torch.device) -> Precision:
         if device.type == "cuda":
             choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         else:
-            cpu = torch.cpu
-            fast_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-            choice = "bf16" if fast_bf16 else "none"
+            choice = "bf16" if cpu_flags() & {"avx512_bf16", "amx_tile"} else "none"
     if choice == "fp16" and device.type != "cuda":
         raise TrainingError("--amp fp16 needs a GPU; on the CPU use --amp bf16 or --amp none.")
     return Precision(device.type, {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice])
@@ -79,7 +79,9 @@ class DeviceInput:
         images = images.to(self.device, non_blocking=True)
         if images.dtype == torch.uint8:
             images = (images.float() - self.mean) / self.std
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last and images.dim() == 4 else images
+        return (
+            images.contiguous(memory_format=torch.channels_last) if self.channels_last and images.dim() == 4 else images
+        )
 
 
 def _progress_bar(loader, description: str, total: int):

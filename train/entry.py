@@ -5,6 +5,7 @@ missing it fails before our code runs and still exits 0 with nothing written. Sa
 person running ``docker run -v ./opt_ml:/opt/ml IMAGE train`` may not. So: fill in single-host defaults where the
 folder is writable, and turn "exited 0 without a success file" into a failure with a reason.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,7 +64,9 @@ def main() -> None:
         code = exc.code if isinstance(exc.code, int) else 1
     success, failure = base / "output" / "success", sagemaker_env.failure_file()
     if code == 0 and not success.exists():
-        reason = failure.read_text().strip() if failure.is_file() else "sagemaker-training stopped before the trainer ran"
+        reason = (
+            failure.read_text().strip() if failure.is_file() else "sagemaker-training stopped before the trainer ran"
+        )
         write_failure(reason)
         print(f"error: {reason}", file=sys.stderr)
         code = 1

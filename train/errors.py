@@ -1,4 +1,5 @@
 """Failures a user can act on, and how they are reported to SageMaker."""
+
 from __future__ import annotations
 
 import logging

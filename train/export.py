@@ -1,4 +1,5 @@
 """The model artifact (the contract with serving): model.onnx, model.json, weights.safetensors, metrics.json."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,7 +23,9 @@ FORMAT_VERSION = 1
 OPSET = 18
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-TOLERANCE = 1e-4  # relative to the largest logit: fp32 rounding grows with the logits (a head trained long on random features)
+TOLERANCE = (
+    1e-4  # relative to the largest logit: fp32 rounding grows with the logits (a head trained long on random features)
+)
 
 
 def framework_versions() -> dict[str, str]:
@@ -72,8 +75,12 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, outputs: tup
     got = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})[0]
     difference, scale = float(np.abs(expected - got).max()), max(1.0, float(np.abs(expected).max()))
     if difference > TOLERANCE * scale:
-        raise RuntimeError(f"ONNX export of the model differs from torch by {difference:.2e} (> {TOLERANCE} x {scale:.3g}, the largest logit); report this as a bug")
-    log.info("exported %s (%.1f MB); onnxruntime matches torch within %.1e", path.name, path.stat().st_size / 1e6, difference)
+        raise RuntimeError(
+            f"ONNX export of the model differs from torch by {difference:.2e} (> {TOLERANCE} x {scale:.3g}, the largest logit); report this as a bug"
+        )
+    log.info(
+        "exported %s (%.1f MB); onnxruntime matches torch within %.1e", path.name, path.stat().st_size / 1e6, difference
+    )
     return difference
 
 
@@ -113,15 +120,26 @@ def write_artifact(
         "num_classes": len(classes),
         "classes": classes,
         "preprocess": preprocess.to_json(),
-        "onnx": {"file": "model.onnx", "opset": OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME, "output_kind": "logits", "max_abs_diff_vs_torch": difference},
+        "onnx": {
+            "file": "model.onnx",
+            "opset": OPSET,
+            "input": INPUT_NAME,
+            "output": OUTPUT_NAME,
+            "output_kind": "logits",
+            "max_abs_diff_vs_torch": difference,
+        },
         "explain": explain,
-        "weights": {"file": "weights.safetensors", "format": "safetensors", "library": "timm" if arch.startswith("timm/") else "torchvision"},
+        "weights": {
+            "file": "weights.safetensors",
+            "format": "safetensors",
+            "library": "timm" if arch.startswith("timm/") else "torchvision",
+        },
         "framework": framework_versions(),
         "metrics": metrics,
         **({"calibration": calibration} if calibration else {}),
         "hyperparameters": hyperparameters,
         "data": data,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     (model_dir / "model.json").write_text(json.dumps(description, indent=2, default=str))
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -1,4 +1,5 @@
 """Frozen-backbone feature cache: backbone outputs computed once, later epochs train the head alone."""
+
 from __future__ import annotations
 
 import logging
@@ -37,7 +38,13 @@ def extract(model: nn.Module, head: nn.Module, loader, precision: Precision, inp
         model.train(was_training)
     result = torch.cat(features), torch.cat(labels)
     seconds = time.perf_counter() - started
-    log.info("cached %s features: %d x %d in %.1f s (%.1f images/s)", name, *result[0].shape, seconds, len(result[1]) / max(seconds, 1e-9))
+    log.info(
+        "cached %s features: %d x %d in %.1f s (%.1f images/s)",
+        name,
+        *result[0].shape,
+        seconds,
+        len(result[1]) / max(seconds, 1e-9),
+    )
     return result[0], result[1], skipped_all
 
 
@@ -58,4 +65,6 @@ def collate_features(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[int]
 
 
 def feature_loader(features: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler) -> DataLoader:
-    return DataLoader(FeatureDataset(features, labels), batch_size=batch_size, sampler=sampler, collate_fn=collate_features)
+    return DataLoader(
+        FeatureDataset(features, labels), batch_size=batch_size, sampler=sampler, collate_fn=collate_features
+    )

@@ -3,6 +3,7 @@
 It turns the job's hyperparameters into trainer flags and runs the trainer, in this process or, when
 ``sagemaker_torch_distributed_enabled`` is set, under torchrun across the job's GPUs and hosts.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,9 @@ def describe_accelerators() -> str:
     smi = shutil.which("nvidia-smi")
     driver = ""
     if smi:
-        result = subprocess.run([smi, "--query-gpu=driver_version,name", "--format=csv,noheader"], capture_output=True, text=True)
+        result = subprocess.run(
+            [smi, "--query-gpu=driver_version,name", "--format=csv,noheader"], capture_output=True, text=True
+        )
         driver = result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
     if driver and not torch.cuda.is_available():
         raise TrainingError(
@@ -39,7 +42,9 @@ def describe_accelerators() -> str:
             "runs on drivers >= 525), or use an instance with a newer driver."
         )
     if torch.cuda.is_available():
-        return f"{line}, driver {driver or 'unknown'}, {torch.cuda.device_count()} GPU(s): {torch.cuda.get_device_name(0)}"
+        return (
+            f"{line}, driver {driver or 'unknown'}, {torch.cuda.device_count()} GPU(s): {torch.cuda.get_device_name(0)}"
+        )
     return f"{line}, no GPU: training on the CPU"
 
 
@@ -48,8 +53,22 @@ def torchrun_command(argv: list[str], hosts: list[str], current_host: str, proce
     if len(hosts) == 1:
         placement = ["--standalone"]
     else:
-        placement = [f"--nnodes={len(hosts)}", f"--node-rank={hosts.index(current_host)}", f"--master-addr={hosts[0]}", f"--master-port={MASTER_PORT}"]
-    return [sys.executable, "-m", "torch.distributed.run", *placement, f"--nproc-per-node={processes_per_host}", "-m", "train", *argv]
+        placement = [
+            f"--nnodes={len(hosts)}",
+            f"--node-rank={hosts.index(current_host)}",
+            f"--master-addr={hosts[0]}",
+            f"--master-port={MASTER_PORT}",
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *placement,
+        f"--nproc-per-node={processes_per_host}",
+        "-m",
+        "train",
+        *argv,
+    ]
 
 
 def wait_for_host(host: str, seconds: float = 600) -> None:
@@ -61,7 +80,9 @@ def wait_for_host(host: str, seconds: float = 600) -> None:
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise TrainingError(f"The first host '{host}' did not resolve within {seconds:.0f} s; check the job's VPC/DNS settings.") from None
+                raise TrainingError(
+                    f"The first host '{host}' did not resolve within {seconds:.0f} s; check the job's VPC/DNS settings."
+                ) from None
             time.sleep(2)
 
 
@@ -84,7 +105,9 @@ def main() -> None:
     from sagemaker_training import mapping
 
     # SageMaker's own keys start with "_" (e.g. the tuner's _tuning_objective_metric): not trainer flags.
-    argv = [str(a) for a in mapping.to_cmd_args({k: v for k, v in env.hyperparameters.items() if not k.startswith("_")})]
+    argv = [
+        str(a) for a in mapping.to_cmd_args({k: v for k, v in env.hyperparameters.items() if not k.startswith("_")})
+    ]
     extra = env.additional_framework_parameters
     try:
         log.info("%s", describe_accelerators())

@@ -1,5 +1,6 @@
 """The loaders of a run: images (through the decoded-image cache when it fits), or the frozen backbone's features
 when only the head trains; and the modules the training and evaluation steps call."""
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,9 @@ def require_compiler(device: torch.device) -> None:
         )
 
 
-def open_decoded(splits: Splits, preprocess: Preprocess, args: argparse.Namespace, ctx: distributed.Context) -> dict[int, DecodedImages]:
+def open_decoded(
+    splits: Splits, preprocess: Preprocess, args: argparse.Namespace, ctx: distributed.Context
+) -> dict[int, DecodedImages]:
     """Decoded-image cache entries of the splits' sources (by ``id``); empty when the cache is off or cannot fit."""
     if args.decoded_cache == "off":
         return {}
@@ -67,11 +70,21 @@ def open_decoded(splits: Splits, preprocess: Preprocess, args: argparse.Namespac
 
 
 def image_loader(
-    split: Split, transform, fit: Fit, args: argparse.Namespace, sampler: ResumableSampler, ctx: distributed.Context, decoded: dict[int, DecodedImages]
+    split: Split,
+    transform,
+    fit: Fit,
+    args: argparse.Namespace,
+    sampler: ResumableSampler,
+    ctx: distributed.Context,
+    decoded: dict[int, DecodedImages],
 ) -> DataLoader:
     """Batches of one split, from the decoded-image cache when it holds the split's source, else decoded as ``fit`` asks."""
     entry = decoded.get(id(split.source))
-    dataset = CachedImageDataset(split, entry, transform) if entry else ImageDataset(split, transform, strict=args.strict_data, fit=fit)
+    dataset = (
+        CachedImageDataset(split, entry, transform)
+        if entry
+        else ImageDataset(split, transform, strict=args.strict_data, fit=fit)
+    )
     workers, prefetch = loader_settings(args.workers, ctx.local_world_size)
     return DataLoader(
         dataset,
@@ -86,8 +99,14 @@ def image_loader(
 
 
 def build_loaders(
-    splits: Splits, net: Network, model: nn.Module, preprocess: Preprocess, precision: Precision, inputs: DeviceInput,
-    args: argparse.Namespace, ctx: distributed.Context,
+    splits: Splits,
+    net: Network,
+    model: nn.Module,
+    preprocess: Preprocess,
+    precision: Precision,
+    inputs: DeviceInput,
+    args: argparse.Namespace,
+    ctx: distributed.Context,
 ) -> Loaders:
     """Image loaders and the model to step; with a frozen backbone and no augmentation, its features are computed
     once and only the head trains on them."""
@@ -96,17 +115,32 @@ def build_loaders(
 
     def sampler(split: Split, shuffle: bool) -> ResumableSampler:
         weights = balanced_weights(split.labels, num_classes) if shuffle and balanced else None
-        return ResumableSampler(len(split), shuffle=shuffle, seed=args.seed, rank=ctx.rank, world_size=ctx.world_size, weights=weights)
+        return ResumableSampler(
+            len(split), shuffle=shuffle, seed=args.seed, rank=ctx.rank, world_size=ctx.world_size, weights=weights
+        )
 
     eval_tf, eval_fit = eval_pixels(preprocess), preprocess.fit()  # the pictures serving makes, then the centre crop
     cached = args.feature_cache == "auto" and args.finetune == "head" and args.augment == "none" and not ctx.enabled
-    decoded = {} if cached else open_decoded(splits, preprocess, args, ctx)  # cached features decode each image once anyway
+    decoded = (
+        {} if cached else open_decoded(splits, preprocess, args, ctx)
+    )  # cached features decode each image once anyway
     valid = image_loader(splits.valid, eval_tf, eval_fit, args, sampler(splits.valid, False), ctx, decoded)
-    test = image_loader(splits.test, eval_tf, eval_fit, args, sampler(splits.test, False), ctx, decoded) if splits.test else None
+    test = (
+        image_loader(splits.test, eval_tf, eval_fit, args, sampler(splits.test, False), ctx, decoded)
+        if splits.test
+        else None
+    )
     if cached:
         log.info("backbone frozen and no augmentation: caching its features once, then training the head alone")
         sequential = ResumableSampler(len(splits.train), shuffle=False, seed=args.seed)
-        features, labels, bad = extract(model, net.head, image_loader(splits.train, eval_tf, eval_fit, args, sequential, ctx, decoded), precision, inputs, "train")
+        features, labels, bad = extract(
+            model,
+            net.head,
+            image_loader(splits.train, eval_tf, eval_fit, args, sequential, ctx, decoded),
+            precision,
+            inputs,
+            "train",
+        )
         weights = balanced_weights(labels.tolist(), num_classes) if balanced else None
         train_sampler = ResumableSampler(len(labels), shuffle=True, seed=args.seed, weights=weights)
         valid = feature_loader(*extract(model, net.head, valid, precision, inputs, "valid")[:2], args.batch_size, None)
@@ -117,11 +151,17 @@ def build_loaders(
     if args.feature_cache == "auto" and args.finetune == "head":
         log.info("feature cache off: it needs --augment none and a single process")
     train_sampler = sampler(splits.train, True)
-    train_fit = preprocess.fit(resize=args.augment == "none")  # random crops take the picture decoded small, not resized
-    train = image_loader(splits.train, train_pixels(preprocess, args.augment), train_fit, args, train_sampler, ctx, decoded)
+    train_fit = preprocess.fit(
+        resize=args.augment == "none"
+    )  # random crops take the picture decoded small, not resized
+    train = image_loader(
+        splits.train, train_pixels(preprocess, args.augment), train_fit, args, train_sampler, ctx, decoded
+    )
     forward, eval_forward = model, model
     if ctx.enabled:
-        forward = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+        forward = nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
+        )
     if args.compile:
         require_compiler(ctx.device)
         forward, eval_forward = torch.compile(forward), torch.compile(model)

@@ -1,4 +1,5 @@
 """Classification metrics from scores and targets (numpy only, so serving-side tools can reuse the definitions)."""
+
 from __future__ import annotations
 
 import numpy as np

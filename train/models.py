@@ -1,4 +1,5 @@
 """Classifier networks by name (torchvision, or timm with ``timm/``), their heads, stages and weights."""
+
 from __future__ import annotations
 
 import difflib
@@ -57,7 +58,9 @@ def available_models() -> list[str]:
     import timm
     import torchvision
 
-    return sorted(torchvision.models.list_models(module=torchvision.models)) + [TIMM_PREFIX + n for n in timm.list_models()]
+    return sorted(torchvision.models.list_models(module=torchvision.models)) + [
+        TIMM_PREFIX + n for n in timm.list_models()
+    ]
 
 
 def _unknown_model(name: str) -> TrainingError:
@@ -107,7 +110,9 @@ def _build_timm(name: str, download: bool) -> Network:
         stage_groups=[g for g in stages if g],
         mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
         std=tuple(cfg.get("std", IMAGENET_STD)),
-        interpolation=cfg.get("interpolation", "bicubic") if cfg.get("interpolation") in ("bilinear", "bicubic") else "bilinear",
+        interpolation=cfg.get("interpolation", "bicubic")
+        if cfg.get("interpolation") in ("bilinear", "bicubic")
+        else "bilinear",
     )
 
 
@@ -165,7 +170,9 @@ def _replace_head(net: Network, num_classes: int) -> None:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors file or a torch state dict (loaded with weights_only=True)."""
     if not path.is_file():
-        raise TrainingError(f"Pretrained weights file {path} does not exist; check --pretrained or the 'pretrained' channel.")
+        raise TrainingError(
+            f"Pretrained weights file {path} does not exist; check --pretrained or the 'pretrained' channel."
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -181,7 +188,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     for key in ("state_dict", "model", "model_state"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return {
+        k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items() if isinstance(v, torch.Tensor)
+    }
 
 
 def load_weights(net: Network, path: Path) -> None:
@@ -196,14 +205,16 @@ def load_weights(net: Network, path: Path) -> None:
         how = "by name"
     else:
         values = list(state.values())
-        if len(values) not in (len(body), len(target)) or any(v.shape != target[k].shape for k, v in zip(body, values)):
+        if len(values) not in (len(body), len(target)) or any(
+            v.shape != target[k].shape for k, v in zip(body, values, strict=False)
+        ):
             missing = [k for k in body if k not in state]
             raise TrainingError(
                 f"The weights in {path} do not fit {net.arch}: {len(missing)} of its {len(body)} backbone tensors "
                 f"are missing (first: {', '.join(missing[:3])}) and they do not line up by position either. "
                 "Use the weights of the same architecture, or pick the matching --model."
             )
-        mapped = {k: v for k, v in zip(target, values) if v.shape == target[k].shape}
+        mapped = {k: v for k, v in zip(target, values, strict=False) if v.shape == target[k].shape}
         how = "by position"
     net.model.load_state_dict(mapped, strict=False)
     fresh = len(target) - len(mapped)

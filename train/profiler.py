@@ -6,6 +6,7 @@
   the backward pass and the optimizer step (CUDA events on a GPU, so timing does not stall it);
 - ``run.json``: what the rules need to know about the run (device, data loader workers, cores, batch size).
 """
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,7 @@ class SystemSampler:
         self._thread = threading.Thread(target=self._run, name="system-sampler", daemon=True)
         self.gpus = _gpu_handles()
 
-    def __enter__(self) -> "SystemSampler":
+    def __enter__(self) -> SystemSampler:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         psutil.cpu_percent(percpu=True)
         psutil.cpu_times_percent()
@@ -66,9 +67,13 @@ class SystemSampler:
                 cores = psutil.cpu_percent(percpu=True)
                 times = psutil.cpu_times_percent()
                 row = {
-                    "time": time.time(), "cpu": sum(cores) / len(cores), "cores": cores, "iowait": getattr(times, "iowait", 0.0),
-                    "memory": psutil.virtual_memory().percent, "gpus": [_gpu_sample(h) for h in self.gpus],
-                }  # fmt: skip
+                    "time": time.time(),
+                    "cpu": sum(cores) / len(cores),
+                    "cores": cores,
+                    "iowait": getattr(times, "iowait", 0.0),
+                    "memory": psutil.virtual_memory().percent,
+                    "gpus": [_gpu_sample(h) for h in self.gpus],
+                }
                 out.write(json.dumps(row) + "\n")
                 out.flush()
 

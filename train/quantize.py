@@ -13,13 +13,13 @@ measured and ships when it passes.
 The result (agreement, both accuracies, shipped or why not) goes into ``model.json`` under ``int8``.
 ``python -m train.quantize MODEL_DIR --data DIR`` does the same for an artifact trained earlier.
 """
+
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -29,6 +29,7 @@ import numpy as np
 
 from byoc_contract import description, int8, recheck
 from byoc_contract.messages import one_line
+from byoc_machine import usable_cores
 from train.calibration import scaled_softmax
 from train.data import ImageDataset, collate_skipping
 from train.errors import TrainingError
@@ -41,10 +42,15 @@ MODES = ("auto", "off", "force")
 CALIBRATION_IMAGES = 300
 MIN_AGREEMENT = 0.99
 MAX_ACCURACY_DROP = 0.005
-FP32_CONVOLUTIONS = (1, 3)  # tried in turn, the stem alone out of int8 (ResNet-50: 1.83x bf16), then the first three (1.78x)
+FP32_CONVOLUTIONS = (
+    1,
+    3,
+)  # tried in turn, the stem alone out of int8 (ResNet-50: 1.83x bf16), then the first three (1.78x)
 
 
-def batches(split: Split, preprocess: Preprocess, limit: int, size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def batches(
+    split: Split, preprocess: Preprocess, limit: int, size: int = 32
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(float32 NCHW images, labels) of the first ``limit`` readable images of ``split``, with the eval transform."""
     dataset = ImageDataset(split, eval_transform(preprocess), strict=False, fit=preprocess.fit())
     count = min(len(dataset), limit)
@@ -58,10 +64,12 @@ def compiled(core, model, precision: str = "fp32") -> tuple[object, str]:
     """An infer request of ``model`` (a file or an ``ov.Model``) for the CPU with its unquantized layers in ``precision``
     (the quantized ones run in int8 whatever the hint), and the precision OpenVINO granted."""
     source = str(model) if isinstance(model, Path) else model
-    return int8.openvino_request(core, source, precision, "THROUGHPUT", len(os.sched_getaffinity(0)))
+    return int8.openvino_request(core, source, precision, "THROUGHPUT", usable_cores())
 
 
-def top1(request, split: Split, preprocess: Preprocess, limit: int, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def top1(
+    request, split: Split, preprocess: Preprocess, limit: int, temperature: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A compiled model's top-1 labels on the first ``limit`` readable images of ``split``, which of them the server
     would re-check (:func:`byoc_contract.recheck.near_ties` of the calibrated probabilities at the default margin),
     and the true labels."""
@@ -84,22 +92,34 @@ def compare(reference: tuple, quantized: tuple) -> dict:
     served = np.where(rechecked, top32, top8)
     share = lambda hits: round(float(hits.mean()), 4)  # noqa: E731
     return {
-        "images": len(labels), "agreement": share(served == top32), "accuracy_fp32": share(top32 == labels), "accuracy_int8": share(served == labels),
-        "recheck_margin": recheck.DEFAULT_MARGIN, "rechecked": share(rechecked), "agreement_int8_alone": share(top8 == top32), "accuracy_int8_alone": share(top8 == labels),
-    }  # fmt: skip
+        "images": len(labels),
+        "agreement": share(served == top32),
+        "accuracy_fp32": share(top32 == labels),
+        "accuracy_int8": share(served == labels),
+        "recheck_margin": recheck.DEFAULT_MARGIN,
+        "rechecked": share(rechecked),
+        "agreement_int8_alone": share(top8 == top32),
+        "accuracy_int8_alone": share(top8 == labels),
+    }
 
 
 def verdict(measured: dict) -> tuple[bool, str]:
     """Whether the int8 model passes the gate, and why (not)."""
     drop = measured["accuracy_fp32"] - measured["accuracy_int8"]
     if measured["agreement"] < MIN_AGREEMENT:
-        return False, f"top-1 agreement with fp32 {measured['agreement']:.2%} (near ties re-checked at margin {measured['recheck_margin']}) is below {MIN_AGREEMENT:.0%}"
+        return (
+            False,
+            f"top-1 agreement with fp32 {measured['agreement']:.2%} (near ties re-checked at margin {measured['recheck_margin']}) is below {MIN_AGREEMENT:.0%}",
+        )
     if drop > MAX_ACCURACY_DROP:
-        return False, f"accuracy drops by {100 * drop:.2f} points ({measured['accuracy_fp32']:.4f} -> {measured['accuracy_int8']:.4f}), more than {100 * MAX_ACCURACY_DROP:.1f}"
+        return (
+            False,
+            f"accuracy drops by {100 * drop:.2f} points ({measured['accuracy_fp32']:.4f} -> {measured['accuracy_int8']:.4f}), more than {100 * MAX_ACCURACY_DROP:.1f}",
+        )
     return True, (
         f"agreement {measured['agreement']:.2%} ({measured['agreement_int8_alone']:.2%} before re-checking the {measured['rechecked']:.1%} near ties),"
         f" accuracy {measured['accuracy_fp32']:.4f} -> {measured['accuracy_int8']:.4f}"
-    )  # fmt: skip
+    )
 
 
 def lower_bound(share: float, count: int, z: float = 1.96) -> float:
@@ -131,7 +151,15 @@ def quantization_options(model, fp32_convolutions: int) -> dict:
     }
 
 
-def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, split_name: str, preprocess: Preprocess, mode: str, limit: int = 5000) -> dict:
+def quantize_artifact(
+    model_dir: Path,
+    calibration: Split,
+    evaluation: Split,
+    split_name: str,
+    preprocess: Preprocess,
+    mode: str,
+    limit: int = 5000,
+) -> dict:
     """Quantize, measure on ``evaluation`` (at most ``limit`` images) and keep the int8 model past the gate
     (:func:`choose`); with ``mode="force"`` and none passing, the fastest tried.
     model.json records the outcome and every attempt. Returns that record."""
@@ -150,36 +178,71 @@ def quantize_artifact(model_dir: Path, calibration: Split, evaluation: Split, sp
     attempts = []
     for fp32_convolutions in FP32_CONVOLUTIONS:
         model = fp32_model.clone()
-        quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), **quantization_options(model, fp32_convolutions))
+        quantized = nncf.quantize(
+            model, nncf.Dataset(samples), subset_size=len(samples), **quantization_options(model, fp32_convolutions)
+        )
         ov.save_model(quantized, str(attempt_file(model_dir, fp32_convolutions)), compress_to_fp16=False)
         request, unquantized = compiled(core, attempt_file(model_dir, fp32_convolutions), int8.UNQUANTIZED_PRECISION)
-        measured = {"fp32_convolutions": fp32_convolutions, "unquantized_precision": unquantized, **compare(reference, top1(request, evaluation, preprocess, limit, temperature))}
+        measured = {
+            "fp32_convolutions": fp32_convolutions,
+            "unquantized_precision": unquantized,
+            **compare(reference, top1(request, evaluation, preprocess, limit, temperature)),
+        }
         (passed, reason), sure, last = verdict(measured), surely(measured), fp32_convolutions == FP32_CONVOLUTIONS[-1]
         attempts.append({**measured, "passed": passed, "surely_passed": sure, "reason": reason})
-        doubt = "" if sure or not passed or last else f" (not surely, on {measured['images']} images: trying one closer to fp32)"
-        log.info("int8 with the first %d convolutions in fp32: %s%s", fp32_convolutions, reason if passed else f"failed the gate, {reason}", doubt)
+        doubt = (
+            ""
+            if sure or not passed or last
+            else f" (not surely, on {measured['images']} images: trying one closer to fp32)"
+        )
+        log.info(
+            "int8 with the first %d convolutions in fp32: %s%s",
+            fp32_convolutions,
+            reason if passed else f"failed the gate, {reason}",
+            doubt,
+        )
         if sure and not last:
             break  # past the gate beyond doubt: no need for a model closer to fp32
     passing = choose(attempts)
     chosen = passing or (attempts[0] if mode == "force" else None)
     keep(model_dir, chosen["fp32_convolutions"] if chosen else None)
-    shown = {**(chosen or attempts[-1]), "reason": (passing or attempts[-1])["reason"]}  # why it passed, or why the last failed
+    shown = {
+        **(chosen or attempts[-1]),
+        "reason": (passing or attempts[-1])["reason"],
+    }  # why it passed, or why the last failed
     record = {
-        "file": INT8_FILE if chosen else None, "format": "openvino-ir", "shipped": chosen is not None, "passed_gate": passing is not None,
-        "split": split_name, **{k: v for k, v in shown.items() if k not in ("passed", "surely_passed")}, "calibration_images": len(samples),
+        "file": INT8_FILE if chosen else None,
+        "format": "openvino-ir",
+        "shipped": chosen is not None,
+        "passed_gate": passing is not None,
+        "split": split_name,
+        **{k: v for k, v in shown.items() if k not in ("passed", "surely_passed")},
+        "calibration_images": len(samples),
         "seconds": round(time.perf_counter() - started, 1),
-        "gate": {"min_agreement": MIN_AGREEMENT, "max_accuracy_drop": MAX_ACCURACY_DROP}, "attempts": attempts,
-    }  # fmt: skip
+        "gate": {"min_agreement": MIN_AGREEMENT, "max_accuracy_drop": MAX_ACCURACY_DROP},
+        "attempts": attempts,
+    }
     (model_dir / "model.json").write_text(json.dumps({**info, "int8": record}, indent=2, default=str))
     if chosen:
-        log.info("int8 model %s shipped%s: %s", INT8_FILE, "" if passing else " (--quantize force, though it failed the gate; the fastest tried)", shown["reason"])
+        log.info(
+            "int8 model %s shipped%s: %s",
+            INT8_FILE,
+            "" if passing else " (--quantize force, though it failed the gate; the fastest tried)",
+            shown["reason"],
+        )
         if chosen["rechecked"] > recheck.SLOW_SHARE:
             log.warning(
                 "the int8 model re-runs %.1f%% of the images in fp32 (near ties of an unsure model): it may serve slower than bf16;"
-                " compare with SERVE_PRECISION=bf16", 100 * chosen["rechecked"],
-            )  # fmt: skip
+                " compare with SERVE_PRECISION=bf16",
+                100 * chosen["rechecked"],
+            )
     else:
-        log.warning("no int8 model shipped: %s (the gate: >= %.0f%% agreement, <= %.1f points accuracy drop)", shown["reason"], 100 * MIN_AGREEMENT, 100 * MAX_ACCURACY_DROP)
+        log.warning(
+            "no int8 model shipped: %s (the gate: >= %.0f%% agreement, <= %.1f points accuracy drop)",
+            shown["reason"],
+            100 * MIN_AGREEMENT,
+            100 * MAX_ACCURACY_DROP,
+        )
     return record
 
 
@@ -187,8 +250,10 @@ def readable(core, path: Path):
     """The model at ``path`` as OpenVINO reads it; a TrainingError saying what to do when it cannot."""
     try:
         return int8.read_model(core, path)
-    except Exception as exc:  # noqa: BLE001  (OpenVINO raises its own types for corrupt, truncated or foreign files)
-        raise TrainingError(f"{path} is not a model OpenVINO can read ({one_line(exc, 300)}): it is corrupt, truncated or not ONNX; export the artifact again with python -m train") from None
+    except Exception as exc:
+        raise TrainingError(
+            f"{path} is not a model OpenVINO can read ({one_line(exc, 300)}): it is corrupt, truncated or not ONNX; export the artifact again with python -m train"
+        ) from None
 
 
 def choose(attempts: list[dict]) -> dict | None:
@@ -218,12 +283,23 @@ def keep(model_dir: Path, fp32_convolutions: int | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.quantize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m train.quantize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model_dir", type=Path, help="the artifact folder (model.json + model.onnx)")
-    parser.add_argument("--data", type=Path, required=True, help="the training data: valid/ (calibration) and test/ (measurement) class folders, or a train channel they are split from")
-    parser.add_argument("--force", action="store_true", help="ship an int8 model even when none passes the gate (the fastest tried)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="the training data: valid/ (calibration) and test/ (measurement) class folders, or a train channel they are split from",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="ship an int8 model even when none passes the gate (the fastest tried)"
+    )
     parser.add_argument("--max-images", type=int, default=5000, help="measure on at most this many test images")
-    parser.add_argument("--seed", type=int, default=0, help="the seed of the training run, when valid/test were split from train")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the seed of the training run, when valid/test were split from train"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -231,13 +307,25 @@ def main(argv: list[str] | None = None) -> int:
         info = description.read(path)
         preprocess, classes = Preprocess(**description.preprocessing(info, path)), description.classes(info, path)
         if not (args.model_dir / "model.onnx").is_file():
-            raise TrainingError(f"{args.model_dir} has no model.onnx: give the folder training wrote (model.json + model.onnx)")
+            raise TrainingError(
+                f"{args.model_dir} has no model.onnx: give the folder training wrote (model.json + model.onnx)"
+            )
         splits = load_splits(args.data, args.data / "valid", args.data / "test", 0.1, 0.1, args.seed)
         if splits.classes != classes:
-            raise TrainingError(f"{args.data} has classes {splits.classes[:5]}..., the model {classes[:5]}...: give the data it was trained on")
+            raise TrainingError(
+                f"{args.data} has classes {splits.classes[:5]}..., the model {classes[:5]}...: give the data it was trained on"
+            )
         evaluation, name = (splits.test, "test") if splits.test else (splits.valid, "valid")
         with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is for the record alone
-            record = quantize_artifact(args.model_dir, splits.valid, evaluation, name, preprocess, "force" if args.force else "auto", args.max_images)
+            record = quantize_artifact(
+                args.model_dir,
+                splits.valid,
+                evaluation,
+                name,
+                preprocess,
+                "force" if args.force else "auto",
+                args.max_images,
+            )
     except (OSError, KeyError, ValueError, TrainingError) as exc:
         print(f"python -m train.quantize: {exc}", file=sys.stderr)
         return 1

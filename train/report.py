@@ -1,4 +1,5 @@
 """Human-readable evaluation outputs: per-class report and confusion-matrix picture."""
+
 from __future__ import annotations
 
 import json
@@ -15,18 +16,26 @@ def write_class_report(path: Path, classes: list[str], predicted: np.ndarray, ta
     matrix = confusion_matrix(predicted, target, len(classes))
     stats = per_class(matrix)
     rows = {
-        name: {key: float(stats[key][i]) if key != "support" else int(stats[key][i]) for key in ("precision", "recall", "f1", "support")}
+        name: {
+            key: float(stats[key][i]) if key != "support" else int(stats[key][i])
+            for key in ("precision", "recall", "f1", "support")
+        }
         for i, name in enumerate(classes)
     }
     path.with_suffix(".json").write_text(json.dumps({"classes": rows, "confusion_matrix": matrix.tolist()}, indent=2))
     width = max(12, *(len(c) for c in classes))
     lines = [f"{'class':<{width}} precision recall     f1  support"]
-    lines += [f"{name:<{width}} {r['precision']:9.4f} {r['recall']:6.4f} {r['f1']:6.4f} {r['support']:8d}" for name, r in rows.items()]
+    lines += [
+        f"{name:<{width}} {r['precision']:9.4f} {r['recall']:6.4f} {r['f1']:6.4f} {r['support']:8d}"
+        for name, r in rows.items()
+    ]
     path.with_suffix(".txt").write_text("\n".join(lines) + "\n")
     return rows
 
 
-def draw_confusion_matrix(path: Path, classes: list[str], predicted: np.ndarray, target: np.ndarray, title: str) -> None:
+def draw_confusion_matrix(
+    path: Path, classes: list[str], predicted: np.ndarray, target: np.ndarray, title: str
+) -> None:
     """A PNG heat map of the row-normalised confusion matrix, with counts where cells are large enough."""
     matrix = confusion_matrix(predicted, target, len(classes))
     n = len(classes)
@@ -50,5 +59,7 @@ def draw_confusion_matrix(path: Path, classes: list[str], predicted: np.ndarray,
             x0, y0 = label_width + j * cell, top + i * cell
             draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(shade, shade, 255), outline=(220, 220, 220))
             if cell >= 24 and matrix[i, j]:
-                draw.text((x0 + 3, y0 + cell // 2 - 5), str(matrix[i, j]), fill="white" if share[i, j] > 0.5 else "black")
+                draw.text(
+                    (x0 + 3, y0 + cell // 2 - 5), str(matrix[i, j]), fill="white" if share[i, j] > 0.5 else "black"
+                )
     image.save(path)

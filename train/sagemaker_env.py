@@ -1,4 +1,5 @@
 """Where SageMaker puts things: every SM_* variable and /opt/ml path is read here, and nowhere else."""
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 
 A source is a list of labels plus a way to read image ``i``; splits are index lists over a source.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from train.errors import TrainingError
 from byoc_images import IMAGE_EXTENSIONS, Fit, fitted, open_rgb
+from train.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +123,24 @@ class CifarSource(ImageSource):
         meta = _unpickle(meta_file)
         fine = "fine_label_names" in meta
         if not isinstance(meta.get("fine_label_names" if fine else "label_names"), list):
-            raise TrainingError(f"{meta_file} has no list of label names ('label_names' or 'fine_label_names'); upload the CIFAR meta file unchanged.")
+            raise TrainingError(
+                f"{meta_file} has no list of label names ('label_names' or 'fine_label_names'); upload the CIFAR meta file unchanged."
+            )
         self.classes = [str(c) for c in meta["fine_label_names" if fine else "label_names"]]
         label_key = "fine_labels" if fine else "labels"
-        names = ["test_batch", "test"] if split == "test" else sorted(p.name for p in root.glob("data_batch_*")) or ["train"]
+        names = (
+            ["test_batch", "test"]
+            if split == "test"
+            else sorted(p.name for p in root.glob("data_batch_*")) or ["train"]
+        )
         images, labels = [], []
         for name in names:
             if (root / name).is_file():
                 batch = _unpickle(root / name)
                 if "data" not in batch or label_key not in batch:
-                    raise TrainingError(f"{root / name} lacks 'data' or '{label_key}'; upload the CIFAR batches unchanged.")
+                    raise TrainingError(
+                        f"{root / name} lacks 'data' or '{label_key}'; upload the CIFAR batches unchanged."
+                    )
                 images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
                 labels.extend(int(v) for v in batch[label_key])
         if not images:
@@ -175,9 +184,12 @@ class Splits:
 
 # What pickled CIFAR batches contain besides dicts, lists, ints and bytes: numpy arrays (from numpy 1 or 2).
 CIFAR_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
     ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol 2
-}  # fmt: skip
+}
 
 
 class CifarUnpickler(pickle.Unpickler):
@@ -199,7 +211,9 @@ def _unpickle(path: Path) -> dict:
             "from cifar-10-python.tar.gz / cifar-100-python.tar.gz unchanged, or use class folders."
         ) from None
     if not isinstance(raw, dict):
-        raise TrainingError(f"{path} is not a CIFAR python batch (it holds a {type(raw).__name__}, not a dict); upload the batches unchanged.")
+        raise TrainingError(
+            f"{path} is not a CIFAR python batch (it holds a {type(raw).__name__}, not a dict); upload the batches unchanged."
+        )
     return {k.decode() if isinstance(k, bytes) else k: _decode(v) for k, v in raw.items()}
 
 
@@ -234,8 +248,8 @@ def stratified_split(labels: list[int], fractions: tuple[float, ...], seed: int)
     for members in by_class.values():
         members = list(rng.permutation(members))
         start = 0
-        for part, fraction in zip(parts, fractions):
-            take = int(round(fraction * len(members)))
+        for part, fraction in zip(parts, fractions, strict=False):
+            take = round(fraction * len(members))
             if len(members) > len(fractions):
                 take = max(take, 1)
             part.extend(members[start : start + take])
@@ -256,12 +270,19 @@ def _split_subfolders(root: Path) -> dict[str, Path]:
             if (root / alias).is_dir():
                 found[split] = root / alias
                 break
-    return found if "train" in found and len({p.name for p in root.iterdir() if p.is_dir()} - {p.name for p in found.values()}) == 0 else {}
+    return (
+        found
+        if "train" in found
+        and len({p.name for p in root.iterdir() if p.is_dir()} - {p.name for p in found.values()}) == 0
+        else {}
+    )
 
 
 def _folder_split(root: Path, classes: list[str], name: str) -> Split:
     source = FolderSource(root, classes)
-    extra = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in classes)
+    extra = sorted(
+        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in classes
+    )
     missing = sorted(set(classes) - {p.name for p in root.iterdir() if p.is_dir()})
     if extra or missing:
         raise TrainingError(
@@ -311,14 +332,22 @@ def load_splits(
         source = CifarSource(train_dir, "train")
         layout = "cifar"
         if not has_test:
-            test_source = CifarSource(train_dir, "test") if any((train_dir / n).is_file() for n in ("test_batch", "test")) else None
+            test_source = (
+                CifarSource(train_dir, "test")
+                if any((train_dir / n).is_file() for n in ("test_batch", "test"))
+                else None
+            )
     else:
         source = FolderSource(train_dir)
         layout = "imagefolder"
         if not source.classes:
-            raise TrainingError(f"The 'train' channel ({train_dir}) has no class folders; put each class's images in a folder named after it.")
+            raise TrainingError(
+                f"The 'train' channel ({train_dir}) has no class folders; put each class's images in a folder named after it."
+            )
     if len(source) == 0:
-        raise TrainingError(f"The 'train' channel ({train_dir}) holds no images with a known extension ({', '.join(IMAGE_EXTENSIONS)}).")
+        raise TrainingError(
+            f"The 'train' channel ({train_dir}) holds no images with a known extension ({', '.join(IMAGE_EXTENSIONS)})."
+        )
     classes = source.classes
     all_train = list(range(len(source)))
 
@@ -342,7 +371,12 @@ def load_splits(
         if carve_test:
             test = Split(source, parts[1])
         train = Split(source, parts[-1])
-        log.info("no 'valid' channel: %d of %d train images held out for validation (stratified, seed %d)", len(valid), len(source), seed)
+        log.info(
+            "no 'valid' channel: %d of %d train images held out for validation (stratified, seed %d)",
+            len(valid),
+            len(source),
+            seed,
+        )
     if len(valid) == 0:
         raise TrainingError("The validation split is empty; add a 'valid' channel or raise --valid-fraction.")
     return Splits(classes=classes, train=train, valid=valid, test=test, layout=layout)

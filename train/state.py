@@ -1,5 +1,6 @@
 """The training state that outlives an epoch: what a checkpoint stores besides the model and optimiser, and
 how an epoch's result updates it (history, best weights, early-stopping count)."""
+
 from __future__ import annotations
 
 import logging
@@ -38,11 +39,19 @@ class TrainingState:
     def save(self, directory: Path, parts: Trainables) -> None:
         """Checkpoint at the epoch in progress (``epoch``, 0-based) and its finished steps."""
         state = {
-            "epoch": self.epoch, "step": self.progress.step, "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
-            "scheduler": parts.scheduler.state_dict(), "scaler": parts.scaler.state_dict(), "rng": checkpoint.rng_state(),
-            "progress": self.progress.state(), "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
+            "epoch": self.epoch,
+            "step": self.progress.step,
+            "model": parts.model.state_dict(),
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(),
+            "scaler": parts.scaler.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "progress": self.progress.state(),
+            "history": self.history,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
             "skipped": sorted(self.skipped),
-        }  # fmt: skip
+        }
         checkpoint.save(directory, state, self.epoch, self.progress.step)
 
     @classmethod
@@ -63,8 +72,12 @@ class TrainingState:
         parts.scaler.load_state_dict(saved["scaler"])
         checkpoint.restore_rng(saved["rng"])
         return cls(
-            epoch=saved["epoch"], progress=EpochProgress(**saved["progress"]), history=saved["history"], best=saved["best"],
-            bad_epochs=saved["bad_epochs"], skipped=set(saved["skipped"]),
+            epoch=saved["epoch"],
+            progress=EpochProgress(**saved["progress"]),
+            history=saved["history"],
+            best=saved["best"],
+            bad_epochs=saved["bad_epochs"],
+            skipped=set(saved["skipped"]),
         )
 
     def end_epoch(self, row: dict, metric: str, model: nn.Module) -> None:
@@ -74,7 +87,11 @@ class TrainingState:
         value, best = row[metric], self.best["value"]
         improved = best is None or (value < best if metric.endswith("loss") else value > best)
         if improved:
-            self.best = {"value": value, "epoch": self.epoch, "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            self.best = {
+                "value": value,
+                "epoch": self.epoch,
+                "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            }
             self.bad_epochs = 0
         else:
             self.bad_epochs += 1

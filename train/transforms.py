@@ -2,6 +2,7 @@
 
 The presets take a PIL image or a uint8 CHW tensor (a decoded-cache entry) and give the same float tensor.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -11,7 +12,11 @@ from torchvision.transforms import v2 as T
 
 from byoc_images import Fit
 
-INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC, "nearest": T.InterpolationMode.NEAREST}
+INTERPOLATIONS = {
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "nearest": T.InterpolationMode.NEAREST,
+}
 AUGMENTATIONS = ("none", "light", "strong")
 
 
@@ -24,7 +29,9 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
-    decode: str = "scaled"  # byoc_images.fit: "scaled" lets libjpeg skip the pixels the resize drops; "exact" decodes all
+    decode: str = (
+        "scaled"  # byoc_images.fit: "scaled" lets libjpeg skip the pixels the resize drops; "exact" decodes all
+    )
 
     def fit(self, resize: bool = True) -> Fit:
         """How ``byoc_images.open_rgb`` decodes for this preprocessing: resized to ``self.resize`` (the eval pictures,
@@ -32,7 +39,14 @@ class Preprocess:
         return Fit(self.resize, self.interpolation, self.decode, resize)
 
     def to_json(self) -> dict:
-        return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "channel_order": "RGB", "layout": "NCHW", "scale": 1 / 255}
+        return {
+            **asdict(self),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "channel_order": "RGB",
+            "layout": "NCHW",
+            "scale": 1 / 255,
+        }
 
 
 def to_float(pre: Preprocess) -> list:
@@ -42,7 +56,12 @@ def to_float(pre: Preprocess) -> list:
 
 def resize_square(pre: Preprocess) -> T.Compose:
     """Shorter side to ``pre.resize``, then the central square: what the decoded-image cache stores."""
-    return T.Compose([T.Resize(pre.resize, interpolation=INTERPOLATIONS[pre.interpolation], antialias=True), T.CenterCrop(pre.resize)])
+    return T.Compose(
+        [
+            T.Resize(pre.resize, interpolation=INTERPOLATIONS[pre.interpolation], antialias=True),
+            T.CenterCrop(pre.resize),
+        ]
+    )
 
 
 def eval_pixels(pre: Preprocess) -> T.Compose:
@@ -65,11 +84,16 @@ def train_pixels(pre: Preprocess, augment: str) -> T.Compose:
     if augment == "none":
         return eval_pixels(pre)
     steps = [
-        T.RandomResizedCrop(pre.crop, scale=(0.35, 1.0), interpolation=INTERPOLATIONS[pre.interpolation], antialias=True),
+        T.RandomResizedCrop(
+            pre.crop, scale=(0.35, 1.0), interpolation=INTERPOLATIONS[pre.interpolation], antialias=True
+        ),
         T.RandomHorizontalFlip(),
         T.ToImage(),
     ]
     if augment == "strong":
         mean_colour = [round(255 * m) for m in pre.mean]
-        steps += [T.TrivialAugmentWide(interpolation=INTERPOLATIONS[pre.interpolation]), T.RandomErasing(p=0.25, value=mean_colour)]
+        steps += [
+            T.TrivialAugmentWide(interpolation=INTERPOLATIONS[pre.interpolation]),
+            T.RandomErasing(p=0.25, value=mean_colour),
+        ]
     return T.Compose([*steps, T.ToPureTensor()])

@@ -15,6 +15,7 @@ The study lives in ``<study-dir>/study.db`` (SQLite), or in any database Optuna'
 a lost machine) is run again by whichever tuner is still or next running, from its last epoch checkpoint when the
 trial folder is on that machine, under the same trial slot. No finished trial is run twice.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from byoc_contract import search_space
 from byoc_contract.metric_log import METRIC_NAMES, NUMBER
+from byoc_machine import usable_cores
 
 log = logging.getLogger("train.tune")
 STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
@@ -41,25 +43,68 @@ STORAGE_ENV = "TUNE_STORAGE_URL"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train.tune", description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m train.tune",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--search-space", required=True, help="YAML search space (the one sagemaker_launch tune takes)")
-    parser.add_argument("--study-dir", type=Path, required=True, help="study.db, one folder per trial, results.csv and best/")
     parser.add_argument(
-        "--storage", default=None,
+        "--study-dir", type=Path, required=True, help="study.db, one folder per trial, results.csv and best/"
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
         help=f"Optuna RDB URL shared by tuners on several machines (default: ${STORAGE_ENV}, else sqlite:///STUDY_DIR/study.db); every user of the machine can read a process's arguments, so give a URL with a password by --storage-file or ${STORAGE_ENV}",
-    )  # fmt: skip
-    parser.add_argument("--storage-file", type=Path, default=None, help="a file holding the storage URL on its first line (keep it mode 0600)")
+    )
+    parser.add_argument(
+        "--storage-file",
+        type=Path,
+        default=None,
+        help="a file holding the storage URL on its first line (keep it mode 0600)",
+    )
     parser.add_argument("--study-name", default="byoc-vision", help="the study's name in the storage")
-    parser.add_argument("--heartbeat-seconds", type=int, default=10, help="a running trial's heartbeat; 3 missed beats hand it to another tuner")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="Bayesian", help="Bayesian: TPE; Hyperband: TPE + Hyperband pruning")
-    parser.add_argument("--objective", default="valid_acc", choices=[m for m in METRIC_NAMES if m.startswith("valid_")], help="per-epoch metric to optimise")
-    parser.add_argument("--direction", choices=("Maximize", "Minimize"), default=None, help="default: Minimize for losses, Maximize otherwise")
+    parser.add_argument(
+        "--heartbeat-seconds",
+        type=int,
+        default=10,
+        help="a running trial's heartbeat; 3 missed beats hand it to another tuner",
+    )
+    parser.add_argument(
+        "--strategy", choices=STRATEGIES, default="Bayesian", help="Bayesian: TPE; Hyperband: TPE + Hyperband pruning"
+    )
+    parser.add_argument(
+        "--objective",
+        default="valid_acc",
+        choices=[m for m in METRIC_NAMES if m.startswith("valid_")],
+        help="per-epoch metric to optimise",
+    )
+    parser.add_argument(
+        "--direction",
+        choices=("Maximize", "Minimize"),
+        default=None,
+        help="default: Minimize for losses, Maximize otherwise",
+    )
     parser.add_argument("--max-jobs", type=int, default=10, help="trials in the study, counting those of earlier runs")
     parser.add_argument("--max-parallel-jobs", type=int, default=1, help="trials running at once")
-    parser.add_argument("--early-stopping", choices=("Auto", "Off"), default="Off", help="Auto: prune trials with Hyperband on the per-epoch objective")
-    parser.add_argument("--hyperband-resource", nargs=2, type=int, metavar=("MIN", "MAX"), default=(1, 20), help="Hyperband: min and max epochs")
+    parser.add_argument(
+        "--early-stopping",
+        choices=("Auto", "Off"),
+        default="Off",
+        help="Auto: prune trials with Hyperband on the per-epoch objective",
+    )
+    parser.add_argument(
+        "--hyperband-resource",
+        nargs=2,
+        type=int,
+        metavar=("MIN", "MAX"),
+        default=(1, 20),
+        help="Hyperband: min and max epochs",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampler seed")
-    parser.add_argument("--keep-all", action="store_true", help="keep every trial's model and checkpoints, not only the best's")
+    parser.add_argument(
+        "--keep-all", action="store_true", help="keep every trial's model and checkpoints, not only the best's"
+    )
     parser.add_argument("trainer_args", nargs=argparse.REMAINDER, help="after --: fixed flags for python -m train")
     return parser
 
@@ -69,7 +114,9 @@ def sampler(strategy: str, space: list[search_space.Range], seed: int):
 
     if strategy == "Grid":
         if any(r.kind != "categorical" for r in space):
-            raise ValueError("--strategy Grid searches categorical ranges only; list the values to try (type: categorical).")
+            raise ValueError(
+                "--strategy Grid searches categorical ranges only; list the values to try (type: categorical)."
+            )
         return optuna.samplers.GridSampler({r.name: list(r.values) for r in space}, seed=seed)
     if strategy == "Random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -97,26 +144,39 @@ class Tuner:
         import optuna
 
         self.args, self.space = args, space
-        self.maximize = (args.direction or ("Minimize" if args.objective.endswith("loss") else "Maximize")) == "Maximize"
+        self.maximize = (
+            args.direction or ("Minimize" if args.objective.endswith("loss") else "Maximize")
+        ) == "Maximize"
         self.metric = re.compile(rf"^epoch=(\d+) .*\b{args.objective}={NUMBER}")
-        self.threads = max(1, (os.cpu_count() or 1) // args.max_parallel_jobs)
+        self.threads = max(1, usable_cores() // args.max_parallel_jobs)
         pruner = optuna.pruners.NopPruner()
         if args.strategy == "Hyperband" or args.early_stopping == "Auto":
             low, high = args.hyperband_resource
             pruner = optuna.pruners.HyperbandPruner(min_resource=low, max_resource=high, reduction_factor=3)
         args.study_dir.mkdir(parents=True, exist_ok=True)
-        url = storage_url(args.storage, args.storage_file, os.environ.get(STORAGE_ENV)) or f"sqlite:///{args.study_dir / 'study.db'}"
+        url = (
+            storage_url(args.storage, args.storage_file, os.environ.get(STORAGE_ENV))
+            or f"sqlite:///{args.study_dir / 'study.db'}"
+        )
         self.study = open_study(
-            url, args.study_name, heartbeat_seconds=args.heartbeat_seconds, maximize=self.maximize,
-            sampler=sampler(args.strategy, space, args.seed), pruner=pruner,
-        )  # fmt: skip
+            url,
+            args.study_name,
+            heartbeat_seconds=args.heartbeat_seconds,
+            maximize=self.maximize,
+            sampler=sampler(args.strategy, space, args.seed),
+            pruner=pruner,
+        )
 
     def counted(self) -> list:
         """The study's trials that count towards --max-jobs, in order: all but those run again under a later trial
         (interrupted, or stale and retried) and those a tuner started past the limit."""
         trials = self.study.get_trials(deepcopy=False)
         retried = {n for t in trials for n in retry_history(t)}
-        return [t for t in trials if t.number not in retried and not t.user_attrs.get("superseded") and not t.user_attrs.get("surplus")]
+        return [
+            t
+            for t in trials
+            if t.number not in retried and not t.user_attrs.get("superseded") and not t.user_attrs.get("surplus")
+        ]
 
     def finished(self) -> list:
         from optuna.trial import TrialState
@@ -131,7 +191,9 @@ class Tuner:
             trial.set_user_attr("surplus", True)
             self.study.stop()
             raise optuna.TrialPruned("the study reached --max-jobs")
-        again = "slot" in trial.user_attrs  # a trial run again (after Ctrl-C, or its tuner's heartbeat stopped) keeps its slot
+        again = (
+            "slot" in trial.user_attrs
+        )  # a trial run again (after Ctrl-C, or its tuner's heartbeat stopped) keeps its slot
         slot = trial.user_attrs.get("slot", trial.number)
         trial.set_user_attr("slot", slot)
         trial.set_user_attr("host", socket.gethostname())
@@ -156,10 +218,17 @@ class Tuner:
         # each trial gets its own /opt/ml tree: model, output/data, output/failure, checkpoints, tensorboard
         env = {k: v for k, v in os.environ.items() if k not in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR")}
         env.update({"SAGEMAKER_BASE_DIR": str(folder), "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"})
-        log.info("trial slot %d: %s%s", slot, " ".join(flags), " (run again: resumes from its last checkpoint)" if again else "")
+        log.info(
+            "trial slot %d: %s%s",
+            slot,
+            " ".join(flags),
+            " (run again: resumes from its last checkpoint)" if again else "",
+        )
         last, epoch, pruned = None, 0, False
         with (folder / "train.log").open("a") as logfile:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=logfile, text=True, env=env, preexec_fn=stop_with_parent)
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=logfile, text=True, env=env, preexec_fn=stop_with_parent
+            )
             try:
                 for line in process.stdout:
                     logfile.write(line)
@@ -205,12 +274,26 @@ class Tuner:
                 return
             if len(counted) - sum(t.state == TrialState.WAITING for t in counted) >= self.args.max_jobs:
                 if not waiting_said:
-                    log.info("waiting for %d trial(s) running elsewhere (a stopped tuner's trial is taken over after %d s without a heartbeat)", len(running), 3 * self.args.heartbeat_seconds)
+                    log.info(
+                        "waiting for %d trial(s) running elsewhere (a stopped tuner's trial is taken over after %d s without a heartbeat)",
+                        len(running),
+                        3 * self.args.heartbeat_seconds,
+                    )
                     waiting_said = True
                 time.sleep(self.args.heartbeat_seconds)
                 continue
-            log.info("running up to %d trial(s), %d at a time, %d thread(s) each", self.args.max_jobs - finished, self.args.max_parallel_jobs, self.threads)
-            self.study.optimize(self.objective, n_jobs=self.args.max_parallel_jobs, catch=(RuntimeError,), callbacks=[self.stop_when_full])
+            log.info(
+                "running up to %d trial(s), %d at a time, %d thread(s) each",
+                self.args.max_jobs - finished,
+                self.args.max_parallel_jobs,
+                self.threads,
+            )
+            self.study.optimize(
+                self.objective,
+                n_jobs=self.args.max_parallel_jobs,
+                catch=(RuntimeError,),
+                callbacks=[self.stop_when_full],
+            )
             waiting_said = False
 
     def stop_when_full(self, study, _trial) -> None:
@@ -250,7 +333,9 @@ def masked(url: str) -> str:
 def open_study(url: str, name: str, *, heartbeat_seconds: int, maximize: bool, sampler=None, pruner=None):
     """The study at ``url``; a storage that cannot be opened is a ValueError that names it without its password."""
     try:
-        return create_or_load(url, name, heartbeat_seconds=heartbeat_seconds, maximize=maximize, sampler=sampler, pruner=pruner)
+        return create_or_load(
+            url, name, heartbeat_seconds=heartbeat_seconds, maximize=maximize, sampler=sampler, pruner=pruner
+        )
     except Exception as exc:
         password = url.partition("://")[2].rpartition("@")[0].partition(":")[2]
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -267,9 +352,13 @@ def create_or_load(url: str, name: str, *, heartbeat_seconds: int, maximize: boo
     for attempt in range(5):
         try:
             return optuna.create_study(
-                study_name=name, storage=storage(url, heartbeat_seconds), load_if_exists=True,
-                direction="maximize" if maximize else "minimize", sampler=sampler, pruner=pruner,
-            )  # fmt: skip
+                study_name=name,
+                storage=storage(url, heartbeat_seconds),
+                load_if_exists=True,
+                direction="maximize" if maximize else "minimize",
+                sampler=sampler,
+                pruner=pruner,
+            )
         except sqlalchemy.exc.DatabaseError as error:
             raced = isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in str(error.orig)
             if attempt == 4 or not raced:
@@ -284,9 +373,11 @@ def storage(url: str, heartbeat_seconds: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
-            url, heartbeat_interval=heartbeat_seconds, grace_period=3 * heartbeat_seconds,
+            url,
+            heartbeat_interval=heartbeat_seconds,
+            grace_period=3 * heartbeat_seconds,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
-        )  # fmt: skip
+        )
 
 
 def retry_history(trial) -> list[int]:
@@ -315,8 +406,16 @@ def report(tuner: Tuner) -> list[dict]:
     """The results table (printed) and ``results.csv``; the best trial's artifact copied to ``best/``."""
     trials = sorted(tuner.finished(), key=slot_of)
     rows = [
-        {"slot": slot_of(t), "host": t.user_attrs.get("host"), "state": t.state.name, tuner.args.objective: t.value, "epochs": t.user_attrs.get("epochs"),
-         "seconds": round(t.duration.total_seconds(), 1) if t.duration else None, "resumed": bool(t.user_attrs.get("resumed") or retry_history(t)), **t.params}  # fmt: skip
+        {
+            "slot": slot_of(t),
+            "host": t.user_attrs.get("host"),
+            "state": t.state.name,
+            tuner.args.objective: t.value,
+            "epochs": t.user_attrs.get("epochs"),
+            "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
+            "resumed": bool(t.user_attrs.get("resumed") or retry_history(t)),
+            **t.params,
+        }
         for t in trials
     ]
     names = [r.name for r in tuner.space]
@@ -336,15 +435,22 @@ def report(tuner: Tuner) -> list[dict]:
         print("no trial completed: see trials/*/train.log")
         return rows
     best = max(complete, key=lambda t: t.value if tuner.maximize else -t.value)
-    summary = f"best: slot {slot_of(best)} {tuner.args.objective}={best.value:.4f} " + " ".join(f"{k}={v}" for k, v in best.params.items())
+    summary = f"best: slot {slot_of(best)} {tuner.args.objective}={best.value:.4f} " + " ".join(
+        f"{k}={v}" for k, v in best.params.items()
+    )
     slot_dir = tuner.args.study_dir / "trials" / f"{slot_of(best):03d}"
     if not (slot_dir / "model").is_dir():
-        print(f"{summary}\nits artifact is on {best.user_attrs.get('host')}, in that tuner's --study-dir/trials/{slot_of(best):03d}/model")
+        print(
+            f"{summary}\nits artifact is on {best.user_attrs.get('host')}, in that tuner's --study-dir/trials/{slot_of(best):03d}/model"
+        )
         return rows
     target = tuner.args.study_dir / "best"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(slot_dir / "model", target / "model")
-    (target / "trial.txt").write_text(f"slot {slot_of(best)}\n{tuner.args.objective}={best.value}\n" + "".join(f"{k}={v}\n" for k, v in best.params.items()))
+    (target / "trial.txt").write_text(
+        f"slot {slot_of(best)}\n{tuner.args.objective}={best.value}\n"
+        + "".join(f"{k}={v}\n" for k, v in best.params.items())
+    )
     if not tuner.args.keep_all:
         for t in trials:
             if t is not best:
@@ -373,11 +479,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("optuna").setLevel(logging.WARNING)
     try:
         if not 1 <= args.max_parallel_jobs <= args.max_jobs:
-            raise ValueError(f"--max-parallel-jobs ({args.max_parallel_jobs}) must be between 1 and --max-jobs ({args.max_jobs}).")
+            raise ValueError(
+                f"--max-parallel-jobs ({args.max_parallel_jobs}) must be between 1 and --max-jobs ({args.max_jobs})."
+            )
         space = search_space.load(args.search_space)
         reverse = [r.name for r in space if r.scaling == "ReverseLogarithmic"]
         if reverse:
-            raise ValueError(f"search space {', '.join(reverse)}: ReverseLogarithmic scaling is SageMaker's only; use Linear or Logarithmic locally.")
+            raise ValueError(
+                f"search space {', '.join(reverse)}: ReverseLogarithmic scaling is SageMaker's only; use Linear or Logarithmic locally."
+            )
         tuner = Tuner(args, space)
         fixed = {a[2:].split("=")[0].replace("_", "-") for a in args.trainer_args if a.startswith("--")}
         clash = sorted({r.name.replace("_", "-") for r in space} & fixed)
@@ -385,7 +495,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{', '.join(clash)} is both tuned and fixed after --; drop one of them.")
         per_trial = sorted(fixed & {"model-dir", "output-data-dir", "checkpoint-dir", "tensorboard-dir"})
         if per_trial:
-            raise ValueError(f"{', '.join('--' + f for f in per_trial)}: every trial writes under --study-dir/trials/NNN; drop them after --.")
+            raise ValueError(
+                f"{', '.join('--' + f for f in per_trial)}: every trial writes under --study-dir/trials/NNN; drop them after --."
+            )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 ``python -m bench.peers.backends`` (in a peer image) times every mode at batch 1 and batch 8 (the peers' server-side
 batch) with random weights, after a warm-up that includes compiling, and prints one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,10 @@ def time_mode(name: str, mode: str, seconds: float) -> dict:
     for size in (1, 8, 1, 8):  # a compiling mode compiles here, the dynamic-shape graph included
         forward(torch.randn(size, 3, 224, 224))
     warm = round(time.perf_counter() - started, 1)
-    return {"warm_up_seconds": warm, **{f"batch_{n}": rate(forward, torch.randn(n, 3, 224, 224), seconds) for n in (1, 8)}}
+    return {
+        "warm_up_seconds": warm,
+        **{f"batch_{n}": rate(forward, torch.randn(n, 3, 224, 224), seconds) for n in (1, 8)},
+    }
 
 
 def main() -> None:
@@ -45,7 +49,7 @@ def main() -> None:
     for mode in args.modes:
         try:
             results["modes"][mode] = time_mode(args.model, mode, args.seconds)
-        except Exception as exc:  # noqa: BLE001  (a mode that does not run with this torch is a result too)
+        except Exception as exc:
             results["modes"][mode] = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"}
         print(json.dumps({mode: results["modes"][mode]}), flush=True)
     running = [m for m, r in results["modes"].items() if "error" not in r]

@@ -38,7 +38,10 @@ class Classifier:
     @serve.batch(**({"max_batch_size": 16, "batch_wait_timeout_s": 0.01} if BEST else {}))
     async def predict(self, images: list[torch.Tensor]) -> list[list[dict]]:
         top = torch.topk(torch.softmax(self.forward(torch.stack(images)), dim=1), 5)
-        return [[{"label": self.classes[i], "probability": p} for p, i in zip(ps, ids)] for ps, ids in zip(top.values.tolist(), top.indices.tolist())]
+        return [
+            [{"label": self.classes[i], "probability": p} for p, i in zip(ps, ids, strict=False)]
+            for ps, ids in zip(top.values.tolist(), top.indices.tolist(), strict=False)
+        ]
 
     @app.get("/ping")
     async def ping(self) -> dict:

@@ -10,13 +10,14 @@ architecture, and runs it in one of these modes:
   its ``aot_autograd`` option, which those docs recommend for dynamic shapes (a server's batches vary); without it,
   torch 2.14+ fails in dynamo's guards ("sources must not be empty for symbol").
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torchvision
@@ -37,7 +38,14 @@ def load(model_dir: Path) -> tuple[torch.nn.Module, dict]:
 def eval_transform(info: dict) -> transforms.Compose:
     """model.json's preprocessing as torchvision transforms (resize, center crop, normalise)."""
     pre = info["preprocess"]
-    return transforms.Compose([transforms.Resize(pre["resize"]), transforms.CenterCrop(pre["crop"]), transforms.ToTensor(), transforms.Normalize(pre["mean"], pre["std"])])
+    return transforms.Compose(
+        [
+            transforms.Resize(pre["resize"]),
+            transforms.CenterCrop(pre["crop"]),
+            transforms.ToTensor(),
+            transforms.Normalize(pre["mean"], pre["std"]),
+        ]
+    )
 
 
 def prepare(model: torch.nn.Module, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:

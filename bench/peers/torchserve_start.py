@@ -6,6 +6,7 @@ server-side batching (batch size 8, max delay 50 ms, as TorchServe's batch infer
 uses the stock ``image_classifier`` handler and TorchServe's default worker count (one per core); ``best`` uses
 ``ts_handler.py`` (the same handler, forward pass in ``PEER_MODE``) with one worker that gets every core.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,11 @@ from safetensors.torch import load_file
 HERE = Path(__file__).resolve().parent
 STORE = Path("/tmp/model-store")
 WORK = Path("/tmp/archive")
-RESNETS = {"resnet18": ("BasicBlock", [2, 2, 2, 2]), "resnet34": ("BasicBlock", [3, 4, 6, 3]), "resnet50": ("Bottleneck", [3, 4, 6, 3])}
+RESNETS = {
+    "resnet18": ("BasicBlock", [2, 2, 2, 2]),
+    "resnet34": ("BasicBlock", [3, 4, 6, 3]),
+    "resnet50": ("Bottleneck", [3, 4, 6, 3]),
+}
 
 
 def model_file(info: dict) -> str:
@@ -43,15 +48,34 @@ def archive(model_dir: Path, best: bool) -> None:
     (WORK / "model.py").write_text(model_file(info))
     torch.save(load_file(model_dir / "weights.safetensors"), WORK / "model.pt")
     (WORK / "index_to_name.json").write_text(json.dumps({str(i): name for i, name in enumerate(info["classes"])}))
-    workers = f"minWorkers: 1\nmaxWorkers: 1\n" if best else ""
+    workers = "minWorkers: 1\nmaxWorkers: 1\n" if best else ""
     (WORK / "model-config.yaml").write_text(f"batchSize: 8\nmaxBatchDelay: 50\nresponseTimeout: 120\n{workers}")
     handler = str(HERE / "ts_handler.py") if best else "image_classifier"
     subprocess.run(
-        ["torch-model-archiver", "--model-name", "model", "--version", "1.0", "--model-file", str(WORK / "model.py"),
-         "--serialized-file", str(WORK / "model.pt"), "--handler", handler, "--extra-files", str(WORK / "index_to_name.json"),
-         "--config-file", str(WORK / "model-config.yaml"), "--archive-format", "no-archive", "--export-path", str(STORE), "--force"],
+        [
+            "torch-model-archiver",
+            "--model-name",
+            "model",
+            "--version",
+            "1.0",
+            "--model-file",
+            str(WORK / "model.py"),
+            "--serialized-file",
+            str(WORK / "model.pt"),
+            "--handler",
+            handler,
+            "--extra-files",
+            str(WORK / "index_to_name.json"),
+            "--config-file",
+            str(WORK / "model-config.yaml"),
+            "--archive-format",
+            "no-archive",
+            "--export-path",
+            str(STORE),
+            "--force",
+        ],
         check=True,
-    )  # fmt: skip
+    )
 
 
 def main() -> None:
@@ -62,7 +86,20 @@ def main() -> None:
         "inference_address=http://0.0.0.0:8080\nmanagement_address=http://127.0.0.1:8081\nmetrics_address=http://127.0.0.1:8082\n"
         "disable_token_authorization=true\ninstall_py_dep_per_model=false\n"
     )
-    os.execvp("torchserve", ["torchserve", "--foreground", "--ncs", "--model-store", str(STORE), "--models", "model=model", "--ts-config", str(config)])
+    os.execvp(
+        "torchserve",
+        [
+            "torchserve",
+            "--foreground",
+            "--ncs",
+            "--model-store",
+            str(STORE),
+            "--models",
+            "model=model",
+            "--ts-config",
+            str(config),
+        ],
+    )
 
 
 if __name__ == "__main__":

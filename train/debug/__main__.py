@@ -1,8 +1,9 @@
 """``python -m train.debug``: evaluate Debugger rules on saved tensors, or render the profiling report.
 
-    python -m train.debug rules <tensor dir> [--rules all|Name,...] [--param Rule.name=value ...] [--json FILE]
-    python -m train.debug report <output data dir> [--param Rule.name=value ...]
+python -m train.debug rules <tensor dir> [--rules all|Name,...] [--param Rule.name=value ...] [--json FILE]
+python -m train.debug report <output data dir> [--param Rule.name=value ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,20 +29,32 @@ def _params(items: list[str]) -> dict[str, dict[str, str]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train.debug", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    rules = commands.add_parser("rules", help="evaluate the built-in Debugger rules on tensors saved by the smdebug hook")
-    rules.add_argument("tensors", type=Path, help="the hook's output folder (--debugger-out, or the job's S3 tensors downloaded)")
+    rules = commands.add_parser(
+        "rules", help="evaluate the built-in Debugger rules on tensors saved by the smdebug hook"
+    )
+    rules.add_argument(
+        "tensors", type=Path, help="the hook's output folder (--debugger-out, or the job's S3 tensors downloaded)"
+    )
     rules.add_argument("--rules", default="all", help="comma-separated rule names, or all")
-    rules.add_argument("--param", action="append", default=[], metavar="RULE.NAME=VALUE", help="override a rule parameter (repeatable)")
+    rules.add_argument(
+        "--param", action="append", default=[], metavar="RULE.NAME=VALUE", help="override a rule parameter (repeatable)"
+    )
     rules.add_argument("--json", type=Path, default=None, help="also write the verdicts here as JSON")
     report = commands.add_parser("report", help="render the profiling report from a run's output data folder")
     report.add_argument("output", type=Path, help="the trainer's --output-data-dir (holds profiler/ and metrics.json)")
-    report.add_argument("--param", action="append", default=[], metavar="RULE.NAME=VALUE", help="override a profiler rule parameter (repeatable)")
+    report.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="RULE.NAME=VALUE",
+        help="override a profiler rule parameter (repeatable)",
+    )
     return parser
 
 
 def run_rules(args: argparse.Namespace) -> int:
-    from train.debug.tensor_check import evaluate, open_trial
     from byoc_contract.rules import rule_names
+    from train.debug.tensor_check import evaluate, open_trial
 
     verdicts = evaluate(open_trial(args.tensors), rule_names(args.rules), _params(args.param))
     print(table(verdicts))

@@ -3,6 +3,7 @@
 Per-batch losses are noisy, so the loss rules compare *validation passes* (the mean loss of one evaluation
 pass, i.e. a run of consecutive EVAL steps) and the mean *training* loss between two passes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,7 +41,10 @@ def eval_batch_sizes(trial) -> dict[int, int]:
     if "labels" not in trial.tensor_names():
         return {}
     tensor = trial.tensor("labels")
-    return {trial.global_step(modes.EVAL, s): int(np.size(tensor.value(s, mode=modes.EVAL))) for s in tensor.steps(mode=modes.EVAL)}
+    return {
+        trial.global_step(modes.EVAL, s): int(np.size(tensor.value(s, mode=modes.EVAL)))
+        for s in tensor.steps(mode=modes.EVAL)
+    }
 
 
 def passes(eval_points: list[Point], sizes: dict[int, int] | None = None) -> list[Point]:
@@ -54,7 +58,10 @@ def passes(eval_points: list[Point], sizes: dict[int, int] | None = None) -> lis
         else:
             groups.append([p])
     sizes = sizes or {}
-    return [Point(g[-1].step, float(np.average([p.value for p in g], weights=[sizes.get(p.step, 1) for p in g])), g[0].step) for g in groups]
+    return [
+        Point(g[-1].step, float(np.average([p.value for p in g], weights=[sizes.get(p.step, 1) for p in g])), g[0].step)
+        for g in groups
+    ]
 
 
 def segments(train_points: list[Point], eval_passes: list[Point]) -> list[tuple[Point | None, Point]]:

@@ -3,6 +3,7 @@
 Written to the trainer's output data folder (``/opt/ml/output/data`` on SageMaker, so it reaches S3 with
 the job's ``output.tar.gz``): ``profiler-report.html`` and ``profiler-report/*.png``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from byoc_contract.rules import ISSUES
 from train.debug import plots
 from train.debug.profiler_rules import COMPUTE, RULES, evaluate, load_profile
-from byoc_contract.rules import ISSUES
 from train.debug.verdicts import Verdict
 
 STYLE = """
@@ -26,16 +27,29 @@ table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #
 
 def _summary(profile) -> list[tuple[str, str]]:
     seconds = profile.step_seconds()
-    rows = [("device", profile.run["device"]), ("model", profile.run["model"]), ("batch size", str(profile.run["batch_size"])),
-            ("data loader workers / cores", f"{profile.run['workers']} / {profile.run['cores']}"), ("training steps", str(len(seconds)))]  # fmt: skip
+    rows = [
+        ("device", profile.run["device"]),
+        ("model", profile.run["model"]),
+        ("batch size", str(profile.run["batch_size"])),
+        ("data loader workers / cores", f"{profile.run['workers']} / {profile.run['cores']}"),
+        ("training steps", str(len(seconds))),
+    ]
     if len(seconds):
         p50, p90, p99 = np.percentile(seconds * 1000, [50, 90, 99])
         rows.append(("step time p50 / p90 / p99", f"{p50:.1f} / {p90:.1f} / {p99:.1f} ms"))
         total = seconds.sum()
-        shares = ", ".join(f"{phase} {100 * sum(s.get(phase, 0.0) for s in profile.steps) / total:.0f}%" for phase in ("data", *COMPUTE))
+        shares = ", ".join(
+            f"{phase} {100 * sum(s.get(phase, 0.0) for s in profile.steps) / total:.0f}%"
+            for phase in ("data", *COMPUTE)
+        )
         rows.append(("share of step time", shares))
     if profile.samples:
-        rows.append(("CPU utilisation mean / p95", f"{np.mean([s['cpu'] for s in profile.samples]):.0f}% / {np.percentile([s['cpu'] for s in profile.samples], 95):.0f}%"))
+        rows.append(
+            (
+                "CPU utilisation mean / p95",
+                f"{np.mean([s['cpu'] for s in profile.samples]):.0f}% / {np.percentile([s['cpu'] for s in profile.samples], 95):.0f}%",
+            )
+        )
     return rows
 
 
@@ -46,11 +60,19 @@ def _calibration_rows(calibration: dict | None) -> list[tuple[str, str]]:
     rows = [
         ("temperature (fitted on valid)", f"{calibration['temperature']:.3f}"),
         (f"{split} NLL before / after", f"{calibration['nll_before']:.4f} / {calibration['nll_after']:.4f}"),
-        (f"{split} ECE ({bins} bins) before / after", f"{calibration['ece_before']:.4f} / {calibration['ece_after']:.4f}"),
+        (
+            f"{split} ECE ({bins} bins) before / after",
+            f"{calibration['ece_before']:.4f} / {calibration['ece_after']:.4f}",
+        ),
     ]
     point = calibration.get("operating_point")
     if point:
-        rows.append(("operating point (valid)", f"threshold {point['threshold']:.4f} for sensitivity >= {point['target_sensitivity']:g}: sensitivity {point['sensitivity']:.3f}"))
+        rows.append(
+            (
+                "operating point (valid)",
+                f"threshold {point['threshold']:.4f} for sensitivity >= {point['target_sensitivity']:g}: sensitivity {point['sensitivity']:.3f}",
+            )
+        )
     return rows
 
 
@@ -72,7 +94,12 @@ def render(output: Path, params: dict[str, dict[str, object]]) -> tuple[Path, li
         images.append((plots.training_curves(history, figures / "training_curves.png"), "Loss and accuracy"))
     if calibration:
         title = f"Reliability on {calibration['evaluated_on']}"
-        images.append((plots.reliability_diagram(calibration, figures / "reliability_diagram.png", title), f"{title}, before and after temperature scaling"))
+        images.append(
+            (
+                plots.reliability_diagram(calibration, figures / "reliability_diagram.png", title),
+                f"{title}, before and after temperature scaling",
+            )
+        )
     images += [
         (plots.utilisation(profile, figures / "system_utilisation.png"), "System utilisation"),
         (plots.step_histogram(profile, figures / "step_time_histogram.png"), "Step time histogram"),
@@ -84,7 +111,10 @@ def render(output: Path, params: dict[str, dict[str, object]]) -> tuple[Path, li
         f'<tr><td>{v.rule}</td><td class="{v.status}">{v.status}</td><td>{html.escape(RULES[v.rule].SUMMARY)}</td><td>{html.escape(v.evidence)}</td></tr>'
         for v in verdicts
     )
-    summary = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _summary(profile) + _calibration_rows(calibration))
+    summary = "\n".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+        for k, v in _summary(profile) + _calibration_rows(calibration)
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Profiling report</title><style>{STYLE}</style></head>
 <body>

@@ -4,6 +4,7 @@ At each epoch end the tensor rules run over the saved steps; each verdict change
 (``byoc_contract.rules.format_line``) that CloudWatch, ``byoc-launch train --wait`` and the tuner's metric regexes read.
 A rule named in ``stop_on`` that finds issues asks the trainer to stop. ``rules.json`` and ``rules.txt`` hold the result.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,11 +22,6 @@ log = logging.getLogger("train")
 # The hook that writes the tensors lives in this process and is closed before the final evaluation: smdebug need not
 # wait (1 s by default) for late writers once it sees the training-end marker.
 os.environ.setdefault("SMDEBUG_TRAINING_END_DELAY_REFRESH", "0")
-
-
-def collections_for(names: list[str]) -> list[str]:
-    """The hook collections the named rules read, in a stable order."""
-    return sorted({c for name in names for c in RULES[name].COLLECTIONS})
 
 
 class InJobRules:
@@ -101,9 +97,12 @@ class InJobRules:
         out.mkdir(parents=True, exist_ok=True)
         verdicts = list(self.verdicts.values())
         summary = {
-            "rules": [v.as_dict() for v in verdicts], "stop_on_rule": self.stop_on, "stopped": self.stopped,
-            "evaluations": self.evaluations, "evaluation_seconds": round(self.seconds, 3),
-        }  # fmt: skip
+            "rules": [v.as_dict() for v in verdicts],
+            "stop_on_rule": self.stop_on,
+            "stopped": self.stopped,
+            "evaluations": self.evaluations,
+            "evaluation_seconds": round(self.seconds, 3),
+        }
         (out / OUTPUT_FILE).write_text(json.dumps(summary, indent=2))
         (out / "rules.txt").write_text(table(verdicts) + "\n")
         log.info("Debugger rules (%d evaluations, %.1f s in all):\n%s", self.evaluations, self.seconds, table(verdicts))

@@ -1,4 +1,5 @@
 """Rule parameters: AWS's defaults, overridden by values that may arrive as strings (as SageMaker passes them)."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """The profiling report's figures, drawn with matplotlib (Agg) and saved as PNG files."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-from train.debug.profiler_rules import COMPUTE, Profile  # noqa: E402
+from train.debug.profiler_rules import COMPUTE, Profile
 
 
 def _save(fig, path: Path) -> Path:

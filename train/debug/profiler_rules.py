@@ -4,6 +4,7 @@ Parameters and defaults are those of SageMaker's built-in profiler rules. SageMa
 utilisation; on a run without a GPU the data-loading rules judge the step timeline instead (how long each
 step waited for its batch), and the GPU-only rules say there is nothing to check.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from byoc_contract.rules import ISSUES, NO_ISSUES, PROFILER_RULES
 from train.cores import auto_workers
 from train.debug.parameters import typed
-from byoc_contract.rules import ISSUES, NO_ISSUES
 from train.debug.verdicts import Verdict
 
 COMPUTE = ("forward", "backward", "optimizer")
@@ -71,16 +72,21 @@ def read_jsonl(path: Path) -> list[dict]:
 def load_profile(folder: Path) -> Profile:
     """The profile written by a run into ``folder`` (``<output>/profiler``)."""
     if not (folder / "run.json").is_file():
-        raise FileNotFoundError(f"{folder} holds no profile: train with --profiler-interval > 0 and point at its --output-data-dir")
-    return Profile(read_jsonl(folder / "system.jsonl"), read_jsonl(folder / "steps.jsonl"), json.loads((folder / "run.json").read_text()))
+        raise FileNotFoundError(
+            f"{folder} holds no profile: train with --profiler-interval > 0 and point at its --output-data-dir"
+        )
+    return Profile(
+        read_jsonl(folder / "system.jsonl"),
+        read_jsonl(folder / "steps.jsonl"),
+        json.loads((folder / "run.json").read_text()),
+    )
 
 
 class ProfilerRule:
-    DEFAULTS: dict[str, object] = {}
     SUMMARY = ""
 
     def __init__(self, **params):
-        self.params = typed(type(self).__name__, self.DEFAULTS, params)
+        self.params = typed(type(self).__name__, PROFILER_RULES[type(self).__name__].parameters, params)
 
     def verdict(self, evidence: str | None, fine: str) -> Verdict:
         """IssuesFound with ``evidence`` when there is any, else NoIssuesFound saying why (``fine``)."""
@@ -100,7 +106,6 @@ def _too_short(count: int, params: dict) -> str:
 
 class LowGPUUtilization(ProfilerRule):
     SUMMARY = "GPU utilisation low (p95 below threshold_p95) or fluctuating (p5 below threshold_p5)"
-    DEFAULTS = {"threshold_p95": 70.0, "threshold_p5": 10.0, "window": 500, "patience": 1000}
 
     def evaluate(self, profile: Profile) -> Verdict:
         if not profile.has_gpu:
@@ -112,26 +117,40 @@ class LowGPUUtilization(ProfilerRule):
             for start in range(0, len(util) - self.params["window"] + 1, self.params["window"]):
                 p5, p95 = np.percentile(util[start : start + self.params["window"]], [5, 95])
                 if p95 < self.params["threshold_p95"]:
-                    return self.verdict(f"GPU {gpu} underused: p95 utilisation {p95:.0f}% < {self.params['threshold_p95']:g}%", "")
+                    return self.verdict(
+                        f"GPU {gpu} underused: p95 utilisation {p95:.0f}% < {self.params['threshold_p95']:g}%", ""
+                    )
                 if p5 < self.params["threshold_p5"]:
-                    return self.verdict(f"GPU {gpu} fluctuates: p5 utilisation {p5:.0f}% < {self.params['threshold_p5']:g}% while p95 is {p95:.0f}%", "")
+                    return self.verdict(
+                        f"GPU {gpu} fluctuates: p5 utilisation {p5:.0f}% < {self.params['threshold_p5']:g}% while p95 is {p95:.0f}%",
+                        "",
+                    )
         return self.verdict(None, f"GPU utilisation p95 >= {self.params['threshold_p95']:g}% in every window")
 
 
 class BatchSize(ProfilerRule):
     SUMMARY = "CPU, GPU and GPU memory all lightly used: a larger batch would fit"
-    DEFAULTS = {"cpu_threshold_p95": 70.0, "gpu_threshold_p95": 70.0, "gpu_memory_threshold_p95": 70.0, "patience": 1000, "window": 500}
 
     def evaluate(self, profile: Profile) -> Verdict:
         if not profile.has_gpu:
             return self.verdict(None, NO_GPU)
-        util, memory = profile.gpu_series("util", self.params["patience"]), profile.gpu_series("memory", self.params["patience"])
+        util, memory = (
+            profile.gpu_series("util", self.params["patience"]),
+            profile.gpu_series("memory", self.params["patience"]),
+        )
         if not util or len(util[0]) < self.params["window"]:
             return self.verdict(None, _too_short(len(util[0]) if util else 0, self.params))
         cpu = np.percentile([s["cpu"] for s in profile.samples[self.params["patience"] :]], 95)
         gpu, mem = np.percentile(util[0], 95), np.percentile(memory[0], 95)
-        if cpu < self.params["cpu_threshold_p95"] and gpu < self.params["gpu_threshold_p95"] and mem < self.params["gpu_memory_threshold_p95"]:
-            return self.verdict(f"p95 CPU {cpu:.0f}%, GPU {gpu:.0f}%, GPU memory {mem:.0f}%: raise --batch-size (batch {profile.run['batch_size']})", "")
+        if (
+            cpu < self.params["cpu_threshold_p95"]
+            and gpu < self.params["gpu_threshold_p95"]
+            and mem < self.params["gpu_memory_threshold_p95"]
+        ):
+            return self.verdict(
+                f"p95 CPU {cpu:.0f}%, GPU {gpu:.0f}%, GPU memory {mem:.0f}%: raise --batch-size (batch {profile.run['batch_size']})",
+                "",
+            )
         return self.verdict(None, f"p95 CPU {cpu:.0f}%, GPU {gpu:.0f}%, GPU memory {mem:.0f}%")
 
 
@@ -146,35 +165,40 @@ class _Bottleneck(ProfilerRule):
             samples = [s for s in profile.samples[self.params["patience"] :] if s["gpus"]]
             if not samples:
                 return self.verdict(None, _too_short(0, self.params))
-            hits = [s for s in samples if s["gpus"][0]["util"] < self.params["gpu_threshold"] and s[self.metric] > limit]
+            hits = [
+                s for s in samples if s["gpus"][0]["util"] < self.params["gpu_threshold"] and s[self.metric] > limit
+            ]
             share = 100 * len(hits) / len(samples)
             what = f"GPU below {self.params['gpu_threshold']:g}% while {self.label} above {limit:g}% in {share:.0f}% of {len(samples)} samples"
         else:
             share = 100 * profile.data_share()
             level = profile.during_waits(self.metric)
             if level is None:
-                return self.verdict(None, f"steps waited for data {share:.0f}% of step time, too briefly for a system sample to fall within a wait: no {self.label} to judge")
+                return self.verdict(
+                    None,
+                    f"steps waited for data {share:.0f}% of step time, too briefly for a system sample to fall within a wait: no {self.label} to judge",
+                )
             if level <= limit:
-                return self.verdict(None, f"{self.label} {level:.0f}% while steps waited for data ({share:.0f}% of step time), not above {limit:g}%")
+                return self.verdict(
+                    None,
+                    f"{self.label} {level:.0f}% while steps waited for data ({share:.0f}% of step time), not above {limit:g}%",
+                )
             what = f"steps waited for data {share:.0f}% of the time with {self.label} at {level:.0f}% (> {limit:g}%)"
         return self.verdict(what if share > self.params["threshold"] else None, what)
 
 
 class CPUBottleneck(_Bottleneck):
     SUMMARY = "the accelerator waits while the CPU is saturated (data preparation is CPU-bound)"
-    DEFAULTS = {"threshold": 50.0, "gpu_threshold": 10.0, "cpu_threshold": 90.0, "patience": 1000}
     metric, threshold_name, label = "cpu", "cpu_threshold", "CPU"
 
 
 class IOBottleneck(_Bottleneck):
     SUMMARY = "the accelerator waits while the CPUs wait on I/O (reading the data is the limit)"
-    DEFAULTS = {"threshold": 50.0, "gpu_threshold": 10.0, "io_threshold": 50.0, "patience": 1000}
     metric, threshold_name, label = "iowait", "io_threshold", "I/O wait"
 
 
 class StepOutlier(ProfilerRule):
     SUMMARY = "more than n_outliers steps slower than mean + stddev standard deviations"
-    DEFAULTS = {"stddev": 3.0, "mode": None, "n_outliers": 10}
 
     def evaluate(self, profile: Profile) -> Verdict:
         seconds = profile.step_seconds()
@@ -192,7 +216,6 @@ class Dataloader(ProfilerRule):
     default is never flagged."""
 
     SUMMARY = "fewer loader workers than --workers auto picks, more than max_threshold % of the cores, or steps waiting on the loader more than wait_threshold %"
-    DEFAULTS = {"max_threshold": 200.0, "wait_threshold": 50.0}
 
     def evaluate(self, profile: Profile) -> Verdict:
         workers, cores = profile.run["workers"], profile.run["cores"]
@@ -200,12 +223,20 @@ class Dataloader(ProfilerRule):
         found = []
         if share > self.params["wait_threshold"]:
             cause = self._cause(profile)
-            found.append(f"data bottleneck: steps waited for data {share:.0f}% of the time (> {self.params['wait_threshold']:g}%); {cause}")
+            found.append(
+                f"data bottleneck: steps waited for data {share:.0f}% of the time (> {self.params['wait_threshold']:g}%); {cause}"
+            )
         if workers < auto_workers(cores):
-            found.append(f"{workers} loader workers for {cores} cores: raise --workers to {auto_workers(cores)} (what --workers auto picks)")
+            found.append(
+                f"{workers} loader workers for {cores} cores: raise --workers to {auto_workers(cores)} (what --workers auto picks)"
+            )
         if 100 * workers / cores > self.params["max_threshold"]:
-            found.append(f"{workers} loader workers for {cores} cores (> {self.params['max_threshold']:g}%): lower --workers")
-        return self.verdict("; ".join(found), f"steps waited for data {share:.0f}% of the time; {workers} workers for {cores} cores")
+            found.append(
+                f"{workers} loader workers for {cores} cores (> {self.params['max_threshold']:g}%): lower --workers"
+            )
+        return self.verdict(
+            "; ".join(found), f"steps waited for data {share:.0f}% of the time; {workers} workers for {cores} cores"
+        )
 
     @staticmethod
     def _cause(profile: Profile) -> str:

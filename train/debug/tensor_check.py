@@ -1,11 +1,12 @@
 """Run the tensor rules over a folder of tensors saved by the smdebug hook, as SageMaker's rule jobs do."""
+
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from train.debug.tensor_rules import RULES, BuiltinRule
 from byoc_contract.rules import ERROR, ISSUES, NO_ISSUES
+from train.debug.tensor_rules import RULES, BuiltinRule
 from train.debug.verdicts import Verdict
 
 
@@ -59,9 +60,17 @@ def evaluate(trial, names: list[str], params: dict[str, dict[str, str]]) -> list
             verdicts.append(missing_inputs(name))
             continue
         step = first_issue(rule, steps)
-        verdicts.append(Verdict(name, ISSUES, step, rule.evidence) if step is not None else Verdict(name, NO_ISSUES, evidence=f"checked {len(steps)} saved steps"))
+        verdicts.append(
+            Verdict(name, ISSUES, step, rule.evidence)
+            if step is not None
+            else Verdict(name, NO_ISSUES, evidence=f"checked {len(steps)} saved steps")
+        )
     return verdicts
 
 
 def missing_inputs(name: str) -> Verdict:
-    return Verdict(name, ERROR, evidence=f"the tensors it reads were not saved: {RULES[name].SUMMARY}; see docs/debugging.md for the collections it needs")
+    return Verdict(
+        name,
+        ERROR,
+        evidence=f"the tensors it reads were not saved: {RULES[name].SUMMARY}; see docs/debugging.md for the collections it needs",
+    )

@@ -4,28 +4,27 @@ Each rule takes the parameters, with the defaults, that AWS documents for the bu
 (values may be strings, as SageMaker passes them). ``invoke_at_step`` returns True when the condition is
 met; ``evidence`` then says what was seen. smdebug's ``invoke_rule`` drives them over the global steps.
 """
+
 from __future__ import annotations
 
 import numpy as np
 from smdebug import modes
 from smdebug.rules import Rule
 
-from byoc_contract.rules import RULE_NAMES
-from train.debug.parameters import typed
+from byoc_contract.rules import RULE_NAMES, TENSOR_RULES
 from train.debug.curves import Point, curve, eval_batch_sizes, loss_names, passes, points, segments
+from train.debug.parameters import typed
 
 
 class BuiltinRule(Rule):
     """A built-in rule: typed parameters with AWS's defaults, and the evidence of the last trigger."""
 
-    DEFAULTS: dict[str, object] = {}
     SUMMARY = ""
-    COLLECTIONS: tuple[str, ...] = ()  # the hook collections the rule reads
     STEP_LOCAL = False  # True: the verdict at a step depends on that step's values alone (checked once, in the job)
 
     def __init__(self, base_trial, **params):
         super().__init__(base_trial, action_str="")
-        self.params = typed(type(self).__name__, self.DEFAULTS, params)
+        self.params = typed(type(self).__name__, TENSOR_RULES[type(self).__name__].parameters, params)
         self.evidence = ""
         self._prepared = False
         self._saved: dict[str, set[int]] = {}
@@ -122,21 +121,21 @@ def _tensor_names(trial, collection_names: str | None, regex: str | None) -> lis
 
 class VanishingGradient(TensorValueRule):
     SUMMARY = "a gradient tensor whose mean absolute value is below threshold"
-    COLLECTIONS = ("gradients",)
-    DEFAULTS = {"threshold": 1e-7}
 
     def inputs(self) -> list[str]:
         return self.base_trial.tensor_names(collection="gradients")
 
     def problem(self, name: str, step: int) -> str | None:
         mean = self.reduction(name, step, "mean")  # the in-job hook saves only this reduction after the first steps
-        return f"mean |{name}| = {mean:.3g} < {self.params['threshold']:g}" if mean is not None and mean < self.params["threshold"] else None
+        return (
+            f"mean |{name}| = {mean:.3g} < {self.params['threshold']:g}"
+            if mean is not None and mean < self.params["threshold"]
+            else None
+        )
 
 
 class ExplodingTensor(TensorValueRule):
     SUMMARY = "NaN (or infinite) values in the saved tensors"
-    COLLECTIONS = ("losses", "gradients")
-    DEFAULTS = {"collection_names": None, "tensor_regex": None, "only_nan": False}
 
     def inputs(self) -> list[str]:
         return _tensor_names(self.base_trial, self.params["collection_names"], self.params["tensor_regex"])
@@ -154,10 +153,10 @@ class ExplodingTensor(TensorValueRule):
 class LossCurveRule(BuiltinRule):
     """Rules that follow loss curves: the curves are read once, then checked at the steps they end on."""
 
-    COLLECTIONS = ("losses",)
-
     def losses(self) -> list[str]:
-        return loss_names(self.base_trial, self.params.get("tensor_regex"), self.params.get("use_losses_collection", True))
+        return loss_names(
+            self.base_trial, self.params.get("tensor_regex"), self.params.get("use_losses_collection", True)
+        )
 
     def inputs_found(self) -> bool:
         return bool(self.losses())
@@ -178,10 +177,6 @@ class LossCurveRule(BuiltinRule):
 
 class LossNotDecreasing(LossCurveRule):
     SUMMARY = "the loss fell by less than diff_percent % over num_steps steps"
-    DEFAULTS = {
-        "tensor_regex": None, "use_losses_collection": True, "num_steps": 10, "diff_percent": 0.1,
-        "increase_threshold_percent": 5.0, "mode": None,
-    }  # fmt: skip
 
     def follow(self, name: str) -> list[tuple[int, str]]:
         mode, series = curve(self.base_trial, name, self.params["mode"])
@@ -195,25 +190,36 @@ class LossNotDecreasing(LossCurveRule):
             change = 100 * (p.value - reference.value) / abs(reference.value or 1e-12)
             if -change < self.params["diff_percent"]:
                 kind = "rose" if change > self.params["increase_threshold_percent"] else "changed"
-                found.append((p.step, f"{mode} {name} {kind} by {change:+.2f}% from {reference.value:.4f} (step {reference.step}) to {p.value:.4f}"))
+                found.append(
+                    (
+                        p.step,
+                        f"{mode} {name} {kind} by {change:+.2f}% from {reference.value:.4f} (step {reference.step}) to {p.value:.4f}",
+                    )
+                )
             reference = p
         return found
 
 
 class Overfit(LossCurveRule):
     SUMMARY = "validation loss more than ratio_threshold above the training loss, patience times in a row"
-    DEFAULTS = {"tensor_regex": None, "start_step": 0, "patience": 1, "ratio_threshold": 0.1}
 
     def follow(self, name: str) -> list[tuple[int, str]]:
         train = points(self.base_trial, name, modes.TRAIN)
         found, streak = [], 0
-        for train_mean, valid in segments(train, passes(points(self.base_trial, name, modes.EVAL), eval_batch_sizes(self.base_trial))):
+        for train_mean, valid in segments(
+            train, passes(points(self.base_trial, name, modes.EVAL), eval_batch_sizes(self.base_trial))
+        ):
             if train_mean is None or valid.step < self.params["start_step"]:
                 continue
             ratio = (valid.value - train_mean.value) / abs(train_mean.value or 1e-12)
             streak = streak + 1 if ratio > self.params["ratio_threshold"] else 0
             if streak >= self.params["patience"]:
-                found.append((valid.step, f"validation {valid.value:.4f} vs training {train_mean.value:.4f}: ratio {ratio:.2f} > {self.params['ratio_threshold']:g}"))
+                found.append(
+                    (
+                        valid.step,
+                        f"validation {valid.value:.4f} vs training {train_mean.value:.4f}: ratio {ratio:.2f} > {self.params['ratio_threshold']:g}",
+                    )
+                )
         return found
 
 
@@ -232,30 +238,41 @@ def _stalls(series: list[Point], delta: float, patience: int) -> list[tuple[Poin
 
 class Overtraining(LossCurveRule):
     SUMMARY = "training or validation loss no longer improving by delta"
-    DEFAULTS = {"tensor_regex": None, "patience_train": 5, "patience_validation": 10, "delta": 0.01}
 
     def follow(self, name: str) -> list[tuple[int, str]]:
         train = points(self.base_trial, name, modes.TRAIN)
         valid = passes(points(self.base_trial, name, modes.EVAL), eval_batch_sizes(self.base_trial))
         train_curve = [t for t, _ in segments(train, valid) if t is not None] if valid else train
         found = []
-        for label, series, patience in (("training", train_curve, "patience_train"), ("validation", valid, "patience_validation")):
+        for label, series, patience in (
+            ("training", train_curve, "patience_train"),
+            ("validation", valid, "patience_validation"),
+        ):
             for p, best in _stalls(series, self.params["delta"], self.params[patience]):
-                found.append((p.step, f"{label} {name} {p.value:.4f} has not improved on {best.value:.4f} (step {best.step}) by {self.params['delta']:g} for {self.params[patience]} evaluations"))
+                found.append(
+                    (
+                        p.step,
+                        f"{label} {name} {p.value:.4f} has not improved on {best.value:.4f} (step {best.step}) by {self.params['delta']:g} for {self.params[patience]} evaluations",
+                    )
+                )
         return sorted(found)
 
 
 class PoorWeightInitialization(BuiltinRule):
-    SUMMARY = "over the first steps: activation variances spread over layers, flat gradients, or a loss that does not fall"
-    COLLECTIONS = ("relu_input", "gradients", "losses")
-    DEFAULTS = {"activation_inputs_regex": None, "threshold": 10.0, "distribution_range": 0.001, "patience": 5, "steps": 10}
+    SUMMARY = (
+        "over the first steps: activation variances spread over layers, flat gradients, or a loss that does not fall"
+    )
 
     def inputs_found(self) -> bool:
         return bool(self._activations() or self.base_trial.tensor_names(collection="gradients"))
 
     def _activations(self) -> list[str]:
         regex = self.params["activation_inputs_regex"]
-        return self.base_trial.tensor_names(regex=regex) if regex else self.base_trial.tensor_names(collection="relu_input")
+        return (
+            self.base_trial.tensor_names(regex=regex)
+            if regex
+            else self.base_trial.tensor_names(collection="relu_input")
+        )
 
     def settled(self, steps: list[int]) -> bool:
         """Judged on the first ``steps`` training steps only: settled once a later training step is saved."""
@@ -277,29 +294,32 @@ class PoorWeightInitialization(BuiltinRule):
         if len(variances) > 1:
             low, high = min(variances, key=variances.get), max(variances, key=variances.get)
             if variances[high] > self.params["threshold"] * max(variances[low], 1e-30):
-                return self.found(f"activation input variance ranges from {variances[low]:.3g} ({low}) to {variances[high]:.3g} ({high}), ratio > {self.params['threshold']:g}")
+                return self.found(
+                    f"activation input variance ranges from {variances[low]:.3g} ({low}) to {variances[high]:.3g} ({high}), ratio > {self.params['threshold']:g}"
+                )
         for name in self.gradients:
             value = self.value(name, step)
             if value is not None and value.size > 1:
                 spread = float(np.percentile(value, 95) - np.percentile(value, 5))
                 if spread < self.params["distribution_range"]:
-                    return self.found(f"{name}: 5th-95th percentile spread {spread:.3g} < {self.params['distribution_range']:g}")
+                    return self.found(
+                        f"{name}: 5th-95th percentile spread {spread:.3g} < {self.params['distribution_range']:g}"
+                    )
         seen = [p for p in self.losses if p.step <= step]
         if len(seen) > self.params["patience"] and min(p.value for p in seen[1:]) >= seen[0].value:
-            return self.found(f"the training loss has not fallen below its first value {seen[0].value:.4f} in {len(seen) - 1} saved steps")
+            return self.found(
+                f"the training loss has not fallen below its first value {seen[0].value:.4f} in {len(seen) - 1} saved steps"
+            )
         return False
 
 
 class ClassImbalance(BuiltinRule):
     SUMMARY = "classes more than threshold_imbalance apart in count, or mispredicted more than threshold_misprediction"
-    COLLECTIONS = ("labels", "predictions")
-    DEFAULTS = {
-        "threshold_imbalance": 10.0, "threshold_misprediction": 0.7, "samples": 500, "argmax": False,
-        "labels_regex": ".*labels", "predictions_regex": ".*predictions",
-    }  # fmt: skip
 
     def _names(self) -> tuple[list[str], list[str]]:
-        return self.base_trial.tensor_names(regex=self.params["labels_regex"]), self.base_trial.tensor_names(regex=self.params["predictions_regex"])
+        return self.base_trial.tensor_names(regex=self.params["labels_regex"]), self.base_trial.tensor_names(
+            regex=self.params["predictions_regex"]
+        )
 
     def inputs_found(self) -> bool:
         return all(self._names())
@@ -329,16 +349,28 @@ class ClassImbalance(BuiltinRule):
         self.pending = []
         classes, counts = np.unique(labels, return_counts=True)
         if counts.max() > self.params["threshold_imbalance"] * counts.min():
-            return self.found(f"class {classes[counts.argmax()]} has {counts.max()} samples, class {classes[counts.argmin()]} {counts.min()} (ratio > {self.params['threshold_imbalance']:g}) in {len(labels)} labels")
-        for c, n in zip(classes, counts):
+            return self.found(
+                f"class {classes[counts.argmax()]} has {counts.max()} samples, class {classes[counts.argmin()]} {counts.min()} (ratio > {self.params['threshold_imbalance']:g}) in {len(labels)} labels"
+            )
+        for c, n in zip(classes, counts, strict=False):
             wrong = float(np.mean(predicted[labels == c] != c))
             if wrong > self.params["threshold_misprediction"]:
-                return self.found(f"class {c} mispredicted {wrong:.0%} of {n} times (> {self.params['threshold_misprediction']:.0%})")
+                return self.found(
+                    f"class {c} mispredicted {wrong:.0%} of {n} times (> {self.params['threshold_misprediction']:.0%})"
+                )
         return False
 
 
 RULES: dict[str, type[BuiltinRule]] = {
     cls.__name__: cls
-    for cls in (LossNotDecreasing, VanishingGradient, ExplodingTensor, Overfit, Overtraining, PoorWeightInitialization, ClassImbalance)
+    for cls in (
+        LossNotDecreasing,
+        VanishingGradient,
+        ExplodingTensor,
+        Overfit,
+        Overtraining,
+        PoorWeightInitialization,
+        ClassImbalance,
+    )
 }
 assert tuple(RULES) == RULE_NAMES, "byoc_contract.rules.RULE_NAMES must list the rules implemented here"

@@ -1,4 +1,5 @@
 """Rule verdicts, as SageMaker reports them (NoIssuesFound / IssuesFound / Error), printed as a table."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
