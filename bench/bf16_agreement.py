@@ -28,6 +28,7 @@ import fashion_mnist  # noqa: E402
 
 from bench.machine import describe  # noqa: E402
 from bench.report import save  # noqa: E402
+from byoc_contract import model_json  # noqa: E402
 
 
 def fine_tune(work: Path, overrides: dict, per_class: int | None) -> tuple[Path, dict[str, Path]]:
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
                     }
                 )
                 print(rows[-1], flush=True)
-        gate = json.loads((spec.directory / "model.json").read_text())["int8"]
+        gate = model_json.read(spec.directory).section("int8")
         fine_tuned = (spec, load_runtime(spec, "onnxruntime", 2).predict)
         models = {
             "ImageNet EfficientNet-Lite0 (1,000 classes)": decode_agreement.imagenet_model(),

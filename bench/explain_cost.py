@@ -8,7 +8,6 @@ with ``?explain=cam`` (the map and a PNG overlay at the JPEG's size for every im
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +17,7 @@ from bench.machine import describe
 from bench.photos import jpeg_photos
 from bench.report import save
 from bench.serve_http import make_artifact, take_turns, turns_parser
+from byoc_contract import model_json
 
 
 def without_explanations(model: Path, target: Path) -> Path:
@@ -30,9 +30,7 @@ def without_explanations(model: Path, target: Path) -> Path:
     del graph.graph.output[:]
     graph.graph.output.extend(kept)
     onnx.save(graph, str(target / "model.onnx"))
-    info = json.loads((target / "model.json").read_text())
-    info["explain"] = {"available": False, "reason": "removed for the benchmark"}
-    (target / "model.json").write_text(json.dumps(info))
+    model_json.update(target, explain={"available": False, "reason": "removed for the benchmark"})
     (target / "cam_head.npz").unlink()
     return target
 

@@ -20,9 +20,11 @@ from bench.report import save
 from bench.serve_http import make_artifact, take_turns, turns_parser
 
 NO_OP = """
-import json, os
+from pathlib import Path
 
 import numpy as np
+
+from byoc_contract import model_json
 
 
 class FixedProbabilities:
@@ -34,7 +36,7 @@ class FixedProbabilities:
 
 
 def model_fn(model_dir):
-    return FixedProbabilities(len(json.load(open(os.path.join(model_dir, "model.json")))["classes"]))
+    return FixedProbabilities(len(model_json.read(Path(model_dir)).classes))
 """
 LIMIT = 0.2
 

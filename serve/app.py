@@ -1,5 +1,5 @@
 """The single-model server (FastAPI): SageMaker's /ping and /invocations, and the Open Inference Protocol's /v2
-routes (``serve.v2``), over the one request pipeline."""
+routes (``serve.oip_routes``), over the one request pipeline."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from byoc_contract.messages import one_line
-from serve import front, memory, v2
+from serve import invocations, memory, oip_routes
 from serve.artifact import ModelSpec, load_failure
+from serve.http_common import RequestError, add_error_handlers, error_response
 from serve.limits import Admission, Uploads
 from serve.metrics import Metrics
 from serve.pipeline import Pipeline, RequestContext, Transformer
@@ -23,7 +24,6 @@ from serve.runtime import Runtime
 from serve.settings import Settings
 from serve.shutdown import DRAIN
 from serve.user_code import user_module
-from serve.web import RequestError, add_error_handlers, error_response
 
 log = logging.getLogger("serve")
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -70,7 +70,7 @@ class ModelState:
 
 
 class SingleModel:
-    """The Open Inference Protocol's view of this server (``serve.v2.Repository``): one model, ``SERVE_MODEL_NAME``."""
+    """The Open Inference Protocol's view of this server (``serve.oip_routes.Repository``): one model, ``SERVE_MODEL_NAME``."""
 
     def __init__(self, model: ModelState, name: str):
         self.model, self.name = model, name
@@ -87,7 +87,7 @@ class SingleModel:
 
     async def infer(self, name: str, body: bytes, ctx: RequestContext) -> Response:
         content, media_type = await self.pipeline(name).transform(body, ctx)
-        return v2.inference_response(content, media_type)
+        return oip_routes.inference_response(content, media_type)
 
     def pipeline(self, name: str) -> Pipeline:
         if name != self.name:
@@ -121,7 +121,7 @@ async def ping(request: Request) -> Response:
 
 
 @router.post("/invocations")
-async def invocations(request: Request, top_k: str | None = None, explain: str | None = None) -> Response:
+async def classify(request: Request, top_k: str | None = None, explain: str | None = None) -> Response:
     """Classify the image(s) in the body; see the README for content and Accept types and the limits."""
     pipeline = request.app.state.model.ready_pipeline()
 
@@ -129,7 +129,7 @@ async def invocations(request: Request, top_k: str | None = None, explain: str |
         content, media_type = await pipeline.transform(body, ctx)
         return Response(content, media_type=media_type)
 
-    return await front.invocation(request, answer, top_k, explain=explain)
+    return await invocations.invocation(request, answer, top_k, explain=explain)
 
 
 @router.get("/model")
@@ -168,7 +168,7 @@ def describe(spec: ModelSpec, explains: bool, model: object, decode: str) -> dic
         "calibration": {k: calibration[k] for k in ("temperature", "ece_before", "ece_after")} if calibration else None,
         "trained": str(info.get("created", ""))[:10] or None,
         "explanations": explains,
-        "explain_reason": spec.explain_reason if spec.cam_file is None else "this runtime does not compute them",
+        "explain_reason": None if explains else explain_reason(spec),
         "serving": {
             "runtime": model.name,
             "precision": model.precision,
@@ -179,6 +179,11 @@ def describe(spec: ModelSpec, explains: bool, model: object, decode: str) -> dic
         "decode": {"serving": decode, "training": spec.decode},
         "int8": {k: gate.get(k) for k in INT8_SUMMARY} if isinstance(gate, dict) else None,
     }
+
+
+def explain_reason(spec: ModelSpec) -> str:
+    """Why a server does not explain: the artifact lacks the CAM outputs, or its runtime or user code does not run them."""
+    return spec.explain_reason if spec.cam_file is None else "this runtime does not compute them"
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -193,6 +198,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.repository = SingleModel(app.state.model, settings.model_name)
     add_error_handlers(app)
     app.include_router(router)
-    app.include_router(front.router)
-    app.include_router(v2.router)
+    app.include_router(invocations.router)
+    app.include_router(oip_routes.router)
     return app

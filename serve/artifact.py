@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from byoc_contract import description
+from byoc_contract import model_json
 
 
 class ArtifactError(RuntimeError):
@@ -40,29 +40,33 @@ class ModelSpec:
 
 
 def load_spec(directory: Path) -> ModelSpec:
-    """Parse ``model.json`` (``byoc_contract.description``); every field serving depends on must be there."""
-    path = directory / "model.json"
+    """Parse ``model.json`` (``byoc_contract.model_json``); every field serving depends on must be there."""
+    path = directory / model_json.FILE
     try:
-        info = description.read(path)
-        onnx = info["onnx"]
+        described = model_json.read(path)
+        info, pre = dict(described.sections), described.preprocess
+        int8, explain = described.section("int8"), described.section("explain")
         spec = ModelSpec(
             directory=directory,
-            classes=description.classes(info, path),
-            **description.preprocessing(info, path),
-            onnx_file=directory / plain_name(onnx["file"]),
-            input_name=onnx["input"],
-            output_name=onnx["output"],
-            architecture=info.get("architecture", "unknown"),
-            int8_file=directory / plain_name(info["int8"]["file"]) if (info.get("int8") or {}).get("shipped") else None,
-            temperature=float((info.get("calibration") or {}).get("temperature", 1.0)),
+            classes=list(described.classes),
+            resize=pre.resize,
+            crop=pre.crop,
+            mean=pre.mean,
+            std=pre.std,
+            interpolation=pre.interpolation,
+            decode=pre.decode,
+            onnx_file=directory / plain_name(described.onnx_file),
+            input_name=described.onnx_input,
+            output_name=described.onnx_output,
+            architecture=described.architecture,
+            int8_file=directory / plain_name(int8["file"]) if int8.get("shipped") else None,
+            temperature=float(described.section("calibration").get("temperature", 1.0)),
             threshold=operating_threshold(info),
-            cam_file=directory / plain_name(info["explain"]["head"])
-            if (info.get("explain") or {}).get("available")
-            else None,
-            explain_reason=(info.get("explain") or {}).get("reason") or ModelSpec.explain_reason,
+            cam_file=directory / plain_name(explain["head"]) if explain.get("available") else None,
+            explain_reason=explain.get("reason") or ModelSpec.explain_reason,
             info=info,
         )
-    except description.DescriptionError as exc:
+    except model_json.DescriptionError as exc:
         raise ArtifactError(str(exc)) from None
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path} is not a byoc-vision model description ({type(exc).__name__}: {exc}).") from exc

@@ -22,12 +22,12 @@ from PIL import Image
 from byoc_contract.messages import one_line
 from byoc_images import Fit, ImageRefused, ImageTooLarge, open_rgb
 from serve.artifact import ModelSpec
+from serve.http_common import RequestError
 from serve.limits import Deadline
 from serve.preprocess import to_input
-from serve.web import RequestError
 
 if TYPE_CHECKING:
-    from serve.oip import InferRequest
+    from serve.oip_bodies import InferRequest
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff", "application/x-image")
 JSON_TYPES = ("application/json",)

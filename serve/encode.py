@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from serve.decode import media_type
-from serve.web import RequestError
+from serve.http_common import RequestError
 
 ACCEPTED = ("application/json", "application/jsonlines", "application/x-npy")
 

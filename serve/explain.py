@@ -13,7 +13,7 @@ from PIL import Image
 
 from serve.artifact import ArtifactError, ModelSpec
 from serve.encode import query_or_attribute
-from serve.web import RequestError
+from serve.http_common import RequestError
 
 EXPLAIN_METHODS = ("cam",)
 OPACITY = 0.5

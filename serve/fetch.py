@@ -15,8 +15,8 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
+from serve.http_common import RequestError
 from serve.limits import Deadline
-from serve.web import RequestError
 
 log = logging.getLogger(__name__)
 METADATA_ADDRESSES = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))

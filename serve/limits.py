@@ -9,7 +9,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from serve.web import RequestError
+from serve.http_common import RequestError
 
 RETRY_AFTER_SECONDS = "1"
 WORKER_NICENESS = 10  # decoding and prediction yield the CPU to the event loop, which answers /ping and reads bodies

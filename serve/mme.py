@@ -25,8 +25,9 @@ import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from serve import front, memory, oip, privileges, v2
+from serve import invocations, memory, oip_bodies, oip_routes, privileges
 from serve.artifact import ArtifactError, ModelSpec, load_spec
+from serve.http_common import RequestError, add_error_handlers, error_response, read_body
 from serve.limits import Admission, Uploads
 from serve.metrics import Metrics
 from serve.mms_service import ORIGINAL_CONTENT_TYPE, PROTOCOL
@@ -35,7 +36,6 @@ from serve.runtime import model_file
 from serve.settings import MODEL_NAME, Settings
 from serve.shutdown import DRAIN
 from serve.user_code import RequirementsError, install_requirements
-from serve.web import RequestError, add_error_handlers, error_response, read_body
 
 log = logging.getLogger("serve")
 FORWARDED_HEADERS = ("content-type", "accept", "x-amzn-sagemaker-custom-attributes")
@@ -225,7 +225,7 @@ def invoke_headers(ctx: RequestContext, top_k: str | None = None, explain: str |
 
 
 class MultiModel:
-    """The Open Inference Protocol's view of a multi-model endpoint (``serve.v2.Repository``): the models loaded
+    """The Open Inference Protocol's view of a multi-model endpoint (``serve.oip_routes.Repository``): the models loaded
     in multi-model-server, each under its own name."""
 
     def __init__(self, state):
@@ -269,7 +269,11 @@ class MultiModel:
     async def infer(self, name: str, body: bytes, ctx: RequestContext) -> Response:
         headers = {
             **invoke_headers(ctx),
-            **({oip.HEADER_LENGTH: ctx.headers[oip.HEADER_LENGTH]} if oip.HEADER_LENGTH in ctx.headers else {}),
+            **(
+                {oip_bodies.HEADER_LENGTH: ctx.headers[oip_bodies.HEADER_LENGTH]}
+                if oip_bodies.HEADER_LENGTH in ctx.headers
+                else {}
+            ),
         }
         path = f"/models/{check_name(name)}/invoke"
         response = self.checked(
@@ -277,7 +281,7 @@ class MultiModel:
                 self.state, "POST", path, timeout=max(ctx.deadline.remaining(), 0.001), content=body, headers=headers
             )
         )
-        return v2.inference_response(response.content, response.headers.get("content-type", "application/json"))
+        return oip_routes.inference_response(response.content, response.headers.get("content-type", "application/json"))
 
     @staticmethod
     def checked(response: httpx.Response) -> httpx.Response:
@@ -397,7 +401,7 @@ async def invoke(name: str, request: Request, top_k: str | None = None, explain:
             headers=invoke_headers(ctx, top_k, explain),
         )
 
-    return await front.invocation(request, answer)
+    return await invocations.invocation(request, answer)
 
 
 @asynccontextmanager
@@ -427,6 +431,6 @@ def create_mme_app(settings: Settings) -> FastAPI:
     app.state.repository = MultiModel(app.state)
     add_error_handlers(app)
     app.include_router(router)
-    app.include_router(front.router)
-    app.include_router(v2.router)
+    app.include_router(invocations.router)
+    app.include_router(oip_routes.router)
     return app

@@ -6,5 +6,7 @@ configuration from the SageMaker environment variables (workers, timeout, payloa
 
 from sagemaker_inference import model_server
 
+from serve.mms_service import ENTRY_POINT
+
 if __name__ == "__main__":
-    model_server.start_model_server(handler_service="serve.mms_service")
+    model_server.start_model_server(handler_service=ENTRY_POINT)

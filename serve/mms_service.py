@@ -1,6 +1,8 @@
 """The handler service multi-model-server runs for each model of a multi-model endpoint.
 
-MMS loads this module once per model (``initialize`` with the model's folder) and calls ``handle`` with a batch
+MMS is told its entry point by name, ``serve.mms_service:handle`` (``ENTRY_POINT``, passed by ``serve.mms_backend``),
+not left to find the one class in this module. Each MMS worker process serves one model: the first call
+(``data`` None) initializes ``HandlerService`` with the model's folder, and every later call hands it a batch
 of that model's requests (up to SERVE_MAX_BATCH_SIZE, gathered for SERVE_MAX_BATCH_DELAY_MS); they run through
 the same pipeline as /invocations (``serve.pipeline.Transformer``), predicted together in one model run.
 """
@@ -12,10 +14,10 @@ import logging
 from pathlib import Path
 
 from serve.artifact import load_failure
+from serve.http_common import RequestError, internal_error
 from serve.pipeline import OPEN_INFERENCE, SAGEMAKER, RequestContext, Transformer
 from serve.settings import Settings
 from serve.user_code import user_module
-from serve.web import RequestError, internal_error
 
 log = logging.getLogger(__name__)
 ORIGINAL_CONTENT_TYPE = (
@@ -75,3 +77,15 @@ class HandlerService:
             context.set_response_content_type(index, outcome[1])
             responses.append(outcome[0])
         return responses
+
+
+ENTRY_POINT = f"{__name__}:handle"  # what serve.mms_backend gives MMS as the handler
+SERVICE = HandlerService()  # one per MMS worker process, which serves a single model
+
+
+def handle(data: list[dict] | None, context) -> list[bytes] | None:
+    """MMS's function entry point: called once with ``data`` None when the worker loads its model, then per batch."""
+    if data is None:
+        SERVICE.initialize(context)
+        return None
+    return SERVICE.handle(data, context)

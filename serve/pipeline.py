@@ -20,19 +20,19 @@ from types import ModuleType
 import numpy as np
 
 from byoc_contract.messages import one_line
-from serve import explain, oip
+from serve import explain, oip_bodies
 from serve.artifact import ArtifactError, ModelSpec, load_spec
 from serve.batching import Batcher, run_together
 from serve.decode import JSONLINES_TYPES, Decoder, Source, media_type, open_picture
 from serve.encode import choose_accept, encode, parse_top_k
 from serve.explain import CamHead
 from serve.fetch import Fetcher
+from serve.http_common import RequestError, internal_error
 from serve.limits import Deadline, worker_pool
 from serve.metrics import Metrics
 from serve.runtime import Runtime, load_runtime
 from serve.settings import Settings
 from serve.user_code import HANDLER_FUNCTIONS, Context, call
-from serve.web import RequestError, internal_error
 
 log = logging.getLogger("serve")
 UTF8_TYPES = ("application/json", "text/csv")  # bodies the toolkit hands to a user's input_fn as str
@@ -55,7 +55,7 @@ class RequestContext:
     model_name: str = "model"
     jsonlines: bool = field(init=False, default=False)
     k: int = field(init=False, default=0)
-    inference: oip.InferRequest | None = field(init=False, default=None)
+    inference: oip_bodies.InferRequest | None = field(init=False, default=None)
     explain: str | None = field(init=False, default=None)  # the explanation asked for ("cam"), once checked
     sources: list[Source] = field(init=False, default_factory=list)  # the images' bytes, kept for explanations
     features: np.ndarray | None = field(init=False, default=None)  # their feature maps, from the model run
@@ -216,8 +216,8 @@ class Transformer:
                 500, "handler error", "The model folder has no model.json, so code/inference.py must define input_fn."
             )
         if ctx.protocol == OPEN_INFERENCE:
-            ctx.inference = oip.parse_request(
-                body, ctx.headers.get(oip.HEADER_LENGTH), self.spec, self.decoder.check_count
+            ctx.inference = oip_bodies.parse_request(
+                body, ctx.headers.get(oip_bodies.HEADER_LENGTH), self.spec, self.decoder.check_count
             )
             ctx.k = parse_top_k(
                 ctx.inference.top_k,
@@ -262,7 +262,9 @@ class Transformer:
                 500, "handler error", "The model folder has no model.json, so code/inference.py must define output_fn."
             )
         if ctx.inference is not None:
-            return oip.encode_response(np.asarray(prediction), self.spec.classes, ctx.inference, ctx.model_name, ctx.k)
+            return oip_bodies.encode_response(
+                np.asarray(prediction), self.spec.classes, ctx.inference, ctx.model_name, ctx.k
+            )
         return encode(
             prediction, self.spec.classes, ctx.k, ctx.accept, self.spec.threshold, self.explanations(prediction, ctx)
         ), ctx.accept

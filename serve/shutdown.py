@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from serve.web import RequestError
+from serve.http_common import RequestError
 
 log = logging.getLogger("serve")
 

@@ -145,6 +145,7 @@ def test_explanations_by_custom_attribute_for_json_and_arrays_at_the_input_size(
             and described["explanations"]
             and described["calibration"]["ece_after"] >= 0
         )
+        assert described["explain_reason"] is None  # the demo once said "does not compute them" beside true
     finally:
         client.__exit__(None, None, None)
 

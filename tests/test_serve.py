@@ -253,7 +253,7 @@ def test_ping_is_503_with_the_reason_when_the_model_cannot_load(tmp_path):
 
 
 def test_an_oversized_model_description_is_refused_before_it_is_read(model_dir, tmp_path):
-    from byoc_contract.description import MAX_BYTES
+    from byoc_contract.model_json import MAX_BYTES
 
     hostile = tmp_path / "model"
     shutil.copytree(model_dir, hostile)
@@ -506,7 +506,7 @@ def test_the_server_decodes_as_model_json_says_unless_serve_decode_says_otherwis
         pytest.skip("no large photo: apt-get install plasma-workspace-wallpapers")
     old = tmp_path / "old"
     shutil.copytree(model_dir, old)
-    info = json.loads((old / "model.json").read_text())
+    info = {**json.loads((old / "model.json").read_text()), "format_version": 1}  # from before scaled decoding
     del info["preprocess"]["decode"]
     (old / "model.json").write_text(json.dumps(info))
     answers = {}
@@ -539,3 +539,53 @@ def test_the_server_decodes_as_model_json_says_unless_serve_decode_says_otherwis
     (old / "model.json").write_text(json.dumps(info))
     with pytest.raises(ArtifactError, match=r"preprocess.decode is 'lossy'"):
         load_spec(old)
+
+
+V1 = Path(__file__).parent / "data" / "model-json-v1.json"  # written by the trainer at 3f79de4 (format_version 1)
+
+
+def test_an_artifact_of_the_previous_version_still_serves(model_dir, tmp_path, fashion):
+    """A version-1 model.json as the trainer wrote it before the schema module (same data and flags as trained_run,
+    so its classes and preprocessing fit this run's model.onnx)."""
+    from byoc_contract import model_json
+
+    old = tmp_path / "v1"
+    shutil.copytree(model_dir, old)
+    shutil.copy(V1, old / "model.json")
+    assert model_json.read(old).version == 1 and model_json.read(model_dir).version == model_json.VERSION == 2
+    client = ready_client(settings_for(old))
+    try:
+        described = client.get("/model").json()
+        assert described["decode"] == {"serving": "scaled", "training": "scaled"} and described["explanations"]
+        photo = next((fashion / "test").rglob("*.png")).read_bytes()
+        answer = client.post("/invocations", content=photo, headers={"Content-Type": "image/png"})
+        assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] in described["classes"]
+    finally:
+        client.__exit__(None, None, None)
+    updated = model_json.update(old, int8={"shipped": False, "reason": "test"})  # as train.quantize does
+    assert updated.version == 2 and json.loads((old / "model.json").read_text())["format_version"] == 2
+
+
+def test_a_newer_model_json_version_is_refused_with_what_to_do(model_dir, tmp_path):
+    newer = tmp_path / "v99"
+    shutil.copytree(model_dir, newer)
+    info = json.loads((newer / "model.json").read_text())
+    (newer / "model.json").write_text(json.dumps({**info, "format_version": 99}))
+    with pytest.raises(ArtifactError, match=r"format_version 99, newer than this code reads \(1, 2\): serve it with"):
+        load_spec(newer)
+    del info["preprocess"]["decode"]  # version 2 always says how training decoded
+    (newer / "model.json").write_text(json.dumps(info))
+    with pytest.raises(ArtifactError, match=r"format_version 2 needs preprocess.decode"):
+        load_spec(newer)
+
+
+def test_multi_model_server_loads_our_handler_by_its_name(model_dir):
+    """MMS's own loader, given ``serve.mms_service:handle``: the function entry point, not "the one class" it finds."""
+    from mms.model_loader import MmsModelLoader
+
+    from serve import mms_service
+
+    assert mms_service.ENTRY_POINT == "serve.mms_service:handle"
+    assert mms_service.SERVICE.transformer is None
+    MmsModelLoader().load("fashion", str(model_dir), mms_service.ENTRY_POINT, None, 4)  # calls handle(None, context)
+    assert mms_service.SERVICE.transformer is not None, mms_service.SERVICE.error

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from test_serve import ready_client, settings_for
 
+from serve.http_common import RequestError
 from serve.pipeline import RequestContext, Transformer
-from serve.web import RequestError
 
 
 @pytest.fixture(scope="module")

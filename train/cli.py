@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from byoc_contract.description import MAX_SIDE
 from byoc_contract.metric_log import METRIC_NAMES
+from byoc_contract.model_json import MAX_SIDE
 from byoc_contract.rules import DEFAULT_RULES, RULE_NAMES
 from byoc_images import DECODES
 from train import sagemaker_env

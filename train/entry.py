@@ -1,5 +1,15 @@
 """The image's ``train`` command: sagemaker-training's entry point, made safe for runs outside SageMaker.
 
+The whole chain of a training job, from the container's command to the epochs:
+
+1. ``train`` (this module's ``main``) fills in missing config files, then hands over to sagemaker-training;
+2. the toolkit reads the job and calls ``SAGEMAKER_TRAINING_MODULE`` (``train.launcher:main``);
+3. ``train.launcher`` turns hyperparameters into flags (``train.cli.parse_args``) and runs ``train.run.run_and_report``
+   in its own process, or under torchrun (one process per GPU and host, each entering ``python -m train``).
+
+Steps 1 and 2 are the toolkit's contract (it owns the SageMaker environment, the error files and the exit codes) and
+cannot be merged without giving that up; ``python -m train`` (``train.cli.main``) starts at step 3, without the toolkit.
+
 The toolkit needs ``/opt/ml/input/config/{resourceconfig,hyperparameters,inputdataconfig}.json``; when one is
 missing it fails before our code runs and still exits 0 with nothing written. SageMaker always writes them; a
 person running ``docker run -v ./opt_ml:/opt/ml IMAGE train`` may not. So: fill in single-host defaults where the

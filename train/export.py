@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from byoc_contract import model_json
 from train.cam import FEATURES, HEAD_FILE, explainable, save_head
 from train.models import build_network
 from train.transforms import Preprocess
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 OPSET = 18
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -55,6 +55,7 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, outputs: tup
     difference."""
     import onnxruntime as ort
 
+    model.eval()  # a wrapper such as TwoOutputs starts in training mode even around an eval-mode network
     sample = sample.float().cpu().contiguous()
     batch = torch.export.Dim("batch", min=1, max=4096)
     onnx_program = torch.onnx.export(
@@ -115,7 +116,6 @@ def write_artifact(
     save_model(model, str(model_dir / "weights.safetensors"))
     (model_dir / "weights.safetensors").chmod(0o644)  # safetensors writes 0600; servers may run as another user
     description = {
-        "format_version": FORMAT_VERSION,
         "architecture": arch,
         "num_classes": len(classes),
         "classes": classes,
@@ -141,6 +141,6 @@ def write_artifact(
         "data": data,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    (model_dir / "model.json").write_text(json.dumps(description, indent=2, default=str))
+    description = dict(model_json.write(model_dir, description).sections)
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return description

@@ -98,11 +98,10 @@ def run_torchrun(command: list[str]) -> int:
 
 def main() -> None:
     """Run the job; on failure raise the toolkit's ClientError, so it writes our reason and exits 1."""
-    from sagemaker_training import environment, errors
+    from sagemaker_training import errors, mapping
 
     configure_logging(True)
-    env = environment.Environment()
-    from sagemaker_training import mapping
+    env = sagemaker_env.toolkit_environment()
 
     # SageMaker's own keys start with "_" (e.g. the tuner's _tuning_objective_metric): not trainer flags.
     argv = [

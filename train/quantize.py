@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from byoc_contract import description, int8, recheck
+from byoc_contract import int8, model_json, recheck
 from byoc_contract.messages import one_line
 from byoc_machine import usable_cores
 from train.calibration import scaled_softmax
@@ -171,8 +172,7 @@ def quantize_artifact(
     samples = [image[None] for images, _ in batches(calibration, preprocess, CALIBRATION_IMAGES) for image in images]
     if not samples:
         raise TrainingError("no readable valid image to calibrate the int8 model with")
-    info = description.read(model_dir / "model.json")
-    temperature = float((info.get("calibration") or {}).get("temperature", 1.0))
+    temperature = float(model_json.read(model_dir).section("calibration").get("temperature", 1.0))
     fp32_model = readable(core, model_dir / "model.onnx")
     reference = top1(compiled(core, fp32_model)[0], evaluation, preprocess, limit, temperature)
     attempts = []
@@ -222,7 +222,7 @@ def quantize_artifact(
         "gate": {"min_agreement": MIN_AGREEMENT, "max_accuracy_drop": MAX_ACCURACY_DROP},
         "attempts": attempts,
     }
-    (model_dir / "model.json").write_text(json.dumps({**info, "int8": record}, indent=2, default=str))
+    model_json.update(model_dir, int8=record)
     if chosen:
         log.info(
             "int8 model %s shipped%s: %s",
@@ -303,9 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        path = args.model_dir / "model.json"
-        info = description.read(path)
-        preprocess, classes = Preprocess(**description.preprocessing(info, path)), description.classes(info, path)
+        described = model_json.read(args.model_dir / model_json.FILE)
+        preprocess, classes = Preprocess(**dataclasses.asdict(described.preprocess)), list(described.classes)
         if not (args.model_dir / "model.onnx").is_file():
             raise TrainingError(
                 f"{args.model_dir} has no model.onnx: give the folder training wrote (model.json + model.onnx)"

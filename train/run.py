@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from byoc_contract.description import MAX_SIDE
 from byoc_contract.metric_log import format_line
+from byoc_contract.model_json import MAX_SIDE
 from byoc_contract.rules import DEFAULT_RULES, StopRuleNotJudged, collections_for, selection
-from train import distributed, finish, sagemaker_env
+from train import distributed, run_outputs, sagemaker_env
 from train.calibration import calibrate
 from train.cores import core_share
 from train.data import class_loss_weights, loader_settings
@@ -453,18 +453,18 @@ def run(args: argparse.Namespace) -> dict:
         return final
     shown = {k: v for k, v in final.items() if k.startswith("test_") or k == "temperature"}
     print(format_line(shown | {"skipped_images": len(state.skipped)}), flush=True)
-    finish.write_reports(
+    run_outputs.write_reports(
         out, split, splits.classes, softmax(logits), targets, args.model, final, state.history, calibration
     )
-    finish.export(Path(args.model_dir), net.model, args.model, splits, preprocess, final, vars(args), calibration)
-    finish.quantize(Path(args.model_dir), splits, preprocess, args.quantize)
+    run_outputs.export(Path(args.model_dir), net.model, args.model, splits, preprocess, final, vars(args), calibration)
+    run_outputs.quantize(Path(args.model_dir), splits, preprocess, args.quantize)
     if rules is not None:
         rules.evaluate(final=True)
         rules.write(out)
         if rules.tensors == sagemaker_env.rule_tensors_dir():
             shutil.rmtree(rules.tensors, ignore_errors=True)  # judged: GBs of gradients need not stay on the volume
     if profiling:
-        finish.write_profiling_report(out)
+        run_outputs.write_profiling_report(out)
     return final
 
 

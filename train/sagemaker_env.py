@@ -1,4 +1,5 @@
-"""Where SageMaker puts things: every SM_* variable and /opt/ml path is read here, and nowhere else."""
+"""Where SageMaker puts things: every SM_* variable, /opt/ml path and sagemaker-training's view of the job
+(``toolkit_environment``) is read here, and nowhere else."""
 
 from __future__ import annotations
 
@@ -51,3 +52,10 @@ def rule_tensors_dir() -> Path:
 def debug_hook_config() -> Path:
     """The file SageMaker writes when the job has a DebuggerHookConfig."""
     return base_dir() / "input" / "config" / "debughookconfig.json"
+
+
+def toolkit_environment():
+    """sagemaker-training's ``Environment``: the job's hyperparameters, hosts and GPUs, from /opt/ml/input/config."""
+    from sagemaker_training import environment
+
+    return environment.Environment()

@@ -18,7 +18,7 @@ import numpy as np
 
 from serve.artifact import ModelSpec
 from serve.decode import b64, parse_json
-from serve.web import RequestError, whole_number
+from serve.http_common import RequestError, whole_number
 
 HEADER_LENGTH = "inference-header-content-length"
 IMAGE_INPUT = "image"  # BYTES, shape [N] or [N, 1]: encoded images (JPEG, PNG, WebP, ...)

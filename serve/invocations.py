@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from serve.http_common import RequestError, declared_length, error_response, internal_error, read_body
 from serve.pipeline import RequestContext
 from serve.settings import Settings
 from serve.shutdown import DRAIN
-from serve.web import RequestError, declared_length, error_response, internal_error, read_body
 
 Answer = Callable[[bytes, RequestContext], Awaitable[Response]]
 router = APIRouter()

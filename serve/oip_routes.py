@@ -11,10 +11,10 @@ from typing import Protocol
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from serve import front, oip
+from serve import invocations, oip_bodies
 from serve.artifact import ModelSpec
+from serve.http_common import RequestError, read_body
 from serve.pipeline import OPEN_INFERENCE, RequestContext
-from serve.web import RequestError, read_body
 
 router = APIRouter(prefix="/v2")
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -39,7 +39,9 @@ class Repository(Protocol):
 
 def protocol_error(exc: RequestError) -> Response:
     """Every error of these routes in the protocol's ``{"error": "..."}`` form, with our status."""
-    return Response(oip.error_body(exc), status_code=exc.status, media_type="application/json", headers=exc.headers)
+    return Response(
+        oip_bodies.error_body(exc), status_code=exc.status, media_type="application/json", headers=exc.headers
+    )
 
 
 def repository(request: Request) -> Repository:
@@ -90,8 +92,8 @@ async def model_metadata(name: str, request: Request, version: str | None = None
             "name": name,
             "versions": ["1"],
             "platform": "byoc-vision",
-            "inputs": oip.input_metadata(spec),
-            "outputs": oip.output_metadata(spec),
+            "inputs": oip_bodies.input_metadata(spec),
+            "outputs": oip_bodies.output_metadata(spec),
         }
     )
 
@@ -120,7 +122,7 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
         ctx.protocol, ctx.model_name = OPEN_INFERENCE, name
         return await repository(request).infer(name, body, ctx)
 
-    return await front.invocation(request, answer, on_error=protocol_error)
+    return await invocations.invocation(request, answer, on_error=protocol_error)
 
 
 def check_version(version: str | None) -> None:
@@ -134,4 +136,4 @@ def check_version(version: str | None) -> None:
 
 def inference_response(content: bytes, media_type: str) -> Response:
     """The encoded result with the binary extension's header length."""
-    return Response(content, media_type=media_type, headers=oip.response_headers(content, media_type))
+    return Response(content, media_type=media_type, headers=oip_bodies.response_headers(content, media_type))
