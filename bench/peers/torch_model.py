@@ -29,7 +29,7 @@ MODES = ("eager", "bf16", "inductor-bf16", "openvino")
 
 def load(model_dir: Path) -> tuple[torch.nn.Module, dict]:
     """(the network in eval mode with the artifact's weights, model.json)."""
-    info = json.loads((model_dir / "model.json").read_text())
+    info = json.loads((model_dir / "model.json").read_text())  # raw, as another stack would: no byoc packages here
     model = torchvision.models.get_model(info["architecture"], num_classes=info["num_classes"])
     model.load_state_dict(load_file(model_dir / "weights.safetensors"))
     return model.eval(), info

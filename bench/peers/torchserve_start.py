@@ -42,7 +42,7 @@ def model_file(info: dict) -> str:
 
 
 def archive(model_dir: Path, best: bool) -> None:
-    info = json.loads((model_dir / "model.json").read_text())
+    info = json.loads((model_dir / "model.json").read_text())  # raw, as another stack would: no byoc packages here
     WORK.mkdir(parents=True, exist_ok=True)
     STORE.mkdir(parents=True, exist_ok=True)
     (WORK / "model.py").write_text(model_file(info))
