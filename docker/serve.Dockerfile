@@ -60,6 +60,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 COPY byoc_images /src/byoc_images
 COPY byoc_contract /src/byoc_contract
 COPY byoc_machine /src/byoc_machine
+COPY byoc_openvino /src/byoc_openvino
 COPY serve /src/serve
 COPY pyproject.toml README.md /src/
 # `serve` is what SageMaker runs. sagemaker-inference writes the MMS configuration to /etc/sagemaker-mms.properties.

@@ -45,6 +45,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 COPY byoc_images /src/byoc_images
 COPY byoc_contract /src/byoc_contract
 COPY byoc_machine /src/byoc_machine
+COPY byoc_openvino /src/byoc_openvino
 COPY train /src/train
 COPY pyproject.toml README.md /src/
 # `train` (what SageMaker runs) becomes our entry: the toolkit's, plus defaults and loud failures for local runs.

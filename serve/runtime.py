@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from byoc_contract import int8, recheck
+import byoc_openvino
+from byoc_contract import recheck
 from byoc_machine import cpu_flags
 from serve.artifact import ArtifactError, ModelSpec
 
@@ -104,7 +105,7 @@ class OnnxRuntimeModel(Runtime):
 class OpenVinoModel(Runtime):
     """model.onnx compiled by OpenVINO for the CPU in ``fp32`` or ``bf16`` (where the CPU has bf16 kernels), or the
     artifact's INT8 model (``model_int8.xml``, quantized by training past its accuracy gate) in ``int8`` (the layers left
-    unquantized in ``byoc_contract.int8.UNQUANTIZED_PRECISION``).
+    unquantized in ``byoc_openvino.UNQUANTIZED_PRECISION``).
 
     bf16 and int8 round activations, which can swap the top two classes when they are nearly tied. With
     ``recheck_margin`` > 0, images whose top-1/top-2 probability gap is below it run again in fp32, so top-1
@@ -123,7 +124,9 @@ class OpenVinoModel(Runtime):
         self.lock = threading.Lock()  # one infer request per model; the batcher already runs one batch at a time
         # requests without an explanation run the network with its logits as the only output (the feature map is
         # not copied out); the whole model is compiled for the first explanation asked for
-        served, hint = (str(spec.int8_file), int8.UNQUANTIZED_PRECISION) if precision == "int8" else (onnx, precision)
+        served, hint = (
+            (str(spec.int8_file), byoc_openvino.UNQUANTIZED_PRECISION) if precision == "int8" else (onnx, precision)
+        )
         self.request, granted = _openvino_request(core, logits_only(core, served), threads, hint)
         if precision != "int8" and granted != precision:
             log.warning("this CPU has no %s kernels; OpenVINO runs in %s", precision, granted)
@@ -201,7 +204,7 @@ def logits_only(core, path: str):
     """The model at ``path`` with its first output (the logits) as its only one."""
     import openvino as ov
 
-    model = int8.read_model(core, path)
+    model = byoc_openvino.read_model(core, path)
     results = model.get_results()
     return model if len(results) == 1 else ov.Model([results[0]], model.get_parameters(), "logits")
 
@@ -209,7 +212,7 @@ def logits_only(core, path: str):
 def _openvino_request(core, path, threads: int, precision: str) -> tuple[object, str]:
     """An infer request of the model (a path or an ``ov.Model``) compiled for ``precision``, for latency, and the
     precision the CPU actually grants."""
-    return int8.openvino_request(core, path, precision, "LATENCY", threads)
+    return byoc_openvino.openvino_request(core, path, precision, "LATENCY", threads)
 
 
 class TorchModel(Runtime):

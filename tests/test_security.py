@@ -160,5 +160,13 @@ def test_build_context_leaves_out_git_venv_and_test_output(tmp_path):
         (REPO / "byoc-output").rmdir()
     assert result.returncode == 0, result.stderr[-3000:]
     listed = set(re.findall(r"^#\d+ [\d.]+ (\S+)$", result.stderr, flags=re.M))
-    assert {"train", "serve", "byoc_contract", "byoc_images", "pyproject.toml"} <= listed, listed
+    assert {
+        "train",
+        "serve",
+        "byoc_contract",
+        "byoc_images",
+        "byoc_machine",
+        "byoc_openvino",
+        "pyproject.toml",
+    } <= listed, listed
     assert not {".git", ".venv", ".pytest_cache", "byoc-output", "tests"} & listed, listed

@@ -5,7 +5,7 @@ the server would answer with it agrees with fp32's top-1 on >= 99 % of the image
 accurate. The server answers with int8 plus its near-tie re-check (``byoc_contract.recheck``: images whose top two
 calibrated probabilities are closer than the margin run again in fp32), so that is what the gate measures; the
 agreement of int8 alone is recorded next to it. Quantization tries leaving the first convolution (the stem), then the
-first three out of int8 (the classifier always); they run as the server runs them (``byoc_contract.int8``: bf16 where
+first three out of int8 (the classifier always); they run as the server runs them (``byoc_openvino``: bf16 where
 the CPU has it, else fp32). The faster model ships at once when its agreement is surely past the gate
 (the 95 % lower bound on the test images, so a small test split cannot wave it through); else the closer one is
 measured and ships when it passes.
@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from byoc_contract import int8, model_json, recheck
+import byoc_openvino
+from byoc_contract import model_json, recheck
 from byoc_contract.messages import one_line
 from byoc_machine import usable_cores
 from train.calibration import scaled_softmax
@@ -65,7 +66,7 @@ def compiled(core, model, precision: str = "fp32") -> tuple[object, str]:
     """An infer request of ``model`` (a file or an ``ov.Model``) for the CPU with its unquantized layers in ``precision``
     (the quantized ones run in int8 whatever the hint), and the precision OpenVINO granted."""
     source = str(model) if isinstance(model, Path) else model
-    return int8.openvino_request(core, source, precision, "THROUGHPUT", usable_cores())
+    return byoc_openvino.openvino_request(core, source, precision, "THROUGHPUT", usable_cores())
 
 
 def top1(
@@ -182,7 +183,9 @@ def quantize_artifact(
             model, nncf.Dataset(samples), subset_size=len(samples), **quantization_options(model, fp32_convolutions)
         )
         ov.save_model(quantized, str(attempt_file(model_dir, fp32_convolutions)), compress_to_fp16=False)
-        request, unquantized = compiled(core, attempt_file(model_dir, fp32_convolutions), int8.UNQUANTIZED_PRECISION)
+        request, unquantized = compiled(
+            core, attempt_file(model_dir, fp32_convolutions), byoc_openvino.UNQUANTIZED_PRECISION
+        )
         measured = {
             "fp32_convolutions": fp32_convolutions,
             "unquantized_precision": unquantized,
@@ -249,7 +252,7 @@ def quantize_artifact(
 def readable(core, path: Path):
     """The model at ``path`` as OpenVINO reads it; a TrainingError saying what to do when it cannot."""
     try:
-        return int8.read_model(core, path)
+        return byoc_openvino.read_model(core, path)
     except Exception as exc:
         raise TrainingError(
             f"{path} is not a model OpenVINO can read ({one_line(exc, 300)}): it is corrupt, truncated or not ONNX; export the artifact again with python -m train"

@@ -1,4 +1,6 @@
-"""How an int8 model runs, which training's gate must measure exactly as the server serves it: the quantized layers in
+"""OpenVINO on the CPU, compiled the same way by training's int8 gate and by the server.
+
+How an int8 model runs, which training's gate must measure exactly as the server serves it: the quantized layers in
 int8, the layers quantization leaves out (the stem, the classifier) in bf16 on CPUs with bf16 kernels, else fp32
 (ResNet-50, this project's 2-core AVX512-BF16 machine: 4-10 % faster than fp32 there; docs/benchmarks.md)."""
 
