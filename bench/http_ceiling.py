@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     save("http_ceiling.json", report)
     print(
-        f"the path costs {report['path_share_of_int8_image_time']:.1%} of an int8 image's time at concurrency {args.concurrency} (limit {LIMIT:.0%})"
+        f"the path costs {report['path_share_of_int8_image_time']:.1%} of an int8 image's time at concurrency "
+        f"{args.concurrency} (limit {LIMIT:.0%})"
     )
     return report
 

@@ -1,7 +1,8 @@
 """CPU input pipeline: decode + augment + collate, per core and through the DataLoader, and the decoded-image cache.
 
 1. Per core (one process, no workers): images/s of decode + the trainer's ``light`` augmentation (random resized
-   crop, flip, normalise) + collate into batches (pinned when CUDA is present) for PIL, ``torchcodec.decoders.decode_jpeg``
+   crop, flip, normalise) + collate into batches (pinned when CUDA is present) for PIL,
+   ``torchcodec.decoders.decode_jpeg``
    (torchvision 0.29 deprecates its own decoders for it),
    Pillow-SIMD (a separate install, when it builds) and reads from the decoded-image cache.
 2. Workers x prefetch sweep of the trainer's DataLoader, with the ``--workers auto`` choice marked.
@@ -111,7 +112,8 @@ def device_input() -> DeviceInput:
 
 
 def loader_rate(dataset, workers: int, prefetch: int | None, batch: int, epochs: int) -> list[float]:
-    """Images/s of each epoch through a DataLoader and onto the device (persistent workers; pinned when CUDA is present)."""
+    """Images/s of each epoch through a DataLoader and onto the device (persistent workers; pinned when CUDA is
+    present)."""
     loader = DataLoader(
         dataset,
         batch_size=batch,
@@ -249,7 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     save("input_pipeline.json", report)
     print(
-        f"epoch 2+ with the cache: {report['epochs']['speedup_later_vs_first']}x epoch 1, {report['epochs']['speedup_later_vs_plain']}x plain ImageFolder"
+        f"epoch 2+ with the cache: {report['epochs']['speedup_later_vs_first']}x epoch 1, "
+        f"{report['epochs']['speedup_later_vs_plain']}x plain ImageFolder"
     )
     return report
 

@@ -33,7 +33,8 @@ LARGE = 12_000_000  # the decode comparison's photos: 12-15 MP, what phones take
 
 
 def per_image(files: list[Path], reps: int) -> dict:
-    """Milliseconds per image of each way to turn a file into the network's input (median over files of the best rep)."""
+    """Milliseconds per image of each way to turn a file into the network's input (median over files of the best
+    rep)."""
     from byoc_images import Fit, open_rgb
     from byoc_images.fit import draft_jpeg
     from serve.artifact import ModelSpec

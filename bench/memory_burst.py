@@ -21,7 +21,8 @@ from bench.serve_http import drive, make_artifact, start, stop
 from bench.soak import memory_mb
 
 WALLPAPERS = Path("/usr/share/wallpapers")
-VARIANTS = {  # name: the container's environment (MALLOC_ARENA_MAX=0 is glibc's default: one arena per thread, up to 8 a core)
+# name: the container's environment (MALLOC_ARENA_MAX=0 is glibc's default: one arena per thread, up to 8 a core)
+VARIANTS = {
     "glibc defaults (no trim)": {"SERVE_MALLOC_TRIM": "off", "MALLOC_ARENA_MAX": "0"},
     "MALLOC_ARENA_MAX=2": {"SERVE_MALLOC_TRIM": "off", "MALLOC_ARENA_MAX": "2"},
     "malloc_trim when idle": {"SERVE_MALLOC_TRIM": "on", "MALLOC_ARENA_MAX": "0"},

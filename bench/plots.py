@@ -212,7 +212,8 @@ def memory_burst(r: dict):
 
 
 def runs_bars(title: str):
-    """A painter for results whose ``runs`` each have images/s: median bars, titled ``title`` (formatted with the result)."""
+    """A painter for results whose ``runs`` each have images/s: median bars, titled ``title`` (formatted with the
+    result)."""
 
     def paint(r: dict):
         figure, axis = plt.subplots(figsize=(7, 2.8))

@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
                 run = one_run(state == "on", data, Path(tmp) / f"{state}-{rep}", args)
                 runs[state].append(run)
                 print(
-                    f"rules {state} #{rep + 1}: train {run['train_seconds']:.1f} s, rules {run['rule_seconds']:.1f} s, wall {run['wall_seconds']:.1f} s",
+                    f"rules {state} #{rep + 1}: train {run['train_seconds']:.1f} s, rules {run['rule_seconds']:.1f} "
+                    f"s, wall {run['wall_seconds']:.1f} s",
                     flush=True,
                 )
 
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     save("rules_overhead.json", report)
     print(
-        f"rules on vs off: training {report['train_ratio']}x, training + rule evaluation {report['train_and_rules_ratio']}x, wall {report['wall_ratio']}x"
+        f"rules on vs off: training {report['train_ratio']}x, training + rule evaluation "
+        f"{report['train_and_rules_ratio']}x, wall {report['wall_ratio']}x"
     )
     return report
 

@@ -47,11 +47,15 @@ UNCHECKED = (
     ", near-tie re-check off"  # the random backbone makes more near ties than a fine-tuned model: both are reported
 )
 SHARED_ARTIFACTS = "BENCH_ARTIFACTS"  # a folder `bench all` sets for the run: one artifact per set of trainer flags
-BASELINE_COMMAND = 'from sagemaker_inference import model_server; model_server.start_model_server(handler_service="bench.baseline_service:handle")'
+BASELINE_COMMAND = (
+    "from sagemaker_inference import model_server; "
+    'model_server.start_model_server(handler_service="bench.baseline_service:handle")'
+)
 
 
 def near_tie_share(model: Path, bodies: list[bytes]) -> float:
-    """The share of ``bodies`` that ours in bf16 or int8 would run again in fp32 at the default margin (fp32 probabilities)."""
+    """The share of ``bodies`` that ours in bf16 or int8 would run again in fp32 at the default margin (fp32
+    probabilities)."""
     import io
 
     from PIL import Image
@@ -76,7 +80,8 @@ def make_artifact(work: Path, extra: tuple[str, ...] = ()) -> Path:
         work = Path(os.environ[SHARED_ARTIFACTS]) / ("_".join(flag.strip("-") for flag in extra) or "default")
         if (work / "done").is_file():
             print(
-                f"the ResNet-50 artifact trained with {' '.join(extra) or 'no extra flags'} earlier in this run is reused",
+                f"the ResNet-50 artifact trained with {' '.join(extra) or 'no extra flags'} earlier in this run "
+                "is reused",
                 flush=True,
             )
             return work / "opt_ml" / "model"
@@ -129,7 +134,8 @@ def ensure_image(image: str) -> None:
         build_peer(image.split(":", 1)[1])
     else:
         raise SystemExit(
-            f"{image} is not on this machine: build it (python -m sagemaker_launch build ...) or leave --image at its default"
+            f"{image} is not on this machine: build it (python -m sagemaker_launch build ...) or leave --image at "
+            "its default"
         )
 
 
@@ -237,7 +243,8 @@ def drive(port: int, bodies: list[bytes], concurrency: int, seconds: float, path
 
 @dataclass(frozen=True)
 class Server:
-    """One server of the comparison: its image, environment, command, invocation path and extra ``docker run`` options."""
+    """One server of the comparison: its image, environment, command, invocation path and extra ``docker run``
+    options."""
 
     label: str
     image: str
@@ -285,7 +292,8 @@ def take_turns(
     servers: dict[str, tuple], bodies: list[bytes], concurrency: int, seconds: float, rounds: int
 ) -> list[dict]:
     """Each server (label: (image, model folder, env[, invocation path])) started, warmed up and driven at
-    ``concurrency`` in turn, ``rounds`` times; per label: images/s over the rounds, and the p50/p99 of its median round."""
+    ``concurrency`` in turn, ``rounds`` times; per label: images/s over the rounds, and the p50/p99 of its median
+    round."""
     points: dict[str, list[dict]] = {label: [] for label in servers}
     for _ in range(rounds):
         for label, (image, folder, env, *path) in servers.items():
@@ -410,7 +418,8 @@ def inference_alone(image: str, model: Path, seconds: float) -> dict:
 
 
 def peer_servers(peer_images: dict[str, str], best_mode: str) -> list[Server]:
-    """TorchServe and Ray Serve (bench/peers/) at their documented default and at their best mode; none without images."""
+    """TorchServe and Ray Serve (bench/peers/) at their documented default and at their best mode; none without
+    images."""
     if not peer_images:
         return []
     ts, ray = peer_images["torchserve"], peer_images["rayserve"]
@@ -438,7 +447,8 @@ def peer_servers(peer_images: dict[str, str], best_mode: str) -> list[Server]:
 
 
 def servers(args: argparse.Namespace, peer_images: dict[str, str], best_mode: str) -> list[Server]:
-    """Ours (int8 picked by SERVE_PRECISION=auto, bf16, fp32), the peers at their default and best, the old AWS stack."""
+    """Ours (int8 picked by SERVE_PRECISION=auto, bf16, fp32), the peers at their default and best, the old AWS
+    stack."""
     ours = [
         Server(INT8, args.image),
         Server(BF16, args.image, {"SERVE_PRECISION": "bf16"}),

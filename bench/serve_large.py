@@ -81,7 +81,8 @@ def lineup(image: str, peers: dict[str, str], best_mode: str) -> list[Server]:
 
 
 def targets(runs: list[dict], top: int) -> dict:
-    """Ours int8 (scaled) at concurrency ``top`` against the best peer at its best and against ours with exact decoding."""
+    """Ours int8 (scaled) at concurrency ``top`` against the best peer at its best and against ours with exact
+    decoding."""
     rate = {run["name"]: next(p for p in run["points"] if p["concurrency"] == top)["images_per_sec"] for run in runs}
     out = {
         "concurrency": top,

@@ -260,8 +260,10 @@ def main(argv: list[str] | None = None) -> dict:
     }
     save("soak.json", report)
     print(
-        f"soak {args.seconds:.0f} s: {report['requests']} requests {report['by_status']}; unexpected 5xx {report['unexpected_5xx']}; "
-        f"/ping p99 {report['ping']['p99_ms']} ms, worst {report['ping']['worst_ms']} ms; memory {report['memory_mb']}; good images/s {report['good_images_per_sec']}"
+        f"soak {args.seconds:.0f} s: {report['requests']} requests {report['by_status']}; unexpected 5xx "
+        f"{report['unexpected_5xx']}; "
+        f"/ping p99 {report['ping']['p99_ms']} ms, worst {report['ping']['worst_ms']} ms; memory "
+        f"{report['memory_mb']}; good images/s {report['good_images_per_sec']}"
     )
     return report
 

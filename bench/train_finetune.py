@@ -74,7 +74,8 @@ def run(name: str, args: list[str], data: Path, work: Path) -> dict:
     if cached:
         out["feature_extraction_images_per_sec"] = float(cached.group(2))
     print(
-        f"{name}: test_acc={out['test_acc']:.4f} wall={wall:.1f}s images/s per epoch={[round(v) for v in out['images_per_sec']]}",
+        f"{name}: test_acc={out['test_acc']:.4f} wall={wall:.1f}s images/s per "
+        f"epoch={[round(v) for v in out['images_per_sec']]}",
         flush=True,
     )
     return out

@@ -57,7 +57,8 @@ class FileBytes(Dataset):
 
 def bytes_batch(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The batch's files packed into one uint8 tensor with their end offsets: one shared-memory block per batch
-    to hand from a worker to the main process, not one per file (which runs out of descriptors, or fails under gVisor)."""
+    to hand from a worker to the main process, not one per file (which runs out of descriptors, or fails under
+    gVisor)."""
     packed = torch.cat([data for data, _ in items])
     ends = torch.tensor([len(data) for data, _ in items]).cumsum(0)
     return packed, ends, torch.tensor([label for _, label in items])
@@ -89,7 +90,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def timed_steps(trainer: Trainer, batches, steps: int, warmup: int, reps: int, batch: int, sampler_path: Path) -> dict:
-    """Images/s over ``reps`` runs of ``steps`` steps after ``warmup`` steps (compilation happens there), with GPU use."""
+    """Images/s over ``reps`` runs of ``steps`` steps after ``warmup`` steps (compilation happens there), with GPU
+    use."""
     source = iter(batches)
     for _ in range(warmup):
         trainer.step(*next(source))

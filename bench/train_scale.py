@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
         }
     report = {
         "machine": describe(),
-        "model": f"{args.model}, random init, {args.side} px, batch {args.batch_size}, bf16 autocast where the CPU has it",
+        "model": f"{args.model}, random init, {args.side} px, batch {args.batch_size}, bf16 autocast where the "
+        "CPU has it",
         "png_side_px": args.side,
         "runs": runs,
         "head_only_cached": head,

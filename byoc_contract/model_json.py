@@ -148,13 +148,15 @@ def read_object(path: Path) -> dict:
         ) from None
     if not isinstance(info, dict):
         raise DescriptionError(
-            f"{path} holds a JSON {type(info).__name__}, not the object training writes: use the model.json training wrote."
+            f"{path} holds a JSON {type(info).__name__}, not the object training writes: use the model.json "
+            "training wrote."
         )
     return info
 
 
 def preprocessing(info: dict, path: Path) -> dict:
-    """``preprocess`` of the description read from ``path``, checked: ``resize`` and ``crop`` whole px in 1..MAX_SIDE, a known
+    """``preprocess`` of the description read from ``path``, checked: ``resize`` and ``crop`` whole px in 1..MAX_SIDE, a
+    known
     ``interpolation`` and ``decode``, three finite means and three finite positive standard deviations, RGB and NCHW."""
     pre = info.get("preprocess")
     if not isinstance(pre, dict):
@@ -168,7 +170,8 @@ def preprocessing(info: dict, path: Path) -> dict:
     interpolation = pre.get("interpolation", "bilinear")
     if interpolation not in INTERPOLATIONS:
         raise DescriptionError(
-            f"{path}: preprocess.interpolation is {_shown(interpolation)}: it must be one of {', '.join(INTERPOLATIONS)}."
+            f"{path}: preprocess.interpolation is {_shown(interpolation)}: it must be one of "
+            f"{', '.join(INTERPOLATIONS)}."
         )
     decode = pre.get("decode", "exact")  # artifacts from before scaled decoding were evaluated on every pixel
     if decode not in DECODES:

@@ -8,7 +8,8 @@ SLOW_SHARE = 0.1  # an int8 model re-checking more of its images than this saves
 
 
 def near_ties(probabilities: np.ndarray, margin: float) -> np.ndarray:
-    """For each row of (N, classes) probabilities, whether its top two are closer than ``margin`` (never, with one class)."""
+    """For each row of (N, classes) probabilities, whether its top two are closer than ``margin`` (never, with one
+    class)."""
     if probabilities.shape[1] < 2:
         return np.zeros(len(probabilities), dtype=bool)
     top2 = np.sort(probabilities, axis=1)[:, -2:]

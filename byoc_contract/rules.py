@@ -1,5 +1,6 @@
 """The Debugger and profiler rules as both sides name them: each rule's parameters and collections (one table, AWS's
-names), the hyperparameters that choose them, and the one verdict line the trainer prints (and the launcher, CloudWatch and the tuner's regexes read).
+names), the hyperparameters that choose them, and the one verdict line the trainer prints (and the launcher, CloudWatch
+and the tuner's regexes read).
 
     rule=VanishingGradient status=IssuesFound step=120 evidence=mean |conv1.weight_grad| = 0 < 1e-07
 """
@@ -156,7 +157,8 @@ def selection(rules: str, stop_on: str, rules_flag: str) -> tuple[list[str], lis
     missing = [n for n in stops if n not in names]
     if missing:
         raise StopRuleNotJudged(
-            f"--stop-on-rule {', '.join(missing)}: not among the evaluated rules ({', '.join(names) or 'none'}); add it to {rules_flag}"
+            f"--stop-on-rule {', '.join(missing)}: not among the evaluated rules ({', '.join(names) or 'none'}); add "
+            f"it to {rules_flag}"
         )
     return names, stops
 
@@ -184,7 +186,8 @@ def metric_definitions(names: tuple[str, ...] = RULE_NAMES) -> list[dict[str, st
 
 
 def verdict_table(rows: list[dict]) -> str:
-    """A fixed-width table of verdicts (``rule``, ``status``, ``step``, ``evidence``), as the trainer and the launcher print it."""
+    """A fixed-width table of verdicts (``rule``, ``status``, ``step``, ``evidence``), as the trainer and the launcher
+    print it."""
     width = max([len("rule")] + [len(r["rule"]) for r in rows])
     lines = [f"{'rule':<{width}}  {'status':<13}  {'step':>6}  evidence"]
     for r in rows:

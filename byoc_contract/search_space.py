@@ -27,7 +27,8 @@ def load(path: str | None) -> list[Range]:
     """The checked ranges of the YAML file at ``path``; ValueError says what to fix."""
     if not path:
         raise ValueError(
-            "no search space: pass --search-space FILE.yaml (e.g. lr: {type: continuous, min: 1e-4, max: 1e-1, scaling: Logarithmic})."
+            "no search space: pass --search-space FILE.yaml (e.g. lr: {type: continuous, min: 1e-4, max: 1e-1, "
+            "scaling: Logarithmic})."
         )
     import yaml
 
@@ -39,7 +40,8 @@ def load(path: str | None) -> list[Range]:
         raise ValueError(f"--search-space {path} is not valid YAML: {exc}") from None
     if not isinstance(space, dict) or not space or not all(isinstance(v, dict) for v in space.values()):
         raise ValueError(
-            f"--search-space {path} must map each hyperparameter to {{type: ..., min: ..., max: ...}} or {{type: categorical, values: [...]}}."
+            f"--search-space {path} must map each hyperparameter to {{type: ..., min: ..., max: ...}} or {{type: "
+            f"categorical, values: [...]}}."
         )
     return [_range(str(name), spec) for name, spec in space.items()]
 

@@ -64,13 +64,15 @@ def open_rgb(
             raise ImageTooLarge(f"{width}x{height} = {width * height} pixels is more than the {max_pixels} allowed")
         if max(width, height) > MAX_ASPECT * min(width, height):
             raise ImageTooElongated(
-                f"{width}x{height} is longer than {MAX_ASPECT}:1, which the resize to the model's input would blow up; crop it"
+                f"{width}x{height} is longer than {MAX_ASPECT}:1, which the resize to the model's input would blow "
+                "up; crop it"
             )
         jpeg = img.format in ("JPEG", "MPO")
         scans = data.count(b"\xff\xda") if jpeg else 0  # start-of-scan markers (0xff is escaped in scan data)
         if scans > MAX_JPEG_SCANS:
             raise TooManyScans(
-                f"the JPEG holds {scans} scans, more than the {MAX_JPEG_SCANS} any encoder writes; save it again as a plain JPEG"
+                f"the JPEG holds {scans} scans, more than the {MAX_JPEG_SCANS} any encoder writes; save it again as a "
+                "plain JPEG"
             )
         scale = draft_jpeg(img, fit) if jpeg else 1  # before loading: libjpeg then decodes at 1/2, 1/4 or 1/8 scale
         stored = img.size

@@ -77,7 +77,8 @@ def draft_jpeg(img: Image.Image, fit: Fit | None) -> int:
 
 
 def resize_shorter(img: Image.Image, fit: Fit) -> Image.Image:
-    """The shorter side resized to ``fit.shorter`` with ``fit.interpolation``, antialiased (PIL), as torchvision does."""
+    """The shorter side resized to ``fit.shorter`` with ``fit.interpolation``, antialiased (PIL), as torchvision
+    does."""
     size = resized_size(img.size, fit.shorter)
     return img if size == img.size else img.resize(size, RESAMPLE[fit.interpolation])
 

@@ -79,7 +79,8 @@ def usable_cores(mount: Path = CGROUP_MOUNT, proc_cgroup: str | None = None) -> 
 
 
 def cores_explained(mount: Path = CGROUP_MOUNT, proc_cgroup: str | None = None) -> str:
-    """Why ``usable_cores`` says what it says, for a start-up line: ``1 usable core (cgroup CPU quota 1, 2 in affinity)``."""
+    """Why ``usable_cores`` says what it says, for a start-up line: ``1 usable core (cgroup CPU quota 1, 2 in
+    affinity)``."""
     cores, affinity = usable_cores(mount, proc_cgroup), len(os.sched_getaffinity(0))
     limit = cgroup_cpu_limit(mount, proc_cgroup)
     quota = f"cgroup CPU quota {limit:g}" if limit is not None else "no cgroup CPU quota"

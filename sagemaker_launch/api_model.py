@@ -59,7 +59,8 @@ def bound_problems(shape: botocore.model.Shape, value, path: str) -> list[str]:
         )
         if size is not None and size > meta["max"]:
             found.append(
-                f"{path}: {size if isinstance(value, (int, float)) else f'length {size}'} is above the maximum {meta['max']}"
+                f"{path}: {size if isinstance(value, (int, float)) else f'length {size}'} is above the maximum "
+                f"{meta['max']}"
             )
     if shape.type_name == "string" and isinstance(value, str):
         if shape.enum and value not in shape.enum:

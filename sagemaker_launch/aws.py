@@ -48,7 +48,8 @@ def console_link(region: str, kind: str, name: str) -> str:
 
 
 def wait_for(function, request: dict, status_key: str, terminal: tuple[str, ...], poll_seconds: float) -> dict:
-    """Describe something until its status is terminal, printing `<name>: <status>` on each change (the name: the request's one value); returns the last description."""
+    """Describe something until its status is terminal, printing `<name>: <status>` on each change (the name: the
+    request's one value); returns the last description."""
     status, label = None, next(iter(request.values()))
     while True:
         described = call(function, **request)

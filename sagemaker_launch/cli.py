@@ -1,4 +1,5 @@
-"""``python -m sagemaker_launch <command>``: flags, an optional YAML file (``--config``), and one function per command."""
+"""``python -m sagemaker_launch <command>``: flags, an optional YAML file (``--config``), and one function per
+command."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def apply_config(parser: CommandParser, config: dict) -> None:
-    """Use the YAML values as defaults (flags still win); unknown keys are refused, lists and mappings become repeats."""
+    """Use the YAML values as defaults (flags still win); unknown keys are refused, lists and mappings become
+    repeats."""
     known = parser.options
     unknown = sorted(set(config) - set(known))
     if unknown:
@@ -68,7 +70,9 @@ def command_train(args: argparse.Namespace) -> None:
     resources = request["ResourceConfig"]
     print(f"training job {name}\n  arn: {arn}\n  console: {aws.console_link(session.region_name, 'jobs', name)}")
     print(
-        f"  runs on {resources['InstanceCount']} x {resources['InstanceType']}{' (managed spot)' if request['EnableManagedSpotTraining'] else ''}; billed while it runs, it stops by itself"
+        f"  runs on {resources['InstanceCount']} x "
+        f"{resources['InstanceType']}{' (managed spot)' if request['EnableManagedSpotTraining'] else ''}; billed "
+        "while it runs, it stops by itself"
     )
     if args.wait:
         job = training.wait_and_report(
@@ -89,18 +93,22 @@ def command_tune(args: argparse.Namespace) -> None:
     name, config = request["HyperParameterTuningJobName"], request["HyperParameterTuningJobConfig"]
     limits = config["ResourceLimits"]
     print(
-        f"tuning job {name}\n  arn: {arn}\n  console: {aws.console_link(session.region_name, 'hyper-tuning-jobs', name)}"
+        f"tuning job {name}\n  arn: {arn}\n  console: "
+        f"{aws.console_link(session.region_name, 'hyper-tuning-jobs', name)}"
     )
     print(
-        f"  {config['Strategy']} search, {config['HyperParameterTuningJobObjective']['Type']} {config['HyperParameterTuningJobObjective']['MetricName']}, "
-        f"up to {limits.get('MaxNumberOfTrainingJobs', 'all grid')} jobs, {limits['MaxParallelTrainingJobs']} at a time; each trial is billed while it runs"
+        f"  {config['Strategy']} search, {config['HyperParameterTuningJobObjective']['Type']} "
+        f"{config['HyperParameterTuningJobObjective']['MetricName']}, "
+        f"up to {limits.get('MaxNumberOfTrainingJobs', 'all grid')} jobs, {limits['MaxParallelTrainingJobs']} at a "
+        "time; each trial is billed while it runs"
     )
     if args.wait:
         job = tuning.follow(client, name, args.poll_seconds)
         best = job.get("BestTrainingJob")
         if job["HyperParameterTuningJobStatus"] != "Completed":
             raise LaunchError(
-                f"tuning job {name} ended {job['HyperParameterTuningJobStatus']}: {job.get('FailureReason', 'no reason given')}"
+                f"tuning job {name} ended {job['HyperParameterTuningJobStatus']}: "
+                f"{job.get('FailureReason', 'no reason given')}"
             )
         if best:
             metric = best.get("FinalHyperParameterTuningJobObjectiveMetric", {})

@@ -1,4 +1,5 @@
-"""The `deploy` command: model + endpoint config + endpoint (real-time, serverless, asynchronous or multi-model), auto scaling, blue/green updates."""
+"""The `deploy` command: model + endpoint config + endpoint (real-time, serverless, asynchronous or multi-model), auto
+scaling, blue/green updates."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ ENDPOINT_TERMINAL = ("InService", "Failed", "OutOfService")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, multi_model: bool) -> None:
-    """What to serve: the model source, the serving image, the role, the container's environment (shared with `transform`)."""
+    """What to serve: the model source, the serving image, the role, the container's environment (shared with
+    `transform`)."""
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--training-job", help="the model this training job produced")
     source.add_argument("--tuning-job", help="the model of this tuning job's best training job")
@@ -36,7 +38,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, multi_model: bool) -> N
     )
     parser.add_argument(
         "--image-cuda",
-        help="GPU instances: the CUDA version the image was built with (12.6, 13.0, none), which picks the host's driver; "
+        help="GPU instances: the CUDA version the image was built with (12.6, 13.0, none), which picks the "
+        "host's driver; "
         "default: read from the image's labels where Docker here has it",
     )
 
@@ -119,7 +122,8 @@ def check_model(args: argparse.Namespace, region: str) -> None:
         )
     if args.model_data and not validate.s3_uri(args.model_data, "--model-data").endswith(".tar.gz"):
         raise LaunchError(
-            f"--model-data {args.model_data!r} must be the model.tar.gz a training job wrote (s3://.../output/model.tar.gz)."
+            f"--model-data {args.model_data!r} must be the model.tar.gz a training job wrote "
+            "(s3://.../output/model.tar.gz)."
         )
 
 
@@ -139,7 +143,8 @@ def check_kind(args: argparse.Namespace) -> None:
     if args.serverless_memory_mb is not None:
         if args.serverless_memory_mb not in SERVERLESS_MEMORY_MB:
             raise LaunchError(
-                f"--serverless-memory-mb must be one of {', '.join(map(str, SERVERLESS_MEMORY_MB))} (got {args.serverless_memory_mb})."
+                f"--serverless-memory-mb must be one of {', '.join(map(str, SERVERLESS_MEMORY_MB))} (got "
+                f"{args.serverless_memory_mb})."
             )
         if not 1 <= args.serverless_concurrency <= 200:
             raise LaunchError(f"--serverless-concurrency must be 1 to 200 (got {args.serverless_concurrency}).")
@@ -173,12 +178,14 @@ def check_scaling(args: argparse.Namespace) -> None:
     lowest = 0 if args.async_output else 1
     if not lowest <= args.min_instances <= args.max_instances:
         raise LaunchError(
-            f"auto scaling needs {lowest} <= --min-instances <= --max-instances (got {args.min_instances}, {args.max_instances})"
+            f"auto scaling needs {lowest} <= --min-instances <= --max-instances (got {args.min_instances}, "
+            f"{args.max_instances})"
             + ("; only asynchronous endpoints scale to zero." if args.min_instances == 0 else ".")
         )
     if args.instance_count is not None and not max(1, args.min_instances) <= args.instance_count <= args.max_instances:
         raise LaunchError(
-            f"--instance-count {args.instance_count} is outside --min-instances {args.min_instances} to --max-instances {args.max_instances}."
+            f"--instance-count {args.instance_count} is outside --min-instances {args.min_instances} to "
+            f"--max-instances {args.max_instances}."
         )
     if (args.target_backlog if args.async_output else args.target_invocations) <= 0:
         raise LaunchError(f"{'--target-backlog' if args.async_output else '--target-invocations'} must be above 0.")
@@ -215,14 +222,16 @@ def model_data(client, args: argparse.Namespace) -> str:
         tuning = aws.call(client.describe_hyper_parameter_tuning_job, HyperParameterTuningJobName=args.tuning_job)
         if "BestTrainingJob" not in tuning:
             raise LaunchError(
-                f"tuning job {args.tuning_job} has no best training job yet ({tuning['HyperParameterTuningJobStatus']}); wait for it (`tune --wait`)."
+                f"tuning job {args.tuning_job} has no best training job yet "
+                f"({tuning['HyperParameterTuningJobStatus']}); wait for it (`tune --wait`)."
             )
         job_name = tuning["BestTrainingJob"]["TrainingJobName"]
         print(f"best training job of {args.tuning_job}: {job_name}")
     job = aws.call(client.describe_training_job, TrainingJobName=job_name)
     if job["TrainingJobStatus"] != "Completed":
         raise LaunchError(
-            f"training job {job_name} is {job['TrainingJobStatus']}, not Completed: it has no model to deploy yet (`train --wait` follows it)."
+            f"training job {job_name} is {job['TrainingJobStatus']}, not Completed: it has no model to deploy yet "
+            "(`train --wait` follows it)."
         )
     return job["ModelArtifacts"]["S3ModelArtifacts"]
 
@@ -334,7 +343,8 @@ def endpoint_config(args: argparse.Namespace, name: str, model: str, count: int,
 
 
 def deployment_config(args: argparse.Namespace) -> dict:
-    """Blue/green: the new fleet comes up beside the old, traffic shifts as asked, the old stays ``termination_wait`` s for rollback."""
+    """Blue/green: the new fleet comes up beside the old, traffic shifts as asked, the old stays ``termination_wait`` s
+    for rollback."""
     routing = {
         "Type": args.traffic,
         "WaitIntervalInSeconds": args.step_wait if args.traffic != "ALL_AT_ONCE" else 0,
@@ -372,7 +382,8 @@ def wait_in_service(client, name: str, poll_seconds: float) -> dict:
     )
     if endpoint["EndpointStatus"] != "InService":
         raise LaunchError(
-            f"endpoint {name} is {endpoint['EndpointStatus']}: {endpoint.get('FailureReason', 'no reason given')} (`logs --endpoint {name}` shows the container's log)."
+            f"endpoint {name} is {endpoint['EndpointStatus']}: {endpoint.get('FailureReason', 'no reason given')} "
+            f"(`logs --endpoint {name}` shows the container's log)."
         )
     return endpoint
 
@@ -383,7 +394,10 @@ def cost_line(args: argparse.Namespace, count: int) -> str:
             f"serverless ({args.serverless_memory_mb} MB): billed per request (duration x memory), nothing while idle"
         )
     shown = f"{args.min_instances}-{args.max_instances}" if args.max_instances is not None else str(count)
-    line = f"{shown} x {args.instance_type}: billed every hour while the endpoint exists, called or not ({24 * (args.max_instances or count)} instance-hours a day at most)"
+    line = (
+        f"{shown} x {args.instance_type}: billed every hour while the endpoint exists, called or not "
+        f"({24 * (args.max_instances or count)} instance-hours a day at most)"
+    )
     if args.async_output and args.min_instances == 0:
         line += "; scales to zero instances when its queue is empty"
     return line
@@ -404,7 +418,8 @@ def update(session, args: argparse.Namespace, endpoint: str, config: str, now: R
     if moving:
         scaling.remove(autoscaling, cloudwatch, endpoint)
         print(
-            f"  auto scaling ({scaling.describe(saved)}) deregistered: AWS changes the instance type ({now.instance_type} -> {new_type}) "
+            f"  auto scaling ({scaling.describe(saved)}) deregistered: AWS changes the instance type "
+            f"({now.instance_type} -> {new_type}) "
             "only of a variant without it; it is registered again once the update is in service"
         )
     try:
@@ -419,10 +434,12 @@ def update(session, args: argparse.Namespace, endpoint: str, config: str, now: R
             scaling.restore(autoscaling, cloudwatch, endpoint, saved)
             print(f"  auto scaling put back as it was: {scaling.describe(saved)}")
         raise LaunchError(
-            f"{exc}. {endpoint} still runs {now.config}; endpoint config {config} and its model were created (`cleanup` removes them)."
+            f"{exc}. {endpoint} still runs {now.config}; endpoint config {config} and its model were created "
+            "(`cleanup` removes them)."
         ) from None
     print(
-        f"endpoint {endpoint}: blue/green update from {now.config} to {config} ({args.traffic}, old fleet kept {args.termination_wait} s)"
+        f"endpoint {endpoint}: blue/green update from {now.config} to {config} ({args.traffic}, old fleet kept "
+        f"{args.termination_wait} s)"
     )
     return saved if moving and new_type else None
 

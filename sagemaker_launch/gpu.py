@@ -53,7 +53,8 @@ def local_labels(image: str) -> dict[str, str] | None:
 
 
 def image_cuda(image: str, given: str | None) -> str:
-    """``--image-cuda`` (``12.6``, ``13.0`` or ``none``), else what the image's labels say; refuses when neither tells."""
+    """``--image-cuda`` (``12.6``, ``13.0`` or ``none``), else what the image's labels say; refuses when neither
+    tells."""
     if given:
         if given != NO_CUDA and not re.fullmatch(r"1[0-9]\.[0-9]+", given):
             raise LaunchError(
@@ -64,8 +65,10 @@ def image_cuda(image: str, given: str | None) -> str:
     found = cuda_from_labels(labels) if labels is not None else None
     if found is None:
         raise LaunchError(
-            f"cannot tell which CUDA {image} was built with ({'its labels do not say' if labels is not None else 'it is not on this machine'}), "
-            "and a GPU host's driver depends on it: pass --image-cuda 12.x or 13.x as built (none for the default OpenVINO image)."
+            f"cannot tell which CUDA {image} was built with "
+            f"({'its labels do not say' if labels is not None else 'it is not on this machine'}), "
+            "and a GPU host's driver depends on it: pass --image-cuda 12.x or 13.x as built (none for the default "
+            "OpenVINO image)."
         )
     return found
 
@@ -79,7 +82,8 @@ def ami(cuda: str, versions: dict[int, str], where: str) -> str | None:
         newest = max(versions)
         raise LaunchError(
             f"{where} has no GPU host for a CUDA {cuda} image (its newest driver runs CUDA {newest}): "
-            f"build the image with a CUDA {newest} torch (TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126), or use a CPU instance."
+            f"build the image with a CUDA {newest} torch (TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126), or "
+            "use a CPU instance."
         )
     return versions[major]
 

@@ -27,7 +27,8 @@ def project_root(start: Path | None = None) -> Path:
         if all((folder / dockerfile).is_file() for dockerfile in DOCKERFILES.values()):
             return folder
     raise LaunchError(
-        "cannot find docker/train.Dockerfile and docker/serve.Dockerfile: run this from a byoc-vision checkout (or pass --context)."
+        "cannot find docker/train.Dockerfile and docker/serve.Dockerfile: run this from a byoc-vision checkout (or "
+        "pass --context)."
     )
 
 

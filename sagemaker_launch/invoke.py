@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=4, help="requests in flight at once")
     parser.add_argument(
         "--async-input",
-        help="asynchronous endpoints: s3:// prefix to upload inputs over 128,000 bytes to (default: inputs/ beside the endpoint's results)",
+        help="asynchronous endpoints: s3:// prefix to upload inputs over 128,000 bytes to (default: inputs/ beside "
+        "the endpoint's results)",
     )
     parser.add_argument(
         "--async-timeout",
@@ -185,7 +186,8 @@ def describe(body: bytes, top_k: int) -> str:
 
 
 def sender(args: argparse.Namespace):
-    """The function that sends one image where ``args.endpoint`` says: a local container, or a real-time or asynchronous endpoint."""
+    """The function that sends one image where ``args.endpoint`` says: a local container, or a real-time or asynchronous
+    endpoint."""
     if args.endpoint.startswith(("http://", "https://")):
         return local_sender(args.endpoint, args.target_model, args.top_k)
     session = aws.session(args.region)

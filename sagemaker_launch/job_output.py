@@ -30,7 +30,8 @@ def download(s3, uri: str, folder: Path) -> Path | None:
         return None
     if head["ContentLength"] > MAX_ARCHIVE_BYTES:
         raise LaunchError(
-            f"{uri} is {head['ContentLength'] / 2**30:.1f} GiB, more than the {MAX_ARCHIVE_BYTES >> 30} GiB --wait fetches; download it with `aws s3 cp`."
+            f"{uri} is {head['ContentLength'] / 2**30:.1f} GiB, more than the {MAX_ARCHIVE_BYTES >> 30} GiB --wait "
+            "fetches; download it with `aws s3 cp`."
         )
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "output.tar.gz"
@@ -65,13 +66,15 @@ def safe_extract(archive: Path, folder: Path) -> None:
                 reason = _refusal(member)
                 if reason:
                     raise LaunchError(
-                        f"{archive} holds {member.name!r}, {reason}; nothing was extracted. The archive did not come from our trainer."
+                        f"{archive} holds {member.name!r}, {reason}; nothing was extracted. The archive did not come "
+                        "from our trainer."
                     )
                 members.append(member)
                 total += member.size
                 if len(members) > MAX_MEMBERS or total > MAX_EXTRACTED_BYTES:
                     raise LaunchError(
-                        f"{archive} unpacks to more than {MAX_MEMBERS} files or {MAX_EXTRACTED_BYTES >> 30} GiB; nothing was extracted."
+                        f"{archive} unpacks to more than {MAX_MEMBERS} files or {MAX_EXTRACTED_BYTES >> 30} GiB; "
+                        "nothing was extracted."
                     )
             tar.extractall(folder, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as exc:
@@ -84,7 +87,8 @@ def summarise(folder: Path) -> str:
     rules_file = next(iter(sorted(folder.rglob(OUTPUT_FILE))), None)
     if rules_file is None:
         lines.append(
-            f"no {OUTPUT_FILE} in the job's output (the in-job rules were off, or the job failed before its first epoch ended)"
+            f"no {OUTPUT_FILE} in the job's output (the in-job rules were off, or the job failed before its first "
+            "epoch ended)"
         )
     else:
         try:

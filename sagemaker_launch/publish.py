@@ -45,7 +45,8 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-latest", action="store_true", help="do not also move the 'latest' tag")
     parser.add_argument(
         "--registry",
-        help="push to this host[:port] instead of the ECR endpoint (an ECR host or 127.0.0.1; ECR's token is sent there)",
+        help="push to this host[:port] instead of the ECR endpoint (an ECR host or 127.0.0.1; ECR's token is "
+        "sent there)",
     )
     parser.add_argument(
         "--allow-registry",
@@ -103,7 +104,8 @@ def run_push(args: argparse.Namespace) -> None:
         )
         registry.check_single_manifest(media_type, f"{target}:{tag}")
         print(
-            f"  image: {uri}:{tag}\n  digest: {target}@{digest}\n  manifest: {media_type} (one platform, as SageMaker requires)"
+            f"  image: {uri}:{tag}\n  digest: {target}@{digest}\n  manifest: {media_type} (one platform, as SageMaker "
+            "requires)"
         )
     print(registry.scanning_line(ecr, args.repository_prefix))
     print(

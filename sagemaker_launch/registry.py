@@ -1,4 +1,5 @@
-"""ECR repositories (lifecycle policy; scanning is the registry's), the ECR token login, and pushing with the docker SDK."""
+"""ECR repositories (lifecycle policy; scanning is the registry's), the ECR token login, and pushing with the docker
+SDK."""
 
 from __future__ import annotations
 
@@ -69,10 +70,15 @@ def scanning_line(ecr, prefix: str) -> str:
         r for r in rules if any(fnmatch.fnmatch(f"{prefix}-serve", f["filter"]) for f in r.get("repositoryFilters", []))
     ]
     if covered:
-        return f"image scanning: the registry scans {prefix}-* ({covered[0]['scanFrequency']}, {found['scanningConfiguration'].get('scanType', 'BASIC')})"
+        return (
+            f"image scanning: the registry scans {prefix}-* ({covered[0]['scanFrequency']}, "
+            f"{found['scanningConfiguration'].get('scanType', 'BASIC')})"
+        )
     return (
-        f"image scanning: this account's registry does not scan {prefix}-* (per-repository scan on push is deprecated); turn it on once with "
-        f"`aws ecr put-registry-scanning-configuration --scan-type BASIC --rules '{SCAN_RULES.replace('byoc-vision', prefix)}'`"
+        f"image scanning: this account's registry does not scan {prefix}-* (per-repository scan on push is "
+        "deprecated); turn it on once with "
+        "`aws ecr put-registry-scanning-configuration --scan-type BASIC --rules "
+        f"'{SCAN_RULES.replace('byoc-vision', prefix)}'`"
     )
 
 
@@ -98,7 +104,8 @@ def login(client: docker.DockerClient, username: str, password: str, registry: s
         client.login(username=username, password=password, registry=registry, reauth=True)
     except docker.errors.APIError as exc:
         raise LaunchError(
-            f"docker login to {registry} with the ECR token failed: {exc.explanation}; check the region and your ecr:GetAuthorizationToken permission."
+            f"docker login to {registry} with the ECR token failed: {exc.explanation}; check the region and your "
+            "ecr:GetAuthorizationToken permission."
         ) from None
     return {"username": username, "password": password}
 
@@ -178,7 +185,9 @@ def check_single_manifest(media_type: str, reference: str) -> None:
     """Refuse what SageMaker refuses ("Unsupported manifest media type"): an image index or manifest list."""
     if media_type in INDEXES or media_type not in MANIFEST_TYPES:
         raise LaunchError(
-            f"{reference} was pushed as {media_type or 'an unknown manifest type'}, which SageMaker refuses: it takes one platform's {DOCKER_V2}."
-            " Build it again with `byoc-launch build` (one platform, no provenance or SBOM attestations) and push again; with Docker Engine 29's"
+            f"{reference} was pushed as {media_type or 'an unknown manifest type'}, which SageMaker refuses: it takes "
+            f"one platform's {DOCKER_V2}."
+            " Build it again with `byoc-launch build` (one platform, no provenance or SBOM attestations) and push "
+            "again; with Docker Engine 29's"
             " containerd image store, `docker push --platform linux/amd64 IMAGE` pushes that platform's manifest alone."
         )

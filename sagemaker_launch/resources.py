@@ -1,4 +1,5 @@
-"""The `status`, `logs` and `cleanup` commands: what this tool created (found by its tag), its logs, and taking it down."""
+"""The `status`, `logs` and `cleanup` commands: what this tool created (found by its tag), its logs, and taking it
+down."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Jobs (training, tuning, batch transform) read the data and write their outputs. Endpoints only read the models (and
 their asynchronous inputs), and write only their asynchronous results and captured data when they have any: a
-compromised endpoint cannot rewrite a model or plant an archive where jobs and the launcher read (``train --wait`` extracts ``output.tar.gz``).
+compromised endpoint cannot rewrite a model or plant an archive where jobs and the launcher read (``train --wait``
+extracts ``output.tar.gz``).
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def endpoints_policy(args: argparse.Namespace, region: str, account: str) -> dic
     for uri, flag in written:
         if overlap(prefix(uri, flag), prefix(args.output, "--output")):
             raise LaunchError(
-                f"{flag} {uri} overlaps --output {args.output}: endpoints could write where models are read; give it a prefix of its own."
+                f"{flag} {uri} overlaps --output {args.output}: endpoints could write where models are read; give it "
+                "a prefix of its own."
             )
     if written:
         resources = [objects(uri, flag)[1] for uri, flag in written]
@@ -158,7 +160,8 @@ def ensure_role(iam, name: str, policy: dict, purpose: str) -> tuple[str, bool]:
 def run(args: argparse.Namespace) -> None:
     if not args.role_prefix.startswith("byoc-"):
         raise LaunchError(
-            f"--role-prefix {args.role_prefix!r} must start with byoc- (the launcher's IAM policy passes only byoc-* roles)."
+            f"--role-prefix {args.role_prefix!r} must start with byoc- (the launcher's IAM policy passes only "
+            "byoc-* roles)."
         )
     session = aws.session(args.region)
     account = aws.call(session.client("sts").get_caller_identity)["Account"]
@@ -175,5 +178,6 @@ def run(args: argparse.Namespace) -> None:
         arns[side], created = ensure_role(iam, f"{args.role_prefix}-{side}", policies[side], purpose)
         print(f"{side}: {arns[side]} ({'created' if created else 'exists'}; policy {POLICY_NAME} written)")
     print(
-        f"next: `train --role {arns['jobs']}` (and tune, transform); `deploy --role {arns['endpoints']}`. IAM roles cost nothing."
+        f"next: `train --role {arns['jobs']}` (and tune, transform); `deploy --role {arns['endpoints']}`. IAM roles "
+        "cost nothing."
     )

@@ -1,4 +1,5 @@
-"""SageMaker Debugger and Profiler built-in rules, and the regional image that evaluates them (``--sagemaker-debugger``)."""
+"""SageMaker Debugger and Profiler built-in rules, and the regional image that evaluates them
+(``--sagemaker-debugger``)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def rule_image(region: str) -> str:
     account = RULE_IMAGE_ACCOUNTS.get(region)
     if account is None:
         raise LaunchError(
-            f"SageMaker Debugger's built-in rules are not offered in {region}; run without rules (--rules none) or pick one of {', '.join(sorted(RULE_IMAGE_ACCOUNTS))}."
+            f"SageMaker Debugger's built-in rules are not offered in {region}; run without rules (--rules none) or "
+            f"pick one of {', '.join(sorted(RULE_IMAGE_ACCOUNTS))}."
         )
     domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     return f"{account}.dkr.ecr.{region}.{domain}/sagemaker-debugger-rules:latest"

@@ -48,7 +48,8 @@ def scalable_target(endpoint: str) -> dict:
 
 
 def alarm_name(endpoint: str) -> str:
-    """The CloudWatch alarm that wakes an asynchronous endpoint from zero instances (named like the endpoint: ``byoc-*``)."""
+    """The CloudWatch alarm that wakes an asynchronous endpoint from zero instances (named like the endpoint:
+    ``byoc-*``)."""
     return f"{endpoint}-has-backlog-without-capacity"
 
 

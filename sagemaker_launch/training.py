@@ -74,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sagemaker-debugger",
         action="store_true",
-        help="for accounts that still have Debugger: AWS's hook config, rule jobs and Profiler instead of the in-job rules and profiling",
+        help="for accounts that still have Debugger: AWS's hook config, rule jobs and Profiler instead of the in-job "
+        "rules and profiling",
     )
     parser.add_argument(
         "--collections",
@@ -86,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--profiler-rules",
         nargs="*",
         default=None,
-        help=f"--sagemaker-debugger: built-in Profiler rules, or none (default: {' '.join(rules.COURSE_PROFILER_RULES)})",
+        help="--sagemaker-debugger: built-in Profiler rules, or none (default: "
+        f"{' '.join(rules.COURSE_PROFILER_RULES)})",
     )
     parser.add_argument(
         "--profiling-interval-ms",
@@ -129,7 +131,8 @@ def in_job_rules(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         return names, {job_rules.RULES_HYPERPARAMETER: "none"}
     if args.profiler_rules is not None:
         raise LaunchError(
-            "--profiler-rules configures SageMaker's Profiler, which needs --sagemaker-debugger; the in-job profiling report is always written."
+            "--profiler-rules configures SageMaker's Profiler, which needs --sagemaker-debugger; the in-job profiling "
+            "report is always written."
         )
     hyperparameters = {job_rules.RULES_HYPERPARAMETER: ",".join(names) or "none"}
     if stop_on:
@@ -147,7 +150,8 @@ def job_definition(args: argparse.Namespace, region: str, name: str) -> tuple[di
     validate.instance_type(args.instance_type)
     if args.input_mode == "Pipe":
         raise LaunchError(
-            "--input-mode Pipe streams records through FIFOs, but the byoc-vision trainer reads image files; use FastFile to stream from S3."
+            "--input-mode Pipe streams records through FIFOs, but the byoc-vision trainer reads image files; use "
+            "FastFile to stream from S3."
         )
     channels = validate.key_values(args.channel, "--channel")
     if "train" not in channels:
@@ -224,7 +228,8 @@ def training_request(args: argparse.Namespace, region: str) -> dict:
 
 
 def sagemaker_debugger(args: argparse.Namespace, region: str, output: str, name: str) -> dict:
-    """DebugHookConfig, DebugRuleConfigurations, ProfilerConfig and ProfilerRuleConfigurations, as before Debugger closed."""
+    """DebugHookConfig, DebugRuleConfigurations, ProfilerConfig and ProfilerRuleConfigurations, as before Debugger
+    closed."""
     debugger, stop_on = rule_selection(args)
     profiler = _names(args.profiler_rules if args.profiler_rules is not None else list(rules.COURSE_PROFILER_RULES))
     config: dict = {}

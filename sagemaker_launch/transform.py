@@ -17,7 +17,8 @@ FORMATS = {
         "Accept": "application/json",
         "AssembleWith": "None",
     },
-    # one {"image": "<base64>"} per line: lines are batched into requests up to the payload limit, answers are lines again
+    # one {"image": "<base64>"} per line: lines are batched into requests up to the payload limit, answers are lines
+    # again
     "jsonlines": {
         "ContentType": "application/jsonlines",
         "SplitType": "Line",
@@ -99,8 +100,10 @@ def check(args: argparse.Namespace, region: str) -> None:
         )
     if args.concurrency * args.max_payload_mb > MAX_PAYLOAD_TIMES_CONCURRENCY_MB:
         raise LaunchError(
-            f"--concurrency {args.concurrency} x --max-payload-mb {args.max_payload_mb} = {args.concurrency * args.max_payload_mb} MB; SageMaker allows at most "
-            f"{MAX_PAYLOAD_TIMES_CONCURRENCY_MB} MB in flight per instance: lower --concurrency to {MAX_PAYLOAD_TIMES_CONCURRENCY_MB // args.max_payload_mb} "
+            f"--concurrency {args.concurrency} x --max-payload-mb {args.max_payload_mb} = "
+            f"{args.concurrency * args.max_payload_mb} MB; SageMaker allows at most "
+            f"{MAX_PAYLOAD_TIMES_CONCURRENCY_MB} MB in flight per instance: lower --concurrency to "
+            f"{MAX_PAYLOAD_TIMES_CONCURRENCY_MB // args.max_payload_mb} "
             f"or --max-payload-mb to {MAX_PAYLOAD_TIMES_CONCURRENCY_MB // args.concurrency}."
         )
 
@@ -115,10 +118,12 @@ def run(args: argparse.Namespace) -> None:
     request = transform_request(args, name, name, tags)
     arn = aws.call(client.create_transform_job, **request)["TransformJobArn"]
     print(
-        f"transform job {name}\n  arn: {arn}\n  console: {aws.console_link(session.region_name, 'transform-jobs', name)}"
+        f"transform job {name}\n  arn: {arn}\n  console: "
+        f"{aws.console_link(session.region_name, 'transform-jobs', name)}"
     )
     print(
-        f"  {args.instance_count} x {args.instance_type}, billed while it runs, it stops by itself; results: {request['TransformOutput']['S3OutputPath']}"
+        f"  {args.instance_count} x {args.instance_type}, billed while it runs, it stops by itself; results: "
+        f"{request['TransformOutput']['S3OutputPath']}"
     )
     if args.wait:
         job = aws.wait_for(

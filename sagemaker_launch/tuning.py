@@ -89,7 +89,8 @@ def tuning_request(args: argparse.Namespace, region: str) -> dict:
     name = validate.job_name(args.name or aws.unique_name("byoc-tune"), limit=32)
     if args.sagemaker_debugger:
         raise LaunchError(
-            "tuning jobs take no Debugger or Profiler configuration: leave out --sagemaker-debugger; each trial judges --rules itself."
+            "tuning jobs take no Debugger or Profiler configuration: leave out --sagemaker-debugger; each trial "
+            "judges --rules itself."
         )
     ranges = parameter_ranges(args.search_space)
     definition, _output = training.job_definition(args, region, name)
@@ -131,7 +132,8 @@ def tuning_request(args: argparse.Namespace, region: str) -> dict:
     }
     if len(args.warm_start_from) > MAX_WARM_START_PARENTS:
         raise LaunchError(
-            f"--warm-start-from names {len(args.warm_start_from)} tuning jobs; SageMaker learns from at most {MAX_WARM_START_PARENTS}: "
+            f"--warm-start-from names {len(args.warm_start_from)} tuning jobs; SageMaker learns from at most "
+            f"{MAX_WARM_START_PARENTS}: "
             "keep the ones whose search space is closest to this one."
         )
     if args.warm_start_from:

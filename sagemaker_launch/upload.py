@@ -59,13 +59,15 @@ def channels(root: Path) -> dict[str, Path]:
             raise LaunchError(f"{hdf5[0]} needs its CSV of labels (isic_id,target) beside it in {folder}.")
         if not hdf5 and not any(_has_images(p) for p in folder.iterdir() if p.is_dir()):
             raise LaunchError(
-                f"{folder} ({split}) holds no images in class folders and no HDF5 + CSV pair; put each class's images in a folder named after it."
+                f"{folder} ({split}) holds no images in class folders and no HDF5 + CSV pair; put each class's images "
+                "in a folder named after it."
             )
     return found
 
 
 def s3_etag(path: Path, part_size: int) -> str:
-    """The ETag S3 gives this file when uploaded with ``part_size`` parts: its MD5, or the MD5 of the parts' MD5s and ``-<parts>``."""
+    """The ETag S3 gives this file when uploaded with ``part_size`` parts: its MD5, or the MD5 of the parts' MD5s and
+    ``-<parts>``."""
     size = path.stat().st_size
     with path.open("rb") as handle:
         if size < part_size:
@@ -120,7 +122,8 @@ def run(args: argparse.Namespace) -> None:
     ]
     total = sum(path.stat().st_size for path, _, _ in todo)
     print(
-        f"{len(files)} files, {len(files) - len(todo)} already in S3 unchanged, {len(todo)} to upload ({total / MIB:.1f} MiB)"
+        f"{len(files)} files, {len(files) - len(todo)} already in S3 unchanged, {len(todo)} to upload "
+        f"({total / MIB:.1f} MiB)"
     )
     if args.dry_run:
         for path, key, _ in todo:
@@ -143,7 +146,8 @@ def _upload(s3, bucket: str, todo: list[tuple[Path, str, str]], part_size: int, 
                 aws.call(s3.upload_file, Filename=str(path), Bucket=bucket, Key=key, Config=config, Callback=bar.update)
             except S3UploadFailedError as exc:
                 raise LaunchError(
-                    f"uploading {path} to s3://{bucket}/{key} failed: {exc}; run the command again to upload what is missing."
+                    f"uploading {path} to s3://{bucket}/{key} failed: {exc}; run the command again to upload what "
+                    "is missing."
                 ) from None
 
         with ThreadPoolExecutor(workers) as pool:

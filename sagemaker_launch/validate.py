@@ -10,7 +10,8 @@ from sagemaker_launch.errors import LaunchError
 INSTANCE_TYPE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.(medium|large|[0-9]*xlarge|metal-[0-9]+xl)$")
 ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$")
 ECR_IMAGE = re.compile(
-    r"^(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/(?P<repository>[a-z0-9._/-]+)(:[\w.-]+|@sha256:[0-9a-f]{64})$"
+    r"^(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
+    r"(?P<repository>[a-z0-9._/-]+)(:[\w.-]+|@sha256:[0-9a-f]{64})$"
 )
 S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/(?P<key>.*))?$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -22,7 +23,8 @@ JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 def instance_type(value: str) -> str:
     if not INSTANCE_TYPE.match(value):
         raise LaunchError(
-            f"instance type {value!r} is not a SageMaker instance type; use the form ml.<family>.<size>, e.g. ml.g4dn.xlarge."
+            f"instance type {value!r} is not a SageMaker instance type; use the form ml.<family>.<size>, e.g. "
+            "ml.g4dn.xlarge."
         )
     return value
 
@@ -30,7 +32,8 @@ def instance_type(value: str) -> str:
 def role(value: str | None) -> str:
     if not value:
         raise LaunchError(
-            "no execution role: pass --role arn:aws:iam::<account>:role/<name> (or `role:` in the YAML file, or SAGEMAKER_ROLE)."
+            "no execution role: pass --role arn:aws:iam::<account>:role/<name> (or `role:` in the YAML file, or "
+            "SAGEMAKER_ROLE)."
         )
     if not ROLE_ARN.match(value):
         raise LaunchError(
@@ -44,11 +47,13 @@ def image_uri(value: str, region: str) -> str:
     match = ECR_IMAGE.match(value)
     if not match:
         raise LaunchError(
-            f"image {value!r} is not an ECR image URI (<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>); run `push` first."
+            f"image {value!r} is not an ECR image URI (<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>); "
+            "run `push` first."
         )
     if match["region"] != region:
         raise LaunchError(
-            f"image {value!r} is in {match['region']}, the job runs in {region}: push the image to {region} (`push --region {region}`)."
+            f"image {value!r} is in {match['region']}, the job runs in {region}: push the image to {region} (`push "
+            f"--region {region}`)."
         )
     return value
 
@@ -57,7 +62,8 @@ def s3_uri(value: str, what: str) -> str:
     if not S3_URI.match(value):
         if Path(value).exists():
             raise LaunchError(
-                f"{what} {value!r} is a local path; upload it first (`upload-data {value} s3://<bucket>/<prefix>`) and pass the s3:// URI."
+                f"{what} {value!r} is a local path; upload it first (`upload-data {value} s3://<bucket>/<prefix>`) "
+                "and pass the s3:// URI."
             )
         if value.startswith(("/", ".", "file://")):
             raise LaunchError(f"{what} {value!r} does not exist, and SageMaker reads only s3:// URIs.")
@@ -90,7 +96,8 @@ def job_name(value: str, limit: int = 63) -> str:
         )
     if not value.startswith(NAME_PREFIX):
         raise LaunchError(
-            f"name {value!r}: names start with {NAME_PREFIX} (e.g. {NAME_PREFIX}{value}), because the launcher's IAM policy "
+            f"name {value!r}: names start with {NAME_PREFIX} (e.g. {NAME_PREFIX}{value}), because the launcher's "
+            "IAM policy "
             f"lets it tag and delete only {NAME_PREFIX}* resources (docs/sagemaker.md)."
         )
     return value
@@ -121,7 +128,8 @@ def is_loopback(host: str) -> bool:
 
 
 def registry_host(value: str, allow_any: bool) -> str:
-    """``--registry HOST[:PORT]``: an ECR host or loopback, since the ECR token is sent there; others need ``allow_any``."""
+    """``--registry HOST[:PORT]``: an ECR host or loopback, since the ECR token is sent there; others need
+    ``allow_any``."""
     host = value.strip()
     if not host or "/" in host or "@" in host:
         raise LaunchError(
@@ -130,6 +138,8 @@ def registry_host(value: str, allow_any: bool) -> str:
     if ECR_HOST.match(host_name(host)) or is_loopback(host) or allow_any:
         return host
     raise LaunchError(
-        f"--registry {host}: the ECR login token (valid 12 hours for every repository of the account) would be sent to a host that is "
-        "neither ECR nor this machine. Push to ECR, or to a registry on 127.0.0.1; add --allow-registry only for a mirror you run and trust."
+        f"--registry {host}: the ECR login token (valid 12 hours for every repository of the account) would be sent "
+        "to a host that is "
+        "neither ECR nor this machine. Push to ECR, or to a registry on 127.0.0.1; add --allow-registry only for a "
+        "mirror you run and trust."
     )

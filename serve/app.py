@@ -70,7 +70,8 @@ class ModelState:
 
 
 class SingleModel:
-    """The Open Inference Protocol's view of this server (``serve.oip_routes.Repository``): one model, ``SERVE_MODEL_NAME``."""
+    """The Open Inference Protocol's view of this server (``serve.oip_routes.Repository``): one model,
+    ``SERVE_MODEL_NAME``."""
 
     def __init__(self, model: ModelState, name: str):
         self.model, self.name = model, name
@@ -182,7 +183,8 @@ def describe(spec: ModelSpec, explains: bool, model: object, decode: str) -> dic
 
 
 def explain_reason(spec: ModelSpec) -> str:
-    """Why a server does not explain: the artifact lacks the CAM outputs, or its runtime or user code does not run them."""
+    """Why a server does not explain: the artifact lacks the CAM outputs, or its runtime or user code does not run
+    them."""
     return spec.explain_reason if spec.cam_file is None else "this runtime does not compute them"
 
 

@@ -118,7 +118,10 @@ class Decoder:
 
     def check_count(self, count: int) -> None:
         if count > self.max_images:
-            detail = f"The request holds {count} images; at most {self.max_images} are served per request (SERVE_MAX_IMAGES_PER_REQUEST). Split it."
+            detail = (
+                f"The request holds {count} images; at most {self.max_images} are served per request "
+                "(SERVE_MAX_IMAGES_PER_REQUEST). Split it."
+            )
             raise RequestError(413, "too many images", detail)
 
     def images(
@@ -131,13 +134,15 @@ class Decoder:
             raise RequestError(
                 400,
                 "image URLs are disabled",
-                "The server does not fetch URLs unless SERVE_ALLOW_IMAGE_URLS=true (they let callers reach internal hosts); send the image bytes, base64-encoded.",
+                "The server does not fetch URLs unless SERVE_ALLOW_IMAGE_URLS=true (they let callers reach internal "
+                "hosts); send the image bytes, base64-encoded.",
             )
         if urls > self.max_urls:
             raise RequestError(
                 413,
                 "too many image URLs",
-                f"The request holds {urls} image URLs; at most {self.max_urls} are fetched (SERVE_MAX_IMAGE_URLS_PER_REQUEST).",
+                f"The request holds {urls} image URLs; at most {self.max_urls} are fetched "
+                "(SERVE_MAX_IMAGE_URLS_PER_REQUEST).",
             )
         reserve(len(items))
         arrays = []
@@ -148,7 +153,8 @@ class Decoder:
         return np.stack(arrays)
 
     def inference_batch(self, request: InferRequest, deadline: Deadline, reserve: Reserve) -> np.ndarray:
-        """The batch of an Open Inference Protocol request: its FP32 tensor, or its encoded images decoded one by one."""
+        """The batch of an Open Inference Protocol request: its FP32 tensor, or its encoded images decoded one by
+        one."""
         reserve(request.count)
         if request.tensor is not None:
             return request.tensor
@@ -172,7 +178,8 @@ class Decoder:
             raise RequestError(
                 413,
                 "too many pixels to explain",
-                f"The request's images hold over {pixels} pixels; at most {self.max_explain_pixels} are explained per request (SERVE_MAX_EXPLAIN_PIXELS). Send fewer or smaller images with explain=cam.",
+                f"The request's images hold over {pixels} pixels; at most {self.max_explain_pixels} are explained per "
+                "request (SERVE_MAX_EXPLAIN_PIXELS). Send fewer or smaller images with explain=cam.",
             )
 
     def npy(self, body: bytes, reserve: Reserve) -> np.ndarray:
@@ -224,7 +231,8 @@ def header_size(data: bytes) -> tuple[int, int]:
 
 
 def open_picture(data: bytes, max_pixels: int, fit: Fit | None = None):
-    """The upright RGB picture in ``data``, decoded as ``fit`` asks (every pixel without it); every way it can fail is a 4xx."""
+    """The upright RGB picture in ``data``, decoded as ``fit`` asks (every pixel without it); every way it can fail is a
+    4xx."""
     if not data:
         raise RequestError(400, "empty image", "The image is empty; send the bytes of a JPEG, PNG or WebP file.")
     try:
@@ -237,7 +245,8 @@ def open_picture(data: bytes, max_pixels: int, fit: Fit | None = None):
         raise RequestError(
             400,
             "cannot decode image",
-            f"The image is corrupt, truncated or of an unknown format ({type(exc).__name__}). Send a complete JPEG, PNG or WebP file.",
+            f"The image is corrupt, truncated or of an unknown format ({type(exc).__name__}). Send a complete JPEG, "
+            "PNG or WebP file.",
         ) from exc
 
 

@@ -59,7 +59,8 @@ def encode(
 
 
 def query_or_attribute(query: str | None, custom_attributes: str | None, name: str) -> str | None:
-    """A request option from the query (``?name=``), else from ``X-Amzn-SageMaker-Custom-Attributes: name=value, ...``."""
+    """A request option from the query (``?name=``), else from ``X-Amzn-SageMaker-Custom-Attributes: name=value,
+    ...``."""
     raw = query
     if raw is None and custom_attributes:
         for item in custom_attributes.split(","):

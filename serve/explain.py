@@ -77,7 +77,8 @@ def requested(query: str | None, custom_attributes: str | None) -> str | None:
 
 
 def crop_box(size: tuple[int, int], spec: ModelSpec) -> tuple[int, int, int, int]:
-    """Where the network's centre crop lies in the input picture (left, top, right, bottom), as preprocessing cuts it."""
+    """Where the network's centre crop lies in the input picture (left, top, right, bottom), as preprocessing cuts
+    it."""
     width, height = size
     scale = min(width, height) / spec.resize
     side = spec.crop * scale

@@ -23,7 +23,8 @@ METADATA_ADDRESSES = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_addr
 CANNOT_FETCH = RequestError(
     400,
     "cannot fetch image URL",
-    "The image URL could not be fetched: it is unreachable, not allowed, redirected, too slow or too large. Send the image bytes instead.",
+    "The image URL could not be fetched: it is unreachable, not allowed, redirected, too slow or too large. Send the "
+    "image bytes instead.",
 )
 
 

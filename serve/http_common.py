@@ -43,7 +43,10 @@ def internal_error(where: str) -> RequestError:
     a request id, the client gets only that id, never the exception's text (paths, addresses, internals)."""
     request_id = uuid.uuid4().hex[:16]
     log.exception("%s failed (request id %s)", where, request_id)
-    detail = f"The server failed on this request; the log has the details under request id {request_id}. Retry, or report that id."
+    detail = (
+        f"The server failed on this request; the log has the details under request id {request_id}. Retry, or "
+        "report that id."
+    )
     return RequestError(500, "internal error", detail, {"X-Request-Id": request_id})
 
 
@@ -72,7 +75,10 @@ async def read_body(
     or when, after ``grace`` s, it arrives slower than ``min_rate`` bytes/s on average (a stalled upload). ``grow``
     is told of every chunk (the upload budget). A client that hangs up is one log line and a 400."""
     declared = declared_length(request)
-    detail = f"The body exceeds {limit / (1024 * 1024):g} MB (SAGEMAKER_MAX_PAYLOAD_IN_MB); send larger inputs to an asynchronous endpoint (up to 1 GB, in S3)."
+    detail = (
+        f"The body exceeds {limit / (1024 * 1024):g} MB (SAGEMAKER_MAX_PAYLOAD_IN_MB); send larger inputs to an "
+        "asynchronous endpoint (up to 1 GB, in S3)."
+    )
     too_large = RequestError(
         413, "payload too large", detail, {"Connection": "close"}
     )  # the rest of the body is never read

@@ -77,7 +77,8 @@ def relay_log(stream: IO[bytes]) -> None:
 
 
 def backend_error(response: httpx.Response) -> RequestError | None:
-    """MMS's own errors (``{"code", "type", "message"}``) and our handler service's, as a RequestError; None on success."""
+    """MMS's own errors (``{"code", "type", "message"}``) and our handler service's, as a RequestError; None on
+    success."""
     if response.status_code < 400:
         return None
     try:
@@ -176,7 +177,8 @@ def check_memory(name: str, file: Path | None, settings: Settings) -> None:
         raise RequestError(
             507,
             "insufficient memory",
-            f"Loading {name!r} takes about {need >> 20} MB and {free >> 20} MB are free; unload a model (DELETE /models/<name>) or use an instance with more memory.",
+            f"Loading {name!r} takes about {need >> 20} MB and {free >> 20} MB are free; unload a model (DELETE "
+            "/models/<name>) or use an instance with more memory.",
         )
 
 
@@ -354,7 +356,8 @@ async def load_readable(request: Request, body: dict) -> Response:
             RequestError(
                 507,
                 "insufficient memory",
-                f"The kernel stopped a process loading {body['model_name']!r} for lack of memory; unload a model or use an instance with more memory.",
+                f"The kernel stopped a process loading {body['model_name']!r} for lack of memory; unload a model or "
+                "use an instance with more memory.",
             )
         )
     return response

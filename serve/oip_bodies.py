@@ -80,18 +80,21 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     length = whole_number(header_length)
     if length is None or not 0 < length <= len(body):
         raise bad(
-            f"Inference-Header-Content-Length {header_length[:40]!r} must be a whole number between 1 and the body's {len(body)} bytes."
+            f"Inference-Header-Content-Length {header_length[:40]!r} must be a whole number between 1 and the body's "
+            f"{len(body)} bytes."
         )
     return body[:length], body[length:]
 
 
 def parse_request(body: bytes, header_length: str | None, spec: ModelSpec, check_count) -> InferRequest:
-    """The request, checked against the model's inputs; ``check_count`` sees the image count before any element is read."""
+    """The request, checked against the model's inputs; ``check_count`` sees the image count before any element is
+    read."""
     header, binary = split_body(body, header_length)
     document = parse_json(header, "the inference request")
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list) or len(document["inputs"]) != 1:
         raise bad(
-            f'Send {{"inputs": [one tensor]}}: {IMAGE_INPUT!r} (BYTES, the encoded images) or {spec.input_name!r} (FP32, [N, {", ".join(map(str, spec.input_shape))}]).'
+            f'Send {{"inputs": [one tensor]}}: {IMAGE_INPUT!r} (BYTES, the encoded images) or {spec.input_name!r} '
+            f"(FP32, [N, {', '.join(map(str, spec.input_shape))}])."
         )
     tensor = document["inputs"][0]
     if not isinstance(tensor, dict):
@@ -100,7 +103,8 @@ def parse_request(body: bytes, header_length: str | None, spec: ModelSpec, check
     expected = {IMAGE_INPUT: "BYTES", spec.input_name: "FP32"}
     if name not in expected or datatype != expected[name]:
         raise bad(
-            f"inputs[0] is {name!r} of {datatype!r}; the model takes {IMAGE_INPUT!r} as BYTES or {spec.input_name!r} as FP32."
+            f"inputs[0] is {name!r} of {datatype!r}; the model takes {IMAGE_INPUT!r} as BYTES or "
+            f"{spec.input_name!r} as FP32."
         )
     parameters = tensor.get("parameters") or {}
     size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
@@ -124,7 +128,8 @@ def parse_request(body: bytes, header_length: str | None, spec: ModelSpec, check
         return InferRequest(**request, images=byte_elements(data, shape[0]))
     if len(shape) != 4 or tuple(shape[1:]) != spec.input_shape or shape[0] < 1:
         raise bad(
-            f"The {spec.input_name!r} tensor has shape {list(shape)}; send [N, {', '.join(map(str, spec.input_shape))}]."
+            f"The {spec.input_name!r} tensor has shape {list(shape)}; send [N, "
+            f"{', '.join(map(str, spec.input_shape))}]."
         )
     check_count(shape[0])
     return InferRequest(**request, tensor=float_tensor(data, shape))

@@ -87,14 +87,17 @@ def load_model(settings: Settings, spec: ModelSpec) -> Runtime:
 def unloadable(spec: ModelSpec, runtime: str, exc: Exception) -> str:
     """What to tell the user when ``runtime`` cannot load or run the artifact in ``spec.directory``."""
     return (
-        f"the {runtime} runtime cannot load or run the model in {spec.directory} ({one_line(exc, 400)}): a model file is corrupt, truncated or not"
-        " written by byoc-vision's trainer. Export the artifact again (python -m train.quantize MODEL_DIR --data DIR rewrites model_int8.xml),"
+        f"the {runtime} runtime cannot load or run the model in {spec.directory} ({one_line(exc, 400)}): a model file "
+        "is corrupt, truncated or not"
+        " written by byoc-vision's trainer. Export the artifact again (python -m train.quantize MODEL_DIR --data DIR "
+        "rewrites model_int8.xml),"
         " or serve another of its models (SERVE_PRECISION=bf16, SERVE_RUNTIME=onnxruntime)."
     )
 
 
 def chosen_decode(setting: str, spec: ModelSpec) -> str:
-    """SERVE_DECODE's choice, or with ``auto`` the decode training evaluated the model with (model.json); logged once."""
+    """SERVE_DECODE's choice, or with ``auto`` the decode training evaluated the model with (model.json); logged
+    once."""
     decode = spec.decode if setting == "auto" else setting
     why = "as model.json says training evaluated the model" if setting == "auto" else f"SERVE_DECODE={setting}"
     if decode != spec.decode:
@@ -188,7 +191,8 @@ class Transformer:
             raise RequestError(
                 400,
                 "explanations not available",
-                "This server's runtime or code/inference.py predict_fn does not compute them; use SERVE_RUNTIME=openvino or onnxruntime.",
+                "This server's runtime or code/inference.py predict_fn does not compute them; use "
+                "SERVE_RUNTIME=openvino or onnxruntime.",
             )
         if ctx.accept != "application/json" and ctx.accept != "application/jsonlines":
             raise RequestError(

@@ -106,7 +106,8 @@ def stage(folder: Path, user: ServiceUser, staging_root: Path) -> Path:
     free = shutil.disk_usage(staging_root).free
     if total > free * 0.9:
         raise StagingError(
-            f"{folder} holds {total >> 20} MB and {staging_root} has {free >> 20} MB free: give the container more disk, or make the model's files readable by others (chmod -R a+rX before packing model.tar.gz).",
+            f"{folder} holds {total >> 20} MB and {staging_root} has {free >> 20} MB free: give the container more "
+            "disk, or make the model's files readable by others (chmod -R a+rX before packing model.tar.gz).",
             507,
         )
     target = staging_root / uuid.uuid4().hex

@@ -104,7 +104,8 @@ class OnnxRuntimeModel(Runtime):
 
 class OpenVinoModel(Runtime):
     """model.onnx compiled by OpenVINO for the CPU in ``fp32`` or ``bf16`` (where the CPU has bf16 kernels), or the
-    artifact's INT8 model (``model_int8.xml``, quantized by training past its accuracy gate) in ``int8`` (the layers left
+    artifact's INT8 model (``model_int8.xml``, quantized by training past its accuracy gate) in ``int8`` (the layers
+    left
     unquantized in ``byoc_openvino.UNQUANTIZED_PRECISION``).
 
     bf16 and int8 round activations, which can swap the top two classes when they are nearly tied. With
@@ -138,14 +139,16 @@ class OpenVinoModel(Runtime):
         gate = (spec.info or {}).get("int8") or {}
         if self.precision == "int8" and gate.get("rechecked", 0.0) > recheck.SLOW_SHARE:
             log.warning(
-                "the int8 model's accuracy gate re-ran %.1f%% of its images in fp32 (near ties): int8 may serve slower than bf16 here;"
+                "the int8 model's accuracy gate re-ran %.1f%% of its images in fp32 (near ties): int8 may serve "
+                "slower than bf16 here;"
                 " compare with SERVE_PRECISION=bf16",
                 100 * gate["rechecked"],
             )
         if self.precision == "int8" and self.recheck_margin < gate.get("recheck_margin", 0.0):
             alone = gate.get("agreement_int8_alone")
             log.warning(
-                "the int8 model's accuracy gate measured it with near ties re-checked at margin %s; SERVE_BF16_RECHECK_MARGIN=%s re-checks fewer"
+                "the int8 model's accuracy gate measured it with near ties re-checked at margin %s; "
+                "SERVE_BF16_RECHECK_MARGIN=%s re-checks fewer"
                 " (int8 alone agreed with fp32 on %s of the gate's images)",
                 gate["recheck_margin"],
                 self.recheck_margin,
@@ -191,7 +194,8 @@ def choose_precision(spec: ModelSpec, asked: str, flags: frozenset[str] | set[st
     bf16 kernels, else fp32. ``int8`` without an int8 model in the artifact is an ArtifactError."""
     if asked == "int8" and spec.int8_file is None:
         raise ArtifactError(
-            f"{spec.directory} has no int8 model (train with --quantize, or run python -m train.quantize); use SERVE_PRECISION=auto or bf16."
+            f"{spec.directory} has no int8 model (train with --quantize, or run python -m train.quantize); use "
+            "SERVE_PRECISION=auto or bf16."
         )
     if asked != "auto":
         return asked
@@ -254,7 +258,8 @@ def _architecture(name: str, num_classes: int):
 
     if name not in torchvision.models.list_models():
         raise ArtifactError(
-            f"model.json names architecture {name!r}, which torchvision does not have; export the model as TorchScript (model.pt)."
+            f"model.json names architecture {name!r}, which torchvision does not have; export the model as "
+            "TorchScript (model.pt)."
         )
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
 

@@ -73,7 +73,8 @@ def _backend_port(env: Mapping[str, str], bind_port: int) -> int:
     free = [port for port in range(low, min(high, low + 1) + 1) if port != bind_port]
     if not free:
         raise SettingsError(
-            f"SAGEMAKER_SAFE_PORT_RANGE={raw!r} has no port besides SAGEMAKER_BIND_TO_PORT={bind_port}; set SERVE_MME_BACKEND_PORT"
+            f"SAGEMAKER_SAFE_PORT_RANGE={raw!r} has no port besides SAGEMAKER_BIND_TO_PORT={bind_port}; set "
+            "SERVE_MME_BACKEND_PORT"
         )
     return free[0]
 
@@ -188,18 +189,22 @@ class Settings:
         )
         if settings.decode not in DECODES:
             raise SettingsError(
-                f"SERVE_DECODE={settings.decode!r}: use auto (as the model was evaluated), scaled, or exact (every pixel, as older artifacts were)"
+                f"SERVE_DECODE={settings.decode!r}: use auto (as the model was evaluated), scaled, or exact (every "
+                "pixel, as older artifacts were)"
             )
         if not MODEL_NAME.match(settings.model_name):
             raise SettingsError(
-                f"SERVE_MODEL_NAME={settings.model_name!r}: use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+                f"SERVE_MODEL_NAME={settings.model_name!r}: use 1 to 128 letters, digits, '.', '_' or '-', starting "
+                "with a letter or digit"
             )
         if settings.shutdown_grace_seconds > MAX_SHUTDOWN_GRACE:
             raise SettingsError(
-                f"SERVE_SHUTDOWN_GRACE_SECONDS={settings.shutdown_grace_seconds}: at most {MAX_SHUTDOWN_GRACE} (SageMaker kills the container 30 s after SIGTERM)"
+                f"SERVE_SHUTDOWN_GRACE_SECONDS={settings.shutdown_grace_seconds}: at most {MAX_SHUTDOWN_GRACE} "
+                "(SageMaker kills the container 30 s after SIGTERM)"
             )
         if settings.max_images_per_request > settings.max_queued_images:
             raise SettingsError(
-                f"SERVE_MAX_IMAGES_PER_REQUEST={settings.max_images_per_request} exceeds SERVE_MAX_QUEUED_IMAGES={settings.max_queued_images}: no such request could ever run"
+                f"SERVE_MAX_IMAGES_PER_REQUEST={settings.max_images_per_request} exceeds "
+                f"SERVE_MAX_QUEUED_IMAGES={settings.max_queued_images}: no such request could ever run"
             )
         return settings

@@ -94,7 +94,8 @@ def install_requirements(model_dir: Path, packages_root: Path, timeout: float) -
                 lines = output.strip().splitlines()
                 reason = lines[-1] if lines else f"pip exited with {returncode}"
                 advice = (
-                    "code/ ships wheels, so only they are used: add the missing ones (pip download -d code/ -r code/requirements.txt)"
+                    "code/ ships wheels, so only they are used: add the missing ones (pip download -d code/ -r "
+                    "code/requirements.txt)"
                     if offline
                     else "ship the wheels in code/ for an offline endpoint"
                 )
@@ -132,7 +133,8 @@ def run_pip(command: list[str], requirements: Path, deadline: float, timeout: fl
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
         raise RequirementsError(
-            f"installing {requirements} took over {timeout:g} s (SERVE_REQUIREMENTS_TIMEOUT_SECONDS); ship wheels in code/."
+            f"installing {requirements} took over {timeout:g} s (SERVE_REQUIREMENTS_TIMEOUT_SECONDS); ship wheels "
+            "in code/."
         ) from None
     return process.returncode, output
 
@@ -147,7 +149,8 @@ def acquire(lock, deadline: float, timeout: float) -> None:
         except BlockingIOError:
             if time.monotonic() > deadline:
                 raise RequirementsError(
-                    f"another process held the requirements lock {lock.name} for over {timeout:g} s (SERVE_REQUIREMENTS_TIMEOUT_SECONDS)"
+                    f"another process held the requirements lock {lock.name} for over {timeout:g} s "
+                    "(SERVE_REQUIREMENTS_TIMEOUT_SECONDS)"
                 ) from None
             time.sleep(0.1)
 

@@ -108,7 +108,8 @@ def queue_answers(env: dict, kind: str, results: list[dict]) -> None:
 
 
 def recorded_requests(env: dict, path_part: str = "", target: str = "") -> list[dict]:
-    """The requests moto_server got whose URL contains ``path_part`` and whose X-Amz-Target ends with ``target``; bodies decoded."""
+    """The requests moto_server got whose URL contains ``path_part`` and whose X-Amz-Target ends with ``target``; bodies
+    decoded."""
     path = Path(env["MOTO_RECORDER_FILEPATH"])
     entries = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     found = []
@@ -136,7 +137,8 @@ def environment(values: dict[str, str]):
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """``python -m sagemaker_launch <argv>`` in-process (so it talks to the moto_server in ``os.environ``): exit code, stdout, stderr."""
+    """``python -m sagemaker_launch <argv>`` in-process (so it talks to the moto_server in ``os.environ``): exit code,
+    stdout, stderr."""
     from sagemaker_launch import cli
 
     code = cli.main(argv)

@@ -121,7 +121,8 @@ def docker_available() -> str | None:
 
 
 def build_image(kind: str, tag: str, **build_args: str) -> str:
-    """Build one of the project's images with the launcher's `build` (skipping the test when there is no Docker engine)."""
+    """Build one of the project's images with the launcher's `build` (skipping the test when there is no Docker
+    engine)."""
     reason = docker_available()
     if reason:
         pytest.skip(reason)

@@ -66,7 +66,8 @@ def ensure_installed() -> None:
 
 
 def sources(check: bool = True) -> list[Path]:
-    """The package's photographs: every JPEG under images/ and images_dark/ (the PNGs are renders), largest copy each."""
+    """The package's photographs: every JPEG under images/ and images_dark/ (the PNGs are renders), largest copy
+    each."""
     found = sorted(p for p in ROOT.glob("*/contents/images*/*.jpg") if p.is_file() and not p.is_symlink())
     if check and not found:
         raise SystemExit(f"no photographs under {ROOT}: run `sudo apt-get install {PACKAGE}` (or set WALLPAPERS_DIR)")

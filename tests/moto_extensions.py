@@ -25,7 +25,8 @@ from moto.server import main
 def update_endpoint(backend: SageMakerModelBackend, endpoint_name: str, endpoint_config_name: str) -> str:
     if endpoint_name not in backend.endpoints:
         raise ValidationError(
-            message=f"Could not find endpoint '{FakeEndpoint.arn_formatter(endpoint_name, backend.account_id, backend.region_name)}'."
+            message="Could not find endpoint "
+            f"'{FakeEndpoint.arn_formatter(endpoint_name, backend.account_id, backend.region_name)}'."
         )
     endpoint = backend.endpoints[endpoint_name]
     if endpoint.endpoint_status != "InService":
@@ -42,7 +43,8 @@ def update_endpoint(backend: SageMakerModelBackend, endpoint_name: str, endpoint
         registered = f"endpoint/{endpoint_name}/variant/{variant['VariantName']}" in targets
         if registered and old.get(variant["VariantName"]) != variant.get("InstanceType"):
             raise ValidationError(
-                message=f"The variant {variant['VariantName']} of endpoint {endpoint_name} is registered with Application Auto Scaling; "
+                message=f"The variant {variant['VariantName']} of endpoint {endpoint_name} is registered with "
+                "Application Auto Scaling; "
                 "deregister it before changing its instance type."
             )
     endpoint.endpoint_config_name = endpoint_config_name
@@ -63,7 +65,8 @@ SageMakerResponse.update_endpoint = update_endpoint_response
 
 
 def invoke_endpoint_binary(self: SageMakerRuntimeResponse):
-    """moto's InvokeEndpoint keys its answers by a JSON dump of the request, body included: give it the body as base64."""
+    """moto's InvokeEndpoint keys its answers by a JSON dump of the request, body included: give it the body as
+    base64."""
     if isinstance(self.body, bytes):
         self.body = base64.b64encode(self.body).decode("ascii")
     return original_invoke_endpoint(self)

@@ -34,7 +34,8 @@ def docker_train(image: str, opt_ml, *extra: str, timeout: int = 900) -> tuple[s
 
 
 def test_training_job_writes_the_artifact_and_success(train_image, opt_ml):
-    # SageMaker's own hook config, as `train --sagemaker-debugger` sends it (AWS judges the rules then: debugger-rules none)
+    # SageMaker's own hook config, as `train --sagemaker-debugger` sends it (AWS judges the rules then: debugger-rules
+    # none)
     root = opt_ml({**HYPER, "_tuning_objective_metric": "valid_acc", "debugger-rules": "none"})
     config = {
         "LocalPath": "/opt/ml/output/tensors",

@@ -1,4 +1,5 @@
-"""byoc_contract: the rule names, the verdict line and its regexes, as the trainer prints them and the launcher reads them."""
+"""byoc_contract: the rule names, the verdict line and its regexes, as the trainer prints them and the launcher reads
+them."""
 
 import argparse
 import re

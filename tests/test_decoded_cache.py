@@ -96,7 +96,8 @@ def test_parallel_runs_build_one_entry_and_both_read_it(tmp_path, photos):
         from train.sources import FolderSource
         from train.transforms import Preprocess
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        entry = open_or_build(FolderSource(Path({str(photos)!r})), Preprocess(40, 32, (0.5,) * 3, (0.25,) * 3), Path({str(tmp_path / "cache")!r}), 0, False)
+        source, pre = FolderSource(Path({str(photos)!r})), Preprocess(40, 32, (0.5,) * 3, (0.25,) * 3)
+        entry = open_or_build(source, pre, Path({str(tmp_path / "cache")!r}), 0, False)
         print(int(entry.images().sum()))
     """)
     runs = [

@@ -138,7 +138,8 @@ def test_broken_script_makes_ping_say_it_failed_and_the_log_why(model_with_code)
         ping = client.get("/ping").json()
         assert ping == {
             "error": "model failed to load",
-            "detail": "The model failed to load (RuntimeError while loading); the server's log says why. Fix the model folder and restart.",
+            "detail": "The model failed to load (RuntimeError while loading); the server's log says why. Fix the "
+            "model folder and restart.",
         }
         assert client.app.state.model.cause == "RuntimeError: no weights here"  # what the log line says
 

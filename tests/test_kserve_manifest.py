@@ -31,7 +31,9 @@ def load(data, kind):
         if kind in ("str", "int", "float", "bool", "object", "datetime", "date"):
             return data
         kind = model_class(kind)
-    fields = {attr: load(data[key], kind.openapi_types[attr]) for attr, key in kind.attribute_map.items() if key in data}
+    fields = {
+        attr: load(data[key], kind.openapi_types[attr]) for attr, key in kind.attribute_map.items() if key in data
+    }
     return kind(**fields)
 
 def dump(value):  # the model back to the manifest's field names, leaving out what is unset
@@ -40,7 +42,8 @@ def dump(value):  # the model back to the manifest's field names, leaving out wh
     if isinstance(value, dict):
         return {key: dump(item) for key, item in value.items()}
     if hasattr(value, "attribute_map"):
-        return {key: dump(getattr(value, attr)) for attr, key in value.attribute_map.items() if getattr(value, attr) is not None}
+        fields = {key: getattr(value, attr) for attr, key in value.attribute_map.items()}
+        return {key: dump(field) for key, field in fields.items() if field is not None}
     return value
 
 out = []

@@ -1,4 +1,5 @@
-"""`deploy`, `invoke` and `transform` against moto_server (requests read back), and `invoke` against the real serving container."""
+"""`deploy`, `invoke` and `transform` against moto_server (requests read back), and `invoke` against the real serving
+container."""
 
 import json
 import subprocess
@@ -38,7 +39,8 @@ def aws(aws):
         "train=s3://byoc-bucket/data/train",
     ]
     assert cli.main(argv) == 0
-    # moto names every tuning job's best training job FakeTrainingJobName (a name our launcher would refuse): made directly
+    # moto names every tuning job's best training job FakeTrainingJobName (a name our launcher would refuse): made
+    # directly
     request = training.training_request(cli.build_parser()[0].parse_args(argv), REGION)
     sm().create_training_job(**{**request, "TrainingJobName": "FakeTrainingJobName"})
     yield aws

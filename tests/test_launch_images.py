@@ -1,4 +1,5 @@
-"""`build` and `push`: real BuildKit builds, the ECR token from moto_server, a push to a real registry, a pull back by digest."""
+"""`build` and `push`: real BuildKit builds, the ECR token from moto_server, a push to a real registry, a pull back by
+digest."""
 
 import contextlib
 import json
@@ -75,8 +76,8 @@ def test_push_through_ecr_token_to_real_registry_and_pull_by_digest(aws, serve_i
         uri = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/byoc-vision-serve"
         assert "ECR repository byoc-vision-serve created (lifecycle policy)" in out
         assert (
-            "image scanning: this account's registry does not scan byoc-vision-* (per-repository scan on push is deprecated)"
-            in out
+            "image scanning: this account's registry does not scan byoc-vision-* (per-repository scan on push is "
+            "deprecated)" in out
         )
         assert f"image: {uri}:test" in out
         digest = out.split(f"digest: {host}/byoc-vision-serve@")[1].split()[0]
@@ -206,7 +207,10 @@ def manifest_type(host: str, repository: str, reference: str) -> str:
     import base64
     import urllib.request
 
-    accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json"
+    accept = (
+        "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, "
+        "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json"
+    )
     request = urllib.request.Request(f"http://{host}/v2/{repository}/manifests/{reference}", headers={"Accept": accept})
     request.add_header("Authorization", "Basic " + base64.b64encode(f"AWS:{ECR_PASSWORD}".encode()).decode())
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -323,7 +327,8 @@ def refuses_an_index_in_the_registry(host: str, digest: str) -> None:
     assert media_type == OCI_INDEX["mediaType"]
     with pytest.raises(
         LaunchError,
-        match=r"byoc-vision-serve:index was pushed as application/vnd.oci.image.index.v1\+json, which SageMaker refuses",
+        match=r"byoc-vision-serve:index was pushed as application/vnd.oci.image.index.v1\+json, "
+        "which SageMaker refuses",
     ):
         registry.check_single_manifest(media_type, f"{host}/byoc-vision-serve:index")
     assert registry.registry_manifest_type(host, "byoc-vision-serve", "test", auth) == registry.DOCKER_V2

@@ -1,4 +1,5 @@
-"""`status`, `logs` and `cleanup` against moto_server: only what carries our tag, CloudWatch lines, deletion in order."""
+"""`status`, `logs` and `cleanup` against moto_server: only what carries our tag, CloudWatch lines, deletion in
+order."""
 
 import io
 import json

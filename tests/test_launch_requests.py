@@ -64,7 +64,8 @@ class Row:
 
 
 def push_requests() -> None:
-    """`push`'s AWS side without Docker: the repository, the login token, the registry's scanning, the manifest read-back."""
+    """`push`'s AWS side without Docker: the repository, the login token, the registry's scanning, the manifest
+    read-back."""
     ecr = aws.session(REGION).client("ecr")
     registry.ensure_repository(ecr, "byoc-vision-serve", registry.lifecycle_policy(30, 7))
     registry.ecr_credentials(ecr)
@@ -325,7 +326,8 @@ def inputs(folder: Path) -> dict[str, str]:
     Image.new("RGB", (48, 48), (90, 60, 30)).save(photos / "a.png")
     Image.effect_noise((400, 400), 80).convert("RGB").save(folder / "large.png")
     (folder / "space.yaml").write_text(
-        "lr: {type: continuous, min: 0.0001, max: 0.1, scaling: Logarithmic}\nepochs: {type: integer, min: 1, max: 20}\n"
+        "lr: {type: continuous, min: 0.0001, max: 0.1, scaling: Logarithmic}\nepochs: {type: integer, min: 1, "
+        "max: 20}\n"
     )
     (folder / "grid.yaml").write_text("model: {type: categorical, values: [resnet18, resnet50]}\n")
     return {
@@ -397,7 +399,8 @@ CAUGHT = [
                 }
             },
         },
-        'Missing required parameter in DeploymentConfig.BlueGreenUpdatePolicy.TrafficRoutingConfiguration: "WaitIntervalInSeconds"',
+        "Missing required parameter in DeploymentConfig.BlueGreenUpdatePolicy.TrafficRoutingConfiguration: "
+        '"WaitIntervalInSeconds"',
     ),
     (
         "sagemaker",
@@ -522,7 +525,8 @@ def test_the_documented_policy_allows_every_call_the_launcher_made(table):
 
 
 def test_the_policy_check_can_fail():
-    """The checker refuses what the policy does not grant: another account's endpoint, an untagged create, a foreign role."""
+    """The checker refuses what the policy does not grant: another account's endpoint, an untagged create, a foreign
+    role."""
     policy = launcher_policy()
     other = iam_policy.needs("sagemaker", "DeleteEndpoint", {"EndpointName": "prod-fraud"})
     untagged = iam_policy.needs(

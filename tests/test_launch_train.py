@@ -44,9 +44,34 @@ BASE = [
 
 
 def test_train_request_read_back(aws, capsys, trained_run):
-    argv = ["train", *BASE, "--name", "byoc-fields", "--channel", "valid=s3://byoc-bucket/data/valid", "--input-mode", "FastFile",
-            "-p", "model=resnet50", "-p", "epochs=3", "--instance-type", "ml.g5.2xlarge", "--instance-count", "2", "--volume-gb", "80",
-            "--max-runtime", "3600", "--spot", "--distributed", "--save-interval", "50", "--tag", "team=vision"]  # fmt: skip
+    argv = [
+        "train",
+        *BASE,
+        "--name",
+        "byoc-fields",
+        "--channel",
+        "valid=s3://byoc-bucket/data/valid",
+        "--input-mode",
+        "FastFile",
+        "-p",
+        "model=resnet50",
+        "-p",
+        "epochs=3",
+        "--instance-type",
+        "ml.g5.2xlarge",
+        "--instance-count",
+        "2",
+        "--volume-gb",
+        "80",
+        "--max-runtime",
+        "3600",
+        "--spot",
+        "--distributed",
+        "--save-interval",
+        "50",
+        "--tag",
+        "team=vision",
+    ]
     code, out, err = run_cli(argv, capsys)
     assert code == 0, err
     assert (
@@ -59,8 +84,9 @@ def test_train_request_read_back(aws, capsys, trained_run):
     job = sm.describe_training_job(TrainingJobName="byoc-fields")
     assert job["AlgorithmSpecification"]["TrainingImage"] == IMAGE and job["RoleArn"] == ROLE
     assert job["AlgorithmSpecification"]["TrainingInputMode"] == "FastFile"
-    assert [(c["ChannelName"], c["DataSource"]["S3DataSource"]["S3Uri"], c["InputMode"]) for c in job["InputDataConfig"]] == [
-        ("train", "s3://byoc-bucket/data/train/", "FastFile"), ("valid", "s3://byoc-bucket/data/valid/", "FastFile")]  # fmt: skip
+    assert [
+        (c["ChannelName"], c["DataSource"]["S3DataSource"]["S3Uri"], c["InputMode"]) for c in job["InputDataConfig"]
+    ] == [("train", "s3://byoc-bucket/data/train/", "FastFile"), ("valid", "s3://byoc-bucket/data/valid/", "FastFile")]
     assert job["ResourceConfig"] == {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 2, "VolumeSizeInGB": 80}
     assert job["EnableManagedSpotTraining"] is True
     assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
@@ -76,9 +102,12 @@ def test_train_request_read_back(aws, capsys, trained_run):
 
     # Debugger is closed to new accounts: the job judges the course rules itself, AWS gets no Debugger configuration
     assert job["HyperParameters"] == {
-        "model": "resnet50", "epochs": "3", "sagemaker_torch_distributed_enabled": "true", "debugger-interval": "50",
-        "debugger-rules": "LossNotDecreasing,VanishingGradient,Overfit,Overtraining,PoorWeightInitialization,ClassImbalance",
-    }  # fmt: skip
+        "model": "resnet50",
+        "epochs": "3",
+        "sagemaker_torch_distributed_enabled": "true",
+        "debugger-interval": "50",
+        "debugger-rules": ",".join(DEFAULT_RULES),
+    }
     sent = json.loads(recorded_requests(aws, target="CreateTrainingJob")[-1]["body"])
     assert sent["TrainingJobName"] == "byoc-fields"
     assert not {"DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations"} & set(sent)
@@ -105,7 +134,8 @@ def test_train_request_read_back(aws, capsys, trained_run):
 
 def test_sagemaker_debugger_restores_the_aws_side_configuration(aws, capsys):
     """--sagemaker-debugger (accounts that still have Debugger): hook, rule jobs with the StopTraining action, Profiler.
-    moto keeps neither ProfilerConfig nor the rules' parameters faithfully: the request as moto received it is read back."""
+    moto keeps neither ProfilerConfig nor the rules' parameters faithfully: the request as moto received it is read
+    back."""
     argv = [
         "train",
         *BASE,
@@ -216,7 +246,8 @@ def test_profiler_request_fields(aws):
     request = training.training_request(args, "eu-west-1")
     assert [(r["RuleConfigurationName"], r["RuleEvaluatorImage"]) for r in request["ProfilerRuleConfigurations"]] == [
         ("ProfilerReport", "929884845733.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-debugger-rules:latest"),
-        ("LowGPUUtilization", "929884845733.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-debugger-rules:latest")]  # fmt: skip
+        ("LowGPUUtilization", "929884845733.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-debugger-rules:latest"),
+    ]
     assert (
         request["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400} and request["EnableManagedSpotTraining"] is False
     )
@@ -353,9 +384,13 @@ def test_wait_follows_the_job_logs_and_rules(aws, capsys, tmp_path):
     logs.create_log_stream(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="byoc-waited/algo-1-1700000000")
     rule_line = "rule=VanishingGradient status=IssuesFound step=0 evidence=mean |gradient/ResNet_bn1.bias| = 0 < 1e-07"
     logs.put_log_events(
-        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="byoc-waited/algo-1-1700000000",
-        logEvents=[{"timestamp": int(time.time() * 1000), "message": m} for m in ("epoch=1 train_loss=0.5000 valid_acc=0.8000", rule_line)],
-    )  # fmt: skip
+        logGroupName="/aws/sagemaker/TrainingJobs",
+        logStreamName="byoc-waited/algo-1-1700000000",
+        logEvents=[
+            {"timestamp": int(time.time() * 1000), "message": m}
+            for m in ("epoch=1 train_loss=0.5000 valid_acc=0.8000", rule_line)
+        ],
+    )
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket="byoc-bucket")
     archive = {

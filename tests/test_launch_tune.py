@@ -7,6 +7,7 @@ import pytest
 from aws_stand_in import run_cli
 from test_launch_train import BASE, IMAGE, REGION, ROLE
 
+from byoc_contract.rules import DEFAULT_RULES
 from sagemaker_launch import cli, tuning
 from sagemaker_launch.errors import LaunchError
 
@@ -75,7 +76,7 @@ def test_tune_request_read_back(aws, capsys, space):
         "StaticHyperParameters"
     ] == {  # every trial judges the course rules itself (no Debugger in tuning jobs)
         "model": "resnet50",
-        "debugger-rules": "LossNotDecreasing,VanishingGradient,Overfit,Overtraining,PoorWeightInitialization,ClassImbalance",
+        "debugger-rules": ",".join(DEFAULT_RULES),
     }
     assert definition["RoleArn"] == ROLE
     assert definition["AlgorithmSpecification"]["TrainingImage"] == IMAGE

@@ -1,4 +1,5 @@
-"""`upload-data` against moto_server's S3: channels laid out as the trainer reads them, unchanged files skipped, multipart ETags."""
+"""`upload-data` against moto_server's S3: channels laid out as the trainer reads them, unchanged files skipped,
+multipart ETags."""
 
 import shutil
 

@@ -29,7 +29,8 @@ def models_root(trained_run, tmp_path_factory):
         textwrap.dedent(
             """
             def output_fn(prediction, accept, context):
-                return f"best={int(prediction.argmax())};model_dir={context.system_properties['model_dir']}", "text/plain"
+                model_dir = context.system_properties['model_dir']
+                return f"best={int(prediction.argmax())};model_dir={model_dir}", "text/plain"
             """
         )
     )

@@ -221,7 +221,8 @@ def binary_request(elements: bytes, count: int, size: int | None = None) -> tupl
         ),
         (
             (
-                b'{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["ok"]}], "outputs": [{"name": "secrets"}]}',
+                b'{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["ok"]}], "outputs": '
+                b'[{"name": "secrets"}]}',
                 {},
             ),
             "Unknown output",

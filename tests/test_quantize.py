@@ -332,7 +332,8 @@ def test_served_int8_keeps_top1_agreement_with_fp32_on_real_photos(fine_tuned):
         served = np.concatenate([int8.predict(batch[i : i + 16]) for i in range(0, len(batch), 16)])
         agreement[margin] = float((served.argmax(1) == fp32.argmax(1)).mean())
         print(
-            f"int8, re-check margin {margin}: top-1 agreement with fp32 {agreement[margin]:.4f}, {int8.rechecked} re-checked"
+            f"int8, re-check margin {margin}: top-1 agreement with fp32 {agreement[margin]:.4f}, {int8.rechecked} "
+            "re-checked"
         )
     assert agreement[0.0] < agreement[0.1] < agreement[0.3] and agreement[0.3] >= 0.99
 

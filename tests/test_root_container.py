@@ -182,7 +182,8 @@ def test_a_model_that_does_not_fit_in_memory_is_a_507_and_unloading_frees_memory
                 assert answer.status_code == 200, answer.text
                 loaded.append(f"m{n}")
             print(
-                f"loaded {len(loaded)} models, then: {refused}; memory before {before >> 20} MB, after {container_memory(name) >> 20} MB"
+                f"loaded {len(loaded)} models, then: {refused}; memory before {before >> 20} MB, after "
+                f"{container_memory(name) >> 20} MB"
             )
             assert (
                 refused

@@ -60,5 +60,6 @@ def test_fit_deploy_predict_and_transform_in_local_mode(train_image, serve_image
     labels = [json.loads((tmp_path / "transform" / name).read_text())["predictions"][0]["label"] for name in outputs]
     assert set(labels) <= set(fashion_mnist.CLASSES)
     print(
-        f"SDK v2 local batch transform: {len(outputs)} images in {result['transform_seconds']:.1f} s, {labels.count('Bag')} labelled Bag"
+        f"SDK v2 local batch transform: {len(outputs)} images in {result['transform_seconds']:.1f} s, "
+        f"{labels.count('Bag')} labelled Bag"
     )

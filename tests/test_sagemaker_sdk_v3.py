@@ -2,7 +2,8 @@
 
 ``ModelTrainer(training_mode=Mode.LOCAL_CONTAINER)`` trains our training image on real Fashion-MNIST with local channels
 (``InputData`` takes a local path) and hyperparameters; the job's output.tar.gz carries the in-job rules' verdicts.
-SDK v3's ``ModelBuilder(mode=Mode.LOCAL_CONTAINER)`` cannot start a bring-your-own serving image (it pulls the image from
+SDK v3's ``ModelBuilder(mode=Mode.LOCAL_CONTAINER)`` cannot start a bring-your-own serving image (it pulls the image
+from
 a registry, and with no ``model_server`` it starts no container; docs/sagemaker.md), so the endpoint runs through the
 SDK v3 path that does: ``sagemaker.core.local.LocalSession``'s CreateModel / CreateEndpointConfig / CreateEndpoint and
 its runtime client's InvokeEndpoint, with the JPEG bytes.
@@ -116,6 +117,7 @@ def test_model_trainer_fits_and_local_session_serves_a_jpeg(
     assert [r["probability"] for r in top] == sorted((r["probability"] for r in top), reverse=True)
     shown = ", ".join(f"{r['label']} {r['probability']:.3f}" for r in top[:3])
     print(
-        f"SDK v3: ModelTrainer fit {fit_seconds:.1f} s, local endpoint {deploy_seconds:.1f} s, first prediction {predict_seconds:.2f} s; "
+        f"SDK v3: ModelTrainer fit {fit_seconds:.1f} s, local endpoint {deploy_seconds:.1f} s, first prediction "
+        f"{predict_seconds:.2f} s; "
         f"a Trouser photo -> {shown}\n{verdicts}"
     )

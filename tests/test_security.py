@@ -80,7 +80,8 @@ from train import checkpoint
 from train.errors import TrainingError
 folder = Path(sys.argv[1])
 checkpoint.save(folder, {"w": torch.zeros(10)}, 0, 1)           # a small checkpoint that fits
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)                   # past the limit, write() fails with EFBIG, as on a full disk
+# past the limit, write() fails with EFBIG, as on a full disk
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
 try:
     checkpoint.save(folder, {"w": torch.zeros(1_000_000)}, 1, 0)  # 4 MB: the write fails half-way

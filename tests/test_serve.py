@@ -122,7 +122,8 @@ def test_top_k_from_query_and_custom_attributes(client, photos):
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_served_prediction_equals_the_training_side_prediction(runtime, model_dir, photos):
-    """The same image file: torch model + training's eval transform vs the server's numpy preprocessing + fp32 runtime."""
+    """The same image file: torch model + training's eval transform vs the server's numpy preprocessing + fp32
+    runtime."""
     import torch
     from safetensors.torch import load_model
 
@@ -359,7 +360,8 @@ def test_settings_from_sagemaker_env():
 
 
 def test_the_multi_model_backend_port_comes_from_the_pipeline_safe_range():
-    """In an inference pipeline the containers share one network: a private port must come from SAGEMAKER_SAFE_PORT_RANGE."""
+    """In an inference pipeline the containers share one network: a private port must come from
+    SAGEMAKER_SAFE_PORT_RANGE."""
     assert Settings.from_env({}).backend_port == 9080
     assert (
         Settings.from_env({"SAGEMAKER_SAFE_PORT_RANGE": "8100-8200", "SAGEMAKER_BIND_TO_PORT": "8100"}).backend_port
@@ -433,7 +435,8 @@ def test_openvino_bf16_keeps_top1_agreement_with_fp32_on_real_photos(model_dir):
         top1 = np.concatenate([model.predict(batch[i : i + 16]) for i in range(0, len(batch), 16)]).argmax(1)
         agreement[margin] = float((top1 == fp32).mean())
         print(
-            f"{model.name} {model.precision}, re-check margin {margin}: top-1 agreement with fp32 {agreement[margin]:.4f}, {model.rechecked} re-checked"
+            f"{model.name} {model.precision}, re-check margin {margin}: top-1 agreement with fp32 "
+            f"{agreement[margin]:.4f}, {model.rechecked} re-checked"
         )
     assert agreement[defaults.recheck_margin] >= 0.99 and agreement[defaults.recheck_margin] >= agreement[0.0]
 

@@ -90,7 +90,8 @@ def test_bad_input_is_a_4xx_and_the_container_keeps_serving(endpoint, fashion):
 
 
 def test_image_is_small_starts_as_root_as_sagemaker_does_and_has_no_torch(serve_image):
-    """No USER: SageMaker runs containers as root; `serve` drops to model-server itself (tests/test_root_container.py)."""
+    """No USER: SageMaker runs containers as root; `serve` drops to model-server itself
+    (tests/test_root_container.py)."""
     inspect = json.loads(
         subprocess.run(["docker", "image", "inspect", serve_image], capture_output=True, text=True, check=True).stdout
     )[0]
@@ -348,7 +349,8 @@ def test_handler_overrides_in_the_container(serve_image, trained_run, tmp_path, 
                 return {"echo": data, "model": type(model).__name__}
 
             def output_fn(prediction, accept, context):
-                return json.dumps({**prediction, "custom": context.request_headers.get("x-amzn-sagemaker-custom-attributes")}), "application/json"
+                custom = context.request_headers.get("x-amzn-sagemaker-custom-attributes")
+                return json.dumps({**prediction, "custom": custom}), "application/json"
             """
         )
     )

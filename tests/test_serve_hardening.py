@@ -28,7 +28,8 @@ def png() -> bytes:
 
 
 def assert_400(response) -> str:
-    """The error's text, once checked: a 400 in our JSON shape (the Open Inference Protocol's is ``{"error"}`` alone)."""
+    """The error's text, once checked: a 400 in our JSON shape (the Open Inference Protocol's is ``{"error"}``
+    alone)."""
     assert response.status_code == 400 and response.headers["content-type"] == "application/json", response.text
     body = response.json()
     assert set(body) in ({"error", "detail"}, {"error"}), body

@@ -162,7 +162,8 @@ def test_a_flood_of_large_jpegs_gets_503s_and_ping_stays_fast(limited, png):
         outcomes = flooding.result()
     statuses = sorted(status for status, _ in outcomes)
     print(
-        f"flood of 32 x 24 MP JPEGs: statuses {statuses}; /ping p99 {np.percentile(pings, 99) * 1000:.0f} ms, worst {max(pings) * 1000:.0f} ms over {len(pings)}"
+        f"flood of 32 x 24 MP JPEGs: statuses {statuses}; /ping p99 {np.percentile(pings, 99) * 1000:.0f} ms, worst "
+        f"{max(pings) * 1000:.0f} ms over {len(pings)}"
     )
     assert set(statuses) <= {200, 503, 504} and statuses.count(503) >= 1 and statuses.count(200) >= 8
     assert all(retry == "1" for status, retry in outcomes if status == 503)

@@ -102,7 +102,8 @@ def stalled_upload(port: int, sent: int, declared: int) -> socket.socket:
     """A connection that sends its headers and ``sent`` bytes of a ``declared``-byte body, then goes silent."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(
-        f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {declared}\r\n\r\n".encode()
+        f"POST /invocations HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: image/png\r\nContent-Length: {declared}\r\n\r\n".encode()
         + b"\0" * sent
     )
     return sock
@@ -127,7 +128,8 @@ def test_stalled_uploads_hold_no_inference_slot(server, png):
         assert set(statuses) == {200} and len(statuses) >= 5, statuses
         assert statistics.median(latencies) < 1.0
         print(
-            f"with 100 uploads stalled: {len(statuses)} good requests, all 200, p50 {1000 * statistics.median(latencies):.0f} ms"
+            f"with 100 uploads stalled: {len(statuses)} good requests, all 200, p50 "
+            f"{1000 * statistics.median(latencies):.0f} ms"
         )
         time.sleep(3)
         for sock in stalled:
@@ -156,7 +158,8 @@ def slow_request(port: int, png: bytes, seconds: float) -> int:
     body = png + b"\0" * 30_000  # PNG readers stop at IEND: the padding is ignored
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     sock.sendall(
-        f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        f"POST /invocations HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: image/png\r\nContent-Length: {len(body)}\r\n\r\n".encode()
     )
     pieces = 10
     for i in range(pieces):
@@ -184,7 +187,8 @@ def test_sigterm_answers_the_requests_in_flight_refuses_new_ones_and_exits_0(ser
     took = time.monotonic() - signalled
     assert took < 10, live.log
     print(
-        f"{workers} worker(s), SIGTERM with 6 requests in flight: 6 x 200, a new request 503 with Retry-After: 1, exit code 0 after {took:.1f} s"
+        f"{workers} worker(s), SIGTERM with 6 requests in flight: 6 x 200, a new request 503 with Retry-After: 1, "
+        f"exit code 0 after {took:.1f} s"
     )
     assert live.log.count("SIGTERM: no longer admitting requests") == workers, live.log
     if workers == 1:

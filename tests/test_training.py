@@ -155,7 +155,8 @@ def test_underscore_hyperparameters_and_string_booleans():
         (
             [],
             "valid",
-            r"The class folders of 'valid' .* differ from 'train': only in valid: \['Handbag'\]; only in train: \['Bag'\]",
+            r"The class folders of 'valid' .* differ from 'train': only in valid: \['Handbag'\]; only in train: "
+            r"\['Bag'\]",
             1,
         ),
     ],
@@ -245,7 +246,8 @@ def test_offline_pretrained_backbone_from_the_channel_trains_a_cached_head(tmp_p
     pretrained = run_trainer(head_only, base)
     assert pretrained.returncode == 0, pretrained.stderr[-2000:]
     assert re.search(
-        r"loaded 294 pretrained tensors from .*efficientnet-lite0-57934424.pth \(by position\); 2 head tensors start fresh",
+        r"loaded 294 pretrained tensors from .*efficientnet-lite0-57934424.pth \(by position\); 2 head tensors "
+        r"start fresh",
         pretrained.stderr,
     )
     assert "cached train features: 400 x 1280" in pretrained.stderr
@@ -260,7 +262,8 @@ def test_offline_pretrained_backbone_from_the_channel_trains_a_cached_head(tmp_p
 
 
 def test_imbalance_options_and_early_stopping(tmp_path, fashion):
-    # a frozen backbone and a vanishing learning rate: valid_acc cannot improve after epoch 1, so patience 1 stops at epoch 2
+    # a frozen backbone and a vanishing learning rate: valid_acc cannot improve after epoch 1, so patience 1 stops at
+    # epoch 2
     args = [
         *SMALL,
         "--epochs",

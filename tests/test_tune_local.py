@@ -118,7 +118,8 @@ def retried(trials) -> set[int]:
 
 
 def second_trial_mid_epoch(db, timeout: float = 600) -> tuple[list, list]:
-    """(finished trials, running ones with an epoch reported), once a trial is done and the next has finished an epoch."""
+    """(finished trials, running ones with an epoch reported), once a trial is done and the next has finished an
+    epoch."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -136,7 +137,8 @@ def second_trial_mid_epoch(db, timeout: float = 600) -> tuple[list, list]:
 def test_killed_tuner_resumes_without_losing_or_repeating_a_trial(tmp_path, fashion):
     space = tmp_path / "space.yaml"
     space.write_text(
-        "lr: {type: continuous, min: 1e-4, max: 1e-2, scaling: Logarithmic}\nbatch-size: {type: categorical, values: [16, 32]}\n"
+        "lr: {type: continuous, min: 1e-4, max: 1e-2, scaling: Logarithmic}\nbatch-size: {type: categorical, values: "
+        "[16, 32]}\n"
     )
     study = tmp_path / "study"
     command = tuner(

@@ -58,7 +58,8 @@ def postgres():
 def space_file(tmp_path: Path) -> Path:
     space = tmp_path / "space.yaml"
     space.write_text(
-        "lr: {type: continuous, min: 1e-4, max: 1e-2, scaling: Logarithmic}\nbatch-size: {type: categorical, values: [16, 32]}\n"
+        "lr: {type: continuous, min: 1e-4, max: 1e-2, scaling: Logarithmic}\nbatch-size: {type: categorical, values: "
+        "[16, 32]}\n"
     )
     return space
 
@@ -160,7 +161,8 @@ def test_a_killed_tuner_s_trial_is_finished_by_the_other_and_a_restart_has_nothi
     assert len(slots) == len(set(slots)) == 3 and cut in slots and all(t.state.name == "COMPLETE" for t in kept)
     [again] = [t for t in kept if t.user_attrs["slot"] == cut]
     print(
-        f"killed mid-trial: slot {cut} (trial {mid[0].number}); run again as trial {again.number} by the other tuner; finished slots {sorted(slots)}"
+        f"killed mid-trial: slot {cut} (trial {mid[0].number}); run again as trial {again.number} by the other tuner; "
+        f"finished slots {sorted(slots)}"
     )
     assert again.system_attrs["retry_history"] == [mid[0].number] and again.params == mid[0].params
     assert "resuming from" in (study / "trials" / f"{cut:03d}" / "train.log").read_text()

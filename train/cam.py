@@ -55,7 +55,10 @@ def split(model: nn.Module, arch: str) -> TwoOutputs | str:
             return f"{arch} has no global-average-pool + linear head that explanations are built for"
         return TwoOutputs(TimmFeatures(model), TimmHead(model))
     if not arch.startswith(TORCHVISION_FAMILIES):
-        return f"{arch} has no global-average-pool + linear head that explanations are built for (ResNets, EfficientNets, MobileNetV2, ConvNeXts, RegNets)"
+        return (
+            f"{arch} has no global-average-pool + linear head that explanations are built for (ResNets, "
+            "EfficientNets, MobileNetV2, ConvNeXts, RegNets)"
+        )
     children = dict(model.named_children())
     if arch.startswith("mobilenet_v2"):
         return TwoOutputs(

@@ -62,7 +62,8 @@ def save(directory: Path, state: dict, epoch: int, step: int) -> Path:
         temporary.unlink(missing_ok=True)  # the folder is synced to S3: leave no partial file behind
         raise TrainingError(
             f"Could not write the checkpoint {final} ({exc}). Free space on the job's volume or raise VolumeSizeInGB "
-            "(byoc-launch train --volume-gb); the checkpoints already there are kept, so the job resumes from the last one."
+            "(byoc-launch train --volume-gb); the checkpoints already there are kept, so the job resumes from the "
+            "last one."
         ) from exc
     for old in _sorted(directory)[:-KEEP]:
         old.unlink(missing_ok=True)

@@ -127,7 +127,8 @@ def add_data_flags(data) -> None:
         "--decoded-cache",
         type=str,
         default="auto",
-        help="decode each image once into a uint8 memory-mapped cache at --resize-size, reused by later epochs and runs: "
+        help="decode each image once into a uint8 memory-mapped cache at --resize-size, reused by later epochs "
+        "and runs: "
         f"'auto' ({sagemaker_env.decoded_cache_dir()}), 'off', or a folder (share one between tuning trials)",
     )
     data.add_argument("--image-size", type=_side, default=224, help="crop size fed to the network")
@@ -142,8 +143,10 @@ def add_data_flags(data) -> None:
         "--decode",
         choices=DECODES,
         default="scaled",
-        help="scaled: decode large JPEGs at the DCT scale the resize needs (other formats reduced first), as the server does; "
-        "exact: every pixel, bit-identical with artifacts trained before scaled decoding (model.json records the choice)",
+        help="scaled: decode large JPEGs at the DCT scale the resize needs (other formats reduced first), as the "
+        "server does; "
+        "exact: every pixel, bit-identical with artifacts trained before scaled decoding (model.json records "
+        "the choice)",
     )
 
 
@@ -154,7 +157,8 @@ def add_model_flags(model) -> None:
         "--pretrained",
         type=str,
         default="auto",
-        help="weights: 'auto' (the file in the 'pretrained' channel, else imagenet), 'imagenet' (download), 'none', or a file path",
+        help="weights: 'auto' (the file in the 'pretrained' channel, else imagenet), 'imagenet' (download), 'none', "
+        "or a file path",
     )
     model.add_argument(
         "--finetune",
@@ -255,14 +259,17 @@ def add_output_flags(out) -> None:
         "--quantize",
         choices=("auto", "off", "force"),
         default="auto",
-        help="int8 serving model (NNCF, OpenVINO IR) next to model.onnx: auto = ship it when, served with the near-tie fp32 re-check, it "
-        "agrees with fp32 on >= 99%% of the test images and loses <= 0.5 accuracy points (a warning when it re-checks over 10%%); force = ship one even when none passes (the fastest tried); off = none",
+        help="int8 serving model (NNCF, OpenVINO IR) next to model.onnx: auto = ship it when, served with the "
+        "near-tie fp32 re-check, it "
+        "agrees with fp32 on >= 99%% of the test images and loses <= 0.5 accuracy points (a warning when it re-checks "
+        "over 10%%); force = ship one even when none passes (the fastest tried); off = none",
     )
     out.add_argument(
         "--target-sensitivity",
         type=_fraction,
         default=0.95,
-        help="two classes (e.g. ISIC): the operating point, the threshold on class 1's calibrated probability that reaches this sensitivity on valid",
+        help="two classes (e.g. ISIC): the operating point, the threshold on class 1's calibrated probability that "
+        "reaches this sensitivity on valid",
     )
     out.add_argument(
         "--debugger-out",
@@ -286,7 +293,8 @@ def add_output_flags(out) -> None:
         "--debugger-rules",
         type=str,
         default=",".join(DEFAULT_RULES),
-        help=f"Debugger rules judged inside the job at each epoch end (comma list of {', '.join(RULE_NAMES)}; all; none)",
+        help=f"Debugger rules judged inside the job at each epoch end (comma list of {', '.join(RULE_NAMES)}; "
+        "all; none)",
     )
     out.add_argument(
         "--stop-on-rule",

@@ -9,7 +9,8 @@ MAX_WORKERS = 16
 
 
 def core_share(ranks_on_node: int = 1) -> int:
-    """Usable cores per rank (``byoc_machine.usable_cores``: affinity and cgroup quota, split between the node's ranks)."""
+    """Usable cores per rank (``byoc_machine.usable_cores``: affinity and cgroup quota, split between the node's
+    ranks)."""
     return max(usable_cores() // max(ranks_on_node, 1), 1)
 
 

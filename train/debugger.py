@@ -75,7 +75,8 @@ def create_hook(
         )
     elif not activations:
         log.info(
-            "ReLU inputs are not saved under reduced-precision autocast (smdebug writes float32 only); use --amp none to include them"
+            "ReLU inputs are not saved under reduced-precision autocast (smdebug writes float32 only); use --amp none "
+            "to include them"
         )
     hook.get_collection("labels").include("^labels$")
     hook.get_collection("predictions").include("^predictions$")

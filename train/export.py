@@ -77,7 +77,8 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, outputs: tup
     difference, scale = float(np.abs(expected - got).max()), max(1.0, float(np.abs(expected).max()))
     if difference > TOLERANCE * scale:
         raise RuntimeError(
-            f"ONNX export of the model differs from torch by {difference:.2e} (> {TOLERANCE} x {scale:.3g}, the largest logit); report this as a bug"
+            f"ONNX export of the model differs from torch by {difference:.2e} (> {TOLERANCE} x {scale:.3g}, the "
+            "largest logit); report this as a bug"
         )
     log.info(
         "exported %s (%.1f MB); onnxruntime matches torch within %.1e", path.name, path.stat().st_size / 1e6, difference

@@ -38,7 +38,8 @@ def describe_accelerators() -> str:
     if driver and not torch.cuda.is_available():
         raise TrainingError(
             f"This host has GPUs (driver, GPU: {driver}) but {line} cannot use them: its CUDA needs a newer driver. "
-            "Rebuild the image with a torch build for an older CUDA (--build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 "
+            "Rebuild the image with a torch build for an older CUDA (--build-arg "
+            "TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 "
             "runs on drivers >= 525), or use an instance with a newer driver."
         )
     if torch.cuda.is_available():

@@ -46,8 +46,10 @@ def require_compiler(device: torch.device) -> None:
     """torch.compile generates C++ (CPU) or Triton launchers (GPU), both built with a C compiler at run time."""
     if not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
         raise TrainingError(
-            f"--compile needs a C compiler to build its {'Triton' if device.type == 'cuda' else 'C++'} kernels, and this "
-            "image has none (compilers stay out of the training image). Drop --compile, or build an image that adds gcc."
+            f"--compile needs a C compiler to build its {'Triton' if device.type == 'cuda' else 'C++'} kernels, "
+            "and this "
+            "image has none (compilers stay out of the training image). Drop --compile, or build an image that "
+            "adds gcc."
         )
 
 
@@ -78,7 +80,8 @@ def image_loader(
     ctx: distributed.Context,
     decoded: dict[int, DecodedImages],
 ) -> DataLoader:
-    """Batches of one split, from the decoded-image cache when it holds the split's source, else decoded as ``fit`` asks."""
+    """Batches of one split, from the decoded-image cache when it holds the split's source, else decoded as ``fit``
+    asks."""
     entry = decoded.get(id(split.source))
     dataset = (
         CachedImageDataset(split, entry, transform)

@@ -63,7 +63,8 @@ def batches(
 
 
 def compiled(core, model, precision: str = "fp32") -> tuple[object, str]:
-    """An infer request of ``model`` (a file or an ``ov.Model``) for the CPU with its unquantized layers in ``precision``
+    """An infer request of ``model`` (a file or an ``ov.Model``) for the CPU with its unquantized layers in
+    ``precision``
     (the quantized ones run in int8 whatever the hint), and the precision OpenVINO granted."""
     source = str(model) if isinstance(model, Path) else model
     return byoc_openvino.openvino_request(core, source, precision, "THROUGHPUT", usable_cores())
@@ -111,15 +112,18 @@ def verdict(measured: dict) -> tuple[bool, str]:
     if measured["agreement"] < MIN_AGREEMENT:
         return (
             False,
-            f"top-1 agreement with fp32 {measured['agreement']:.2%} (near ties re-checked at margin {measured['recheck_margin']}) is below {MIN_AGREEMENT:.0%}",
+            f"top-1 agreement with fp32 {measured['agreement']:.2%} (near ties re-checked at margin "
+            f"{measured['recheck_margin']}) is below {MIN_AGREEMENT:.0%}",
         )
     if drop > MAX_ACCURACY_DROP:
         return (
             False,
-            f"accuracy drops by {100 * drop:.2f} points ({measured['accuracy_fp32']:.4f} -> {measured['accuracy_int8']:.4f}), more than {100 * MAX_ACCURACY_DROP:.1f}",
+            f"accuracy drops by {100 * drop:.2f} points ({measured['accuracy_fp32']:.4f} -> "
+            f"{measured['accuracy_int8']:.4f}), more than {100 * MAX_ACCURACY_DROP:.1f}",
         )
     return True, (
-        f"agreement {measured['agreement']:.2%} ({measured['agreement_int8_alone']:.2%} before re-checking the {measured['rechecked']:.1%} near ties),"
+        f"agreement {measured['agreement']:.2%} ({measured['agreement_int8_alone']:.2%} before re-checking the "
+        f"{measured['rechecked']:.1%} near ties),"
         f" accuracy {measured['accuracy_fp32']:.4f} -> {measured['accuracy_int8']:.4f}"
     )
 
@@ -235,7 +239,8 @@ def quantize_artifact(
         )
         if chosen["rechecked"] > recheck.SLOW_SHARE:
             log.warning(
-                "the int8 model re-runs %.1f%% of the images in fp32 (near ties of an unsure model): it may serve slower than bf16;"
+                "the int8 model re-runs %.1f%% of the images in fp32 (near ties of an unsure model): it may serve "
+                "slower than bf16;"
                 " compare with SERVE_PRECISION=bf16",
                 100 * chosen["rechecked"],
             )
@@ -255,7 +260,8 @@ def readable(core, path: Path):
         return byoc_openvino.read_model(core, path)
     except Exception as exc:
         raise TrainingError(
-            f"{path} is not a model OpenVINO can read ({one_line(exc, 300)}): it is corrupt, truncated or not ONNX; export the artifact again with python -m train"
+            f"{path} is not a model OpenVINO can read ({one_line(exc, 300)}): it is corrupt, truncated or not ONNX; "
+            "export the artifact again with python -m train"
         ) from None
 
 
@@ -272,7 +278,8 @@ def attempt_file(model_dir: Path, fp32_convolutions: int) -> Path:
 
 
 def keep(model_dir: Path, fp32_convolutions: int | None) -> None:
-    """Move the chosen attempt (OpenVINO IR: .xml and .bin) to INT8_FILE and delete the others; None deletes them all."""
+    """Move the chosen attempt (OpenVINO IR: .xml and .bin) to INT8_FILE and delete the others; None deletes them
+    all."""
     final = model_dir / INT8_FILE
     for path in (final, final.with_suffix(".bin")):
         path.unlink(missing_ok=True)
@@ -294,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         "--data",
         type=Path,
         required=True,
-        help="the training data: valid/ (calibration) and test/ (measurement) class folders, or a train channel they are split from",
+        help="the training data: valid/ (calibration) and test/ (measurement) class folders, or a train channel they "
+        "are split from",
     )
     parser.add_argument(
         "--force", action="store_true", help="ship an int8 model even when none passes the gate (the fastest tried)"
@@ -315,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_splits(args.data, args.data / "valid", args.data / "test", 0.1, 0.1, args.seed)
         if splits.classes != classes:
             raise TrainingError(
-                f"{args.data} has classes {splits.classes[:5]}..., the model {classes[:5]}...: give the data it was trained on"
+                f"{args.data} has classes {splits.classes[:5]}..., the model {classes[:5]}...: give the data it was "
+                "trained on"
             )
         evaluation, name = (splits.test, "test") if splits.test else (splits.valid, "valid")
         with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is for the record alone

@@ -74,7 +74,8 @@ def resolve_pretrained(choice: str) -> str:
     files = sorted(p for p in channel.rglob("*") if p.suffix in WEIGHT_SUFFIXES) if channel.is_dir() else []
     if len(files) > 1:
         raise TrainingError(
-            f"The 'pretrained' channel holds several weight files ({', '.join(p.name for p in files)}); name one with --pretrained."
+            f"The 'pretrained' channel holds several weight files ({', '.join(p.name for p in files)}); name one with "
+            "--pretrained."
         )
     return str(files[0]) if files else "imagenet"
 
@@ -169,7 +170,8 @@ def rule_settings(args: argparse.Namespace, pretrained: bool = False) -> tuple[l
         raise TrainingError(f"Bad --debugger-rules or --stop-on-rule: {exc}.") from None
     if pretrained and args.debugger_rules == ",".join(DEFAULT_RULES) and POOR_INIT not in stop_on:
         log.info(
-            "%s is not judged: the network starts from pretrained weights (name it in --debugger-rules to judge it anyway)",
+            "%s is not judged: the network starts from pretrained weights (name it in --debugger-rules to judge "
+            "it anyway)",
             POOR_INIT,
         )
         names = [n for n in names if n != POOR_INIT]
@@ -264,7 +266,8 @@ def fit(
         if state.progress.interrupted:
             save()
             raise Interrupted(
-                f"Stopped by SIGTERM during epoch {epoch + 1} after {state.progress.step} steps; a checkpoint was saved in "
+                f"Stopped by SIGTERM during epoch {epoch + 1} after {state.progress.step} steps; a checkpoint was "
+                "saved in "
                 f"{checkpoint_dir}. Start the job again with the same checkpoint location to resume from that step."
             )
         set_mode(hook, "EVAL")
@@ -479,7 +482,8 @@ def run_and_report(args: argparse.Namespace) -> int:
         reason, code = str(exc), 143
     except torch.OutOfMemoryError as exc:
         reason = (
-            f"CUDA ran out of memory with --batch-size {args.batch_size} ({str(exc).splitlines()[0]}). Lower --batch-size, "
+            f"CUDA ran out of memory with --batch-size {args.batch_size} ({str(exc).splitlines()[0]}). Lower "
+            "--batch-size, "
             "use --amp bf16, --finetune head or last-k, or a GPU with more memory."
         )
         code = 1

@@ -124,7 +124,8 @@ class CifarSource(ImageSource):
         fine = "fine_label_names" in meta
         if not isinstance(meta.get("fine_label_names" if fine else "label_names"), list):
             raise TrainingError(
-                f"{meta_file} has no list of label names ('label_names' or 'fine_label_names'); upload the CIFAR meta file unchanged."
+                f"{meta_file} has no list of label names ('label_names' or 'fine_label_names'); upload the CIFAR meta "
+                "file unchanged."
             )
         self.classes = [str(c) for c in meta["fine_label_names" if fine else "label_names"]]
         label_key = "fine_labels" if fine else "labels"
@@ -212,7 +213,8 @@ def _unpickle(path: Path) -> dict:
         ) from None
     if not isinstance(raw, dict):
         raise TrainingError(
-            f"{path} is not a CIFAR python batch (it holds a {type(raw).__name__}, not a dict); upload the batches unchanged."
+            f"{path} is not a CIFAR python batch (it holds a {type(raw).__name__}, not a dict); upload the batches "
+            "unchanged."
         )
     return {k.decode() if isinstance(k, bytes) else k: _decode(v) for k, v in raw.items()}
 
@@ -342,7 +344,8 @@ def load_splits(
         layout = "imagefolder"
         if not source.classes:
             raise TrainingError(
-                f"The 'train' channel ({train_dir}) has no class folders; put each class's images in a folder named after it."
+                f"The 'train' channel ({train_dir}) has no class folders; put each class's images in a folder named "
+                "after it."
             )
     if len(source) == 0:
         raise TrainingError(

@@ -56,7 +56,8 @@ class TrainingState:
 
     @classmethod
     def restore(cls, directory: Path, parts: Trainables) -> TrainingState | None:
-        """The state of the newest readable checkpoint in ``directory``, loaded into ``parts``; None when there is none."""
+        """The state of the newest readable checkpoint in ``directory``, loaded into ``parts``; None when there is
+        none."""
         saved = checkpoint.load_latest(directory)
         if saved is None:
             return None

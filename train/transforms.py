@@ -79,7 +79,8 @@ def train_pixels(pre: Preprocess, augment: str) -> T.Compose:
     """uint8 CHW training crops; the loaders hand them over as they are and ``DeviceInput`` normalises them.
 
     ``none`` is the eval preset (and lets frozen-backbone features be cached); ``light`` adds a random resized
-    crop and a flip; ``strong`` adds TrivialAugment and random erasing (with the mean colour, which is 0 once normalised).
+    crop and a flip; ``strong`` adds TrivialAugment and random erasing (with the mean colour, which is 0 once
+    normalised).
     """
     if augment == "none":
         return eval_pixels(pre)

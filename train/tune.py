@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--storage",
         default=None,
-        help=f"Optuna RDB URL shared by tuners on several machines (default: ${STORAGE_ENV}, else sqlite:///STUDY_DIR/study.db); every user of the machine can read a process's arguments, so give a URL with a password by --storage-file or ${STORAGE_ENV}",
+        help=f"Optuna RDB URL shared by tuners on several machines (default: ${STORAGE_ENV}, else "
+        "sqlite:///STUDY_DIR/study.db); every user of the machine can read a process's arguments, so give a URL with "
+        f"a password by --storage-file or ${STORAGE_ENV}",
     )
     parser.add_argument(
         "--storage-file",
@@ -275,7 +277,8 @@ class Tuner:
             if len(counted) - sum(t.state == TrialState.WAITING for t in counted) >= self.args.max_jobs:
                 if not waiting_said:
                     log.info(
-                        "waiting for %d trial(s) running elsewhere (a stopped tuner's trial is taken over after %d s without a heartbeat)",
+                        "waiting for %d trial(s) running elsewhere (a stopped tuner's trial is taken over after %d s "
+                        "without a heartbeat)",
                         len(running),
                         3 * self.args.heartbeat_seconds,
                     )
@@ -441,7 +444,8 @@ def report(tuner: Tuner) -> list[dict]:
     slot_dir = tuner.args.study_dir / "trials" / f"{slot_of(best):03d}"
     if not (slot_dir / "model").is_dir():
         print(
-            f"{summary}\nits artifact is on {best.user_attrs.get('host')}, in that tuner's --study-dir/trials/{slot_of(best):03d}/model"
+            f"{summary}\nits artifact is on {best.user_attrs.get('host')}, in that tuner's "
+            f"--study-dir/trials/{slot_of(best):03d}/model"
         )
         return rows
     target = tuner.args.study_dir / "best"
@@ -486,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         reverse = [r.name for r in space if r.scaling == "ReverseLogarithmic"]
         if reverse:
             raise ValueError(
-                f"search space {', '.join(reverse)}: ReverseLogarithmic scaling is SageMaker's only; use Linear or Logarithmic locally."
+                f"search space {', '.join(reverse)}: ReverseLogarithmic scaling is SageMaker's only; use Linear or "
+                "Logarithmic locally."
             )
         tuner = Tuner(args, space)
         fixed = {a[2:].split("=")[0].replace("_", "-") for a in args.trainer_args if a.startswith("--")}
@@ -496,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         per_trial = sorted(fixed & {"model-dir", "output-data-dir", "checkpoint-dir", "tensorboard-dir"})
         if per_trial:
             raise ValueError(
-                f"{', '.join('--' + f for f in per_trial)}: every trial writes under --study-dir/trials/NNN; drop them after --."
+                f"{', '.join('--' + f for f in per_trial)}: every trial writes under --study-dir/trials/NNN; drop "
+                "them after --."
             )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

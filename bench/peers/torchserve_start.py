@@ -83,7 +83,9 @@ def main() -> None:
     archive(Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model")), best)
     config = WORK / "config.properties"
     config.write_text(
-        "inference_address=http://0.0.0.0:8080\nmanagement_address=http://127.0.0.1:8081\nmetrics_address=http://127.0.0.1:8082\n"
+        "inference_address=http://0.0.0.0:8080\n"
+        "management_address=http://127.0.0.1:8081\n"
+        "metrics_address=http://127.0.0.1:8082\n"
         "disable_token_authorization=true\ninstall_py_dep_per_model=false\n"
     )
     os.execvp(

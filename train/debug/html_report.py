@@ -20,7 +20,8 @@ from train.debug.verdicts import Verdict
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1040px; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #ccc; padding: 4px 8px; text-align: left; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border: 1px solid #ccc; padding: 4px 8px; text-align: left; }
 .IssuesFound { color: #b00020; font-weight: bold; } .NoIssuesFound { color: #1b5e20; } img { max-width: 100%; }
 """
 
@@ -47,7 +48,8 @@ def _summary(profile) -> list[tuple[str, str]]:
         rows.append(
             (
                 "CPU utilisation mean / p95",
-                f"{np.mean([s['cpu'] for s in profile.samples]):.0f}% / {np.percentile([s['cpu'] for s in profile.samples], 95):.0f}%",
+                f"{np.mean([s['cpu'] for s in profile.samples]):.0f}% / "
+                f"{np.percentile([s['cpu'] for s in profile.samples], 95):.0f}%",
             )
         )
     return rows
@@ -70,7 +72,8 @@ def _calibration_rows(calibration: dict | None) -> list[tuple[str, str]]:
         rows.append(
             (
                 "operating point (valid)",
-                f"threshold {point['threshold']:.4f} for sensitivity >= {point['target_sensitivity']:g}: sensitivity {point['sensitivity']:.3f}",
+                f"threshold {point['threshold']:.4f} for sensitivity >= {point['target_sensitivity']:g}: sensitivity "
+                f"{point['sensitivity']:.3f}",
             )
         )
     return rows
@@ -108,7 +111,8 @@ def render(output: Path, params: dict[str, dict[str, object]]) -> tuple[Path, li
     issues = [v for v in verdicts if v.status == ISSUES]
     headline = "; ".join(f"{v.rule}: {v.evidence}" for v in issues) if issues else "no profiler rule found an issue"
     rows = "\n".join(
-        f'<tr><td>{v.rule}</td><td class="{v.status}">{v.status}</td><td>{html.escape(RULES[v.rule].SUMMARY)}</td><td>{html.escape(v.evidence)}</td></tr>'
+        f'<tr><td>{v.rule}</td><td class="{v.status}">{v.status}</td>'
+        f"<td>{html.escape(RULES[v.rule].SUMMARY)}</td><td>{html.escape(v.evidence)}</td></tr>"
         for v in verdicts
     )
     summary = "\n".join(

@@ -2,7 +2,8 @@
 
 At each epoch end the tensor rules run over the saved steps; each verdict change prints one line
 (``byoc_contract.rules.format_line``) that CloudWatch, ``byoc-launch train --wait`` and the tuner's metric regexes read.
-A rule named in ``stop_on`` that finds issues asks the trainer to stop. ``rules.json`` and ``rules.txt`` hold the result.
+A rule named in ``stop_on`` that finds issues asks the trainer to stop. ``rules.json`` and ``rules.txt`` hold the
+result.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ class InJobRules:
     def stop(self, verdict: Verdict, epoch: int, checkpoint_dir: Path) -> str:
         """Record that ``verdict`` stopped training after ``epoch``; returns the reason, as printed."""
         reason = (
-            f"stopped by rule {verdict.rule} after epoch {epoch} (--stop-on-rule): {verdict.evidence}. The checkpoint is in "
+            f"stopped by rule {verdict.rule} after epoch {epoch} (--stop-on-rule): {verdict.evidence}. The "
+            "checkpoint is in "
             f"{checkpoint_dir}; the artifact holds the best epoch so far."
         )
         self.stopped = {"rule": verdict.rule, "epoch": epoch, "step": verdict.step, "reason": reason}

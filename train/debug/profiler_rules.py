@@ -122,7 +122,8 @@ class LowGPUUtilization(ProfilerRule):
                     )
                 if p5 < self.params["threshold_p5"]:
                     return self.verdict(
-                        f"GPU {gpu} fluctuates: p5 utilisation {p5:.0f}% < {self.params['threshold_p5']:g}% while p95 is {p95:.0f}%",
+                        f"GPU {gpu} fluctuates: p5 utilisation {p5:.0f}% < {self.params['threshold_p5']:g}% while p95 "
+                        f"is {p95:.0f}%",
                         "",
                     )
         return self.verdict(None, f"GPU utilisation p95 >= {self.params['threshold_p95']:g}% in every window")
@@ -148,14 +149,16 @@ class BatchSize(ProfilerRule):
             and mem < self.params["gpu_memory_threshold_p95"]
         ):
             return self.verdict(
-                f"p95 CPU {cpu:.0f}%, GPU {gpu:.0f}%, GPU memory {mem:.0f}%: raise --batch-size (batch {profile.run['batch_size']})",
+                f"p95 CPU {cpu:.0f}%, GPU {gpu:.0f}%, GPU memory {mem:.0f}%: raise --batch-size (batch "
+                f"{profile.run['batch_size']})",
                 "",
             )
         return self.verdict(None, f"p95 CPU {cpu:.0f}%, GPU {gpu:.0f}%, GPU memory {mem:.0f}%")
 
 
 class _Bottleneck(ProfilerRule):
-    """GPU idle while ``metric`` is high (SageMaker's definition); without a GPU, steps that wait for data while it is."""
+    """GPU idle while ``metric`` is high (SageMaker's definition); without a GPU, steps that wait for data while it
+    is."""
 
     metric, threshold_name, label = "", "", ""
 
@@ -169,19 +172,24 @@ class _Bottleneck(ProfilerRule):
                 s for s in samples if s["gpus"][0]["util"] < self.params["gpu_threshold"] and s[self.metric] > limit
             ]
             share = 100 * len(hits) / len(samples)
-            what = f"GPU below {self.params['gpu_threshold']:g}% while {self.label} above {limit:g}% in {share:.0f}% of {len(samples)} samples"
+            what = (
+                f"GPU below {self.params['gpu_threshold']:g}% while {self.label} above {limit:g}% in {share:.0f}% "
+                f"of {len(samples)} samples"
+            )
         else:
             share = 100 * profile.data_share()
             level = profile.during_waits(self.metric)
             if level is None:
                 return self.verdict(
                     None,
-                    f"steps waited for data {share:.0f}% of step time, too briefly for a system sample to fall within a wait: no {self.label} to judge",
+                    f"steps waited for data {share:.0f}% of step time, too briefly for a system sample to fall within "
+                    f"a wait: no {self.label} to judge",
                 )
             if level <= limit:
                 return self.verdict(
                     None,
-                    f"{self.label} {level:.0f}% while steps waited for data ({share:.0f}% of step time), not above {limit:g}%",
+                    f"{self.label} {level:.0f}% while steps waited for data ({share:.0f}% of step time), not above "
+                    f"{limit:g}%",
                 )
             what = f"steps waited for data {share:.0f}% of the time with {self.label} at {level:.0f}% (> {limit:g}%)"
         return self.verdict(what if share > self.params["threshold"] else None, what)
@@ -206,7 +214,10 @@ class StepOutlier(ProfilerRule):
             return self.verdict(None, f"{len(seconds)} steps recorded: too few to judge")
         limit = seconds.mean() + self.params["stddev"] * seconds.std()
         outliers = np.flatnonzero(seconds > limit)
-        what = f"{len(outliers)} of {len(seconds)} steps above {limit * 1000:.0f} ms (mean {seconds.mean() * 1000:.0f} ms, max {seconds.max() * 1000:.0f} ms)"
+        what = (
+            f"{len(outliers)} of {len(seconds)} steps above {limit * 1000:.0f} ms (mean "
+            f"{seconds.mean() * 1000:.0f} ms, max {seconds.max() * 1000:.0f} ms)"
+        )
         return self.verdict(what if len(outliers) > self.params["n_outliers"] else None, what)
 
 
@@ -215,7 +226,10 @@ class Dataloader(ProfilerRule):
     workers means fewer than ``--workers auto`` picks for the rank's cores (``train.cores.auto_workers``), so the
     default is never flagged."""
 
-    SUMMARY = "fewer loader workers than --workers auto picks, more than max_threshold % of the cores, or steps waiting on the loader more than wait_threshold %"
+    SUMMARY = (
+        "fewer loader workers than --workers auto picks, more than max_threshold % of the cores, or steps "
+        "waiting on the loader more than wait_threshold %"
+    )
 
     def evaluate(self, profile: Profile) -> Verdict:
         workers, cores = profile.run["workers"], profile.run["cores"]
@@ -224,11 +238,13 @@ class Dataloader(ProfilerRule):
         if share > self.params["wait_threshold"]:
             cause = self._cause(profile)
             found.append(
-                f"data bottleneck: steps waited for data {share:.0f}% of the time (> {self.params['wait_threshold']:g}%); {cause}"
+                f"data bottleneck: steps waited for data {share:.0f}% of the time (> "
+                f"{self.params['wait_threshold']:g}%); {cause}"
             )
         if workers < auto_workers(cores):
             found.append(
-                f"{workers} loader workers for {cores} cores: raise --workers to {auto_workers(cores)} (what --workers auto picks)"
+                f"{workers} loader workers for {cores} cores: raise --workers to {auto_workers(cores)} (what "
+                "--workers auto picks)"
             )
         if 100 * workers / cores > self.params["max_threshold"]:
             found.append(
@@ -244,10 +260,19 @@ class Dataloader(ProfilerRule):
         if cpu is None or io is None:
             return "no system sample fell within a wait, so CPU and I/O load are unknown: the waits are short and many"
         if cpu > 90:
-            return f"the CPUs were busy ({cpu:.0f}%): decoding/augmenting is the limit, add workers or cores, or cache decoded images"
+            return (
+                f"the CPUs were busy ({cpu:.0f}%): decoding/augmenting is the limit, add workers or cores, or "
+                "cache decoded images"
+            )
         if io > 50:
-            return f"the CPUs waited on I/O ({io:.0f}%): reading the files is the limit, use faster storage or FastFile/Pipe mode"
-        return f"neither CPU ({cpu:.0f}%) nor I/O ({io:.0f}%) was busy: the loader itself is slow (sleeps, network, locks, too few workers)"
+            return (
+                f"the CPUs waited on I/O ({io:.0f}%): reading the files is the limit, use faster storage or "
+                "FastFile/Pipe mode"
+            )
+        return (
+            f"neither CPU ({cpu:.0f}%) nor I/O ({io:.0f}%) was busy: the loader itself is slow (sleeps, network, "
+            "locks, too few workers)"
+        )
 
 
 RULES: dict[str, type[ProfilerRule]] = {

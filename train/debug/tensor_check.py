@@ -72,5 +72,6 @@ def missing_inputs(name: str) -> Verdict:
     return Verdict(
         name,
         ERROR,
-        evidence=f"the tensors it reads were not saved: {RULES[name].SUMMARY}; see docs/debugging.md for the collections it needs",
+        evidence=f"the tensors it reads were not saved: {RULES[name].SUMMARY}; see docs/debugging.md for the "
+        "collections it needs",
     )

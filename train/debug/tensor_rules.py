@@ -61,7 +61,8 @@ class BuiltinRule(Rule):
         return step in steps
 
     def value(self, name: str, step: int) -> np.ndarray | None:
-        """The value of ``name`` at global ``step``, or None when it was not saved then (or only reductions of it were)."""
+        """The value of ``name`` at global ``step``, or None when it was not saved then (or only reductions of it
+        were)."""
         from smdebug.exceptions import TensorUnavailableForStep
 
         if not self.saved(name, step):
@@ -72,7 +73,8 @@ class BuiltinRule(Rule):
             return None
 
     def reduction(self, name: str, step: int, kind: str) -> float | None:
-        """``kind`` ("mean", "max", ...) of the absolute values of ``name`` at ``step``: the saved reduction, or computed
+        """``kind`` ("mean", "max", ...) of the absolute values of ``name`` at ``step``: the saved reduction, or
+        computed
         from the saved value; None when neither was saved."""
         from smdebug.exceptions import TensorUnavailableForStep
 
@@ -193,7 +195,8 @@ class LossNotDecreasing(LossCurveRule):
                 found.append(
                     (
                         p.step,
-                        f"{mode} {name} {kind} by {change:+.2f}% from {reference.value:.4f} (step {reference.step}) to {p.value:.4f}",
+                        f"{mode} {name} {kind} by {change:+.2f}% from {reference.value:.4f} (step {reference.step}) "
+                        f"to {p.value:.4f}",
                     )
                 )
             reference = p
@@ -217,7 +220,8 @@ class Overfit(LossCurveRule):
                 found.append(
                     (
                         valid.step,
-                        f"validation {valid.value:.4f} vs training {train_mean.value:.4f}: ratio {ratio:.2f} > {self.params['ratio_threshold']:g}",
+                        f"validation {valid.value:.4f} vs training {train_mean.value:.4f}: ratio {ratio:.2f} > "
+                        f"{self.params['ratio_threshold']:g}",
                     )
                 )
         return found
@@ -252,7 +256,8 @@ class Overtraining(LossCurveRule):
                 found.append(
                     (
                         p.step,
-                        f"{label} {name} {p.value:.4f} has not improved on {best.value:.4f} (step {best.step}) by {self.params['delta']:g} for {self.params[patience]} evaluations",
+                        f"{label} {name} {p.value:.4f} has not improved on {best.value:.4f} (step {best.step}) by "
+                        f"{self.params['delta']:g} for {self.params[patience]} evaluations",
                     )
                 )
         return sorted(found)
@@ -295,7 +300,8 @@ class PoorWeightInitialization(BuiltinRule):
             low, high = min(variances, key=variances.get), max(variances, key=variances.get)
             if variances[high] > self.params["threshold"] * max(variances[low], 1e-30):
                 return self.found(
-                    f"activation input variance ranges from {variances[low]:.3g} ({low}) to {variances[high]:.3g} ({high}), ratio > {self.params['threshold']:g}"
+                    f"activation input variance ranges from {variances[low]:.3g} ({low}) to {variances[high]:.3g} "
+                    f"({high}), ratio > {self.params['threshold']:g}"
                 )
         for name in self.gradients:
             value = self.value(name, step)
@@ -308,7 +314,8 @@ class PoorWeightInitialization(BuiltinRule):
         seen = [p for p in self.losses if p.step <= step]
         if len(seen) > self.params["patience"] and min(p.value for p in seen[1:]) >= seen[0].value:
             return self.found(
-                f"the training loss has not fallen below its first value {seen[0].value:.4f} in {len(seen) - 1} saved steps"
+                f"the training loss has not fallen below its first value {seen[0].value:.4f} in {len(seen) - 1} "
+                "saved steps"
             )
         return False
 
@@ -350,7 +357,8 @@ class ClassImbalance(BuiltinRule):
         classes, counts = np.unique(labels, return_counts=True)
         if counts.max() > self.params["threshold_imbalance"] * counts.min():
             return self.found(
-                f"class {classes[counts.argmax()]} has {counts.max()} samples, class {classes[counts.argmin()]} {counts.min()} (ratio > {self.params['threshold_imbalance']:g}) in {len(labels)} labels"
+                f"class {classes[counts.argmax()]} has {counts.max()} samples, class {classes[counts.argmin()]} "
+                f"{counts.min()} (ratio > {self.params['threshold_imbalance']:g}) in {len(labels)} labels"
             )
         for c, n in zip(classes, counts, strict=False):
             wrong = float(np.mean(predicted[labels == c] != c))
