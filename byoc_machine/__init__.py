@@ -69,20 +69,20 @@ def cgroup_cpu_limit(mount: Path = CGROUP_MOUNT, proc_cgroup: str | None = None)
     return min(limits) if limits else None
 
 
+def _capped(affinity: int, limit: float | None) -> int:
+    return max(min(affinity, math.ceil(limit)) if limit is not None else affinity, 1)
+
+
 def usable_cores(mount: Path = CGROUP_MOUNT, proc_cgroup: str | None = None) -> int:
     """The cores this process may use: its CPU affinity, capped by the cgroup CPU quota (rounded up), at least 1."""
-    cores = len(os.sched_getaffinity(0))
-    limit = cgroup_cpu_limit(mount, proc_cgroup)
-    if limit is not None:
-        cores = min(cores, math.ceil(limit))
-    return max(cores, 1)
+    return _capped(len(os.sched_getaffinity(0)), cgroup_cpu_limit(mount, proc_cgroup))
 
 
 def cores_explained(mount: Path = CGROUP_MOUNT, proc_cgroup: str | None = None) -> str:
     """Why ``usable_cores`` says what it says, for a start-up line: ``1 usable core (cgroup CPU quota 1, 2 in
     affinity)``."""
-    cores, affinity = usable_cores(mount, proc_cgroup), len(os.sched_getaffinity(0))
-    limit = cgroup_cpu_limit(mount, proc_cgroup)
+    affinity, limit = len(os.sched_getaffinity(0)), cgroup_cpu_limit(mount, proc_cgroup)
+    cores = _capped(affinity, limit)
     quota = f"cgroup CPU quota {limit:g}" if limit is not None else "no cgroup CPU quota"
     return f"{cores} usable core{'s' * (cores != 1)} ({quota}, {affinity} in affinity)"
 

@@ -141,6 +141,7 @@ class Settings:
         if runtime not in RUNTIMES:
             raise SettingsError(f"SERVE_RUNTIME={runtime!r}: choose one of {', '.join(RUNTIMES)}")
         precision = env.get("SERVE_PRECISION", "auto")
+        cores = usable_cores()  # the default of both thread pools
         if precision not in PRECISIONS or (precision in ("int8", "bf16") and runtime != "openvino"):
             raise SettingsError(
                 f"SERVE_PRECISION={precision!r}: use auto or fp32, or int8 / bf16 with SERVE_RUNTIME=openvino"
@@ -156,7 +157,7 @@ class Settings:
             runtime=runtime,
             precision=precision,
             recheck_margin=_float(env, "SERVE_BF16_RECHECK_MARGIN", recheck.DEFAULT_MARGIN),
-            threads=_int(env, "SERVE_THREADS", usable_cores()),
+            threads=_int(env, "SERVE_THREADS", cores),
             default_top_k=_int(env, "SERVE_TOP_K", 5),
             max_batch_images=_int(env, "SERVE_MAX_BATCH_SIZE", 16),
             max_batch_delay_ms=_int(env, "SERVE_MAX_BATCH_DELAY_MS", 2, minimum=0),
@@ -171,7 +172,7 @@ class Settings:
             max_concurrent_requests=_int(env, "SERVE_MAX_CONCURRENT_REQUESTS", 64),
             max_queued_images=_int(env, "SERVE_MAX_QUEUED_IMAGES", 256),
             body_timeout_seconds=_int(env, "SERVE_BODY_READ_TIMEOUT_SECONDS", 20),
-            worker_threads=_int(env, "SERVE_WORKER_THREADS", usable_cores()),
+            worker_threads=_int(env, "SERVE_WORKER_THREADS", cores),
             max_image_urls=_int(env, "SERVE_MAX_IMAGE_URLS_PER_REQUEST", 8),
             image_url_timeout_seconds=_int(env, "SERVE_IMAGE_URL_TIMEOUT_SECONDS", 5),
             allow_private_image_urls=_bool(env, "SERVE_IMAGE_URL_ALLOW_PRIVATE"),
