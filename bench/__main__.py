@@ -1,11 +1,9 @@
 """python -m bench {all,input,gpu,train,scale,serve,agreement,rules,soak,ceiling,explain,burst,path,report} [args]
 
 ``all`` runs every benchmark one after the other, each in its own process (building the images first unless given),
-writes each
-one's raw JSON to bench/results/ and regenerates docs/benchmarks.md with its plots; ``--smoke`` runs the same
-code on tiny inputs (the test suite's check that the suite works; its numbers mean nothing). With $BENCH_OUT
-set, results and the document go there instead.
-"""
+writes each one's raw JSON to bench/results/ and regenerates docs/benchmarks.md with its plots; ``--smoke`` runs the
+same code on tiny inputs (the test suite's check that the suite works; its numbers mean nothing). With $BENCH_OUT set,
+results and the document go there instead."""
 
 from __future__ import annotations
 

@@ -2,8 +2,7 @@
 
 Runs, side by side in one invocation: head-only with the feature cache, head-only without it, and full
 fine-tuning; then (with --docker) the same small job as ``docker run IMAGE train``. Prints and stores test accuracy,
-wall time and per-epoch images/s.
-"""
+wall time and per-epoch images/s."""
 
 from __future__ import annotations
 

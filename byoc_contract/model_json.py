@@ -156,8 +156,8 @@ def read_object(path: Path) -> dict:
 
 def preprocessing(info: dict, path: Path) -> dict:
     """``preprocess`` of the description read from ``path``, checked: ``resize`` and ``crop`` whole px in 1..MAX_SIDE, a
-    known
-    ``interpolation`` and ``decode``, three finite means and three finite positive standard deviations, RGB and NCHW."""
+    known ``interpolation`` and ``decode``, three finite means and three finite positive standard deviations, RGB and
+    NCHW."""
     pre = info.get("preprocess")
     if not isinstance(pre, dict):
         raise DescriptionError(f'{path} has no "preprocess" object: use the model.json training wrote.')

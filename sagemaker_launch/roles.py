@@ -3,8 +3,7 @@
 Jobs (training, tuning, batch transform) read the data and write their outputs. Endpoints only read the models (and
 their asynchronous inputs), and write only their asynchronous results and captured data when they have any: a
 compromised endpoint cannot rewrite a model or plant an archive where jobs and the launcher read (``train --wait``
-extracts ``output.tar.gz``).
-"""
+extracts ``output.tar.gz``)."""
 
 from __future__ import annotations
 

@@ -105,13 +105,11 @@ class OnnxRuntimeModel(Runtime):
 class OpenVinoModel(Runtime):
     """model.onnx compiled by OpenVINO for the CPU in ``fp32`` or ``bf16`` (where the CPU has bf16 kernels), or the
     artifact's INT8 model (``model_int8.xml``, quantized by training past its accuracy gate) in ``int8`` (the layers
-    left
-    unquantized in ``byoc_openvino.UNQUANTIZED_PRECISION``).
+    left unquantized in ``byoc_openvino.UNQUANTIZED_PRECISION``).
 
     bf16 and int8 round activations, which can swap the top two classes when they are nearly tied. With
     ``recheck_margin`` > 0, images whose top-1/top-2 probability gap is below it run again in fp32, so top-1
-    labels stay fp32's.
-    """
+    labels stay fp32's."""
 
     name = "openvino"
     explains = True

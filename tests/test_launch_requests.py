@@ -4,8 +4,7 @@ launcher's tests call, checked against the IAM policy docs/sagemaker.md gives fo
 The table runs each command in each mode that changes what it sends, against moto_server (which accepts what AWS
 refuses). Each request is recorded as built, before the launcher's own check (``sagemaker_launch.api_model``), and
 checked again here: botocore's validator (required members, types, minimums) plus the model's maximums, enums and
-patterns, which botocore leaves out.
-"""
+patterns, which botocore leaves out."""
 
 from __future__ import annotations
 

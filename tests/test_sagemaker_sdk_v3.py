@@ -3,10 +3,9 @@
 ``ModelTrainer(training_mode=Mode.LOCAL_CONTAINER)`` trains our training image on real Fashion-MNIST with local channels
 (``InputData`` takes a local path) and hyperparameters; the job's output.tar.gz carries the in-job rules' verdicts.
 SDK v3's ``ModelBuilder(mode=Mode.LOCAL_CONTAINER)`` cannot start a bring-your-own serving image (it pulls the image
-from
-a registry, and with no ``model_server`` it starts no container; docs/sagemaker.md), so the endpoint runs through the
-SDK v3 path that does: ``sagemaker.core.local.LocalSession``'s CreateModel / CreateEndpointConfig / CreateEndpoint and
-its runtime client's InvokeEndpoint, with the JPEG bytes.
+from a registry, and with no ``model_server`` it starts no container; docs/sagemaker.md), so the endpoint runs through
+the SDK v3 path that does: ``sagemaker.core.local.LocalSession``'s CreateModel / CreateEndpointConfig / CreateEndpoint
+and its runtime client's InvokeEndpoint, with the JPEG bytes.
 """
 
 import io

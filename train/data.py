@@ -50,8 +50,7 @@ def loader_settings(workers: int | None, ranks_on_node: int = 1) -> tuple[int, i
     """(DataLoader workers, prefetch factor) per rank; ``workers=None`` picks them from the usable cores.
 
     Auto: ``train.cores.auto_workers`` of the rank's core share. Two batches in flight per worker: 4 measured slower
-    (bench/input_pipeline.py).
-    """
+    (bench/input_pipeline.py)."""
     if workers is None:
         workers = auto_workers(core_share(ranks_on_node))
     return workers, (None if workers == 0 else 2)

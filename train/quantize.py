@@ -64,8 +64,7 @@ def batches(
 
 def compiled(core, model, precision: str = "fp32") -> tuple[object, str]:
     """An infer request of ``model`` (a file or an ``ov.Model``) for the CPU with its unquantized layers in
-    ``precision``
-    (the quantized ones run in int8 whatever the hint), and the precision OpenVINO granted."""
+    ``precision`` (the quantized ones run in int8 whatever the hint), and the precision OpenVINO granted."""
     source = str(model) if isinstance(model, Path) else model
     return byoc_openvino.openvino_request(core, source, precision, "THROUGHPUT", usable_cores())
 

@@ -80,8 +80,7 @@ def train_pixels(pre: Preprocess, augment: str) -> T.Compose:
 
     ``none`` is the eval preset (and lets frozen-backbone features be cached); ``light`` adds a random resized
     crop and a flip; ``strong`` adds TrivialAugment and random erasing (with the mean colour, which is 0 once
-    normalised).
-    """
+    normalised)."""
     if augment == "none":
         return eval_pixels(pre)
     steps = [

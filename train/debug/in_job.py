@@ -3,8 +3,7 @@
 At each epoch end the tensor rules run over the saved steps; each verdict change prints one line
 (``byoc_contract.rules.format_line``) that CloudWatch, ``byoc-launch train --wait`` and the tuner's metric regexes read.
 A rule named in ``stop_on`` that finds issues asks the trainer to stop. ``rules.json`` and ``rules.txt`` hold the
-result.
-"""
+result."""
 
 from __future__ import annotations
 

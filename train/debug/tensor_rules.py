@@ -74,8 +74,7 @@ class BuiltinRule(Rule):
 
     def reduction(self, name: str, step: int, kind: str) -> float | None:
         """``kind`` ("mean", "max", ...) of the absolute values of ``name`` at ``step``: the saved reduction, or
-        computed
-        from the saved value; None when neither was saved."""
+        computed from the saved value; None when neither was saved."""
         from smdebug.exceptions import TensorUnavailableForStep
 
         if not self.saved(name, step):
