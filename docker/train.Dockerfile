@@ -28,7 +28,7 @@ LABEL org.opencontainers.image.title="byoc-vision-train" \
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    SAGEMAKER_TRAINING_MODULE=train.launcher:main
+    SAGEMAKER_TRAINING_MODULE=train.entry:run_job
 
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --index-url "${TORCH_INDEX_URL}" "torch${TORCH_VERSION}" torchvision

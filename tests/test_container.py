@@ -107,7 +107,7 @@ def test_image_size_and_labels(train_image):
     print(f"training image size: {inspect['Size'] / 1e9:.2f} GB")
     labels = inspect["Config"]["Labels"]
     assert labels["org.opencontainers.image.title"] == "byoc-vision-train"
-    assert "SAGEMAKER_TRAINING_MODULE=train.launcher:main" in inspect["Config"]["Env"]
+    assert "SAGEMAKER_TRAINING_MODULE=train.entry:run_job" in inspect["Config"]["Env"]
     tools = subprocess.run(
         ["docker", "run", "--rm", train_image, "sh", "-c", "command -v gcc cc || echo none"],
         capture_output=True,

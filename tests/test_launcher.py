@@ -1,10 +1,11 @@
-"""The SageMaker entry: torchrun placement and the accelerator check."""
+"""The training job's entry: torchrun placement and the accelerator check."""
 
 import pytest
 import torch
 
+from train.accelerators import describe_accelerators
 from train.errors import TrainingError
-from train.launcher import describe_accelerators, torchrun_command
+from train.torchrun import torchrun_command
 
 
 def test_torchrun_command_for_one_and_several_hosts():

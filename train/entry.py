@@ -1,14 +1,13 @@
-"""The image's ``train`` command: sagemaker-training's entry point, made safe for runs outside SageMaker.
+"""The training image's whole chain, from the container's command to the epochs, in two functions of this module.
 
-The whole chain of a training job, from the container's command to the epochs:
+1. ``train`` (``main``) fills in missing config files, then hands over to sagemaker-training (``trainer.train()``);
+2. the toolkit reads the job and calls ``SAGEMAKER_TRAINING_MODULE``, which is ``train.entry:run_job``;
+3. ``run_job`` turns the hyperparameters into flags (``train.cli.parse_args``) and runs ``train.run.run_and_report`` in
+   this process, or under torchrun (``train.torchrun``: one ``python -m train`` per GPU and host).
 
-1. ``train`` (this module's ``main``) fills in missing config files, then hands over to sagemaker-training;
-2. the toolkit reads the job and calls ``SAGEMAKER_TRAINING_MODULE`` (``train.launcher:main``);
-3. ``train.launcher`` turns hyperparameters into flags (``train.cli.parse_args``) and runs ``train.run.run_and_report``
-   in its own process, or under torchrun (one process per GPU and host, each entering ``python -m train``).
-
-Steps 1 and 2 are the toolkit's contract (it owns the SageMaker environment, the error files and the exit codes) and
-cannot be merged without giving that up; ``python -m train`` (``train.cli.main``) starts at step 3, without the toolkit.
+The hop through the toolkit is its contract (it owns the SageMaker environment, the error files and the exit codes),
+so it stays; everything on either side of it is here. ``python -m train`` (``train.cli.main``) starts at step 3,
+without the toolkit.
 
 The toolkit needs ``/opt/ml/input/config/{resourceconfig,hyperparameters,inputdataconfig}.json``; when one is
 missing it fails before our code runs and still exits 0 with nothing written. SageMaker always writes them; a
@@ -23,7 +22,11 @@ import logging
 import sys
 
 from train import sagemaker_env
-from train.errors import write_failure
+from train.accelerators import describe_accelerators
+from train.cli import parse_args
+from train.errors import TrainingError, write_failure
+from train.run import configure_logging, run_and_report
+from train.torchrun import run_torchrun, torchrun_command, wait_for_host
 
 log = logging.getLogger("train.entry")
 
@@ -81,3 +84,37 @@ def main() -> None:
         print(f"error: {reason}", file=sys.stderr)
         code = 1
     sys.exit(code)
+
+
+def run_job() -> None:
+    """The toolkit's callback: run the job; on failure raise its ClientError, so it writes our reason and exits 1."""
+    from sagemaker_training import errors, mapping
+
+    configure_logging(True)
+    env = sagemaker_env.toolkit_environment()
+
+    # SageMaker's own keys start with "_" (e.g. the tuner's _tuning_objective_metric): not trainer flags.
+    argv = [
+        str(a) for a in mapping.to_cmd_args({k: v for k, v in env.hyperparameters.items() if not k.startswith("_")})
+    ]
+    extra = env.additional_framework_parameters
+    try:
+        log.info("%s", describe_accelerators())
+        args = parse_args(argv)
+        log.info("hyperparameters: %s", " ".join(argv) or "(none)")
+        if str(extra.get("sagemaker_torch_distributed_enabled", "false")).lower() == "true":
+            per_host = int(extra.get("sagemaker_processes_per_host") or max(env.num_gpus, 1))
+            if len(env.hosts) > 1:
+                wait_for_host(env.hosts[0])
+            command = torchrun_command(argv, env.hosts, env.current_host, per_host)
+            log.info("distributed: %d host(s) x %d process(es): %s", len(env.hosts), per_host, " ".join(command))
+            code = run_torchrun(command)
+        else:
+            code = run_and_report(args)
+    except TrainingError as exc:
+        write_failure(str(exc))
+        code = 1
+    if code != 0:
+        failure = sagemaker_env.failure_file()
+        reason = failure.read_text().strip() if failure.is_file() else f"training exited with code {code}"
+        raise errors.ClientError(reason)
