@@ -21,12 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(config, items):
-    # the IAM coverage test reads what every launcher test before it called: it runs last, and under pytest-xdist
-    # every test that talks to the AWS stand-in runs in one worker with it (`--dist loadgroup`)
+    # the IAM coverage test reads what every launcher test before it called: it runs last
     items.sort(key=lambda item: item.get_closest_marker("after_launcher_tests") is not None)
-    for item in items:
-        if "aws" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("aws"))
     if not fashion_mnist.available():
         skip = pytest.mark.skip(reason="Fashion-MNIST is missing: apt-get install dataset-fashion-mnist")
         for item in items:
